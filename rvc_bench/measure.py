@@ -1,0 +1,86 @@
+"""Cold and warm timing around a backend call, memory beside it, and the fresh-process probe.
+
+Every timed region is `backend.run(fn, *args)`, which calls fn and forces that call's own outputs (mx.eval of the
+outputs, torch device synchronisation). Warm timing goes through pytest-benchmark's pedantic mode with explicit
+warm-up rounds and every round kept; the cold time (first call after loading, compilation included) is taken
+separately, before the warm-up.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rvc_bench.backends import Backend, RssPeak, max_rss_bytes
+
+
+@dataclass
+class Measurement:
+    cold_s: float
+    warm_s: list[float] = field(default_factory=list)
+    mem_framework_peak: float = float("nan")  # bytes
+    rss_peak_delta: float = float("nan")  # bytes
+    output: Any = None
+
+
+def cold_call(backend: Backend, fn: Callable, args: tuple) -> Measurement:
+    """One synchronised call, with the framework peak counter reset and the process high-water mark tracked."""
+    backend.sync(args)  # inputs are ready before the clock starts
+    gc.collect()
+    backend.reset_peak_memory()
+    with RssPeak() as rss:
+        t0 = time.perf_counter()
+        out = backend.run(fn, *args)
+        cold = time.perf_counter() - t0
+    return Measurement(cold_s=cold, mem_framework_peak=backend.peak_memory(), rss_peak_delta=rss.delta, output=out)
+
+
+def warm_rounds(benchmark, backend: Backend, fn: Callable, args: tuple, rounds: int, warmup: int) -> list[float]:
+    """Warm timings through pytest-benchmark (pedantic: no calibration, explicit warm-up, one call per round)."""
+    benchmark.pedantic(backend.run, args=(fn, *args), rounds=rounds, warmup_rounds=warmup, iterations=1)
+    stats = getattr(benchmark, "stats", None)
+    return list(stats.stats.data) if stats is not None else []  # None under --benchmark-disable
+
+
+def time_call(backend: Backend, fn: Callable, args: tuple, repeat: int) -> list[float]:
+    """Plain warm timing outside pytest (used by tests of the measuring core itself)."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        backend.run(fn, *args)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fresh-process probe: rerun one benchmark test alone in a new interpreter, which imports, loads and calls once;
+# its lifetime peak RSS is then the honest process memory of that (stage, backend, length).
+
+PROBE_ENV = "RVC_BENCH_PROBE_OUT"
+
+
+def run_probe(nodeid: str, extra_args: list[str], timeout_s: float = 1800) -> dict:
+    """Run `nodeid` in a fresh pytest process in probe mode; return {"cold_s", "rss_peak"}."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "probe.json"
+        env = dict(os.environ, **{PROBE_ENV: str(out)})
+        cmd = [sys.executable, "-m", "pytest", nodeid, "-q", "-p", "no:cacheprovider", "--benchmark-disable",
+               *extra_args]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+        if proc.returncode != 0 or not out.is_file():
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+            raise RuntimeError(f"probe of {nodeid} failed: {' | '.join(tail)}")
+        return json.loads(out.read_text())
+
+
+def write_probe_result(cold_s: float) -> None:
+    Path(os.environ[PROBE_ENV]).write_text(json.dumps({"cold_s": cold_s, "rss_peak": max_rss_bytes()}))

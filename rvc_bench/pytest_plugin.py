@@ -1,0 +1,214 @@
+"""pytest plugin behind every suite: options, parametrisation over lengths and backends, the `bench` fixture
+(which times through rvc_bench.measure and records parity next to each time) and the write to the run store.
+
+Defaults depend on the mode: with --benchmark-only (a benchmark run) the model size is "full", the lengths are
+5 s and rows go to reports/store; otherwise (the test suite) tiny models, 1 s, and nothing is written unless
+--store is given.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+from rvc_bench import fixtures, measure
+from rvc_bench.backends import BACKENDS, BackendError, get_backend, machine_info
+from rvc_bench.store import Run
+
+_SESSION = pytest.StashKey["BenchSession"]()
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("rvc-bench")
+    g.addoption("--torch-device", default="auto", help="mps, cuda or cpu (default: the first available, in that order)")
+    g.addoption("--mlx-device", default="auto", help="gpu or cpu (default: gpu if available)")
+    g.addoption("--backends", default=",".join(BACKENDS), help="comma-separated subset of torch,mlx")
+    g.addoption("--lengths", default=None, help="audio lengths in seconds, comma-separated (default: 5 with "
+                "--benchmark-only, else 1); the original grid is 5,60,300")
+    g.addoption("--rounds", type=int, default=5, help="warm timed rounds per benchmark (default 5)")
+    g.addoption("--warmup", type=int, default=1, help="warm-up rounds before the timed ones (default 1)")
+    g.addoption("--model-size", choices=("tiny", "full"), default=None,
+                help="model configs (default: full with --benchmark-only, else tiny)")
+    g.addoption("--weights-dir", default=None, help="folder with real rmvpe.pt / hubert_base.pt / voice .pth files")
+    g.addoption("--store", default=None, help="run store folder (default: reports/store with --benchmark-only)")
+    g.addoption("--fresh-process", action="store_true",
+                help="also measure peak RSS and cold time of each benchmark in a fresh process")
+
+
+class BenchSession:
+    """Per-session state: chosen backends, options, reference outputs, and the run being recorded."""
+
+    def __init__(self, config):
+        self.config = config
+        opt = config.getoption
+        bench_only = bool(opt("benchmark_only", default=False))
+        self.model_size = opt("model_size") or ("full" if bench_only else "tiny")
+        lengths = opt("lengths") or ("5" if bench_only else "1")
+        try:
+            self.lengths = [float(s) for s in lengths.split(",") if s.strip()]
+        except ValueError:
+            raise pytest.UsageError(f"--lengths must be numbers in seconds, got {lengths!r}") from None
+        if not self.lengths or any(not math.isfinite(s) or s <= 0 for s in self.lengths):
+            raise pytest.UsageError(f"--lengths must be positive seconds, got {lengths!r}")
+        self.backend_names = [b.strip() for b in opt("backends").split(",") if b.strip()]
+        self.rounds, self.warmup = opt("rounds"), opt("warmup")
+        if self.rounds < 1 or self.warmup < 0:
+            raise pytest.UsageError("--rounds must be >= 1 and --warmup >= 0")
+        devices = {"torch": opt("torch_device"), "mlx": opt("mlx_device")}
+        try:
+            self.backends = {name: get_backend(name, devices.get(name)) for name in self.backend_names}
+        except BackendError as err:
+            raise pytest.UsageError(str(err)) from None
+        store = opt("store") or ("reports/store" if bench_only else None)
+        self.store_dir = (config.rootpath / store) if store else None
+        weights = opt("weights_dir")
+        self.weights_dir = Path(weights) if weights else None
+        if self.weights_dir is not None and not self.weights_dir.is_dir():
+            raise pytest.UsageError(f"--weights-dir {self.weights_dir} is not a folder")
+        self.fresh_process = opt("fresh_process")
+        self.probe_mode = measure.PROBE_ENV in os.environ
+        self.references: dict[Any, Any] = {}
+        self.descriptions = {b.label: b.describe() for b in self.backends.values()}
+        self.run = Run(meta={"machine": machine_info(), "backends": self.descriptions, "options": {
+            "lengths": self.lengths, "rounds": self.rounds, "warmup": self.warmup, "model_size": self.model_size,
+            "weights_dir": str(self.weights_dir) if self.weights_dir else None}})
+
+    def write_line(self, text: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None or self.probe_mode:
+            return
+        if capture is None:
+            reporter.write_line(text)
+            return
+        with capture.global_and_fixture_disabled():  # progress must show while a test runs
+            reporter.write_line(text)
+
+
+def pytest_configure(config):
+    config.stash[_SESSION] = BenchSession(config)
+
+
+def pytest_generate_tests(metafunc):
+    session = metafunc.config.stash[_SESSION]
+    # A test that parametrises an argument itself keeps its own values.
+    explicit = {name.strip() for m in metafunc.definition.iter_markers("parametrize")
+                for name in (m.args[0].split(",") if isinstance(m.args[0], str) else m.args[0])}
+    if "seconds" in metafunc.fixturenames and "seconds" not in explicit:
+        metafunc.parametrize("seconds", session.lengths, ids=[f"{s:g}s" for s in session.lengths])
+    if "backend_name" in metafunc.fixturenames and "backend_name" not in explicit:
+        metafunc.parametrize("backend_name", session.backend_names)
+
+
+def pytest_collection_modifyitems(config, items):
+    session = config.stash[_SESSION]
+    if session.model_size != "full":
+        skip = pytest.mark.skip(reason="full-size model check: run with --model-size full")
+        for item in items:
+            if "full_size" in item.keywords:
+                item.add_marker(skip)
+    if session.weights_dir is None:
+        skip = pytest.mark.skip(reason="needs real weights: pass --weights-dir")
+        for item in items:
+            if "requires_weights" in item.keywords:
+                item.add_marker(skip)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    bench = session.config.stash.get(_SESSION, None)
+    if bench is None or bench.probe_mode or not bench.run.rows or bench.store_dir is None:
+        return
+    path = bench.run.write(bench.store_dir)
+    bench.write_line(f"rvc-bench: wrote {len(bench.run.rows)} rows to {path}")
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    bench = config.stash.get(_SESSION, None)
+    if bench is not None:
+        machine_info["rvc_bench"] = {"backends": bench.descriptions}
+
+
+class Bench:
+    """The `bench` fixture: what a stage benchmark needs, and the only way it records numbers."""
+
+    def __init__(self, session: BenchSession, request):
+        self.session = session
+        self.request = request
+        self._current: dict | None = None
+        self._benchmark = None
+
+    model_size = property(lambda self: self.session.model_size)
+    weights_dir = property(lambda self: self.session.weights_dir)
+    cache_dir = property(lambda self: fixtures.cache_dir())
+
+    def backend(self, name: str):
+        return self.session.backends[name]
+
+    def audio(self, seconds: float) -> fixtures.Clip:
+        return fixtures.clip(seconds)
+
+    def reference(self, key, compute: Callable[[], Any]):
+        """A session-wide cached reference output (computed once, whichever backend's test runs first)."""
+        if key not in self.session.references:
+            self.session.references[key] = compute()
+        return self.session.references[key]
+
+    def measure(self, benchmark, backend, fn: Callable, args: tuple, *, stage: str, variant: str, seconds: float,
+                dtype: str = "float32"):
+        """Cold call, then warm rounds through pytest-benchmark; records times and memory; returns the output."""
+        session = self.session
+        desc = session.descriptions[backend.label]
+        self._current = dict(stage=stage, variant=variant, backend=backend.name, device=backend.device,
+                             device_name=desc.get("device_name", ""), dtype=dtype, audio_seconds=seconds)
+        self._benchmark = benchmark
+        m = measure.cold_call(backend, fn, args)
+        if session.probe_mode:
+            measure.write_probe_result(m.cold_s)
+            return m.output
+        warm = measure.warm_rounds(benchmark, backend, fn, args, session.rounds, session.warmup)
+        add = lambda **kw: session.run.add(**self._current, **kw)  # noqa: E731
+        add(metric="time_cold", value=m.cold_s, unit="s")
+        for i, t in enumerate(warm):
+            add(metric="time_warm", value=t, unit="s", round=i)
+        add(metric="mem_framework_peak", value=m.mem_framework_peak, unit="bytes")
+        add(metric="rss_peak_delta", value=m.rss_peak_delta, unit="bytes")
+        benchmark.extra_info.update(device=backend.label, device_name=self._current["device_name"],
+                                    time_cold_s=m.cold_s, mem_framework_peak=m.mem_framework_peak,
+                                    rss_peak_delta=m.rss_peak_delta)
+        if session.fresh_process:
+            probe = measure.run_probe(self.request.node.nodeid, self._probe_args())
+            add(metric="rss_fresh_process", value=probe["rss_peak"], unit="bytes")
+            add(metric="time_cold_fresh_process", value=probe["cold_s"], unit="s")
+            benchmark.extra_info.update(rss_fresh_process=probe["rss_peak"])
+        median = float(np.median(warm)) if warm else float("nan")
+        session.write_line(f"  {stage}/{variant} {backend.label} {seconds:g}s: cold {m.cold_s:.3f} s, "
+                           f"warm median {median:.3f} s over {len(warm)} rounds")
+        return m.output
+
+    def record_parity(self, metrics: dict[str, float], reference: str = "torch") -> None:
+        """Store parity numbers next to the measurement just taken (skipped for the reference backend itself)."""
+        if self._current is None:
+            raise RuntimeError("record_parity() must follow measure()")
+        if self.session.probe_mode or self._current["backend"] == reference:
+            return
+        for name, value in metrics.items():
+            self.session.run.add(**self._current, metric=f"parity.{name}", value=value, unit="", reference=reference)
+        self._benchmark.extra_info.update({f"parity_{k}": v for k, v in metrics.items()})
+
+    def _probe_args(self) -> list[str]:
+        s = self.session
+        opt = s.config.getoption
+        args = ["--lengths", ",".join(f"{x:g}" for x in s.lengths), "--model-size", s.model_size,
+                "--torch-device", opt("torch_device"), "--mlx-device", opt("mlx_device"),
+                "--backends", ",".join(s.backend_names)]
+        return args + (["--weights-dir", str(s.weights_dir)] if s.weights_dir else [])
+
+
+@pytest.fixture
+def bench(request) -> Bench:
+    return Bench(request.config.stash[_SESSION], request)
