@@ -87,6 +87,7 @@ class BenchSession:
             reporter.write_line(text)
             return
         with capture.global_and_fixture_disabled():  # progress must show while a test runs
+            reporter.ensure_newline()
             reporter.write_line(text)
 
 

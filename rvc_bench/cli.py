@@ -1,0 +1,234 @@
+"""rvc-bench: run the suites into the store, regenerate the report, convert checkpoints, check the machine."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+STAGES = ("mel", "rmvpe", "hubert", "synth")
+DEFAULT_LENGTHS = "5"  # seconds; with 5 warm rounds the full-size default run takes ~10 min on a 2-core CPU
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def _lengths(text: str) -> str:
+    try:
+        values = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"lengths must be seconds separated by commas, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"lengths must be positive, got {text!r}")
+    return ",".join(f"{v:g}" for v in values)
+
+
+def _stages(text: str) -> list[str]:
+    chosen = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in STAGES]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown stage {unknown[0] if unknown else text!r}: choose from {', '.join(STAGES)}")
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# run
+
+
+def _blas_env(choice: str) -> dict[str, str]:
+    """Environment for the benchmark process: preload OpenBLAS for MLX's CPU backend when asked or available.
+
+    The Linux mlx[cpu] wheel ships a reference BLAS (~30x slower sgemm than OpenBLAS on this class of CPU); timing
+    MLX with it would compare a crippled build against torch's MKL. The choice is recorded in the run metadata.
+    """
+    from rvc_bench.backends import system_openblas
+
+    env = dict(os.environ)
+    if choice == "bundled" or sys.platform != "linux":
+        return env
+    lib = system_openblas()
+    if lib is None:
+        if choice == "openblas":
+            raise UserError("--mlx-blas openblas: no system OpenBLAS found (Debian/Ubuntu: apt-get install libopenblas0-pthread)")
+        return env
+    if "openblas" not in env.get("LD_PRELOAD", ""):
+        env["LD_PRELOAD"] = " ".join(p for p in (lib, env.get("LD_PRELOAD", "")) if p)
+    return env
+
+
+def cmd_run(args) -> int:
+    suites = PROJECT / "suites"
+    if not suites.is_dir():
+        raise UserError(f"no suites/ folder next to the package ({PROJECT}): run rvc-bench from a source checkout")
+    store = Path(args.store).resolve()
+    selected = [str(suites / f"test_{s}.py") for s in args.stages]
+    missing = [p for p in selected if not Path(p).is_file()]
+    if missing:
+        raise UserError(f"suite not found: {missing[0]}")
+    cmd = [sys.executable, "-m", "pytest", *selected, "--benchmark-only", "-p", "no:cacheprovider", "-q",
+           "--lengths", args.lengths, "--rounds", str(args.rounds), "--warmup", str(args.warmup),
+           "--model-size", args.model_size, "--torch-device", args.torch_device, "--mlx-device", args.mlx_device,
+           "--store", str(store), "--benchmark-columns", "median,iqr,rounds", "--benchmark-sort", "name"]
+    if args.fresh_process:
+        cmd.append("--fresh-process")
+    if args.weights_dir:
+        cmd += ["--weights-dir", args.weights_dir]
+    if args.backends:
+        cmd += ["--backends", args.backends]
+    print(f"rvc-bench run: stages {','.join(args.stages)}, lengths {args.lengths} s, {args.model_size} models, "
+          f"{args.rounds} warm rounds + {args.warmup} warm-up; store {store}", flush=True)
+    status = subprocess.run(cmd, cwd=PROJECT, env=_blas_env(args.mlx_blas)).returncode
+    if status not in (0, 1):  # 1 = some tests failed (their rows are still stored); other codes: nothing ran
+        print(f"rvc-bench run: pytest exited with status {status}", file=sys.stderr)
+        return status
+    if not args.no_report:
+        from rvc_bench import report
+
+        out = report.write(store, args.report)
+        print(f"rvc-bench run: report written to {out}")
+    return status
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# report
+
+
+def cmd_report(args) -> int:
+    from rvc_bench import report
+
+    store = Path(args.store)
+    if not store.is_dir():
+        raise UserError(f"run store not found: {store} (run `rvc-bench run` first)")
+    try:
+        out = report.write(store, args.output)
+    except report.ReportError as err:
+        raise UserError(str(err)) from None
+    print(f"wrote {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# convert
+
+
+def detect_kind(obj) -> str:
+    """Which upstream format a loaded checkpoint is, from its top-level structure (not from tensor shapes)."""
+    if isinstance(obj, dict) and "weight" in obj and "config" in obj:
+        return "voice"
+    state = obj.get("model", obj) if isinstance(obj, dict) else None
+    if isinstance(state, dict) and any(str(k).startswith("unet.") for k in state):
+        return "rmvpe"
+    if isinstance(state, dict) and any("pos_conv" in str(k) for k in state):
+        return "hubert"
+    raise UserError("unrecognised checkpoint: expected an RVC voice .pth, rmvpe.pt or hubert_base.pt")
+
+
+def cmd_convert(args) -> int:
+    from rvc_bench.checkpoints import load_pickled
+    from rvc_bench.layout import CheckpointError
+
+    src, dst = Path(args.checkpoint), Path(args.output) if args.output else Path(args.checkpoint).with_suffix(".safetensors")
+    try:
+        kind = args.kind if args.kind != "auto" else detect_kind(load_pickled(src))
+        if kind == "rmvpe":
+            from rvc_bench.rmvpe.convert import convert_file
+        elif kind == "hubert":
+            from rvc_bench.hubert.convert import convert_file
+        else:
+            from rvc_bench.synth.convert import convert_file
+        convert_file(src, dst)
+    except CheckpointError as err:
+        raise UserError(str(err)) from None
+    print(f"converted {kind} checkpoint {src} -> {dst}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# doctor
+
+
+def cmd_doctor(args) -> int:
+    from rvc_bench import backends as B
+
+    print(f"machine: {B.cpu_model()}, {os.cpu_count()} cores, {sys.platform} {os.uname().machine}, Python {sys.version.split()[0]}")
+    rows = []
+    for name, devices in (("torch", B.TORCH_DEVICES), ("mlx", B.MLX_DEVICES)):
+        available = B.torch_devices() if name == "torch" else B.mlx_devices()
+        for dev in devices:
+            ok = dev in available
+            rows.append((f"{name}:{dev}", "yes" if ok else "no", "" if ok else B.available_reason(name, dev)))
+    width = max(len(r[0]) for r in rows)
+    for label, ok, why in rows:
+        print(f"  {label:<{width}}  {ok:<3}  {why}")
+    if "cpu" in B.mlx_devices():
+        info = B.mlx_cpu_blas()
+        print(f"MLX CPU BLAS in this process: {info['mlx_cpu_blas']} ({info['mlx_cpu_sgemm_gflops']} GFLOP/s, 512x512 sgemm)")
+        lib = B.system_openblas()
+        if sys.platform == "linux":
+            print(f"system OpenBLAS: {lib}; `rvc-bench run` preloads it for MLX (--mlx-blas bundled to opt out)" if lib
+                  else "system OpenBLAS: not found; MLX CPU runs ~30x slower matmuls (apt-get install libopenblas0-pthread)")
+    if "mps" in B.torch_devices():
+        print(f"PYTORCH_ENABLE_MPS_FALLBACK={os.environ.get('PYTORCH_ENABLE_MPS_FALLBACK', '0')} "
+              "(needed only by torch builds without MPS stft)")
+    best = [f"torch:{B.torch_devices()[0]}" if B.torch_devices() else None, f"mlx:{B.mlx_devices()[0]}" if B.mlx_devices() else None]
+    print("default devices: " + ", ".join(b for b in best if b))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rvc-bench", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the benchmark suites into the store, then regenerate the report")
+    r.add_argument("--lengths", type=_lengths, default=DEFAULT_LENGTHS,
+                   help=f"audio lengths in seconds (default {DEFAULT_LENGTHS}; the original grid is 5,60,300)")
+    r.add_argument("--stages", type=_stages, default=list(STAGES), help="comma-separated subset of " + ",".join(STAGES))
+    r.add_argument("--rounds", type=int, default=5, help="warm timed rounds (default 5)")
+    r.add_argument("--warmup", type=int, default=1, help="warm-up rounds (default 1)")
+    r.add_argument("--model-size", choices=("full", "tiny"), default="full")
+    r.add_argument("--torch-device", default="auto", help="mps, cuda or cpu (default: best available)")
+    r.add_argument("--mlx-device", default="auto", help="gpu or cpu (default: best available)")
+    r.add_argument("--backends", default=None, help="comma-separated subset of torch,mlx")
+    r.add_argument("--mlx-blas", choices=("auto", "openblas", "bundled"), default="auto",
+                   help="BLAS for MLX's Linux CPU backend (auto: system OpenBLAS if installed)")
+    r.add_argument("--fresh-process", action="store_true", help="also measure each benchmark in a fresh process (RSS)")
+    r.add_argument("--weights-dir", default=None, help="folder with real upstream checkpoints")
+    r.add_argument("--store", default=str(PROJECT / "reports" / "store"))
+    r.add_argument("--report", default=str(PROJECT / "reports" / "BENCHMARKS.md"))
+    r.add_argument("--no-report", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser("report", help="regenerate the benchmarks document from the store alone")
+    rep.add_argument("--store", default="reports/store")
+    rep.add_argument("-o", "--output", default="reports/BENCHMARKS.md")
+    rep.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("convert", help="convert rmvpe.pt, hubert_base.pt or a voice .pth to MLX safetensors")
+    c.add_argument("checkpoint")
+    c.add_argument("-o", "--output", default=None)
+    c.add_argument("--kind", choices=("auto", "rmvpe", "hubert", "voice"), default="auto")
+    c.set_defaults(func=cmd_convert)
+
+    d = sub.add_parser("doctor", help="which backends and devices this machine can run, and why not")
+    d.set_defaults(func=cmd_doctor)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"rvc-bench: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The rvc-bench command as a user meets it: run, report, doctor, convert, and bad input."""
+
+import subprocess
+import sys
+
+import pytest
+
+from rvc_bench import backends, cli
+
+
+def rvc(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "rvc_bench.cli", *args], capture_output=True, text=True, **kw)
+
+
+def test_run_then_report_is_byte_identical(tmp_path):
+    store, rep = tmp_path / "store", tmp_path / "out" / "BENCHMARKS.md"
+    proc = rvc("run", "--stages", "mel", "--lengths", "0.5,1", "--rounds", "2", "--model-size", "tiny",
+               "--store", str(store), "--report", str(rep))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "mel/log-mel-128 mlx:cpu 0.5s" in proc.stdout  # progress while it runs
+    assert len(list(store.glob("run-*.parquet"))) == 1
+    first = rep.read_bytes()
+    figures = {p.name: p.read_bytes() for p in (rep.parent / "figures").iterdir()}
+    assert b"| mel " in first and b"numpy-float64" in first and len(figures) == 2
+    again = rvc("report", "--store", str(store), "-o", str(rep))
+    assert again.returncode == 0, again.stderr
+    assert rep.read_bytes() == first
+    assert {p.name: p.read_bytes() for p in (rep.parent / "figures").iterdir()} == figures
+
+
+def test_report_from_an_empty_or_missing_store_fails_cleanly(tmp_path):
+    (tmp_path / "store").mkdir()
+    out = tmp_path / "B.md"
+    for store in (tmp_path / "store", tmp_path / "missing"):
+        proc = rvc("report", "--store", str(store), "-o", str(out))
+        assert proc.returncode == 2 and proc.stderr.startswith("rvc-bench: error:") and proc.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_run_on_a_missing_device_is_a_clear_error_and_writes_nothing(tmp_path):
+    if "mps" in backends.torch_devices():
+        pytest.skip("MPS exists here")
+    store = tmp_path / "store"
+    proc = rvc("run", "--stages", "mel", "--lengths", "0.5", "--torch-device", "mps", "--store", str(store),
+               "--report", str(tmp_path / "B.md"))
+    assert proc.returncode not in (0, 1)
+    assert "torch device 'mps' is not available here" in proc.stdout + proc.stderr
+    assert not store.exists() and not (tmp_path / "B.md").exists()
+
+
+@pytest.mark.parametrize("args,match", [(("run", "--stages", "bogus"), "unknown stage 'bogus'"),
+                                        (("run", "--lengths", "-5"), "lengths must be positive"),
+                                        (("run", "--lengths", "abc"), "lengths must be seconds")])
+def test_bad_arguments(args, match):
+    proc = rvc(*args)
+    assert proc.returncode == 2 and match in proc.stderr
+
+
+def test_convert_missing_or_unknown_checkpoint(tmp_path):
+    proc = rvc("convert", str(tmp_path / "nope.pth"))
+    assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
+    import torch
+
+    torch.save({"something": torch.ones(1)}, tmp_path / "odd.pt")
+    proc = rvc("convert", str(tmp_path / "odd.pt"))
+    assert proc.returncode == 2 and "unrecognised checkpoint" in proc.stderr
+
+
+def test_doctor_lists_devices_with_reasons():
+    proc = rvc("doctor")
+    assert proc.returncode == 0
+    assert "torch:cpu   yes" in proc.stdout
+    for name, dev in (("torch", "mps"), ("mlx", "gpu")):
+        available = backends.torch_devices() if name == "torch" else backends.mlx_devices()
+        if dev not in available:
+            assert f"{name}:{dev}" in proc.stdout and backends.available_reason(name, dev) in proc.stdout
+
+
+def test_detect_kind_uses_structure():
+    assert cli.detect_kind({"weight": {}, "config": []}) == "voice"
+    assert cli.detect_kind({"unet.encoder.bn.weight": 0}) == "rmvpe"
+    assert cli.detect_kind({"model": {"encoder.pos_conv.0.bias": 0}}) == "hubert"

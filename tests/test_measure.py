@@ -1,0 +1,111 @@
+"""The measuring core: the sync charges lazy work to the timed region, memory counters see allocations."""
+
+import numpy as np
+import pytest
+
+from rvc_bench import measure
+from rvc_bench.backends import MLXBackend, RssPeak, get_backend
+
+
+def lazy_chain(a):
+    """About 16 dependent 384x384 matmuls: MLX only records the graph until something evaluates it."""
+    import mlx.core as mx
+
+    x = a
+    for _ in range(16):
+        x = mx.tanh(x @ a)
+    return x
+
+
+class NoSyncMLX(MLXBackend):
+    """What a broken adapter would do: return without forcing the outputs."""
+
+    def sync(self, outputs=None):
+        pass
+
+
+def _eval_time(a, repeat=3):
+    import time
+
+    import mlx.core as mx
+
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        mx.eval(lazy_chain(a))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def test_mlx_sync_charges_lazy_work_to_the_timed_region():
+    import mlx.core as mx
+
+    be = get_backend("mlx", "cpu")
+    a = mx.random.normal((384, 384), key=mx.random.key(0)) / 20
+    mx.eval(a)
+    work = _eval_time(a)
+    assert work > 2e-3, "the lazy chain must be measurably expensive for this test to mean anything"
+    timed = min(measure.time_call(be, lazy_chain, (a,), repeat=3))
+    # Removing the sync leaves only graph construction (microseconds) in the timed region: this fails then.
+    assert timed >= 0.5 * work, f"timed {timed:.5f} s but the work takes {work:.5f} s: outputs were not forced"
+
+
+def test_without_sync_the_work_escapes_the_timer():
+    """The check above is sensitive: a backend that skips the sync measures far less than the real work."""
+    import mlx.core as mx
+
+    a = mx.random.normal((384, 384), key=mx.random.key(1)) / 20
+    mx.eval(a)
+    work = _eval_time(a)
+    timed = min(measure.time_call(NoSyncMLX("cpu"), lazy_chain, (a,), repeat=3))
+    assert timed < 0.5 * work
+
+
+def test_sync_forces_every_output_in_a_nested_structure():
+    import mlx.core as mx
+
+    be = get_backend("mlx", "cpu")
+    a = mx.random.normal((384, 384), key=mx.random.key(2)) / 20
+    mx.eval(a)
+    work = _eval_time(a)
+    timed = min(measure.time_call(be, lambda x: {"pair": (x + 1, [lazy_chain(x)])}, (a,), repeat=3))
+    assert timed >= 0.5 * work
+
+
+def test_cold_call_records_time_and_mlx_peak_memory():
+    import mlx.core as mx
+
+    be = get_backend("mlx", "cpu")
+    n = 2048  # a 16 MiB float32 result must show in the peak counter
+    m = measure.cold_call(be, lambda: mx.ones((n, n)) * 2, ())
+    assert m.cold_s > 0
+    assert m.mem_framework_peak >= n * n * 4
+    assert float(m.output[0, 0]) == 2.0
+
+
+def test_torch_cpu_has_no_framework_peak_counter_and_says_so():
+    be = get_backend("torch", "cpu")
+    be.reset_peak_memory()
+    assert np.isnan(be.peak_memory())
+    assert be.memory_source == ""
+
+
+def test_rss_peak_sees_a_transient_allocation():
+    size = 256 * 2**20
+    with RssPeak() as rss:
+        buf = np.ones(size // 8)  # touched pages, freed before the block ends
+        del buf
+    assert rss.delta >= 0.8 * size, (rss.source, rss.delta)
+
+
+def test_numpy_round_trip_on_both_backends():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    for name in ("torch", "mlx"):
+        be = get_backend(name, "cpu")
+        np.testing.assert_array_equal(be.to_numpy(be.from_numpy(x)), x)
+
+
+def test_warm_rounds_keep_every_round(benchmark):
+    be = get_backend("torch", "cpu")
+    times = measure.warm_rounds(benchmark, be, lambda: sum(range(1000)), (), rounds=4, warmup=2)
+    assert len(times) == 4 and all(t > 0 for t in times)
