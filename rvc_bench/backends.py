@@ -148,8 +148,10 @@ class TorchBackend(Backend):
             raise BackendError(f"torch device {device!r} is not available here: {available_reason('torch', device)}")
         super().__init__("torch", device)
         self.dev = torch.device(device)
-        self.memory_source = {"cuda": "torch.cuda.max_memory_allocated", "mps": "torch.mps.driver_allocated_memory (sampled)"}.get(device, "")
-        self._mps_sampler: _Sampler | None = None
+        self.memory_source = {"cuda": "torch.cuda.max_memory_allocated",
+                              "mps": "torch.mps.current_allocated_memory (sampled every 2 ms)"}.get(device, "")
+        self._samplers: dict[str, _Sampler] = {}
+        self._extra: dict[str, float] = {}
 
     def from_numpy(self, x: np.ndarray, dtype=None):
         t = self.torch.from_numpy(np.ascontiguousarray(x))
@@ -168,19 +170,32 @@ class TorchBackend(Backend):
             self.torch.mps.synchronize()
 
     def reset_peak_memory(self) -> None:
+        self._extra = {}
         if self.device == "cuda":
             self.torch.cuda.reset_peak_memory_stats()
         elif self.device == "mps":
-            self._mps_sampler = _Sampler(self.torch.mps.driver_allocated_memory)
-            self._mps_sampler.start()
+            # MPS has no peak API: sample live tensors and the driver's total (allocator pools, MPSGraph) instead.
+            mps = self.torch.mps
+            self._samplers = {"current": _Sampler(mps.current_allocated_memory),
+                              "driver": _Sampler(mps.driver_allocated_memory)}
+            for sampler in self._samplers.values():
+                sampler.start()
 
     def peak_memory(self) -> float:
         """Framework-reported peak bytes since reset_peak_memory; NaN where the framework has no counter (CPU)."""
         if self.device == "cuda":
+            self._extra = {"mem_cuda_reserved_peak": float(self.torch.cuda.max_memory_reserved())}
             return float(self.torch.cuda.max_memory_allocated())
-        if self.device == "mps" and self._mps_sampler is not None:
-            return float(self._mps_sampler.stop())
+        if self.device == "mps" and self._samplers:
+            peaks = {name: float(sampler.stop()) for name, sampler in self._samplers.items()}
+            self._samplers = {}
+            self._extra = {"mem_mps_driver_peak_sampled": peaks["driver"]}
+            return peaks["current"]
         return float("nan")
+
+    def extra_memory(self) -> dict[str, float]:
+        """Further counters read by the last peak_memory() call (CUDA reserved, MPS driver), by row name."""
+        return dict(self._extra)
 
     def describe(self) -> dict:
         torch = self.torch
@@ -233,6 +248,9 @@ class MLXBackend(Backend):
 
     def peak_memory(self) -> float:
         return float(self.mx.get_peak_memory())
+
+    def extra_memory(self) -> dict[str, float]:
+        return {}
 
     def describe(self) -> dict:
         mx = self.mx

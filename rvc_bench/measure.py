@@ -27,6 +27,7 @@ class Measurement:
     warm_s: list[float] = field(default_factory=list)
     mem_framework_peak: float = float("nan")  # bytes
     rss_peak_delta: float = float("nan")  # bytes
+    mem_extra: dict = field(default_factory=dict)  # further counters by name (bytes), e.g. MPS driver memory
     output: Any = None
 
 
@@ -39,7 +40,9 @@ def cold_call(backend: Backend, fn: Callable, args: tuple) -> Measurement:
         t0 = time.perf_counter()
         out = backend.run(fn, *args)
         cold = time.perf_counter() - t0
-    return Measurement(cold_s=cold, mem_framework_peak=backend.peak_memory(), rss_peak_delta=rss.delta, output=out)
+    peak = backend.peak_memory()
+    return Measurement(cold_s=cold, mem_framework_peak=peak, rss_peak_delta=rss.delta,
+                       mem_extra=backend.extra_memory(), output=out)
 
 
 def warm_rounds(benchmark, backend: Backend, fn: Callable, args: tuple, rounds: int, warmup: int) -> list[float]:

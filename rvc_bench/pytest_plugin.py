@@ -177,12 +177,14 @@ class Bench:
         for i, t in enumerate(warm):
             add(metric="time_warm", value=t, unit="s", round=i)
         add(metric="mem_framework_peak", value=m.mem_framework_peak, unit="bytes")
+        for name, value in m.mem_extra.items():
+            add(metric=name, value=value, unit="bytes")
         add(metric="rss_peak_delta", value=m.rss_peak_delta, unit="bytes")
         benchmark.extra_info.update(device=backend.label, device_name=self._current["device_name"],
                                     time_cold_s=m.cold_s, mem_framework_peak=m.mem_framework_peak,
                                     rss_peak_delta=m.rss_peak_delta)
         if session.fresh_process:
-            probe = measure.run_probe(self.request.node.nodeid, self._probe_args())
+            probe = measure.run_probe(self.request.node.nodeid, self._probe_args(backend.name))
             add(metric="rss_fresh_process", value=probe["rss_peak"], unit="bytes")
             add(metric="time_cold_fresh_process", value=probe["cold_s"], unit="s")
             benchmark.extra_info.update(rss_fresh_process=probe["rss_peak"])
@@ -201,12 +203,12 @@ class Bench:
             self.session.run.add(**self._current, metric=f"parity.{name}", value=value, unit="", reference=reference)
         self._benchmark.extra_info.update({f"parity_{k}": v for k, v in metrics.items()})
 
-    def _probe_args(self) -> list[str]:
+    def _probe_args(self, backend: str) -> list[str]:
+        # Only the measured backend is set up in the probe, so the other framework's runtime stays out of its RSS.
         s = self.session
         opt = s.config.getoption
         args = ["--lengths", ",".join(f"{x:g}" for x in s.lengths), "--model-size", s.model_size,
-                "--torch-device", opt("torch_device"), "--mlx-device", opt("mlx_device"),
-                "--backends", ",".join(s.backend_names)]
+                "--torch-device", opt("torch_device"), "--mlx-device", opt("mlx_device"), "--backends", backend]
         return args + (["--weights-dir", str(s.weights_dir)] if s.weights_dir else [])
 
 

@@ -142,7 +142,8 @@ def overview_section(summary: pd.DataFrame) -> str:
             "interquartile range of those rounds. RTF = processing time / audio duration (< 1 is faster than "
             "real time); RTFx = its inverse. Cold is the first call after loading the model (kernel compilation "
             "included). Peak memory (framework) is MLX's peak counter, torch CUDA's max allocated, or torch MPS "
-            "driver memory sampled; torch on CPU has no such counter (n/a). RSS Δ peak is the process high-water "
+            "current allocated memory sampled every 2 ms (MPS has no peak API; its sampled driver memory is stored "
+            "as mem_mps_driver_peak_sampled); torch on CPU has no such counter (n/a). RSS Δ peak is the process high-water "
             "mark during the cold call minus RSS before it.\n\n" + table(pd.DataFrame(rows)))
 
 
