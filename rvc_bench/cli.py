@@ -1,4 +1,4 @@
-"""rvc-bench: run the suites into the store, regenerate the report, convert checkpoints, check the machine."""
+"""rvc-bench: run the suites into the store, regenerate the report, gate regressions, convert checkpoints,\ncheck the machine."""
 
 from __future__ import annotations
 
@@ -112,6 +112,27 @@ def cmd_report(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# gate
+
+
+def cmd_gate(args) -> int:
+    from rvc_bench import gate
+
+    try:
+        candidate = gate.select(args.store, args.candidate)
+        baseline = None
+        if args.baseline or args.baseline_store:
+            baseline = gate.select(args.baseline_store or args.store, args.baseline)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    checks = gate.evaluate(candidate, baseline, args.max_slowdown, args.alpha)
+    print(gate.render(checks), end="")
+    failed = sum(not c.ok for c in checks)
+    print(f"gate: {len(checks) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # convert
 
 
@@ -209,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--store", default="reports/store")
     rep.add_argument("-o", "--output", default="reports/BENCHMARKS.md")
     rep.set_defaults(func=cmd_report)
+
+    g = sub.add_parser("gate", help="fail on parity outside its bounds or a significant slowdown against a baseline")
+    g.add_argument("--store", default="reports/store")
+    g.add_argument("--candidate", default=None, help="run id (prefix) to judge (default: newest rows of --store)")
+    g.add_argument("--baseline", default=None, help="run id (prefix) to compare speed against")
+    g.add_argument("--baseline-store", default=None, help="store holding the baseline (default: --store)")
+    g.add_argument("--max-slowdown", type=float, default=1.25, help="median growth tolerated (default 1.25)")
+    g.add_argument("--alpha", type=float, default=0.01, help="significance level of the Mann-Whitney test")
+    g.set_defaults(func=cmd_gate)
 
     c = sub.add_parser("convert", help="convert rmvpe.pt, hubert_base.pt or a voice .pth to MLX safetensors")
     c.add_argument("checkpoint")

@@ -26,6 +26,8 @@ def test_run_then_report_is_byte_identical(tmp_path):
     assert again.returncode == 0, again.stderr
     assert rep.read_bytes() == first
     assert {p.name: p.read_bytes() for p in (rep.parent / "figures").iterdir()} == figures
+    gated = rvc("gate", "--store", str(store))
+    assert gated.returncode == 0 and "gate: " in gated.stdout and "0 failed" in gated.stdout, gated.stdout
 
 
 def test_report_from_an_empty_or_missing_store_fails_cleanly(tmp_path):
