@@ -1,0 +1,132 @@
+"""Seeded synthetic ContentVec / HuBERT checkpoints in the real file formats (no weights are downloaded).
+
+`write_fairseq` writes what RVC ships as assets/hubert/hubert_base.pt: a torch.save'd dict with the state dict under
+"model" (legacy weight_g/weight_v on the positional conv, plus the unused mask_emb and label_embs_concat), a plain
+dict "cfg" and an argparse.Namespace "args", so loading it needs the allowlist unpickler. `write_hf` writes the same
+weights under Hugging Face Transformers names. Values are random but scaled so that every block carries signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+
+from rvc_bench.checkpoints import save_torch_checkpoint
+from rvc_bench.hubert.config import HubertConfig, get_config
+from rvc_bench.hubert.convert import KNOWN_UNUSED, POS_CONV, WN_SUFFIXES, source_shapes, to_hf_name
+
+# The real hubert_base.pt stores fp16; tiny test files use the same dtype so CI exercises the widening to fp32.
+DEFAULT_DTYPE = "float16"
+
+
+def _conv_spec(cfg: HubertConfig) -> str:
+    """fairseq's conv_feature_layers string, e.g. "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2"."""
+    runs: list[list] = []
+    for layer in cfg.conv_layers:
+        if runs and runs[-1][0] == layer:
+            runs[-1][1] += 1
+        else:
+            runs.append([layer, 1])
+    return " + ".join(f"[{layer}]" + (f" * {n}" if n > 1 else "") for layer, n in runs)
+
+
+def fairseq_cfg(cfg: HubertConfig) -> dict:
+    """The model and task sections fairseq saves as cfg (field names are fairseq's)."""
+    model = {"_name": "hubert", "extractor_mode": "default", "conv_feature_layers": _conv_spec(cfg),
+             "conv_bias": False, "layer_norm_first": False, "activation_fn": "gelu", "logit_temp": 0.1,
+             "encoder_layers": cfg.layers, "encoder_embed_dim": cfg.embed_dim,
+             "encoder_ffn_embed_dim": cfg.ffn_dim, "encoder_attention_heads": cfg.heads,
+             "conv_pos": cfg.pos_conv_kernel, "conv_pos_groups": cfg.pos_conv_groups, "final_dim": cfg.final_dim}
+    task = {"_name": "hubert_pretraining", "sample_rate": 16000, "normalize": False, "labels": ["km"]}
+    return {"model": model, "task": task}
+
+
+def fairseq_state(cfg: HubertConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random fp32 weights under fairseq names, in the order and shapes of the real file."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for key, shape in source_shapes(cfg, "fairseq", "legacy", KNOWN_UNUSED["fairseq"]).items():
+        if key.endswith("weight_g"):
+            w = np.abs(2.0 + 0.3 * rng.standard_normal(shape))  # per-tap norm; positional term std ~ 0.8
+        elif key.endswith("weight_v"):
+            w = rng.standard_normal(shape)
+        elif key.endswith(".bias") or key == "mask_emb":
+            w = 0.05 * rng.standard_normal(shape)
+        elif len(shape) == 1:  # GroupNorm / LayerNorm gains
+            w = 1.0 + 0.1 * rng.standard_normal(shape)
+        else:  # conv and linear weights: fan-in scaling (x2 variance for the GELU convs) keeps activations O(1)
+            fan_in = int(np.prod(shape[1:]))
+            gain = 2.0 if key.startswith("feature_extractor") else 1.0
+            w = rng.standard_normal(shape) * np.sqrt(gain / fan_in)
+        out[key] = w.astype(np.float32)
+    return out
+
+
+def _torch_dict(state: dict[str, np.ndarray], dtype: str) -> dict:
+    import torch
+
+    return {k: torch.from_numpy(v.astype(dtype)) for k, v in state.items()}
+
+
+def write_fairseq(path: str | os.PathLike, cfg: str | HubertConfig = "full", seed: int = 0,
+                  dtype: str = DEFAULT_DTYPE) -> Path:
+    cfg = get_config(cfg)
+    sections = fairseq_cfg(cfg)
+    ckpt = {"model": _torch_dict(fairseq_state(cfg, seed), dtype), "cfg": sections,
+            "args": argparse.Namespace(arch="hubert", **sections["model"]),  # pre-2021 fairseq files carry this
+            "optimizer_history": [], "extra_state": {}, "last_optimizer_state": None}
+    save_torch_checkpoint(path, ckpt)
+    return Path(path)
+
+
+def hf_state(state: dict[str, np.ndarray], wn_style: str = "parametrizations") -> dict[str, np.ndarray]:
+    """The same weights under HF Transformers names (label_embs_concat has no HF counterpart and is dropped).
+
+    wn_style: "parametrizations" (torch >= 2.1 weight norm, what current transformers writes) or "legacy".
+    """
+    out, suffix = {}, WN_SUFFIXES[wn_style]
+    for key, value in state.items():
+        if key == "label_embs_concat":
+            continue
+        if key.startswith(POS_CONV + ".weight_"):
+            key = POS_CONV + suffix[0 if key.endswith("_g") else 1]
+        out[to_hf_name(key)] = value
+    return out
+
+
+def write_hf(path: str | os.PathLike, cfg: str | HubertConfig = "full", seed: int = 0, dtype: str = DEFAULT_DTYPE,
+             wn_style: str = "parametrizations") -> Path:
+    """HF-layout state dict: `.safetensors` (as transformers saves) or a torch.save'd dict (pytorch_model.bin)."""
+    path = Path(path)
+    state = hf_state(fairseq_state(get_config(cfg), seed), wn_style)
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import save
+
+        from rvc_bench.checkpoints import atomic_write_bytes
+
+        atomic_write_bytes(path, save({k: v.astype(dtype) for k, v in state.items()}, metadata={"format": "pt"}))
+    else:
+        save_torch_checkpoint(path, _torch_dict(state, dtype))
+    return path
+
+
+def ensure_checkpoint(cache_dir: str | os.PathLike, size: str = "tiny", seed: int = 0, dtype: str = DEFAULT_DTYPE,
+                      layout: str = "fairseq") -> Path:
+    """The cached synthetic checkpoint for (size, seed, dtype, layout), generated on first use.
+
+    layout: "fairseq" (hubert_base.pt form) or "hf" (HF names, safetensors).
+    """
+    get_config(size)  # fail early on an unknown size
+    name = f"hubert-{size}-seed{seed}-{dtype}" + (".pt" if layout == "fairseq" else "-hf.safetensors")
+    path = Path(cache_dir) / "checkpoints" / name
+    if not path.is_file():
+        if layout == "fairseq":
+            write_fairseq(path, size, seed, dtype)
+        elif layout == "hf":
+            write_hf(path, size, seed, dtype)
+        else:
+            raise ValueError(f"unknown layout {layout!r}: 'fairseq' or 'hf'")
+    return path
