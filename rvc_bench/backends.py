@@ -210,6 +210,8 @@ class TorchBackend(Backend):
         else:
             info["device_name"] = cpu_model()
             info["torch_blas"] = _torch_blas(torch)
+            if "openblas" in os.environ.get("LD_PRELOAD", ""):  # interposes libtorch's exported sgemm
+                info["torch_blas"] += " (OpenBLAS preloaded: may interpose sgemm)"
         return info
 
 

@@ -39,16 +39,18 @@ def _stages(text: str) -> list[str]:
 # run
 
 
-def _blas_env(choice: str) -> dict[str, str]:
-    """Environment for the benchmark process: preload OpenBLAS for MLX's CPU backend when asked or available.
+def _blas_env(backend: str, choice: str) -> dict[str, str]:
+    """Environment for one backend's benchmark process.
 
     The Linux mlx[cpu] wheel ships a reference BLAS (~30x slower sgemm than OpenBLAS on this class of CPU); timing
-    MLX with it would compare a crippled build against torch's MKL. The choice is recorded in the run metadata.
+    MLX with it would compare a crippled build against torch's MKL. So MLX's process preloads a system OpenBLAS when
+    one is installed. torch's process never gets it: a preloaded OpenBLAS also interposes the sgemm symbol that
+    libtorch exports, which made the torch baseline up to 1.8x slower. What each process used is recorded.
     """
     from rvc_bench.backends import system_openblas
 
     env = dict(os.environ)
-    if choice == "bundled" or sys.platform != "linux":
+    if backend != "mlx" or choice == "bundled" or sys.platform != "linux":
         return env
     lib = system_openblas()
     if lib is None:
@@ -61,6 +63,9 @@ def _blas_env(choice: str) -> dict[str, str]:
 
 
 def cmd_run(args) -> int:
+    from datetime import datetime, timezone
+    import uuid
+
     suites = PROJECT / "suites"
     if not suites.is_dir():
         raise UserError(f"no suites/ folder next to the package ({PROJECT}): run rvc-bench from a source checkout")
@@ -69,22 +74,31 @@ def cmd_run(args) -> int:
     missing = [p for p in selected if not Path(p).is_file()]
     if missing:
         raise UserError(f"suite not found: {missing[0]}")
-    cmd = [sys.executable, "-m", "pytest", *selected, "--benchmark-only", "-p", "no:cacheprovider", "-q",
-           "--lengths", args.lengths, "--rounds", str(args.rounds), "--warmup", str(args.warmup),
-           "--model-size", args.model_size, "--torch-device", args.torch_device, "--mlx-device", args.mlx_device,
-           "--store", str(store), "--benchmark-columns", "median,iqr,rounds", "--benchmark-sort", "name"]
-    if args.fresh_process:
-        cmd.append("--fresh-process")
-    if args.weights_dir:
-        cmd += ["--weights-dir", args.weights_dir]
-    if args.backends:
-        cmd += ["--backends", args.backends]
-    print(f"rvc-bench run: stages {','.join(args.stages)}, lengths {args.lengths} s, {args.model_size} models, "
-          f"{args.rounds} warm rounds + {args.warmup} warm-up; store {store}", flush=True)
-    status = subprocess.run(cmd, cwd=PROJECT, env=_blas_env(args.mlx_blas)).returncode
-    if status not in (0, 1):  # 1 = some tests failed (their rows are still stored); other codes: nothing ran
-        print(f"rvc-bench run: pytest exited with status {status}", file=sys.stderr)
-        return status
+    backends = [b.strip() for b in (args.backends or "torch,mlx").split(",") if b.strip()]
+    unknown = [b for b in backends if b not in ("torch", "mlx")]
+    if unknown or not backends:
+        raise UserError(f"unknown backend {unknown[0] if unknown else args.backends!r}: choose from torch, mlx")
+    run_id = f"{uuid.uuid4().hex[:12]}@{datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    print(f"rvc-bench run {run_id.split('@')[0]}: stages {','.join(args.stages)}, lengths {args.lengths} s, "
+          f"{args.model_size} models, {args.rounds} warm rounds + {args.warmup} warm-up, one process per backend; "
+          f"store {store}", flush=True)
+    status = 0
+    for backend in backends:  # one process each, so each gets its own BLAS environment (see _blas_env)
+        cmd = [sys.executable, "-m", "pytest", *selected, "--benchmark-only", "-p", "no:cacheprovider", "-q",
+               "--lengths", args.lengths, "--rounds", str(args.rounds), "--warmup", str(args.warmup),
+               "--model-size", args.model_size, "--torch-device", args.torch_device, "--mlx-device", args.mlx_device,
+               "--backends", backend, "--run-id", run_id, "--store", str(store),
+               "--benchmark-columns", "median,iqr,rounds", "--benchmark-sort", "name"]
+        if args.fresh_process:
+            cmd.append("--fresh-process")
+        if args.weights_dir:
+            cmd += ["--weights-dir", args.weights_dir]
+        print(f"rvc-bench run: {backend} benchmarks", flush=True)
+        code = subprocess.run(cmd, cwd=PROJECT, env=_blas_env(backend, args.mlx_blas)).returncode
+        if code not in (0, 1):  # 1 = some tests failed (their rows are still stored); other codes: nothing ran
+            print(f"rvc-bench run: pytest exited with status {code}", file=sys.stderr)
+            return code
+        status = max(status, code)
     if not args.no_report:
         from rvc_bench import report
 

@@ -36,6 +36,7 @@ def pytest_addoption(parser):
                 help="model configs (default: full with --benchmark-only, else tiny)")
     g.addoption("--weights-dir", default=None, help="folder with real rmvpe.pt / hubert_base.pt / voice .pth files")
     g.addoption("--store", default=None, help="run store folder (default: reports/store with --benchmark-only)")
+    g.addoption("--run-id", default=None, help="ID@STARTED_AT to join an existing run (used by `rvc-bench run`)")
     g.addoption("--fresh-process", action="store_true",
                 help="also measure peak RSS and cold time of each benchmark in a fresh process")
 
@@ -76,7 +77,9 @@ class BenchSession:
         self.descriptions = {b.label: b.describe() for b in self.backends.values()}
         self.run = Run(meta={"machine": machine_info(), "backends": self.descriptions, "options": {
             "lengths": self.lengths, "rounds": self.rounds, "warmup": self.warmup, "model_size": self.model_size,
-            "weights_dir": str(self.weights_dir) if self.weights_dir else None}})
+            "weights_dir": str(self.weights_dir) if self.weights_dir else None}}, part="+".join(self.backend_names))
+        if opt("run_id"):  # `rvc-bench run` gives each backend's process the same run id
+            self.run.run_id, self.run.started_at = opt("run_id").split("@", 1)
 
     def write_line(self, text: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")

@@ -1,4 +1,5 @@
-"""The parquet run store: one file per run under reports/store/, tidy rows, run metadata in the file's schema.
+"""The parquet run store under reports/store/: one file per run (or per process of a run), tidy rows, run
+metadata in each file's schema.
 
 Row schema (one measured value per row):
   run_id, started_at (UTC ISO 8601), git_commit, git_dirty, stage, variant, backend, device, device_name, dtype,
@@ -62,6 +63,7 @@ class Run:
     rows: list[dict] = field(default_factory=list)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    part: str = "all"  # one run may be written by several processes (one per backend), one file each
 
     def __post_init__(self):
         self.git_commit, self.git_dirty = git_state()
@@ -87,7 +89,7 @@ class Run:
         buf = io.BytesIO()
         pq.write_table(table.replace_schema_metadata(meta), buf)
         stamp = self.started_at.replace(":", "").replace("-", "")
-        path = Path(store_dir) / f"run-{stamp}-{self.run_id}.parquet"
+        path = Path(store_dir) / f"run-{stamp}-{self.run_id}-{self.part}.parquet"
         atomic_write_bytes(path, buf.getvalue())
         return path
 
@@ -116,6 +118,9 @@ def read(store_dir: str | Path) -> Store:
             warnings.warn(f"skipping unreadable run file {path}: {err}", stacklevel=2)
             continue
         frames.append(frame[list(COLUMNS)].astype(COLUMNS))
-        runs[meta["run_id"]] = meta
+        if meta["run_id"] in runs:  # another part of the same run: merge the backend descriptions
+            runs[meta["run_id"]].setdefault("backends", {}).update(meta.get("backends", {}))
+        else:
+            runs[meta["run_id"]] = meta
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS)).astype(COLUMNS)
     return Store(rows, runs, problems)

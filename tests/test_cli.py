@@ -18,7 +18,10 @@ def test_run_then_report_is_byte_identical(tmp_path):
                "--store", str(store), "--report", str(rep))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "mel/log-mel-128 mlx:cpu 0.5s" in proc.stdout  # progress while it runs
-    assert len(list(store.glob("run-*.parquet"))) == 1
+    # one run, written by one process per backend: two files, one run id
+    files = sorted(store.glob("run-*.parquet"))
+    assert [f.name.rsplit("-", 1)[1] for f in files] == ["mlx.parquet", "torch.parquet"]
+    assert len({f.name.rsplit("-", 2)[1] for f in files}) == 1
     first = rep.read_bytes()
     figures = {p.name: p.read_bytes() for p in (rep.parent / "figures").iterdir()}
     assert b"| mel " in first and b"numpy-float64" in first and len(figures) == 2
