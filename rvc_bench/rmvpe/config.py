@@ -1,0 +1,125 @@
+"""RMVPE configuration (framework-free): the E2E(n_blocks, n_gru, kernel_size) network of spec §3 plus the
+inference constants (padding multiple, voicing threshold)."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Mapping
+
+PAD_MULTIPLE = 32  # frames: the log-mel is zero-padded to a multiple of this before the U-Net (WebUI mel2hidden)
+THRESHOLD = 0.03  # salience at or below this is unvoiced (the value the RVC pipeline passes; decode's default is 0.05)
+N_BINS = 360  # pitch bins, 20 cents apart
+
+
+@dataclass(frozen=True)
+class RMVPEConfig:
+    n_mels: int = 128  # width of the U-Net input (mel bins)
+    en_de_layers: int = 5  # encoder/decoder depth; each level halves T and the mel axis
+    inter_layers: int = 4  # bottleneck ResEncoderBlocks
+    in_channels: int = 1
+    en_out_channels: int = 16  # channels after the first encoder level; doubles per level
+    n_blocks: int = 4  # ConvBlockRes per ResEncoder/ResDecoder block
+    kernel_size: tuple[int, int] = (2, 2)  # AvgPool2d kernel = stride in the encoder
+    n_gru: int = 1  # BiGRU layers
+    gru_hidden: int = 256  # per direction
+    n_bins: int = N_BINS
+    bn_momentum: float = 0.01  # training only; kept so the torch twin's BatchNorm2d matches upstream's repr
+    bn_eps: float = 1e-5
+
+    def __post_init__(self):
+        object.__setattr__(self, "kernel_size", tuple(self.kernel_size))
+        if PAD_MULTIPLE % (self.kernel_size[0] ** self.en_de_layers):
+            raise ValueError(f"en_de_layers={self.en_de_layers} pools T by more than the padding multiple {PAD_MULTIPLE}")
+        if self.n_mels % (self.kernel_size[1] ** self.en_de_layers):
+            raise ValueError(f"n_mels={self.n_mels} is not divisible by the pooling of {self.en_de_layers} levels")
+
+    @property
+    def cnn_out(self) -> int:
+        """BiGRU input size: 3 channels x n_mels (feature index = channel * n_mels + mel)."""
+        return 3 * self.n_mels
+
+    @property
+    def default_overlap(self) -> int:
+        """Context frames per side of a chunk in chunked inference: 32 frames at the coarsest U-Net level.
+
+        Measured against whole-sequence inference with the synthetic checkpoints (torch, chunk 256): full size
+        (1024 frames) 3.1e-6 max |Δsalience| on 15 s, against 6.3e-6 with 768, 1.7e-4 with 512, 5.5e-2 with 256 (10 s)
+        and 0.79 with none; tiny (256 frames) 1.1e-6 on 10 s, 1.1e-5 with 128, 0.27 with none.
+        """
+        return 32 * self.kernel_size[0] ** self.en_de_layers
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any]) -> "RMVPEConfig":
+        """Build from a mapping, dropping keys this config does not know (e.g. metadata written by other tools)."""
+        known = inspect.signature(cls).parameters
+        return cls(**{k: v for k, v in params.items() if k in known})
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["kernel_size"] = list(self.kernel_size)
+        return d
+
+
+PRESETS: dict[str, RMVPEConfig] = {
+    # The released rmvpe.pt: E2E(n_blocks=4, n_gru=1, kernel_size=(2, 2)), 90.4 M parameters.
+    "full": RMVPEConfig(),
+    # CI: same topology with 3 levels, 1 bottleneck block, 1 ConvBlockRes per block, 4 base channels, GRU 16.
+    "tiny": RMVPEConfig(en_de_layers=3, inter_layers=1, n_blocks=1, en_out_channels=4, gru_hidden=16),
+}
+
+
+def preset(name: str) -> RMVPEConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown RMVPE preset {name!r}: choose one of {', '.join(PRESETS)}") from None
+
+
+def chunk_windows(n_frames: int, chunk_frames: int, overlap_frames: int) -> list[tuple[int, int, int, int]]:
+    """Chunked inference plan: (lo, hi, keep_lo, keep_hi) per chunk; run frames [lo, hi), keep [keep_lo, keep_hi)
+    of that window's output. Chunks tile [0, n_frames); each window adds up to overlap_frames of context per side.
+
+    Both must be multiples of 32 so every window starts on the pooling grid of the whole sequence (otherwise each
+    AvgPool level would group different frames and the chunks could not match whole-sequence inference).
+    """
+    if chunk_frames <= 0 or chunk_frames % PAD_MULTIPLE or overlap_frames < 0 or overlap_frames % PAD_MULTIPLE:
+        raise ValueError(f"chunk_frames ({chunk_frames}) and overlap_frames ({overlap_frames}) must be multiples of "
+                         f"{PAD_MULTIPLE} (chunk_frames > 0)")
+    plan = []
+    for start in range(0, n_frames, chunk_frames):
+        lo, hi = max(0, start - overlap_frames), min(n_frames, start + chunk_frames + overlap_frames)
+        plan.append((lo, hi, start - lo, min(start + chunk_frames, n_frames) - lo))
+    return plan
+
+
+def infer_config(state: Mapping[str, Any]) -> RMVPEConfig:
+    """Read the architecture from a state dict's key names and a few shapes (the strict load checks the rest).
+
+    Used to open a checkpoint whose size is not known in advance, e.g. a real rmvpe.pt (-> the "full" config).
+    """
+    from rvc_bench.layout import CheckpointError
+
+    def count(prefix: str) -> int:
+        n = 0
+        while any(k.startswith(f"{prefix}.{n}.") for k in state):
+            n += 1
+        return n
+
+    try:
+        gru_w = state["fc.0.gru.weight_hh_l0"]
+        return RMVPEConfig(
+            n_mels=state["fc.0.gru.weight_ih_l0"].shape[1] // 3,
+            en_de_layers=count("unet.encoder.layers"),
+            inter_layers=count("unet.intermediate.layers"),
+            in_channels=state["unet.encoder.bn.weight"].shape[0],
+            en_out_channels=state["unet.encoder.layers.0.conv.0.conv.0.weight"].shape[0],
+            n_blocks=count("unet.encoder.layers.0.conv"),
+            n_gru=sum(1 for k in state if k.startswith("fc.0.gru.weight_hh_l") and not k.endswith("_reverse")),
+            gru_hidden=gru_w.shape[1],
+            n_bins=state["fc.1.weight"].shape[0],
+        )
+    except KeyError as err:
+        raise CheckpointError(f"cannot read the RMVPE architecture: missing key {err.args[0]!r}") from None
+    except ValueError as err:
+        raise CheckpointError(f"not a usable RMVPE state dict: {err}") from None
