@@ -46,8 +46,10 @@ def fold_weight_norm(g: np.ndarray, v: np.ndarray, dim: int) -> np.ndarray:
     return g * v / norm
 
 
-# The two key styles torch writes for weight norm: legacy hooks and torch>=2.1 parametrizations.
-_WN_STYLES = ((".weight_g", ".weight_v"), (".parametrizations.weight.original0", ".parametrizations.weight.original1"))
+# The two key styles torch writes for weight norm, as (g suffix, v suffix): legacy hooks and torch>=2.1
+# parametrizations.
+WEIGHT_NORM_STYLES = {"legacy": (".weight_g", ".weight_v"),
+                      "parametrizations": (".parametrizations.weight.original0", ".parametrizations.weight.original1")}
 
 
 def fold_weight_norms(state: Mapping[str, np.ndarray], dim_for: Callable[[str], int]) -> dict[str, np.ndarray]:
@@ -57,7 +59,7 @@ def fold_weight_norms(state: Mapping[str, np.ndarray], dim_for: Callable[[str], 
     """
     out: dict[str, np.ndarray] = {}
     for key, value in state.items():
-        for g_suffix, v_suffix in _WN_STYLES:
+        for g_suffix, v_suffix in WEIGHT_NORM_STYLES.values():
             if key.endswith(g_suffix) or key.endswith(v_suffix):
                 is_g = key.endswith(g_suffix)
                 module = key[: -len(g_suffix if is_g else v_suffix)]

@@ -45,10 +45,7 @@ KNOWN_UNUSED = {"fairseq": ("mask_emb", "label_embs_concat"), "hf": ("masked_spe
 _MARKERS = {"fairseq": "post_extract_proj.weight", "hf": "feature_projection.projection.weight"}
 _HF_PREFIX = "hubert."
 POS_CONV = "encoder.pos_conv.0"  # the only weight-normed module (norm over dim 2: one g per kernel tap)
-WN_SUFFIXES = {
-    "legacy": (".weight_g", ".weight_v"),
-    "parametrizations": (".parametrizations.weight.original0", ".parametrizations.weight.original1"),
-}
+WN_SUFFIXES = layout.WEIGHT_NORM_STYLES
 # Architecture flags a fairseq cfg may state that shapes cannot reveal: anything else is a different model.
 _FAIRSEQ_REQUIRED = {"layer_norm_first": False, "extractor_mode": "default", "activation_fn": "gelu"}
 

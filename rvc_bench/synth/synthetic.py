@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from rvc_bench.checkpoints import save_torch_checkpoint
+from rvc_bench.layout import WEIGHT_NORM_STYLES
 from rvc_bench.synth.config import NAMES, SynthConfig, parse_name, preset
 
 GENERATOR_VERSION = 1  # bump when the recipe changes, so cached files are regenerated
-WN_STYLES = {"legacy": (".weight_g", ".weight_v"),
-             "parametrizations": (".parametrizations.weight.original0", ".parametrizations.weight.original1")}
+WN_STYLES = WEIGHT_NORM_STYLES
 
 # (key pattern, std gain g, scale): weight ~ N(0, scale * sqrt(g / fan_in)). First match wins. Biases: N(0, 0.02).
 _INIT: tuple[tuple[str, float, float], ...] = (
