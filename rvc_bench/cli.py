@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
-STAGES = ("mel", "rmvpe", "hubert", "synth")
+STAGES = ("mel", "rmvpe", "hubert", "synth", "pipeline")
 DEFAULT_LENGTHS = "5"  # seconds; with 5 warm rounds the full-size default run takes ~10 min on a 2-core CPU
 
 
@@ -215,6 +215,51 @@ def cmd_doctor(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# infer
+
+
+def cmd_infer(args) -> int:
+    """The whole conversion on one backend: VOICE + 16 kHz INPUT.wav -> OUT.wav at the voice's sample rate."""
+    import time
+
+    import numpy as np
+
+    from rvc_bench import audio, fixtures, pipeline, retrieval
+    from rvc_bench.backends import BackendError, get_backend
+    from rvc_bench.layout import CheckpointError
+
+    opts = pipeline.Options(f0_up_key=args.f0_up_key, index_rate=args.index_rate, protect=args.protect,
+                            rms_mix_rate=args.rms_mix_rate, sid=args.sid, seed=args.seed)
+    try:
+        opts.check()
+        if not Path(args.voice).is_file():
+            raise UserError(f"voice model not found: {args.voice}")
+        x = audio.read_wav(args.input)
+        backend = get_backend(args.backend, args.torch_device if args.backend == "torch" else args.mlx_device)
+        index = retrieval.load_index(args.index) if args.index and args.index_rate != 0 else None
+        hubert, rmvpe = args.hubert, args.rmvpe
+        if hubert is None or rmvpe is None:
+            cache = fixtures.cache_dir()
+            synthetic = pipeline.synthetic_checkpoints(cache, args.model_size)
+            for flag, given, path in (("--hubert", hubert, synthetic[0]), ("--rmvpe", rmvpe, synthetic[1])):
+                if given is None:
+                    print(f"rvc-bench infer: no {flag} given: using the synthetic {args.model_size}-size checkpoint "
+                          f"{path} (random weights, generated into {cache})", file=sys.stderr)
+            hubert, rmvpe = hubert or synthetic[0], rmvpe or synthetic[1]
+        models = pipeline.load_models(backend, args.voice, hubert, rmvpe, args.model_size)
+        t0 = time.perf_counter()
+        result = pipeline.convert(models, x, opts, index)
+        seconds = time.perf_counter() - t0
+        # The int16 samples RVC returns, stored exactly as float (write_wav is atomic: no half-written file).
+        audio.write_wav(args.output, result.audio.astype(np.float32) / 32768.0, result.sr)
+    except (audio.AudioError, CheckpointError, retrieval.RetrievalError, pipeline.OptionError, BackendError) as err:
+        raise UserError(str(err)) from None
+    print(f"rvc-bench infer: converted {x.size / audio.SAMPLE_RATE:.2f} s in {seconds:.2f} s on {backend.label} "
+          f"-> {args.output} ({result.sr} Hz, {result.seconds:.2f} s, {len(result.cuts) + 1} chunk(s))")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,6 +307,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("doctor", help="which backends and devices this machine can run, and why not")
     d.set_defaults(func=cmd_doctor)
+
+    i = sub.add_parser("infer", help="convert a 16 kHz mono wav with an RVC voice model (whole pipeline, one backend)",
+                       description="RVC conversion as the WebUI's vc_single does it (RMVPE pitch, fp32 windows). The "
+                       "output stays at the voice model's sample rate (resampling is not implemented).")
+    i.add_argument("voice", help="RVC voice model .pth (MLX also takes a .safetensors from `rvc-bench convert`)")
+    i.add_argument("input", help="16 kHz mono wav")
+    i.add_argument("-o", "--output", required=True, help="output wav (float samples of the int16 result)")
+    i.add_argument("--backend", choices=("torch", "mlx"), default="torch")
+    i.add_argument("--torch-device", default="auto", help="mps, cuda or cpu (default: best available)")
+    i.add_argument("--mlx-device", default="auto", help="gpu or cpu (default: best available)")
+    i.add_argument("--index", default=None, help="the voice's added_IVF*_Flat_nprobe_1_*.index (needs faiss-cpu)")
+    i.add_argument("--hubert", default=None, help="hubert_base.pt (default: a synthetic checkpoint from the cache)")
+    i.add_argument("--rmvpe", default=None, help="rmvpe.pt (default: a synthetic checkpoint from the cache)")
+    i.add_argument("--f0-up-key", type=int, default=0, help="transpose in semitones (default 0)")
+    i.add_argument("--index-rate", type=float, default=0.75, help="retrieval blend 0..1 (default 0.75)")
+    i.add_argument("--protect", type=float, default=0.33, help="protect unvoiced frames 0..0.5 (0.5: off; default 0.33)")
+    i.add_argument("--rms-mix-rate", type=float, default=0.25, help="loudness envelope mix 0..1 (1: off; default 0.25)")
+    i.add_argument("--sid", type=int, default=0, help="speaker id (default 0)")
+    i.add_argument("--seed", type=int, default=None,
+                   help="draw the synthesis noise in numpy from this seed (same output on both backends); "
+                   "default: each backend's own unseeded noise, as RVC")
+    i.add_argument("--model-size", choices=("full", "tiny"), default="full", help=argparse.SUPPRESS)  # tests
+    i.set_defaults(func=cmd_infer)
     return p
 
 

@@ -1,0 +1,377 @@
+"""The whole RVC conversion (spec §1, §4, §7) on one backend: 16 kHz audio -> converted waveform at the voice's rate.
+
+One code path for both backends. The numpy glue (peak guard, high-pass, split points, padding, the chunk loop,
+pitch post-processing, retrieval blend, 2x upsample, protect, RMS mix, int16 scaling) lives here; the three
+networks are called through a small adapter per backend (TorchModels / MLXModels) that takes and returns numpy:
+
+    pitch(audio [N] f32) -> f0 [N // 160 + 1] Hz        RMVPE (mel + network on the backend, decode in numpy)
+    features(audio [L] f32) -> [F, C] f32                HuBERT / ContentVec (v1: 256-d, v2: 768-d)
+    synthesize(phone [T, C], pitch [T], pitchf [T], sid, eps [T, inter], sine_noise [T * upp]) -> [T * upp] f32
+
+Windowing constants are the fp32 row of Config.params_config (x_pad 1, x_query 6, x_center 38, x_max 41 s).
+Noise: with `seed`, the prior noise eps and the NSF source noise of chunk i are drawn in numpy from
+default_rng([seed, i]) and injected, so both backends synthesise from identical noise; `deterministic=True` injects
+zeros; neither: each backend draws its own (upstream behaviour, not reproducible).
+Not implemented: resample_sr (the output stays at the model's rate), f0 methods other than RMVPE, f0 files, fp16.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rvc_bench.audio import HOP, SAMPLE_RATE, highpass, peak_guard, validate
+
+# ---------------------------------------------------------------------------------------------------------------
+# Options
+
+
+class OptionError(ValueError):
+    """A conversion parameter out of range; one-line message."""
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Chunking in seconds (spec §1.4). Defaults: the fp32 row; tests may shrink x_query/x_center/x_max."""
+
+    x_pad: float = 1.0  # context synthesised and dropped on each side of every chunk
+    x_query: float = 6.0  # a cut is searched within +-x_query of each multiple of x_center
+    x_center: float = 38.0
+    x_max: float = 41.0  # audio longer than this (minus one frame) is cut
+
+    def samples(self, x: float) -> int:
+        return int(round(SAMPLE_RATE * x))
+
+    t_pad = property(lambda self: self.samples(self.x_pad))
+    t_query = property(lambda self: self.samples(self.x_query))
+    t_center = property(lambda self: self.samples(self.x_center))
+    t_max = property(lambda self: self.samples(self.x_max))
+
+    def t_pad_tgt(self, sr: int) -> int:
+        return int(round(sr * self.x_pad))
+
+    def check(self) -> None:
+        if self.x_pad <= 0 or self.t_pad % HOP:
+            raise OptionError(f"x_pad must be a positive multiple of 10 ms, got {self.x_pad}")
+        if not 0 < self.x_query < self.x_center <= self.x_max:
+            raise OptionError(f"windows need 0 < x_query < x_center <= x_max, got {self.x_query}, {self.x_center}, "
+                             f"{self.x_max}")
+
+
+@dataclass(frozen=True)
+class Options:
+    """vc_single's user parameters (WebUI defaults) plus the noise source."""
+
+    f0_up_key: float = 0.0  # semitones
+    index_rate: float = 0.75  # retrieval blend; 0 (or no index) skips retrieval
+    protect: float = 0.33  # unvoiced frames keep this share of retrieved features; 0.5 disables protect
+    rms_mix_rate: float = 0.25  # 1 keeps the output's own loudness envelope, 0 imposes the input's
+    sid: int = 0  # speaker id
+    seed: int | None = None  # numpy noise per chunk (identical on both backends)
+    deterministic: bool = False  # zero noise
+    windows: Windows = field(default_factory=Windows)
+
+    def check(self) -> None:
+        def within(name, lo, hi):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi):
+                raise OptionError(f"{name} must be in [{lo}, {hi}], got {v!r}")
+
+        within("index_rate", 0.0, 1.0)
+        within("protect", 0.0, 0.5)
+        within("rms_mix_rate", 0.0, 1.0)
+        within("f0_up_key", -48.0, 48.0)
+        if self.sid < 0:
+            raise OptionError(f"sid must be >= 0, got {self.sid}")
+        self.windows.check()
+
+
+@dataclass
+class Conversion:
+    audio: np.ndarray  # int16 [M] at sr: what vc_single returns
+    waveform: np.ndarray  # float32 [M]: the same before int16 scaling (after the RMS mix)
+    sr: int
+    f0: np.ndarray | None  # float64 [p_len]: transposed f0 (Hz, 0 = unvoiced) over the padded audio; None for nono
+    cuts: list[int] = field(default_factory=list)  # chunk boundaries (samples of the padded audio, on the 160 grid)
+
+    @property
+    def seconds(self) -> float:
+        return self.audio.size / self.sr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# numpy pieces (shared by both backends)
+
+
+def split_points(x: np.ndarray, w: Windows = Windows()) -> list[int]:
+    """Cut positions (samples of x) for audio longer than t_max (spec §1.5): the quietest 10 ms near each
+    multiple of t_center, by the 160-sample moving L1 energy (per-sample |x|, the pip package's variant)."""
+    n = x.shape[0]
+    if n + HOP <= w.t_max:
+        return []
+    xp = np.pad(np.abs(np.asarray(x, dtype=np.float64)), (HOP // 2, HOP // 2), mode="reflect")
+    c = np.concatenate(([0.0], np.cumsum(xp)))
+    energy = c[HOP:HOP + n] - c[:n]  # energy[i] = sum |xp[i : i + 160]|, i in [0, n)
+    cuts = []
+    for t in range(w.t_center, n, w.t_center):
+        lo = t - w.t_query
+        cuts.append(lo + int(np.argmin(energy[lo:t + w.t_query])))  # first index of the minimum
+    return cuts
+
+
+def protect_mix(feats: np.ndarray, feats0: np.ndarray, pitchf: np.ndarray, protect: float) -> np.ndarray:
+    """[T, C] feats (retrieved), feats0 (raw) -> voiced frames (pitchf >= 1 Hz) keep feats, the others
+    protect * feats + (1 - protect) * feats0 (spec §7.3f)."""
+    w = np.where(pitchf < 1, np.float32(protect), np.float32(1))[:, None]
+    return feats * w + feats0 * (1 - w)
+
+
+RMS_PAD_MODE = "constant"  # librosa >= 0.10's default for feature.rms (0.9.x used "reflect"); pinned here
+
+
+def rms(y: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
+    """librosa.feature.rms(y, frame_length, hop_length, center=True, pad_mode="constant")[0] in float64:
+    y zero-padded by frame_length // 2 per side, sqrt(mean(y^2)) over each frame."""
+    y = np.pad(np.asarray(y, dtype=np.float64), frame_length // 2, mode=RMS_PAD_MODE)
+    frames = np.lib.stride_tricks.sliding_window_view(y, frame_length)[::hop_length]  # [n_frames, frame]
+    return np.sqrt(np.mean(frames ** 2, axis=1))
+
+
+def interp_linear(v: np.ndarray, size: int) -> np.ndarray:
+    """torch F.interpolate(mode="linear", align_corners=False) of a 1-D signal to `size` points."""
+    n = v.shape[0]
+    src = np.maximum((np.arange(size) + 0.5) * (n / size) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n - 1)
+    i1 = np.minimum(i0 + 1, n - 1)
+    lam = src - i0
+    return (1.0 - lam) * v[i0] + lam * v[i1]
+
+
+def rms_mix(out: np.ndarray, sr: int, ref: np.ndarray, rate: float) -> np.ndarray:
+    """Impose the input's loudness envelope on the output (spec §7.4): out * rms_in^(1-rate) * rms_out^(rate-1),
+    envelopes of 1 s frames with 0.5 s hop (16 kHz input; sr // 2 * 2 at the output rate) interpolated to out."""
+    rms_in = interp_linear(rms(ref, SAMPLE_RATE // 2 * 2, SAMPLE_RATE // 2), out.shape[0])
+    rms_out = np.maximum(interp_linear(rms(out, sr // 2 * 2, sr // 2), out.shape[0]), 1e-6)
+    return (out * (rms_in ** (1 - rate) * rms_out ** (rate - 1))).astype(np.float32)
+
+
+def to_int16(out: np.ndarray) -> np.ndarray:
+    """Peak-limit to 0.99 of full scale (only attenuates), scale by 32768, truncate (spec §7.6)."""
+    scale = 32768.0
+    peak = np.abs(out).max() / 0.99
+    if peak > 1:
+        scale /= peak
+    return (out * np.float32(scale)).astype(np.int16)
+
+
+def chunk_noise(cfg, frames: int, seed: int, chunk: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(eps [T, inter], sine_noise [T * upp] or None for nono) standard normal float32 for chunk `chunk`."""
+    rng = np.random.default_rng([seed, chunk])
+    eps = rng.standard_normal((frames, cfg.inter_channels), dtype=np.float32)
+    return eps, (rng.standard_normal(frames * cfg.upp, dtype=np.float32) if cfg.f0 else None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Backend adapters: numpy in, numpy out; they hold the models.
+
+
+class TorchModels:
+    """HuBERT, RMVPE (pitch models only) and the synthesizer as torch twins on one device."""
+
+    name = "torch"
+
+    def __init__(self, hubert, rmvpe, synth, device: str = "cpu"):
+        import torch
+
+        self.torch = torch
+        self.hubert, self.rmvpe, self.synth = hubert, rmvpe, synth
+        self.cfg = synth.cfg
+        self.dev = torch.device(device)
+
+    def _t(self, a: np.ndarray):
+        return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.dev)
+
+    def pitch(self, audio: np.ndarray) -> np.ndarray:
+        return self.rmvpe(self._t(audio))[1]
+
+    def features(self, audio: np.ndarray) -> np.ndarray:
+        return self.hubert.features(self._t(audio)[None], self.cfg.version)[0].cpu().numpy()
+
+    def synthesize(self, phone, pitch, pitchf, sid, eps=None, sine_noise=None) -> np.ndarray:
+        torch = self.torch
+        t = lambda a: None if a is None else self._t(a)[None]  # noqa: E731
+        with torch.inference_mode():
+            audio = self.synth.infer(t(phone), torch.tensor([phone.shape[0]], device=self.dev), t(pitch), t(pitchf),
+                                     torch.tensor([sid], device=self.dev), None if eps is None else t(eps.T),
+                                     t(sine_noise))  # [1, 1, T * upp]
+        return audio[0, 0].cpu().numpy()
+
+
+class MLXModels:
+    """The same three networks as MLX twins (channels-last; they run on MLX's default device)."""
+
+    name = "mlx"
+
+    def __init__(self, hubert, rmvpe, synth):
+        import mlx.core as mx
+
+        self.mx = mx
+        self.hubert, self.rmvpe, self.synth = hubert, rmvpe, synth
+        self.cfg = synth.cfg
+
+    def pitch(self, audio: np.ndarray) -> np.ndarray:
+        return self.rmvpe(self.mx.array(audio))[1]
+
+    def features(self, audio: np.ndarray) -> np.ndarray:
+        return np.array(self.hubert.features(self.mx.array(audio)[None], self.cfg.version)[0])
+
+    def synthesize(self, phone, pitch, pitchf, sid, eps=None, sine_noise=None) -> np.ndarray:
+        mx = self.mx
+        a = lambda x: None if x is None else mx.array(x)[None]  # noqa: E731
+        audio = self.synth.infer(a(phone), None, None if pitch is None else a(pitch.astype(np.int32)), a(pitchf),
+                                 mx.array([sid]), a(eps), a(sine_noise))  # [1, T * upp, 1]; no lengths: all valid
+        return np.array(audio).reshape(-1)
+
+
+Models = TorchModels | MLXModels
+
+# A tiny ContentVec whose outputs have the widths the synthesizer expects (768 / 256): the "tiny" hubert preset is
+# 64 / 16 wide, which no synthesizer config takes. One 768-wide layer (v1 and v2 both read it) keeps it cheap on
+# MLX's reference-BLAS CPU build. Used by tests and `rvc-bench infer --model-size tiny`.
+TINY_HUBERT_CHANGES = dict(embed_dim=768, final_dim=256, pos_conv_groups=16, layers=1, v1_layer=1)
+
+
+def hubert_config(size: str):
+    from rvc_bench.hubert import get_config
+
+    return dataclasses.replace(get_config("tiny"), **TINY_HUBERT_CHANGES) if size == "tiny" else get_config(size)
+
+
+def synthetic_checkpoints(cache_dir: str | os.PathLike, size: str) -> tuple[Path, Path]:
+    """(hubert, rmvpe) synthetic checkpoints in the real formats for "full" or "tiny" (see hubert_config),
+    generated into cache_dir on first use. Random weights: timing and parity, not meaningful audio."""
+    from rvc_bench.hubert import synthetic as hubert_synthetic
+    from rvc_bench.rmvpe import synthetic as rmvpe_synthetic
+
+    if size == "full":
+        hubert = hubert_synthetic.ensure_checkpoint(cache_dir, "full")
+    else:
+        hubert = Path(cache_dir) / "checkpoints" / "hubert-tiny768-1layer-seed0-float16.pt"
+        if not hubert.is_file():
+            hubert_synthetic.write_fairseq(hubert, hubert_config("tiny"), seed=0)
+    return hubert, rmvpe_synthetic.ensure_checkpoint(cache_dir, size)
+
+
+def load_models(backend, voice: str | os.PathLike, hubert: str | os.PathLike, rmvpe: str | os.PathLike | None,
+                hubert_size: str = "full") -> Models:
+    """The adapter for `backend` (an rvc_bench.backends adapter: name and device) holding the three models.
+
+    voice: RVC voice .pth (or, for MLX, a converted .safetensors); hubert: hubert_base.pt-style checkpoint of
+    `hubert_size` ("full" or "tiny", see hubert_config); rmvpe: rmvpe.pt, needed by pitch models only.
+    Errors (missing files, bad or mismatched checkpoints) are CheckpointError with one-line messages.
+    """
+    from rvc_bench.layout import CheckpointError
+    from rvc_bench.synth import convert as synth_convert
+
+    for what, path in (("voice model", voice), ("HuBERT checkpoint", hubert), ("RMVPE checkpoint", rmvpe)):
+        if path is not None and not Path(path).is_file():
+            raise CheckpointError(f"{what} not found: {path}")
+    cfg_h = hubert_config(hubert_size)
+    if backend.name == "torch":
+        from rvc_bench.hubert import model_torch as hubert_torch
+        from rvc_bench.rmvpe import model_torch as rmvpe_torch
+
+        synth = synth_convert.load_torch(voice).to(backend.dev)
+        if synth.cfg.f0 and rmvpe is None:
+            raise CheckpointError("a pitch model needs an RMVPE checkpoint")
+        rm = rmvpe_torch.RMVPE(rmvpe_torch.load(rmvpe).to(backend.dev)) if synth.cfg.f0 else None
+        models = TorchModels(hubert_torch.load_model(hubert, cfg_h, device=backend.dev), rm, synth, backend.device)
+    else:
+        from rvc_bench.hubert import model_mlx as hubert_mlx
+        from rvc_bench.rmvpe import model_mlx as rmvpe_mlx
+
+        synth = synth_convert.load_mlx(voice)
+        if synth.cfg.f0 and rmvpe is None:
+            raise CheckpointError("a pitch model needs an RMVPE checkpoint")
+        rm = rmvpe_mlx.RMVPE(rmvpe_mlx.load(rmvpe)) if synth.cfg.f0 else None
+        models = MLXModels(hubert_mlx.load_model(hubert, cfg_h), rm, synth)
+    width = cfg_h.final_dim if synth.cfg.version == "v1" else cfg_h.embed_dim
+    if width != synth.cfg.phone_channels:
+        raise CheckpointError(f"HuBERT {synth.cfg.version} features are {width}-d but the voice model expects "
+                              f"{synth.cfg.phone_channels}-d")
+    return models
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The conversion
+
+
+def _convert_chunk(models: Models, segment: np.ndarray, pitch, pitchf, opts: Options, index, noise) -> np.ndarray:
+    """Pipeline.vc (spec §7.3) on one padded segment (float64) -> waveform [p_len * upp] float32."""
+    cfg = models.cfg
+    feats = models.features(segment.astype(np.float32))  # [F, C]
+    feats0 = feats if cfg.f0 and opts.protect < 0.5 else None  # raw features, before retrieval
+    if index is not None and opts.index_rate != 0:
+        feats = index.blend(feats, opts.index_rate)
+    feats = np.repeat(feats, 2, axis=0)  # nearest 2x: 50 -> 100 frames/s
+    p_len = min(segment.shape[0] // HOP, feats.shape[0])  # = 2F
+    feats = feats[:p_len]
+    if cfg.f0:
+        pitch, pitchf = pitch[:p_len], pitchf[:p_len]
+        if feats0 is not None:
+            feats = protect_mix(feats, np.repeat(feats0, 2, axis=0)[:p_len], pitchf, opts.protect)
+    eps, sine_noise = noise(p_len) if noise is not None else (None, None)
+    return models.synthesize(feats, pitch, pitchf, opts.sid, eps, sine_noise)
+
+
+def convert(models: Models, audio: np.ndarray, opts: Options = Options(), index=None) -> Conversion:
+    """vc_single -> pipeline (spec §7): 16 kHz mono float audio [N] -> Conversion at the voice's sample rate.
+
+    index: a retrieval.FeatureIndex (or None). Raises rvc_bench.audio.AudioError on unusable audio and
+    OptionError on bad options, each with a one-line message.
+    """
+    opts.check()
+    cfg, w = models.cfg, opts.windows
+    if opts.sid >= cfg.spk_embed_dim:
+        raise OptionError(f"sid {opts.sid} is out of range: the voice has {cfg.spk_embed_dim} speakers")
+    x = highpass(peak_guard(validate(audio, "input audio")))  # float64 from here on
+    cuts = split_points(x, w)
+    audio_pad = np.pad(x, (w.t_pad, w.t_pad), mode="reflect")
+    p_len = audio_pad.shape[0] // HOP
+    f0 = pitch = pitchf = None
+    if cfg.f0:  # once, on the whole padded audio
+        from rvc_bench.rmvpe.decode import coarse_pitch, transpose
+
+        f0 = transpose(models.pitch(audio_pad.astype(np.float32))[:p_len], opts.f0_up_key)
+        pitch, pitchf = coarse_pitch(f0), f0.astype(np.float32)
+
+    t_pad2, t_pad_tgt = 2 * w.t_pad, w.t_pad_tgt(cfg.sr)
+    pieces, bounds, s = [], [], 0
+    for i, cut in enumerate(cuts + [None]):
+        if cut is None:  # the last chunk runs to the end
+            seg, frames = audio_pad[s:], slice(s // HOP, None)
+        else:
+            t = cut // HOP * HOP
+            seg, frames = audio_pad[s:t + t_pad2 + HOP], slice(s // HOP, (t + t_pad2) // HOP)
+        if opts.deterministic:
+            noise = lambda n: (np.zeros((n, cfg.inter_channels), np.float32),  # noqa: E731
+                               np.zeros(n * cfg.upp, np.float32) if cfg.f0 else None)
+        elif opts.seed is not None:
+            noise = lambda n, i=i: chunk_noise(cfg, n, opts.seed, i)  # noqa: E731
+        else:
+            noise = None
+        out = _convert_chunk(models, seg, None if pitch is None else pitch[frames],
+                             None if pitchf is None else pitchf[frames], opts, index, noise)
+        pieces.append(out[t_pad_tgt:-t_pad_tgt])
+        if cut is not None:
+            s = t
+            bounds.append(t)
+    out = np.concatenate(pieces)
+    if opts.rms_mix_rate != 1:
+        out = rms_mix(out, cfg.sr, x, opts.rms_mix_rate)
+    return Conversion(audio=to_int16(out), waveform=out, sr=cfg.sr, f0=f0, cuts=bounds)
