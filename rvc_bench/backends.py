@@ -230,6 +230,9 @@ class MLXBackend(Backend):
         super().__init__("mlx", device)
         mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)
         if device == "cpu":
+            # On unified-memory Macs MLX caps itself near the GPU working set; on a CPU box its default (~80 % of
+            # RAM) leaves no room for the torch reference computed in the same process at 300 s. Half of RAM does.
+            mx.set_memory_limit(_ram_bytes() // 2)
             # MLX's CPU allocator keeps only 32 MB of freed buffers, so every call re-faults its activations from
             # the OS (~230k page faults per 5 s RMVPE call). A quarter of the memory limit removes that churn
             # without letting cached im2col buffers of long inputs crowd out RAM (Metal caches up to the limit).
@@ -269,6 +272,7 @@ class MLXBackend(Backend):
         else:
             info["device_name"] = cpu_model()
             info.update(mlx_cpu_blas())
+            info["mlx_memory_limit"] = mx.get_memory_limit()
             info["mlx_cache_limit"] = mx.get_memory_limit() // 4  # as set in __init__
         return info
 
@@ -418,6 +422,12 @@ def mlx_cpu_blas() -> dict:
     mx.eval(a @ a)
     dt = time.perf_counter() - t0
     return {"mlx_cpu_blas": blas, "mlx_cpu_sgemm_gflops": round(2 * n**3 / dt / 1e9, 1)}
+
+
+def _ram_bytes() -> int:
+    import psutil
+
+    return psutil.virtual_memory().total
 
 
 def system_openblas() -> str | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 STAGES = ("mel", "rmvpe", "hubert", "synth", "pipeline")
-DEFAULT_LENGTHS = "5"  # seconds; with 5 warm rounds the full-size default run takes ~10 min on a 2-core CPU
+DEFAULT_LENGTHS = "5"  # seconds; with 5 warm rounds the full-size default run takes ~6 min on a 2-core CPU
 
 
 class UserError(Exception):
