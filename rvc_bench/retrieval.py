@@ -4,7 +4,7 @@ An RVC `.index` is a faiss IVF-Flat index (L2) over the voice's training feature
 stored with nprobe = 1; the database is read back with reconstruct_n. Per frame the k = 8 nearest stored vectors are
 averaged with weights (1 / squared distance)^2, normalised per frame, and mixed in with `rate`.
 
-faiss is optional (pyproject extra "retrieval", package faiss-cpu): it is imported only when an index is used. The
+faiss (package faiss-cpu, a dependency) is imported only when an index is used, so a broken install fails there. The
 weighting and blending are plain numpy, so they are shared by both backends and testable without faiss.
 """
 
@@ -30,7 +30,7 @@ def _faiss():
     try:
         import faiss
     except ImportError:
-        raise RetrievalError("using an index needs faiss: pip install 'rvc-bench[retrieval]' (faiss-cpu)") from None
+        raise RetrievalError("using an index needs faiss: pip install faiss-cpu") from None
     return faiss
 
 
