@@ -24,7 +24,6 @@ from rvc_bench.backends import Backend, RssPeak, max_rss_bytes
 @dataclass
 class Measurement:
     cold_s: float
-    warm_s: list[float] = field(default_factory=list)
     mem_framework_peak: float = float("nan")  # bytes
     rss_peak_delta: float = float("nan")  # bytes
     mem_extra: dict = field(default_factory=dict)  # further counters by name (bytes), e.g. MPS driver memory

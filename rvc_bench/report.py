@@ -6,7 +6,6 @@ results on different devices are never merged. Regenerating from the same store 
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 

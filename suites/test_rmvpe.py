@@ -293,36 +293,24 @@ def test_every_key_has_exactly_one_conversion_rule():
 # Twin parity
 
 
-@pytest.mark.parametrize("seconds", [0.1, 1.0, 5.0])
-def test_network_parity_tiny(seconds):
+FULL = pytest.mark.full_size
+
+
+@pytest.mark.parametrize("size,seconds", [("tiny", 0.1), ("tiny", 1.0), ("tiny", 5.0),
+                                          pytest.param("full", 5.0, marks=FULL)])
+def test_network_parity(size, seconds):
     mel = torch_log_mel(generate(seconds, seed=0).audio)  # 0.1 s: 11 frames, less than one 32-frame pad unit
-    ref, out = net_torch("tiny", mel), net_mlx("tiny", mel)
+    ref, out = net_torch(size, mel), net_mlx(size, mel)
     assert out.shape == ref.shape == (mel.shape[-1], 360)
-    assert_salience_close(out, ref, NET_MAX_ABS["tiny"])
+    assert_salience_close(out, ref, NET_MAX_ABS[size])
     assert_f0_close(decode.decode(out), decode.decode(ref))
 
 
-def test_stage_parity_tiny():
-    audio = generate(5.0, seed=3).audio
-    s_ref, f_ref = model_torch.RMVPE(torch_model("tiny"))(torch.from_numpy(audio))
-    s_out, f_out = model_mlx.RMVPE(mlx_model("tiny"))(mx.array(audio))
-    assert_salience_close(s_out, s_ref, E2E_MAX_ABS, E2E_PEARSON)
-    assert_f0_close(f_out, f_ref)
-
-
-@pytest.mark.full_size
-def test_network_parity_full():
-    mel = torch_log_mel(generate(5.0, seed=0).audio)
-    ref, out = net_torch("full", mel), net_mlx("full", mel)
-    assert_salience_close(out, ref, NET_MAX_ABS["full"])
-    assert_f0_close(decode.decode(out), decode.decode(ref))
-
-
-@pytest.mark.full_size
-def test_stage_parity_full():
-    audio = generate(5.0, seed=0).audio
-    s_ref, f_ref = model_torch.RMVPE(torch_model("full"))(torch.from_numpy(audio))
-    s_out, f_out = model_mlx.RMVPE(mlx_model("full"))(mx.array(audio))
+@pytest.mark.parametrize("size,seed", [("tiny", 3), pytest.param("full", 0, marks=FULL)])
+def test_stage_parity(size, seed):
+    audio = generate(5.0, seed=seed).audio
+    s_ref, f_ref = model_torch.RMVPE(torch_model(size))(torch.from_numpy(audio))
+    s_out, f_out = model_mlx.RMVPE(mlx_model(size))(mx.array(audio))
     assert_salience_close(s_out, s_ref, E2E_MAX_ABS, E2E_PEARSON)
     assert_f0_close(f_out, f_ref)
 

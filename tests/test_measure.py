@@ -1,7 +1,6 @@
 """The measuring core: the sync charges lazy work to the timed region, memory counters see allocations."""
 
 import numpy as np
-import pytest
 
 from rvc_bench import measure
 from rvc_bench.backends import MLXBackend, RssPeak, get_backend
