@@ -8,9 +8,7 @@ ran. Asking for an unavailable device by name is an error, never a silent fallba
 from __future__ import annotations
 
 import os
-import platform
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -19,6 +17,8 @@ from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
+
+from rvc_bench.machine import available_reason, cpu_model, mlx_devices, mlx_has_cuda, ram_bytes, torch_devices
 
 BACKENDS = ("torch", "mlx")
 TORCH_DEVICES = ("mps", "cuda", "cpu")
@@ -35,78 +35,6 @@ def _tree_leaves(x: Any) -> list:
     if isinstance(x, dict):
         return [leaf for item in x.values() for leaf in _tree_leaves(item)]
     return [x]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Process memory: Linux has an exact, resettable high-water mark; elsewhere a sampling thread stands in.
-
-
-def _read_status_kib(field_name: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-class RssPeak:
-    """Peak resident set size of this process during a `with` block, in bytes.
-
-    Linux: reset VmHWM through /proc/self/clear_refs ("5") and read it back (exact). Otherwise: sample psutil's
-    RSS every millisecond (may miss spikes shorter than that). `source` names which one was used.
-    """
-
-    def __init__(self):
-        self.peak = 0
-        self.before = 0
-        self.source = ""
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self):
-        import psutil
-
-        self._proc = psutil.Process()
-        self.before = self._proc.memory_info().rss
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            self.source = "linux VmHWM"
-        except OSError:
-            self.source = "sampled rss (1 ms)"
-            self.peak = self.before
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            time.sleep(0.001)
-
-    def __exit__(self, *exc):
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-        else:
-            self.peak = (_read_status_kib("VmHWM") or 0) * 1024
-        return False
-
-    @property
-    def delta(self) -> int:
-        return max(0, self.peak - self.before)
-
-
-def max_rss_bytes() -> int:
-    """Lifetime peak RSS of this process; ru_maxrss is bytes on macOS and KiB on Linux."""
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,7 +160,7 @@ class MLXBackend(Backend):
         if device == "cpu":
             # On unified-memory Macs MLX caps itself near the GPU working set; on a CPU box its default (~80 % of
             # RAM) leaves no room for the torch reference computed in the same process at 300 s. Half of RAM does.
-            mx.set_memory_limit(_ram_bytes() // 2)
+            mx.set_memory_limit(ram_bytes() // 2)
             # MLX's CPU allocator keeps only 32 MB of freed buffers, so every call re-faults its activations from
             # the OS (~230k page faults per 5 s RMVPE call). A quarter of the memory limit removes that churn
             # without letting cached im2col buffers of long inputs crowd out RAM (Metal caches up to the limit).
@@ -267,8 +195,8 @@ class MLXBackend(Backend):
         info = {"backend": "mlx", "device": self.device, "mlx_version": mx.__version__}
         if self.device == "gpu":
             dev = mx.device_info()
-            info["device_name"] = str(dev.get("device_name", "")) or ("CUDA GPU" if _mlx_has_cuda() else "Metal GPU")
-            info["gpu_api"] = "CUDA" if _mlx_has_cuda() else "Metal"
+            info["device_name"] = str(dev.get("device_name", "")) or ("CUDA GPU" if mlx_has_cuda() else "Metal GPU")
+            info["gpu_api"] = "CUDA" if mlx_has_cuda() else "Metal"
         else:
             info["device_name"] = cpu_model()
             info.update(mlx_cpu_blas())
@@ -312,80 +240,6 @@ def get_backend(name: str, device: str | None = None) -> Backend:
 # What this machine has
 
 
-@lru_cache(maxsize=None)
-def torch_devices() -> tuple[str, ...]:
-    try:
-        import torch
-    except ImportError:
-        return ()
-    found = []
-    if torch.backends.mps.is_available():
-        found.append("mps")
-    if torch.cuda.is_available():
-        found.append("cuda")
-    found.append("cpu")
-    return tuple(found)
-
-
-def _mlx_has_cuda() -> bool:
-    import mlx.core as mx
-
-    return hasattr(mx, "cuda") and mx.cuda.is_available()
-
-
-@lru_cache(maxsize=None)
-def mlx_devices() -> tuple[str, ...]:
-    try:
-        import mlx.core as mx
-    except ImportError:
-        return ()
-    return ("gpu", "cpu") if mx.is_available(mx.gpu) else ("cpu",)
-
-
-def available_reason(backend: str, device: str) -> str:
-    """Why a device is missing, in one line."""
-    system, machine = platform.system(), platform.machine()
-    if backend == "torch":
-        try:
-            import torch
-        except ImportError:
-            return "torch is not installed"
-        if device == "mps":
-            if system != "Darwin":
-                return f"MPS needs macOS on Apple Silicon (this is {system} {machine})"
-            return "torch.backends.mps.is_available() is False (macOS < 12.3 or a torch build without MPS)"
-        if device == "cuda":
-            return "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
-    if backend == "mlx":
-        try:
-            import mlx.core  # noqa: F401
-        except ImportError:
-            return "mlx is not installed (pip install 'mlx[cpu]' on Linux, 'mlx' on macOS arm64)"
-        if device == "gpu":
-            if system == "Darwin":
-                return "MLX sees no Metal GPU (Intel Mac or a virtual machine without Metal)"
-            return "this MLX build has no GPU backend (mlx[cpu]); install mlx[cuda12] on an NVIDIA machine"
-    return "available"
-
-
-@lru_cache(maxsize=None)
-def cpu_model() -> str:
-    if sys.platform == "darwin":
-        try:
-            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
-                                  timeout=5).stdout.strip() or platform.processor()
-        except OSError:
-            return platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _torch_blas(torch) -> str:
     m = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
     return m.group(1) if m else "unknown"
@@ -424,41 +278,8 @@ def mlx_cpu_blas() -> dict:
     return {"mlx_cpu_blas": blas, "mlx_cpu_sgemm_gflops": round(2 * n**3 / dt / 1e9, 1)}
 
 
-def _ram_bytes() -> int:
-    import psutil
-
-    return psutil.virtual_memory().total
-
-
 def system_openblas() -> str | None:
     """Path of a system OpenBLAS that can stand in for MLX's bundled reference BLAS, if one is installed."""
     candidates = ["/usr/lib/x86_64-linux-gnu/libopenblas.so.0", "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
                   "/usr/lib64/libopenblas.so.0", "/usr/lib/libopenblas.so.0"]
     return next((c for c in candidates if os.path.exists(c)), None)
-
-
-def machine_info() -> dict:
-    """Run-level metadata: host, OS, CPU, memory, Python and library versions."""
-    import psutil
-
-    info = {
-        "hostname": platform.node(), "system": platform.system(), "release": platform.release(),
-        "machine": platform.machine(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-        "ram_bytes": psutil.virtual_memory().total, "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
-    if sys.platform == "darwin":
-        info["macos"] = platform.mac_ver()[0]
-        try:
-            info["hw_model"] = subprocess.run(["sysctl", "-n", "hw.model"], capture_output=True, text=True,
-                                              timeout=5).stdout.strip()
-        except OSError:
-            pass
-    for mod in ("torch", "mlx.core"):
-        try:
-            info[mod.split(".")[0]] = __import__(mod, fromlist=["_"]).__version__
-        except ImportError:
-            info[mod.split(".")[0]] = None
-    info["torch_devices"] = ",".join(torch_devices())
-    info["mlx_devices"] = ",".join(mlx_devices())
-    return info

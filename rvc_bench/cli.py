@@ -63,8 +63,7 @@ def _blas_env(backend: str, choice: str) -> dict[str, str]:
 
 
 def cmd_run(args) -> int:
-    from datetime import datetime, timezone
-    import uuid
+    from rvc_bench import machine, store as run_store
 
     suites = PROJECT / "suites"
     if not suites.is_dir():
@@ -78,8 +77,19 @@ def cmd_run(args) -> int:
     unknown = [b for b in backends if b not in ("torch", "mlx")]
     if unknown or not backends:
         raise UserError(f"unknown backend {unknown[0] if unknown else args.backends!r}: choose from torch, mlx")
-    run_id = f"{uuid.uuid4().hex[:12]}@{datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}"
-    print(f"rvc-bench run {run_id.split('@')[0]}: stages {','.join(args.stages)}, lengths {args.lengths} s, "
+    try:
+        label = machine.machine_label(args.machine_label)
+    except ValueError as err:
+        raise UserError(f"--machine-label: {err}") from None
+    run_id, started_at = run_store.new_run_id()
+    machine_id = machine.machine_id(machine.machine_info(), label)
+    # The plan first: if a backend's process dies, the report can tell the run is incomplete.
+    store_existed = store.exists()
+    run_store.write_run_plan(store, machine_id, run_id, started_at, {
+        "backends": backends, "stages": args.stages, "lengths": [float(x) for x in args.lengths.split(",")],
+        "model_size": args.model_size, "rounds": args.rounds, "warmup": args.warmup,
+        "fresh_process": args.fresh_process})
+    print(f"rvc-bench run {run_id} on machine {machine_id}: stages {','.join(args.stages)}, lengths {args.lengths} s, "
           f"{args.model_size} models, {args.rounds} warm rounds + {args.warmup} warm-up, one process per backend; "
           f"store {store}", flush=True)
     status = 0
@@ -87,7 +97,8 @@ def cmd_run(args) -> int:
         cmd = [sys.executable, "-m", "pytest", *selected, "--benchmark-only", "-p", "no:cacheprovider", "-q",
                "--lengths", args.lengths, "--rounds", str(args.rounds), "--warmup", str(args.warmup),
                "--model-size", args.model_size, "--torch-device", args.torch_device, "--mlx-device", args.mlx_device,
-               "--backends", backend, "--run-id", run_id, "--store", str(store),
+               "--backends", backend, "--run-id", f"{run_id}@{started_at}", "--store", str(store),
+               "--machine-label", label,
                "--benchmark-columns", "median,iqr,rounds", "--benchmark-sort", "name"]
         if args.fresh_process:
             cmd.append("--fresh-process")
@@ -95,7 +106,9 @@ def cmd_run(args) -> int:
             cmd += ["--weights-dir", args.weights_dir]
         print(f"rvc-bench run: {backend} benchmarks", flush=True)
         code = subprocess.run(cmd, cwd=PROJECT, env=_blas_env(backend, args.mlx_blas)).returncode
-        if code not in (0, 1):  # 1 = some tests failed (their rows are still stored); other codes: nothing ran
+        if code not in (0, 1):  # 1 = some tests failed (their rows are still stored)
+            # A run that stored no benchmark leaves nothing behind; one that did stays, and reads as incomplete.
+            run_store.discard_if_empty(store, machine_id, run_id, store_too=not store_existed)
             print(f"rvc-bench run: pytest exited with status {code}", file=sys.stderr)
             return code
         status = max(status, code)
@@ -118,6 +131,14 @@ def cmd_report(args) -> int:
     if not store.is_dir():
         raise UserError(f"run store not found: {store} (run `rvc-bench run` first)")
     try:
+        if args.check:
+            problem = report.check(store, args.output)
+            if problem:
+                print(f"rvc-bench report --check: {problem}; run `rvc-bench report` and commit the result",
+                      file=sys.stderr)
+                return 1
+            print(f"{args.output} is what the store generates")
+            return 0
         out = report.write(store, args.output)
     except report.ReportError as err:
         raise UserError(str(err)) from None
@@ -133,17 +154,19 @@ def cmd_gate(args) -> int:
     from rvc_bench import gate
 
     try:
-        candidate = gate.select(args.store, args.candidate)
+        candidate, problems = gate.select(args.store, args.candidate)
         baseline = None
         if args.baseline or args.baseline_store:
-            baseline = gate.select(args.baseline_store or args.store, args.baseline)
-    except ValueError as err:
+            baseline, more = gate.select(args.baseline_store or args.store, args.baseline)
+            problems = sorted(set(problems) | set(more))
+    except gate.GateError as err:
         raise UserError(str(err)) from None
-    checks = gate.evaluate(candidate, baseline, args.max_slowdown, args.alpha)
+    checks = gate.evaluate(candidate, baseline, args.max_slowdown, problems)
     print(gate.render(checks), end="")
-    failed = sum(not c.ok for c in checks)
-    print(f"gate: {len(checks) - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    counts = {status: sum(c.status == status for c in checks) for status in (gate.OK, gate.FAIL, gate.UNDECIDED)}
+    print(f"gate: {counts[gate.OK]} passed, {counts[gate.FAIL]} failed, {counts[gate.UNDECIDED]} cannot decide "
+          "(n too small)")
+    return gate.exit_status(checks)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -188,28 +211,29 @@ def cmd_convert(args) -> int:
 
 def cmd_doctor(args) -> int:
     from rvc_bench import backends as B
+    from rvc_bench import machine as M
 
-    print(f"machine: {B.cpu_model()}, {os.cpu_count()} cores, {sys.platform} {os.uname().machine}, Python {sys.version.split()[0]}")
+    print(f"machine: {M.cpu_model()}, {os.cpu_count()} cores, {sys.platform} {os.uname().machine}, Python {sys.version.split()[0]}")
     rows = []
     for name, devices in (("torch", B.TORCH_DEVICES), ("mlx", B.MLX_DEVICES)):
-        available = B.torch_devices() if name == "torch" else B.mlx_devices()
+        available = M.torch_devices() if name == "torch" else M.mlx_devices()
         for dev in devices:
             ok = dev in available
-            rows.append((f"{name}:{dev}", "yes" if ok else "no", "" if ok else B.available_reason(name, dev)))
+            rows.append((f"{name}:{dev}", "yes" if ok else "no", "" if ok else M.available_reason(name, dev)))
     width = max(len(r[0]) for r in rows)
     for label, ok, why in rows:
         print(f"  {label:<{width}}  {ok:<3}  {why}")
-    if "cpu" in B.mlx_devices():
+    if "cpu" in M.mlx_devices():
         info = B.mlx_cpu_blas()
         print(f"MLX CPU BLAS in this process: {info['mlx_cpu_blas']} ({info['mlx_cpu_sgemm_gflops']} GFLOP/s, 512x512 sgemm)")
         lib = B.system_openblas()
         if sys.platform == "linux":
             print(f"system OpenBLAS: {lib}; `rvc-bench run` preloads it for MLX (--mlx-blas bundled to opt out)" if lib
                   else "system OpenBLAS: not found; MLX CPU runs ~30x slower matmuls (apt-get install libopenblas0-pthread)")
-    if "mps" in B.torch_devices():
+    if "mps" in M.torch_devices():
         print(f"PYTORCH_ENABLE_MPS_FALLBACK={os.environ.get('PYTORCH_ENABLE_MPS_FALLBACK', '0')} "
               "(needed only by torch builds without MPS stft)")
-    best = [f"torch:{B.torch_devices()[0]}" if B.torch_devices() else None, f"mlx:{B.mlx_devices()[0]}" if B.mlx_devices() else None]
+    best = [f"torch:{M.torch_devices()[0]}" if M.torch_devices() else None, f"mlx:{M.mlx_devices()[0]}" if M.mlx_devices() else None]
     print("default devices: " + ", ".join(b for b in best if b))
     return 0
 
@@ -263,6 +287,8 @@ def cmd_infer(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rvc_bench.measure import DEFAULT_ROUNDS, DEFAULT_WARMUP
+
     p = argparse.ArgumentParser(prog="rvc-bench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -270,8 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lengths", type=_lengths, default=DEFAULT_LENGTHS,
                    help=f"audio lengths in seconds (default {DEFAULT_LENGTHS}; the original grid is 5,60,300)")
     r.add_argument("--stages", type=_stages, default=list(STAGES), help="comma-separated subset of " + ",".join(STAGES))
-    r.add_argument("--rounds", type=int, default=5, help="warm timed rounds (default 5)")
-    r.add_argument("--warmup", type=int, default=1, help="warm-up rounds (default 1)")
+    r.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help=f"timed rounds (default {DEFAULT_ROUNDS})")
+    r.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help=f"warm-up rounds (default {DEFAULT_WARMUP})")
     r.add_argument("--model-size", choices=("full", "tiny"), default="full")
     r.add_argument("--torch-device", default="auto", help="mps, cuda or cpu (default: best available)")
     r.add_argument("--mlx-device", default="auto", help="gpu or cpu (default: best available)")
@@ -280,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="BLAS for MLX's Linux CPU backend (auto: system OpenBLAS if installed)")
     r.add_argument("--fresh-process", action="store_true", help="also measure each benchmark in a fresh process (RSS)")
     r.add_argument("--weights-dir", default=None, help="folder with real upstream checkpoints")
+    r.add_argument("--machine-label", default=None,
+                   help="a name for this machine, part of its id in the store (default: $RVC_BENCH_MACHINE_LABEL)")
     r.add_argument("--store", default=str(PROJECT / "reports" / "store"))
     r.add_argument("--report", default=str(PROJECT / "reports" / "BENCHMARKS.md"))
     r.add_argument("--no-report", action="store_true")
@@ -288,15 +316,19 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="regenerate the benchmarks document from the store alone")
     rep.add_argument("--store", default="reports/store")
     rep.add_argument("-o", "--output", default="reports/BENCHMARKS.md")
+    rep.add_argument("--check", action="store_true",
+                     help="write nothing; exit 1 if --output differs from what the store generates")
     rep.set_defaults(func=cmd_report)
 
-    g = sub.add_parser("gate", help="fail on parity outside its bounds or a significant slowdown against a baseline")
+    g = sub.add_parser("gate", help="fail on parity outside its bounds or a significant slowdown against a baseline",
+                       description="Exit status: 0 all checks pass, 1 a check failed, 2 bad input, 3 a speed "
+                       "comparison cannot be decided (fewer than 3 rounds on a side) and nothing failed.")
     g.add_argument("--store", default="reports/store")
     g.add_argument("--candidate", default=None, help="run id (prefix) to judge (default: newest rows of --store)")
     g.add_argument("--baseline", default=None, help="run id (prefix) to compare speed against")
     g.add_argument("--baseline-store", default=None, help="store holding the baseline (default: --store)")
-    g.add_argument("--max-slowdown", type=float, default=1.25, help="median growth tolerated (default 1.25)")
-    g.add_argument("--alpha", type=float, default=0.01, help="significance level of the Mann-Whitney test")
+    g.add_argument("--max-slowdown", type=float, default=1.15,
+                   help="ratio of medians tolerated before a slowdown can count (default 1.15)")
     g.set_defaults(func=cmd_gate)
 
     c = sub.add_parser("convert", help="convert rmvpe.pt, hubert_base.pt or a voice .pth to MLX safetensors")

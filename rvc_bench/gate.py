@@ -1,116 +1,134 @@
-"""Regression gate: parity bounds on the candidate run, and speed against a baseline, sound on noisy runners.
+"""Regression gate: parity bounds on the candidate's stored outputs, and slowdowns against a baseline.
 
-Speed is judged on what a shared runner can measure fairly:
-- the MLX/PyTorch time ratio, paired round by round inside one run (both backends saw the same machine state);
-- absolute times only when baseline and candidate ran on the same device model.
-A slowdown counts only if the median grew by more than `max_slowdown` AND a one-sided Mann-Whitney U test on the
-per-round samples gives p < alpha (asv's rule: big and significant), so one noisy round cannot fail a build.
+Speed is judged two ways, each only where the comparison is fair:
+- absolute times of one benchmark in two runs, only on the same machine (same machine id); `compare_runs` is this
+  comparison alone, for two sets of runs measured in the same job (A/B of two commits on one machine);
+- relative: each run's own ratio of a backend's time to PyTorch's (formed inside the run, as the report does),
+  compared between runs; this survives a change of machine speed between the two runs.
+A slowdown counts when it is big (the ratio of medians beyond --max-slowdown) and real (its 95 % bootstrap interval
+lies above 1): see rvc_bench.stats. Fewer than 3 rounds on a side cannot be decided and says so (exit status 3).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from rvc_bench import results, stats, tolerances
 from rvc_bench import store as run_store
-from rvc_bench.report import KEY, latest
 
-TOLERANCES = Path(__file__).resolve().parents[1] / "references" / "parity_tolerances.csv"
+OK, FAIL, UNDECIDED = "ok", "FAIL", "cannot decide"
+EXIT = {OK: 0, FAIL: 1, UNDECIDED: 3}
+DEFAULT_MAX_SLOWDOWN = 1.15
+
+
+class GateError(ValueError):
+    pass
 
 
 @dataclass
 class Check:
-    kind: str  # "parity" | "ratio" | "time"
+    kind: str  # "store" | "parity" | "time" | "relative"
     subject: str
     detail: str
-    ok: bool
+    status: str  # OK | FAIL | UNDECIDED
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
 
 
-def load_tolerances(path: Path = TOLERANCES) -> pd.DataFrame:
-    return pd.read_csv(path, comment="#")
+def exit_status(checks: list[Check]) -> int:
+    """1 if anything failed, else 3 if a requested comparison could not be decided, else 0."""
+    return max((EXIT[c.status] for c in checks), key=lambda code: (code == 1, code), default=0)
 
 
-def parity_checks(rows: pd.DataFrame, tolerances: pd.DataFrame) -> list[Check]:
+def parity_checks(rows: pd.DataFrame) -> list[Check]:
+    """Every stored parity value against today's tolerance table (check "benchmark")."""
     checks = []
-    par = rows[rows.metric.str.startswith("parity.")]
-    for t in tolerances.itertuples():
-        hits = par[(par.stage == t.stage) & (par.metric == f"parity.{t.metric}")]
-        for r in hits.itertuples():
-            ok = r.value <= t.bound if t.direction == "max" else r.value >= t.bound
-            checks.append(Check("parity", f"{r.stage}/{r.variant} {r.backend}({r.device}) {r.audio_seconds:g}s",
-                                f"{t.metric} = {r.value:.3g} ({'<=' if t.direction == 'max' else '>='} {t.bound:g})", ok))
-    return checks
-
-
-def _significantly_larger(new: np.ndarray, old: np.ndarray, factor: float, alpha: float) -> tuple[bool, str]:
-    from scipy.stats import mannwhitneyu
-
-    growth = float(np.median(new) / np.median(old))
-    if growth <= factor:
-        return False, f"median x{growth:.2f} (limit x{factor:g})"
-    if min(len(new), len(old)) < 3:
-        return True, f"median x{growth:.2f} (limit x{factor:g}; too few rounds for a test)"
-    p = float(mannwhitneyu(new, old, alternative="greater").pvalue)
-    return p < alpha, f"median x{growth:.2f} (limit x{factor:g}), Mann-Whitney p = {p:.3g} (alpha {alpha:g})"
-
-
-def _round_ratios(rows: pd.DataFrame) -> dict[tuple, np.ndarray]:
-    """MLX time / torch time per round, for each (stage, variant, dtype, length) measured on both backends."""
-    warm = rows[rows.metric == "time_warm"]
-    out = {}
-    for key, g in warm.groupby(["stage", "variant", "dtype", "audio_seconds"]):
-        mlx = g[g.backend == "mlx"].set_index("round").value
-        tch = g[g.backend == "torch"].set_index("round").value
-        common = mlx.index.intersection(tch.index)
-        if len(common):
-            out[key] = (mlx[common] / tch[common]).to_numpy()
-    return out
-
-
-def speed_checks(base: pd.DataFrame, cand: pd.DataFrame, max_slowdown: float, alpha: float) -> list[Check]:
-    checks = []
-    base_ratios, cand_ratios = _round_ratios(base), _round_ratios(cand)
-    for key in sorted(set(base_ratios) & set(cand_ratios)):
-        bad, detail = _significantly_larger(cand_ratios[key], base_ratios[key], max_slowdown, alpha)
-        checks.append(Check("ratio", f"{key[0]}/{key[1]} {key[3]:g}s MLX/torch", detail, not bad))
-    bw, cw = base[base.metric == "time_warm"], cand[cand.metric == "time_warm"]
-    for key, g in cw.groupby(KEY):
-        ref = bw
-        for col, val in zip(KEY, key):
-            ref = ref[ref[col] == val]  # device_name is part of the key: only like-for-like hardware
-        if ref.empty:
+    par = results.parity(rows)
+    for r in par.sort_values(["machine_id", "stage", "variant", "audio_seconds", "backend", "metric"]).itertuples():
+        b = tolerances.bounds(r.stage).get(r.metric)
+        if b is None:
             continue
-        bad, detail = _significantly_larger(g.value.to_numpy(), ref.value.to_numpy(), max_slowdown, alpha)
-        checks.append(Check("time", f"{key[0]}/{key[1]} {key[2]}({key[3]}) {key[6]:g}s", detail, not bad))
+        checks.append(Check("parity", f"{r.stage}/{r.variant} {r.backend}({r.device}) {r.audio_seconds:g}s "
+                            f"[{r.model_size}, run {r.run_id}]", f"{r.metric} = {r.value:.3g} (bound {b})",
+                            OK if b.holds(r.value) else FAIL))
     return checks
 
 
-def select(store_dir: str | Path, run_id: str | None) -> pd.DataFrame:
+def _decision_check(kind: str, subject: str, d: stats.Decision) -> Check:
+    status = UNDECIDED if d.verdict == "cannot decide" else (FAIL if d.slower else OK)
+    return Check(kind, subject, str(d), status)
+
+
+def _subject(key: dict) -> str:
+    return (f"{key['stage']}/{key['variant']} {key['backend']}({key['device']}) {key['audio_seconds']:g}s "
+            f"[{key['model_size']}]")
+
+
+def compare_runs(base: pd.DataFrame, head: pd.DataFrame, max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> list[Check]:
+    """Absolute warm times of every benchmark both sets measured on the same machine: did head get slower?
+    Rounds of several runs of one side are pooled (e.g. base and head each measured twice in one job)."""
+    key = ["machine_id", "model_size"] + results.MEASUREMENT + ["backend", "device"]
+    bw, hw = (r[r.metric == "time_warm"] for r in (base, head))
+    old = {k: g.value.to_numpy() for k, g in bw.groupby(key, sort=True)}
+    checks = []
+    for k, g in hw.groupby(key, sort=True):
+        if k in old:
+            d = stats.compare(old[k], g.value.to_numpy(), max_slowdown)
+            checks.append(_decision_check("time", _subject(dict(zip(key, k))), d))
+    return checks
+
+
+def relative_checks(base: pd.DataFrame, head: pd.DataFrame,
+                    max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> list[Check]:
+    """Each run's backend/PyTorch time ratio (formed inside one run) compared between base and head."""
+    def ratios(rows: pd.DataFrame) -> dict:
+        out = {}
+        for k, g in results.lines(rows).groupby(["model_size", "run_id"] + results.MEASUREMENT, sort=True):
+            ref = g[g.backend == results.REFERENCE_BACKEND]
+            if len(ref) == 1:
+                for r in g[g.backend != results.REFERENCE_BACKEND].itertuples():
+                    out[(k[0], *k[2:], r.backend, r.device)] = (r.times, ref.times.iloc[0])
+        return out
+
+    old, new = ratios(base), ratios(head)
+    checks = []
+    for k in sorted(set(old) & set(new)):
+        d = stats.compare_relative(*old[k], *new[k], max_slowdown)
+        subject = dict(zip(["model_size"] + results.MEASUREMENT + ["backend", "device"], k))
+        checks.append(_decision_check("relative", _subject(subject) + f" / {results.REFERENCE_BACKEND}", d))
+    return checks
+
+
+def select(store_dir, run_id: str | None) -> tuple[pd.DataFrame, list[str]]:
+    """The rows to judge: one run (by id prefix), or the newest run of every measurement on every machine; plus
+    the store's unreadable files."""
     st = run_store.read(store_dir)
     if st.rows.empty:
-        raise ValueError(f"no readable runs in {store_dir}")
+        raise GateError(f"no readable benchmark rows in {store_dir}")
     if run_id is None:
-        return latest(st.rows)
-    rows = st.rows[st.rows.run_id.str.startswith(run_id)]
-    if rows.empty or rows.run_id.nunique() != 1:
-        raise ValueError(f"run id {run_id!r} matches {rows.run_id.nunique()} runs in {store_dir}")
-    return rows
+        return results.newest_rows(st.rows), st.problems
+    ids = sorted(i for i in st.rows.run_id.unique() if i.startswith(run_id))
+    if len(ids) != 1:
+        raise GateError(f"run id {run_id!r} matches {len(ids)} runs in {store_dir}"
+                        + (f": {', '.join(ids)}" if ids else ""))
+    return st.rows[st.rows.run_id == ids[0]], st.problems
 
 
-def evaluate(candidate: pd.DataFrame, baseline: pd.DataFrame | None, max_slowdown: float = 1.25,
-             alpha: float = 0.01) -> list[Check]:
-    checks = parity_checks(candidate, load_tolerances())
+def evaluate(candidate: pd.DataFrame, baseline: pd.DataFrame | None, max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
+             problems: list[str] = ()) -> list[Check]:
+    checks = [Check("store", p, "unreadable store file: nothing in it was judged", FAIL) for p in problems]
+    checks += parity_checks(candidate)
     if baseline is not None:
-        checks += speed_checks(baseline, candidate, max_slowdown, alpha)
+        checks += compare_runs(baseline, candidate, max_slowdown) + relative_checks(baseline, candidate, max_slowdown)
     return checks
 
 
 def render(checks: list[Check]) -> str:
     if not checks:
-        return "no checks applied (no parity rows and no comparable timings)\n"
-    df = pd.DataFrame([{"": "ok" if c.ok else "FAIL", "check": c.kind, "subject": c.subject, "detail": c.detail}
-                       for c in checks])
+        return "no checks applied (no bounded parity rows and no comparable timings)\n"
+    df = pd.DataFrame([{"": c.status, "check": c.kind, "subject": c.subject, "detail": c.detail} for c in checks])
     return df.to_markdown(index=False) + "\n"

@@ -13,12 +13,88 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from rvc_bench.backends import Backend, RssPeak, max_rss_bytes
+from rvc_bench.backends import Backend
+
+DEFAULT_ROUNDS = 5  # timed rounds per benchmark (see README: choosing rounds)
+DEFAULT_WARMUP = 1  # untimed rounds between the cold call and the timed ones
+
+# ---------------------------------------------------------------------------------------------------------------
+# Process memory: Linux has an exact, resettable high-water mark; elsewhere a sampling thread stands in.
+
+
+def _read_status_kib(field_name: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class RssPeak:
+    """Peak resident set size of this process during a `with` block, in bytes.
+
+    Linux: reset VmHWM through /proc/self/clear_refs ("5") and read it back (exact). Otherwise: sample psutil's
+    RSS every millisecond (may miss spikes shorter than that). `source` names which one was used.
+    """
+
+    def __init__(self):
+        self.peak = 0
+        self.before = 0
+        self.source = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self):
+        import psutil
+
+        self._proc = psutil.Process()
+        self.before = self._proc.memory_info().rss
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.source = "linux VmHWM"
+        except OSError:
+            self.source = "sampled rss (1 ms)"
+            self.peak = self.before
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+        else:
+            self.peak = (_read_status_kib("VmHWM") or 0) * 1024
+        return False
+
+    @property
+    def delta(self) -> int:
+        return max(0, self.peak - self.before)
+
+
+def max_rss_bytes() -> int:
+    """Lifetime peak RSS of this process; ru_maxrss is bytes on macOS and KiB on Linux."""
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
 
 
 @dataclass

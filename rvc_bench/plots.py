@@ -1,80 +1,99 @@
-"""Figures for the report, from the summary table only: time, RTF, speedup and memory against audio length."""
+"""The report's figures (matplotlib, Agg), drawn from a report.FigureSpec: one machine and model size each.
+
+- time: warm median against audio length per stage and backend, log-log, band = interquartile range;
+- speedup: PyTorch time / other backend's time against length, with the 95 % bootstrap interval;
+- memory: peak memory against length (framework counter where there is one, else RSS Δ), log-log;
+- parity: every bounded parity value as a fraction of its bound (below 1 passes; for ">=" bounds bound / value).
+"""
 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from rvc_bench.checkpoints import atomic_write_bytes
+from rvc_bench import results
 
-
-def _save(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})  # no version stamp: same bytes each time
-    atomic_write_bytes(path, buf.getvalue())
+STYLE = {"torch": "--", "mlx": "-", "onnx": ":", "numpy": "-."}
 
 
-def write_all(summary: pd.DataFrame, out_dir: Path) -> list[str]:
+def _axes(title: str, xlabel: str = "audio length (s)", logy: bool = True):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = []
-    lines = list(summary.groupby(["stage", "variant", "backend", "device"], sort=False))
-
-    fig, (ax_t, ax_rtf) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for (stage, variant, backend, device), g in lines:
-        g = g.sort_values("audio_seconds")
-        lbl = f"{stage} {backend} ({device})"
-        style = "-" if backend == "mlx" else "--"
-        lo, hi = g["median"] - g["iqr"] / 2, g["median"] + g["iqr"] / 2
-        ax_t.plot(g.audio_seconds, g["median"], style, marker="o", label=lbl)
-        ax_t.fill_between(g.audio_seconds, lo.clip(lower=1e-9), hi, alpha=0.15)
-        ax_rtf.plot(g.audio_seconds, g["median"] / g.audio_seconds, style, marker="o", label=lbl)
-    for ax, title in ((ax_t, "warm median time (s), band = IQR"), (ax_rtf, "RTF = time / audio duration")):
-        ax.set_xscale("log")
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_xscale("log")
+    if logy:
         ax.set_yscale("log")
-        ax.set_xlabel("audio length (s)")
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-    ax_rtf.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    _save(fig, out_dir / "time_and_rtf.png")
-    plt.close(fig)
-    names.append("time_and_rtf.png")
+    ax.grid(True, which="both", alpha=0.3)
+    return fig, ax
 
-    mlx = summary[summary.backend == "mlx"]
-    tch = summary[summary.backend == "torch"]
-    pairs = mlx.merge(tch, on=["stage", "variant", "dtype", "audio_seconds"], suffixes=("_mlx", "_torch"))
-    fig, (ax_s, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for (stage, dm, dt), g in pairs.groupby(["stage", "device_mlx", "device_torch"], sort=False):
+
+def _time(sec):
+    fig, ax = _axes("warm median time (s); band: interquartile range")
+    for (stage, variant, backend, device), g in sec.lines.groupby(["stage", "variant", "backend", "device"], sort=False):
         g = g.sort_values("audio_seconds")
-        ax_s.plot(g.audio_seconds, g.median_torch / g.median_mlx, marker="o", label=f"{stage}: torch({dt}) / mlx({dm})")
-    ax_s.axhline(1.0, color="gray", lw=0.8)
-    ax_s.set_xscale("log")
-    ax_s.set_xlabel("audio length (s)")
-    ax_s.set_title("speedup = PyTorch time / MLX time (>1: MLX faster)")
-    ax_s.legend(fontsize=7)
-    ax_s.grid(True, which="both", alpha=0.3)
-    for (stage, variant, backend, device), g in lines:
+        line, = ax.plot(g.audio_seconds, g["median"], STYLE.get(backend, "-"), marker="o",
+                        label=f"{stage} {variant}: {backend} ({device})")
+        ax.fill_between(g.audio_seconds, g.q1, g.q3, alpha=0.2, color=line.get_color())
+    return fig, ax
+
+
+def _speedup(sec):
+    fig, ax = _axes("speedup = PyTorch time / backend time (> 1: faster); bars: 95 % bootstrap interval", logy=False)
+    for (stage, variant, backend, device, ref), g in sec.speed.groupby(
+            ["stage", "variant", "backend", "device", "ref_device"], sort=False):
         g = g.sort_values("audio_seconds")
-        mem = g["mem"].where(np.isfinite(g["mem"]), g["rss"])
-        src = "framework peak" if np.isfinite(g["mem"]).any() else "RSS Δ peak"
-        ax_m.plot(g.audio_seconds, mem / 2**20, "-" if backend == "mlx" else "--", marker="o",
-                  label=f"{stage} {backend} ({device}), {src}")
-    ax_m.set_xscale("log")
-    ax_m.set_yscale("log")
-    ax_m.set_xlabel("audio length (s)")
-    ax_m.set_title("peak memory (MiB)")
-    ax_m.legend(fontsize=7)
-    ax_m.grid(True, which="both", alpha=0.3)
+        ax.errorbar(g.audio_seconds, g.speedup, yerr=[g.speedup - g.lo, g.hi - g.speedup], marker="o", capsize=3,
+                    label=f"{stage} {variant}: {backend} ({device}) vs torch ({ref})")
+    ax.axhline(1.0, color="gray", lw=0.8)
+    return fig, ax
+
+
+def _memory(sec):
+    fig, ax = _axes("peak memory (MiB): framework counter, else RSS Δ")
+    for (stage, variant, backend, device), g in sec.lines.groupby(["stage", "variant", "backend", "device"], sort=False):
+        g = g.sort_values("audio_seconds")
+        framework = np.isfinite(g["mem"]).all()
+        mem = g["mem"] if framework else g["rss"]
+        ax.plot(g.audio_seconds, mem / 2**20, STYLE.get(backend, "-"), marker="o",
+                label=f"{stage} {variant}: {backend} ({device}), {'framework' if framework else 'RSS Δ'}")
+    return fig, ax
+
+
+def _parity(sec):
+    fig, ax = _axes("parity value / bound (below 1 passes)", xlabel="", logy=True)
+    ax.set_xscale("linear")
+    par = results.parity(sec.rows)
+    par = par[par.within_bound.notna()].sort_values(["stage", "metric", "backend", "audio_seconds"])
+    labels, values, colors = [], [], []
+    for r in par.itertuples():
+        frac = r.value / r.bound if r.bound_op == "<=" else (r.bound / r.value if r.value > 0 else np.inf)
+        labels.append(f"{r.stage} {r.metric} {r.backend} {r.audio_seconds:g}s")
+        values.append(max(frac, 1e-9) if np.isfinite(frac) else 1e-9)  # identical outputs (SNR inf): 0 on this axis
+        colors.append("tab:green" if r.within_bound else "tab:red")
+    ax.bar(range(len(values)), values, color=colors)
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
+    return fig, ax
+
+
+DRAW = {"time": _time, "speedup": _speedup, "memory": _memory, "parity": _parity}
+
+
+def png(spec) -> bytes:
+    """The figure as PNG bytes (no version stamp in the metadata: same data, same bytes on one installation)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = DRAW[spec.kind](spec.section)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
-    _save(fig, out_dir / "speedup_and_memory.png")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)
-    names.append("speedup_and_memory.png")
-    return names
+    return buf.getvalue()

@@ -1,5 +1,10 @@
 """pytest plugin behind every suite: options, parametrisation over lengths and backends, the `bench` fixture
-(which times through rvc_bench.measure and records parity next to each time) and the write to the run store.
+(which times through rvc_bench.measure, checks parity against references/parity_tolerances.csv and records both)
+and the writes to the run store, one file per benchmark as it finishes.
+
+The session is lazy: a session that runs no benchmark builds no backend (no framework import, no MLX memory
+limits, no BLAS probe) and spawns no git. Backends are built once collection shows which ones the selected
+benchmarks need, so an unavailable device still stops the session before any test runs.
 
 Defaults depend on the mode: with --benchmark-only (a benchmark run) the model size is "full", the lengths are
 5 s and rows go to reports/store; otherwise (the test suite) tiny models, 1 s, and nothing is written unless
@@ -16,33 +21,38 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from rvc_bench import fixtures, measure
-from rvc_bench.backends import BACKENDS, BackendError, get_backend, machine_info
-from rvc_bench.store import Run
+from rvc_bench import fixtures, machine, measure, tolerances
+from rvc_bench.backends import BACKENDS, BackendError, get_backend
+from rvc_bench.store import Run, git_state
 
 _SESSION = pytest.StashKey["BenchSession"]()
+DEFAULT_ROUNDS, DEFAULT_WARMUP = measure.DEFAULT_ROUNDS, measure.DEFAULT_WARMUP
 
 
 def pytest_addoption(parser):
     g = parser.getgroup("rvc-bench")
     g.addoption("--torch-device", default="auto", help="mps, cuda or cpu (default: the first available, in that order)")
     g.addoption("--mlx-device", default="auto", help="gpu or cpu (default: gpu if available)")
-    g.addoption("--backends", default=",".join(BACKENDS), help="comma-separated subset of torch,mlx")
+    g.addoption("--backends", default=",".join(BACKENDS), help="comma-separated subset of " + ",".join(BACKENDS))
     g.addoption("--lengths", default=None, help="audio lengths in seconds, comma-separated (default: 5 with "
                 "--benchmark-only, else 1); the original grid is 5,60,300")
-    g.addoption("--rounds", type=int, default=5, help="warm timed rounds per benchmark (default 5)")
-    g.addoption("--warmup", type=int, default=1, help="warm-up rounds before the timed ones (default 1)")
+    g.addoption("--rounds", type=int, default=DEFAULT_ROUNDS,
+                help=f"warm timed rounds per benchmark (default {DEFAULT_ROUNDS})")
+    g.addoption("--warmup", type=int, default=DEFAULT_WARMUP,
+                help=f"warm-up rounds before the timed ones (default {DEFAULT_WARMUP})")
     g.addoption("--model-size", choices=("tiny", "full"), default=None,
                 help="model configs (default: full with --benchmark-only, else tiny)")
     g.addoption("--weights-dir", default=None, help="folder with real rmvpe.pt / hubert_base.pt / voice .pth files")
     g.addoption("--store", default=None, help="run store folder (default: reports/store with --benchmark-only)")
     g.addoption("--run-id", default=None, help="ID@STARTED_AT to join an existing run (used by `rvc-bench run`)")
+    g.addoption("--machine-label", default=None,
+                help=f"a name for this machine, part of its id in the store (default: ${machine.LABEL_ENV})")
     g.addoption("--fresh-process", action="store_true",
                 help="also measure peak RSS and cold time of each benchmark in a fresh process")
 
 
 class BenchSession:
-    """Per-session state: chosen backends, options, reference outputs, and the run being recorded."""
+    """Per-session state: options, and, only once a benchmark needs them, backends, reference outputs and the run."""
 
     def __init__(self, config):
         self.config = config
@@ -57,29 +67,67 @@ class BenchSession:
         if not self.lengths or any(not math.isfinite(s) or s <= 0 for s in self.lengths):
             raise pytest.UsageError(f"--lengths must be positive seconds, got {lengths!r}")
         self.backend_names = [b.strip() for b in opt("backends").split(",") if b.strip()]
+        unknown = [b for b in self.backend_names if b not in BACKENDS]
+        if unknown or not self.backend_names:
+            raise pytest.UsageError(f"--backends: unknown backend {unknown[0] if unknown else '(none)'!r}; "
+                                    f"choose from {', '.join(BACKENDS)}")
         self.rounds, self.warmup = opt("rounds"), opt("warmup")
         if self.rounds < 1 or self.warmup < 0:
             raise pytest.UsageError("--rounds must be >= 1 and --warmup >= 0")
-        devices = {"torch": opt("torch_device"), "mlx": opt("mlx_device")}
-        try:
-            self.backends = {name: get_backend(name, devices.get(name)) for name in self.backend_names}
-        except BackendError as err:
-            raise pytest.UsageError(str(err)) from None
+        self.devices = {"torch": opt("torch_device"), "mlx": opt("mlx_device")}
         store = opt("store") or ("reports/store" if bench_only else None)
         self.store_dir = (config.rootpath / store) if store else None
         weights = opt("weights_dir")
         self.weights_dir = Path(weights) if weights else None
         if self.weights_dir is not None and not self.weights_dir.is_dir():
             raise pytest.UsageError(f"--weights-dir {self.weights_dir} is not a folder")
+        try:
+            self.machine_label = machine.machine_label(opt("machine_label"))
+        except ValueError as err:
+            raise pytest.UsageError(f"--machine-label: {err}") from None
         self.fresh_process = opt("fresh_process")
         self.probe_mode = measure.PROBE_ENV in os.environ
         self.references: dict[Any, Any] = {}
-        self.descriptions = {b.label: b.describe() for b in self.backends.values()}
-        self.run = Run(meta={"machine": machine_info(), "backends": self.descriptions, "options": {
-            "lengths": self.lengths, "rounds": self.rounds, "warmup": self.warmup, "model_size": self.model_size,
-            "weights_dir": str(self.weights_dir) if self.weights_dir else None}}, part="+".join(self.backend_names))
-        if opt("run_id"):  # `rvc-bench run` gives each backend's process the same run id
-            self.run.run_id, self.run.started_at = opt("run_id").split("@", 1)
+        self.backends: dict[str, Any] = {}
+        self.descriptions: dict[str, dict] = {}  # backend label -> describe()
+        self.planned: list[str] = []  # node ids of the benchmarks this process will run
+        self.outcomes: dict[str, str] = {}
+        self.stored = 0  # benchmark files written
+        self._run: Run | None = None
+
+    def backend(self, name: str):
+        """The backend adapter, built (and its framework imported) on first use."""
+        if name not in self.backends:
+            if name not in self.backend_names:
+                raise pytest.UsageError(f"backend {name!r} is not selected (--backends {','.join(self.backend_names)})")
+            try:
+                be = get_backend(name, self.devices.get(name))
+            except BackendError as err:
+                raise pytest.UsageError(str(err)) from None
+            self.backends[name] = be
+            self.descriptions[be.label] = {**be.describe(), "label": be.label}
+        return self.backends[name]
+
+    @property
+    def run(self) -> Run:
+        """The run being recorded: machine facts, git state and ids are read on first use."""
+        if self._run is None:
+            info = machine.machine_info()
+            commit, dirty = git_state(self.config.rootpath)
+            run_id, started_at = self.config.getoption("run_id").split("@", 1) if self.config.getoption("run_id") \
+                else ("", "")
+            self._run = Run(machine_id=machine.machine_id(info, self.machine_label), model_size=self.model_size,
+                            run_id=run_id, started_at=started_at, git_commit=commit, git_dirty=dirty, meta={
+                                "machine": info, "machine_label": self.machine_label, "options": {
+                                    "lengths": self.lengths, "rounds": self.rounds, "warmup": self.warmup,
+                                    "model_size": self.model_size, "backends": self.backend_names,
+                                    "weights_dir": str(self.weights_dir) if self.weights_dir else None,
+                                    "fresh_process": self.fresh_process}})
+        return self._run
+
+    @property
+    def part(self) -> str:
+        return "+".join(self.backend_names)
 
     def write_line(self, text: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -123,12 +171,51 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+def _param(item, name: str):
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get(name) if callspec is not None else None
+
+
+def _is_benchmark(item) -> bool:
+    names = getattr(item, "fixturenames", ())
+    return "bench" in names and "benchmark" in names and item.get_closest_marker("skip") is None
+
+
+def pytest_collection_finish(session):
+    """Build the backends the selected benchmarks need (an unavailable device stops the session here), and record
+    which benchmarks this process is about to run, so that a run killed halfway is seen as incomplete."""
+    bench = session.config.stash[_SESSION]
+    items = [item for item in session.items if _is_benchmark(item)]
+    if not items or bench.probe_mode:
+        return
+    for name in sorted({_param(item, "backend_name") for item in items} - {None}):
+        bench.backend(name)
+    bench.planned = [item.nodeid for item in items]
+    if bench.store_dir is not None:
+        bench.run.write_part(bench.store_dir, bench.part, bench.planned)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    bench = item.config.stash[_SESSION]
+    if item.nodeid in bench.planned:
+        if report.failed:
+            bench.outcomes[item.nodeid] = "failed" if report.when == "call" else f"error in {report.when}"
+        elif report.skipped:
+            bench.outcomes.setdefault(item.nodeid, "skipped")
+        elif report.when == "call":
+            bench.outcomes.setdefault(item.nodeid, "passed")
+    return report
+
+
 def pytest_sessionfinish(session, exitstatus):
     bench = session.config.stash.get(_SESSION, None)
-    if bench is None or bench.probe_mode or not bench.run.rows or bench.store_dir is None:
+    if bench is None or bench.probe_mode or not bench.planned or bench.store_dir is None:
         return
-    path = bench.run.write(bench.store_dir)
-    bench.write_line(f"rvc-bench: wrote {len(bench.run.rows)} rows to {path}")
+    outcomes = {t: bench.outcomes.get(t, "not run") for t in bench.planned}
+    path = bench.run.write_part(bench.store_dir, bench.part, bench.planned, outcomes)
+    bench.write_line(f"rvc-bench: {bench.stored} of {len(bench.planned)} benchmark(s) stored in {path.parent}")
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
@@ -151,7 +238,7 @@ class Bench:
     cache_dir = property(lambda self: fixtures.cache_dir())
 
     def backend(self, name: str):
-        return self.session.backends[name]
+        return self.session.backend(name)
 
     def audio(self, seconds: float) -> fixtures.Clip:
         return fixtures.clip(seconds)
@@ -161,6 +248,9 @@ class Bench:
         if key not in self.session.references:
             self.session.references[key] = compute()
         return self.session.references[key]
+
+    def _add(self, **kw) -> None:
+        self.session.run.add(**self._current, test=self.request.node.nodeid, **kw)
 
     def measure(self, benchmark, backend, fn: Callable, args: tuple, *, stage: str, variant: str, seconds: float,
                 dtype: str = "float32"):
@@ -175,36 +265,58 @@ class Bench:
             measure.write_probe_result(m.cold_s)
             return m.output
         warm = measure.warm_rounds(benchmark, backend, fn, args, session.rounds, session.warmup)
-        add = lambda **kw: session.run.add(**self._current, **kw)  # noqa: E731
-        add(metric="time_cold", value=m.cold_s, unit="s")
+        self._add(metric="time_cold", value=m.cold_s, unit="s")
         for i, t in enumerate(warm):
-            add(metric="time_warm", value=t, unit="s", round=i)
-        add(metric="mem_framework_peak", value=m.mem_framework_peak, unit="bytes")
+            self._add(metric="time_warm", value=t, unit="s", round=i)
+        self._add(metric="mem_framework_peak", value=m.mem_framework_peak, unit="bytes")
         for name, value in m.mem_extra.items():
-            add(metric=name, value=value, unit="bytes")
-        add(metric="rss_peak_delta", value=m.rss_peak_delta, unit="bytes")
+            self._add(metric=name, value=value, unit="bytes")
+        self._add(metric="rss_peak_delta", value=m.rss_peak_delta, unit="bytes")
         benchmark.extra_info.update(device=backend.label, device_name=self._current["device_name"],
                                     time_cold_s=m.cold_s, mem_framework_peak=m.mem_framework_peak,
                                     rss_peak_delta=m.rss_peak_delta)
         if session.fresh_process:
             probe = measure.run_probe(self.request.node.nodeid, self._probe_args(backend.name))
-            add(metric="rss_fresh_process", value=probe["rss_peak"], unit="bytes")
-            add(metric="time_cold_fresh_process", value=probe["cold_s"], unit="s")
+            self._add(metric="rss_fresh_process", value=probe["rss_peak"], unit="bytes")
+            self._add(metric="time_cold_fresh_process", value=probe["cold_s"], unit="s")
             benchmark.extra_info.update(rss_fresh_process=probe["rss_peak"])
         median = float(np.median(warm)) if warm else float("nan")
-        session.write_line(f"  {stage}/{variant} {backend.label} {seconds:g}s: cold {m.cold_s:.3f} s, "
-                           f"warm median {median:.3f} s over {len(warm)} rounds")
+        session.write_line(f"  {stage}/{variant} {backend.label} {seconds:g}s: cold {m.cold_s:.3g} s, "
+                           f"warm median {median:.3g} s over {len(warm)} rounds")
         return m.output
 
     def record_parity(self, metrics: dict[str, float], reference: str = "torch") -> None:
-        """Store parity numbers next to the measurement just taken (skipped for the reference backend itself)."""
+        """Store parity numbers next to the measurement just taken, each with its bound from the tolerance table
+        and whether it holds, then fail the test if any bound is broken (skipped for the reference backend)."""
         if self._current is None:
             raise RuntimeError("record_parity() must follow measure()")
         if self.session.probe_mode or self._current["backend"] == reference:
             return
+        bounds = tolerances.bounds(self._current["stage"])
+        broken = []
         for name, value in metrics.items():
-            self.session.run.add(**self._current, metric=f"parity.{name}", value=value, unit="", reference=reference)
+            b = bounds.get(name)
+            ok = b.holds(value) if b else None
+            self._add(metric=f"parity.{name}", value=value, unit="", reference=reference,
+                      bound=b.bound if b else float("nan"), bound_op=b.op if b else "", within_bound=ok)
+            if ok is False:
+                broken.append(f"{name} = {value:.3g} (bound {b})")
         self._benchmark.extra_info.update({f"parity_{k}": v for k, v in metrics.items()})
+        missing = sorted(set(bounds) - set(metrics))
+        assert not missing, f"{self._current['stage']}: no value for bounded metric(s) {missing}"
+        assert not broken, f"{self._current['stage']}/{self._current['variant']} parity: " + "; ".join(broken)
+
+    def flush(self) -> None:
+        """Write this benchmark's rows to the store (called when the test ends, whatever its outcome)."""
+        run = self.session._run
+        if run is None or not run.rows:
+            return
+        if self.session.store_dir is None:
+            run.rows = []
+            return
+        label = f"{self._current['backend']}:{self._current['device']}"
+        run.flush(self.session.store_dir, self.request.node.nodeid, {"backend": self.session.descriptions[label]})
+        self.session.stored += 1
 
     def _probe_args(self, backend: str) -> list[str]:
         # Only the measured backend is set up in the probe, so the other framework's runtime stays out of its RSS.
@@ -216,5 +328,7 @@ class Bench:
 
 
 @pytest.fixture
-def bench(request) -> Bench:
-    return Bench(request.config.stash[_SESSION], request)
+def bench(request):
+    b = Bench(request.config.stash[_SESSION], request)
+    yield b
+    b.flush()

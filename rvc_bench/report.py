@@ -1,314 +1,702 @@
-"""reports/BENCHMARKS.md from the run store alone: a pure function of the stored rows (no model code, no clock).
+"""reports/BENCHMARKS.md from the run store alone: `render` is a pure function of the stored rows and the
+published figures in references/ (no model code, no clock) and writes nothing; `write` writes the document and its
+figures; `check` says whether a committed document is what the store generates.
 
-For every (stage, variant, backend, device, dtype, length) the newest run that measured it supplies the numbers;
-results on different devices are never merged. Regenerating from the same store gives the same bytes.
+The document: a summary first (per machine: speedups with intervals, parity verdicts, published claims), the runs
+with their status, then one section per machine and model size holding every table of the original document, then
+what compares across machines (absolute numbers side by side, never divided). Ratios follow rvc_bench.results'
+pairing rule. A table without data says which command fills it.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from rvc_bench import results
 from rvc_bench import store as run_store
 from rvc_bench.checkpoints import atomic_write_bytes
+from rvc_bench.resources import reference
 
-KEY = ["stage", "variant", "backend", "device", "device_name", "dtype", "audio_seconds"]
-STAGE_ORDER = {"mel": 0, "rmvpe": 1, "hubert": 2, "synth": 3, "pipeline": 4}
-STAGE_TITLES = {"mel": "Log-mel (RMVPE front end)", "rmvpe": "RMVPE pitch", "hubert": "HuBERT/ContentVec features",
-                "synth": "RVC synthesis", "pipeline": "Full pipeline"}
-# The one parity number shown per row in the overview, per stage (all of them are in the parity table).
-HEADLINE_PARITY = {"mel": "max_abs", "rmvpe": "max_abs", "hubert": "rel_l2", "synth": "snr_db", "pipeline": "snr_db"}
-REFERENCES = Path(__file__).resolve().parents[1] / "references" / "original_benchmarks.csv"
+TITLES = {"mel": "Log-mel (RMVPE front end)", "rmvpe": "RMVPE pitch", "hubert": "HuBERT/ContentVec features",
+          "synth": "RVC synthesis", "pipeline": "Full pipeline"}
+BACKEND_TITLES = {"torch": "PyTorch", "mlx": "MLX", "onnx": "ONNX Runtime", "numpy": "numpy"}
+GRID = (5.0, 60.0, 300.0)  # the original document's lengths
+RUN = "rvc-bench run"
+NOTE_SPEEDUP = ("Speedup = PyTorch time / the other backend's time (> 1: faster than PyTorch), the ratio of the two "
+                "medians over timed rounds, with a 95 % interval from a seeded bootstrap over rounds; both sides come "
+                "from the same run.")
+NOTE_TIME = "Times: median over timed rounds after warm-up [interquartile range]."
+NOTE_RTF = ("Realtime factor RTF = processing time / audio duration (below 1 is faster than real time); the only "
+            "realtime measure in this document.")
 
 
 class ReportError(RuntimeError):
     pass
 
 
-def latest(rows: pd.DataFrame) -> pd.DataFrame:
-    """Keep, for every measurement key, only the rows of the newest run that has it."""
-    if rows.empty:
-        return rows
-    runs = rows[KEY + ["started_at", "run_id"]].drop_duplicates()
-    newest = runs.sort_values(["started_at", "run_id"]).groupby(KEY, dropna=False).tail(1)
-    return rows.merge(newest, on=KEY + ["started_at", "run_id"])
-
-
-def summarise(rows: pd.DataFrame) -> pd.DataFrame:
-    """One line per measurement key: warm median/IQR, cold, memory, parity values as columns."""
-    out = []
-    for key, g in rows.groupby(KEY, dropna=False, sort=False):
-        warm = g.loc[g.metric == "time_warm", "value"].to_numpy()
-        one = lambda m: float(g.loc[g.metric == m, "value"].iloc[0]) if (g.metric == m).any() else math.nan  # noqa: E731
-        rec = dict(zip(KEY, key))
-        rec.update(run_id=g.run_id.iloc[0], rounds=len(warm),
-                   median=float(np.median(warm)) if len(warm) else math.nan,
-                   iqr=float(np.subtract(*np.percentile(warm, [75, 25]))) if len(warm) else math.nan,
-                   cold=one("time_cold"), mem=one("mem_framework_peak"), rss=one("rss_peak_delta"),
-                   rss_fresh=one("rss_fresh_process"), cold_fresh=one("time_cold_fresh_process"))
-        for m in g.metric[g.metric.str.startswith("parity.")].unique():
-            rec[m] = one(m)
-            rec["parity_reference"] = g.loc[g.metric == m, "reference"].iloc[0]
-        out.append(rec)
-    df = pd.DataFrame(out)
-    df["stage_order"] = df.stage.map(STAGE_ORDER).fillna(99)
-    return df.sort_values(["stage_order", "stage", "variant", "audio_seconds", "backend", "device"]).reset_index(drop=True)
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# Formatting: fixed rules so the same numbers always give the same text.
+# Formatting: three significant figures with a unit, fixed rules, so the same numbers always give the same text.
 
 
-def fmt_s(x: float) -> str:
-    if not np.isfinite(x):
+def sig(x: float, digits: int = 3) -> str:
+    if x is None or not np.isfinite(x):
+        return "∞" if x is not None and np.isinf(x) and x > 0 else "–"
+    if x == 0:
+        return "0"
+    exp = math.floor(math.log10(abs(x)))
+    if exp >= 4 or exp < -3:
+        mantissa, e = f"{x:.{digits - 1}e}".split("e")
+        return f"{mantissa}e{int(e)}"
+    decimals = max(digits - 1 - exp, 0)
+    return f"{round(x, decimals):.{decimals}f}"
+
+
+def fmt_time(s: float) -> str:
+    if s is None or not np.isfinite(s):
         return "–"
-    return f"{x * 1e3:.2f} ms" if x < 1 else f"{x:.3f} s"
+    for scale, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "µs")):
+        if abs(s) >= scale or unit == "µs":
+            return f"{sig(s / scale)} {unit}"
 
 
-def fmt_bytes(x: float) -> str:
-    if not np.isfinite(x):
-        return "n/a"
-    return f"{x / 2**20:.1f} MiB" if x < 2**30 else f"{x / 2**30:.2f} GiB"
-
-
-def fmt_num(x: float) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+def fmt_time_iqr(med: float, q1: float, q3: float) -> str:
+    if not np.isfinite(med):
         return "–"
-    if np.isinf(x):
-        return "∞"
-    return f"{x:.3g}" if abs(x) < 1e-2 or abs(x) >= 1e4 else f"{x:.4f}".rstrip("0").rstrip(".")
+    return f"{fmt_time(med)} [{fmt_time(q1)}–{fmt_time(q3)}]"
+
+
+def fmt_bytes(b: float) -> str:
+    if b is None or not np.isfinite(b):
+        return "–"
+    for scale, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if b >= scale:
+            return f"{sig(b / scale)} {unit}"
+    return f"{sig(b)} B"
+
+
+def fmt_ratio(r: float, lo: float, hi: float) -> str:
+    if not np.isfinite(r):
+        return "–"
+    return f"{sig(r)}× ({sig(lo)}–{sig(hi)})"
 
 
 def fmt_len(s: float) -> str:
     return f"{s:g} s" if s < 60 or s % 60 else f"{s / 60:g} min"
 
 
-def table(df: pd.DataFrame) -> str:
-    return df.to_markdown(index=False, disable_numparse=True) + "\n"
+def table(records: list[dict]) -> str:
+    return pd.DataFrame(records).to_markdown(index=False, disable_numparse=True) + "\n"
 
 
-def label(r) -> str:
-    return f"{r.backend} ({r.device})"
+def empty(what: str, command: str) -> str:
+    return f"*Not in the store: {what}. `{command}` fills it.*\n"
+
+
+def col(backend: str, device: str) -> str:
+    return f"{BACKEND_TITLES.get(backend, backend)} ({device})"
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Sections
+# Published figures (references/original_benchmarks.csv)
 
 
-def machines_section(summary: pd.DataFrame, runs: dict) -> str:
-    lines = []
-    for run_id in sorted(summary.run_id.unique(), key=lambda r: (runs[r]["started_at"], r)):
-        meta = runs[run_id]
-        mach = meta.get("machine", {})
-        backends = meta.get("backends", {})
-        desc = "; ".join(
-            f"{lbl}: {d.get('device_name', '?')}, {d.get('backend')} {d.get('torch_version') or d.get('mlx_version')}"
-            + (f", BLAS {d['torch_blas']}" if d.get("torch_blas") else "")
-            + (f", BLAS: {d['mlx_cpu_blas']} ({d['mlx_cpu_sgemm_gflops']} GFLOP/s sgemm 512)" if d.get("mlx_cpu_blas") else "")
-            for lbl, d in sorted(backends.items()))
-        opts = meta.get("options", {})
-        lines.append({
-            "run": f"`{run_id}`", "started (UTC)": meta["started_at"],
-            "commit": meta["git_commit"][:10] + (" (dirty)" if meta.get("git_dirty") else ""),
-            "machine": f"{mach.get('cpu', '?')}, {mach.get('cpu_count', '?')} cores, "
-                       f"{fmt_bytes(mach.get('ram_bytes', math.nan))}, {mach.get('system', '?')} "
-                       f"{mach.get('macos') or mach.get('release', '')} {mach.get('machine', '')}".strip(),
-            "backends": desc,
-            "models / rounds": f"{opts.get('model_size', '?')} / {opts.get('rounds', '?')} warm + {opts.get('warmup', '?')} warm-up",
-        })
-    return "## Machines and runs\n\n" + table(pd.DataFrame(lines))
+def published() -> pd.DataFrame:
+    text = reference("original_benchmarks.csv").read_text(encoding="utf-8")
+    rows = list(csv.DictReader(line for line in io.StringIO(text) if not line.startswith("#")))
+    df = pd.DataFrame(rows)
+    df["value"] = df.value.astype(float)
+    df["audio_seconds"] = pd.to_numeric(df.audio_seconds, errors="coerce")
+    return df
 
 
-def overview_section(summary: pd.DataFrame) -> str:
-    rows = []
-    for r in summary.itertuples():
-        head = HEADLINE_PARITY.get(r.stage, "max_abs")
-        par = summary.at[r.Index, f"parity.{head}"] if f"parity.{head}" in summary else math.nan
-        rows.append({
-            "stage": r.stage, "variant": r.variant, "backend (device)": label(r), "audio": fmt_len(r.audio_seconds),
-            "warm median": fmt_s(r.median), "IQR": fmt_s(r.iqr), "rounds": r.rounds,
-            "RTF (time/audio)": fmt_num(r.median / r.audio_seconds),
-            "RTFx (audio/time)": fmt_num(r.audio_seconds / r.median) if r.median > 0 else "–",
-            "cold (1st call)": fmt_s(r.cold), "peak mem (framework)": fmt_bytes(r.mem),
-            "RSS Δ peak": fmt_bytes(r.rss),
-            "parity": f"{head} {fmt_num(par)} vs {summary.at[r.Index, 'parity_reference']}" if not math.isnan(par)
-            else "–",
-        })
-    return ("## All stages\n\nWarm time is the median over timed rounds after explicit warm-up; IQR is the "
-            "interquartile range of those rounds. RTF = processing time / audio duration (< 1 is faster than "
-            "real time); RTFx = its inverse. Cold is the first call after loading the model (kernel compilation "
-            "included). Peak memory (framework) is MLX's peak counter, torch CUDA's max allocated, or torch MPS "
-            "current allocated memory sampled every 2 ms (MPS has no peak API; its sampled driver memory is stored "
-            "as mem_mps_driver_peak_sampled); torch on CPU has no such counter (n/a). RSS Δ peak is the process high-water "
-            "mark during the cold call minus RSS before it.\n\n" + table(pd.DataFrame(rows)))
+def pub(p: pd.DataFrame, table_name: str, stage: str, backend: str, metric: str = "time", seconds=None) -> str:
+    hit = p[(p.table == table_name) & (p.stage == stage) & (p.backend == backend) & (p.metric == metric)]
+    if seconds is not None:
+        hit = hit[hit.audio_seconds == seconds]
+    return "; ".join(hit.shown) if len(hit) else "–"
 
 
-def pairs(summary: pd.DataFrame, stage: str) -> pd.DataFrame:
-    """MLX and torch side by side per (variant, length, device pair)."""
-    s = summary[summary.stage == stage]
-    mlx = s[s.backend == "mlx"]
-    tch = s[s.backend == "torch"]
-    return mlx.merge(tch, on=["stage", "variant", "dtype", "audio_seconds"], suffixes=("_mlx", "_torch"))
+# ---------------------------------------------------------------------------------------------------------------
+# The data behind one section (one machine, one model size)
 
 
-def speed_section(summary: pd.DataFrame, stage: str, title: str) -> str:
-    p = pairs(summary, stage)
-    if p.empty:
-        return f"## {title}\n\nNot measured on both backends in this store.\n"
-    out = [f"## {title}\n"]
-    for (variant, dm, dt), g in p.groupby(["variant", "device_mlx", "device_torch"], sort=False):
-        rows = [{"audio length": fmt_len(r.audio_seconds), f"MLX ({dm}) time": fmt_s(r.median_mlx),
-                 f"PyTorch ({dt}) time": fmt_s(r.median_torch),
-                 "speedup (torch time / MLX time)": f"{r.median_torch / r.median_mlx:.2f}×"} for r in g.itertuples()]
-        ratios = (g.median_torch / g.median_mlx).to_numpy()
-        rows.append({"audio length": "**geometric mean**", f"MLX ({dm}) time": "–", f"PyTorch ({dt}) time": "–",
-                     "speedup (torch time / MLX time)": f"**{np.exp(np.mean(np.log(ratios))):.2f}×**"})
-        out.append(f"Variant `{variant}`, MLX on {dm}, PyTorch on {dt}:\n\n" + table(pd.DataFrame(rows)))
-    return "\n".join(out)
+@dataclass
+class Section:
+    machine_id: str
+    model_size: str
+    lines: pd.DataFrame  # results.lines of the newest run per measurement
+    rows: pd.DataFrame  # the stored rows of those same runs and measurements
+    runs: dict  # run_id -> RunInfo
+    speed: pd.DataFrame = field(init=False)
+
+    def __post_init__(self):
+        self.speed = results.speedups(self.lines)
+
+    @property
+    def full(self) -> bool:
+        """Published figures and the original's length grid only make sense beside full-size models."""
+        return self.model_size == "full"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.machine_id}-{self.model_size}"
+
+    @property
+    def machine(self) -> dict:
+        for run_id in results.runs_of(self.lines):
+            if self.runs[run_id].meta.get("machine"):
+                return self.runs[run_id].meta["machine"]
+        return {}
+
+    @property
+    def title(self) -> str:
+        size = "full-size models" if self.model_size == "full" else \
+            f"{self.model_size} models (a smoke test: not comparable with full-size numbers)"
+        return f"Machine `{self.machine_id}`: {describe_machine(self.machine)} — {size}"
+
+    def columns(self) -> list[tuple[str, str]]:
+        """(backend, device) pairs measured in this section, the reference backend first; a backend its runs
+        planned but never stored gets a column too (device "–"), so that its absence shows."""
+        pairs = set(self.lines[["backend", "device"]].drop_duplicates().itertuples(index=False, name=None))
+        measured = {b for b, _ in pairs}
+        for run_id in results.runs_of(self.lines):
+            pairs |= {(b, "–") for b in self.runs[run_id].planned_backends if b not in measured}
+        return sorted(pairs, key=lambda p: (p[0] != results.REFERENCE_BACKEND, p[0], p[1]))
+
+    def stage_lines(self, stage: str, variant: str | None = None) -> pd.DataFrame:
+        s = self.lines[self.lines.stage == stage]
+        return s if variant is None else s[s.variant == variant]
+
+    def main_variant(self, stage: str) -> str | None:
+        """The variant a stage's tables show: the plain (non-chunked) one measured at the most lengths."""
+        s = self.stage_lines(stage)
+        s = s[~s.variant.str.startswith("chunked")]
+        if s.empty:
+            return None
+        counts = s.groupby("variant").audio_seconds.nunique()
+        return sorted(counts.index, key=lambda v: (-counts[v], v))[0]
+
+    def cell(self, stage: str, variant: str, seconds: float, backend: str, device: str) -> pd.Series | None:
+        s = self.lines
+        hit = s[(s.stage == stage) & (s.variant == variant) & (s.audio_seconds == seconds) & (s.backend == backend)
+                & (s.device == device)]
+        return hit.iloc[0] if len(hit) else None
+
+    def missing_text(self, stage: str, variant: str, seconds: float, backend: str) -> str:
+        """Why a cell is empty: its run did not store it (incomplete) or never planned it."""
+        s = self.lines
+        runs = s[(s.stage == stage) & (s.variant == variant) & (s.audio_seconds == seconds)].run_id.unique()
+        if len(runs) and backend in self.runs[runs[0]].planned_backends:
+            return f"missing (run `{runs[0]}` incomplete)"
+        return "not measured"
+
+    def time_cell(self, stage, variant, seconds, backend, device, iqr: bool = True) -> str:
+        c = self.cell(stage, variant, seconds, backend, device)
+        if c is None:
+            return self.missing_text(stage, variant, seconds, backend)
+        return fmt_time_iqr(c["median"], c.q1, c.q3) if iqr else fmt_time(c["median"])
+
+    def speed_cell(self, stage, variant, seconds, backend, device) -> str:
+        s = self.speed
+        hit = s[(s.stage == stage) & (s.variant == variant) & (s.audio_seconds == seconds) & (s.backend == backend)
+                & (s.device == device)]
+        return fmt_ratio(*hit.iloc[0][["speedup", "lo", "hi"]]) if len(hit) else "–"
+
+    def run_cell(self, stage, variant, seconds) -> str:
+        s = self.lines
+        runs = s[(s.stage == stage) & (s.variant == variant) & (s.audio_seconds == seconds)].run_id.unique()
+        return ", ".join(f"`{r}`" for r in sorted(runs)) or "–"
+
+    def lengths(self, stage: str, variant: str | None, grid: tuple = GRID) -> list[float]:
+        measured = set(self.stage_lines(stage, variant).audio_seconds) if variant else set()
+        return sorted((set(grid) if self.full else set()) | measured)
 
 
-def components_section(summary: pd.DataFrame) -> str:
-    seconds = 5.0
-    rows, totals = [], {}
-    for stage in ("mel", "rmvpe", "hubert", "synth"):
-        p = pairs(summary, stage)
-        p = p[p.audio_seconds == seconds]
-        if p.empty:
-            rows.append({"component": STAGE_TITLES[stage], "MLX time": "not measured", "PyTorch time": "not measured",
-                         "speedup": "–"})
-            continue
-        r = next(p.itertuples())
-        rows.append({"component": f"{STAGE_TITLES[stage]} (`{r.variant}`)", "MLX time": f"{fmt_s(r.median_mlx)} ({r.device_mlx})",
-                     "PyTorch time": f"{fmt_s(r.median_torch)} ({r.device_torch})",
-                     "speedup": f"{r.median_torch / r.median_mlx:.2f}×"})
-        if stage != "mel":  # RMVPE's timed call already includes its mel front end
-            totals.setdefault("mlx", []).append(r.median_mlx)
-            totals.setdefault("torch", []).append(r.median_torch)
-    if len(totals.get("mlx", [])) == 3:
-        m, t = sum(totals["mlx"]), sum(totals["torch"])
-        rows.append({"component": "**sum of RMVPE + HuBERT + synthesis**", "MLX time": fmt_s(m), "PyTorch time": fmt_s(t),
-                     "speedup": f"{t / m:.2f}×"})
-    p = pairs(summary, "pipeline")
-    p = p[p.audio_seconds == seconds]
-    if not p.empty:
-        r = next(p.itertuples())
-        rows.append({"component": f"**full pipeline, measured end to end** (`{r.variant}`)",
-                     "MLX time": f"{fmt_s(r.median_mlx)} ({r.device_mlx})", "PyTorch time": f"{fmt_s(r.median_torch)} ({r.device_torch})",
-                     "speedup": f"{r.median_torch / r.median_mlx:.2f}×"})
-    return ("## Component breakdown (5 s of audio)\n\nStage medians measured separately; their sum leaves out "
-            "padding, retrieval and chunk bookkeeping, and runs on the unpadded 5 s (the pipeline works on 7 s of "
-            "reflect-padded audio), so the end-to-end row is the one to quote.\n\n" + table(pd.DataFrame(rows)))
+def describe_machine(m: dict) -> str:
+    if not m:
+        return "unknown machine"
+    parts = [str(m.get("cpu", "?")), f"{m.get('cpu_count', '?')} cores", fmt_bytes(m.get("ram_bytes", math.nan)),
+             f"{m.get('system', '?')} {m.get('machine', '')}".strip()]
+    if m.get("hw_model"):
+        parts.insert(0, m["hw_model"])
+    parts += list(m.get("gpus") or [])
+    return ", ".join(parts)
 
 
-def memory_section(summary: pd.DataFrame) -> str:
-    out = ["## Memory usage\n\nFramework peak is each framework's own counter (see above); RSS figures are process "
-           "resident memory. The two are different quantities and are never added.\n"]
-    for stage in ("rmvpe", "hubert", "synth"):
-        p = pairs(summary, stage)
-        if p.empty:
-            continue
-        rows = [{"audio length": fmt_len(r.audio_seconds), f"MLX ({r.device_mlx}) framework peak": fmt_bytes(r.mem_mlx),
-                 f"MLX RSS Δ peak": fmt_bytes(r.rss_mlx), "MLX fresh-process RSS": fmt_bytes(r.rss_fresh_mlx),
-                 f"PyTorch ({r.device_torch}) framework peak": fmt_bytes(r.mem_torch),
-                 "PyTorch RSS Δ peak": fmt_bytes(r.rss_torch), "PyTorch fresh-process RSS": fmt_bytes(r.rss_fresh_torch)}
-                for r in p.itertuples()]
-        out.append(f"### {STAGE_TITLES[stage]}\n\n" + table(pd.DataFrame(rows)))
-    return "\n".join(out)
-
-
-def cold_section(summary: pd.DataFrame) -> str:
-    rows = []
-    for r in summary.itertuples():
-        rows.append({"stage": r.stage, "backend (device)": label(r), "audio": fmt_len(r.audio_seconds),
-                     "first call": fmt_s(r.cold), "warm median": fmt_s(r.median),
-                     "first-call overhead": fmt_s(r.cold - r.median) if r.cold >= r.median else "none",
-                     "first / warm": f"{r.cold / r.median:.2f}×" if r.median > 0 else "–",
-                     "first call, fresh process": fmt_s(r.cold_fresh)})
-    return ("## First-call (cold) overhead\n\nThe first call after loading a model includes kernel compilation "
-            "and allocator warm-up. Within one process later lengths reuse compiled kernels; the fresh-process "
-            "column (when measured with --fresh-process) is the true cold start.\n\n" + table(pd.DataFrame(rows)))
-
-
-def parity_section(rows: pd.DataFrame) -> str:
-    par = rows[rows.metric.str.startswith("parity.")]
-    if par.empty:
-        return "## Numerical parity\n\nNo parity rows in this store.\n"
-    par = par.assign(metric=par.metric.str.removeprefix("parity."))
-    wide = par.pivot_table(index=["stage", "variant", "backend", "device", "reference", "audio_seconds"],
-                           columns="metric", values="value", aggfunc="first").reset_index()
-    wide["order"] = wide.stage.map(STAGE_ORDER).fillna(99)
-    wide = wide.sort_values(["order", "stage", "variant", "audio_seconds", "backend"]).drop(columns="order")
-    metrics = [c for c in wide.columns if c not in ("stage", "variant", "backend", "device", "reference", "audio_seconds")]
+def sections_of(st: run_store.Store) -> list[Section]:
+    rows = results.newest_rows(st.rows)
+    lines = results.lines(rows)
     out = []
-    for r in wide.itertuples(index=False):
-        d = r._asdict()
-        rec = {"stage": d["stage"], "variant": d["variant"], "test": f"{d['backend']} ({d['device']})",
-               "reference": d["reference"], "audio": fmt_len(d["audio_seconds"])}
-        rec.update({m: fmt_num(d[m]) for m in metrics})
-        out.append(rec)
-    return ("## Numerical parity\n\nEvery timed output is compared with its reference in the same run (MLX against "
-            "PyTorch; the mel twins against a float64 numpy reference). Definitions: rvc_bench/parity.py.\n\n"
-            + table(pd.DataFrame(out)))
+    for (machine_id, size), g in lines.groupby(results.SECTION, sort=False):
+        r = rows[(rows.machine_id == machine_id) & (rows.model_size == size)]
+        out.append(Section(machine_id, size, g.reset_index(drop=True), r, st.runs))
+    return sorted(out, key=lambda s: (s.model_size != "full", s.model_size, s.machine_id))
 
 
-def claims_section(summary: pd.DataFrame) -> str:
-    if not REFERENCES.is_file():
+# ---------------------------------------------------------------------------------------------------------------
+# Summary
+
+
+def parity_verdict(sec: Section, stage: str, variant: str, seconds: float) -> str:
+    par = results.parity(sec.rows)
+    par = par[(par.stage == stage) & (par.variant == variant) & (par.audio_seconds == seconds)
+              & par.within_bound.notna()]
+    if par.empty:
+        return "no bounded parity value"
+    bad = par[~par.within_bound.astype(bool)]
+    if bad.empty:
+        return f"pass ({len(par)} of {len(par)} within bounds)"
+    return "FAIL: " + "; ".join(f"{r.backend} {r.metric} {sig(r.value)} (bound {r.bound_op} {sig(r.bound)})"
+                                for r in bad.itertuples())
+
+
+def claims(sec: Section, pubs: pd.DataFrame) -> list[str]:
+    """Each published speedup, tested where this section measured the same thing on the same kind of device."""
+    out = []
+    apple = {("mlx", "gpu"), ("torch", "mps")} <= set(sec.columns())
+    cases = [("rmvpe", s, f"{t}") for t in ("rmvpe_run1", "rmvpe_run2") for s in GRID] + \
+            [("pipeline", 5.0, "pipeline")] + [(s, 5.0, "components") for s in ("rmvpe", "hubert", "synth")]
+    for stage, seconds, tname in cases:
+        p = pubs[(pubs.table == tname) & (pubs.stage == stage) & (pubs.audio_seconds == seconds) & (pubs.metric == "time")]
+        mlx, mps = p[p.backend == "mlx"].value, p[p.backend == "torch-mps"].value
+        if mlx.empty or mps.empty:
+            continue
+        claim = float(mps.iloc[0] / mlx.iloc[0])
+        what = f"{TITLES[stage]} at {fmt_len(seconds)}: MLX {sig(claim)}× as fast as PyTorch MPS (published, {tname})"
+        if not apple:
+            verdict = "not testable here (published for MLX on an Apple GPU against PyTorch MPS; this machine ran " \
+                      + ", ".join(col(b, d) for b, d in sec.columns()) + ")"
+        else:
+            variant = sec.main_variant(stage)
+            s = sec.speed
+            hit = s[(s.stage == stage) & (s.variant == variant) & (s.audio_seconds == seconds) & (s.backend == "mlx")
+                    & (s.device == "gpu") & (s.ref_device == "mps")] if variant else s.iloc[0:0]
+            if hit.empty:
+                verdict = f"not measured here (`{RUN} --stages {stage} --lengths {seconds:g}` tests it)"
+            else:
+                r = hit.iloc[0]
+                held = r.hi >= claim
+                verdict = f"{'held' if held else 'not held'}: measured {fmt_ratio(r.speedup, r.lo, r.hi)}"
+        out.append(f"- {what}: {verdict}")
+    return out
+
+
+def summary(secs: list[Section], pubs: pd.DataFrame) -> str:
+    out = ["## Summary\n", NOTE_SPEEDUP + " A claim held when the measured interval reaches the published speedup.\n"]
+    for sec in secs:
+        cols = sec.columns()
+        others = [c for c in cols if c[0] != results.REFERENCE_BACKEND]
+        recs = []
+        for stage in results.STAGE_ORDER:
+            variant = sec.main_variant(stage)
+            if variant is None:
+                continue
+            for seconds in sorted(set(sec.stage_lines(stage, variant).audio_seconds)):
+                rec = {"stage": f"{TITLES[stage]} (`{variant}`)", "audio": fmt_len(seconds)}
+                for b, d in cols:
+                    rec[col(b, d)] = sec.time_cell(stage, variant, seconds, b, d, iqr=False)
+                for b, d in others:
+                    rec[f"speedup {col(b, d)}"] = sec.speed_cell(stage, variant, seconds, b, d)
+                rec["parity"] = parity_verdict(sec, stage, variant, seconds)
+                recs.append(rec)
+        out.append(f"### {sec.title}\n")
+        out.append(table(recs) if recs else "*No benchmark lines.*\n")
+        if sec.model_size == "full":
+            out.append("Published claims:\n\n" + "\n".join(claims(sec, pubs)) + "\n")
+    if not secs:
+        out.append(empty("any benchmark", RUN))
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Runs
+
+
+def backend_text(desc: dict) -> str:
+    version = desc.get("torch_version") or desc.get("mlx_version") or desc.get("version") or ""
+    text = f"{desc.get('label', desc.get('backend', '?'))} {version}".strip()
+    extra = [str(desc[k]) for k in ("torch_blas", "mlx_cpu_blas") if desc.get(k)]
+    if desc.get("mlx_cpu_sgemm_gflops"):
+        extra.append(f"sgemm {sig(float(desc['mlx_cpu_sgemm_gflops']))} GFLOP/s")
+    return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+def runs_section(st: run_store.Store) -> str:
+    recs = []
+    for info in sorted(st.runs.values(), key=lambda r: (r.machine_id, r.started_at, r.run_id)):
+        rows = st.rows[st.rows.run_id == info.run_id]
+        opts = (info.meta or {}).get("options") or (info.plan or {})
+        missing = info.missing()
+        sizes = sorted(set(rows.model_size)) or [str(opts.get("model_size", "?"))]
+        recs.append({
+            "machine": f"`{info.machine_id}`", "run": f"`{info.run_id}`", "started (UTC)": info.started_at,
+            "commit": (rows.git_commit.iloc[0][:10] + (" (dirty)" if rows.git_dirty.iloc[0] else "")) if len(rows)
+            else "–",
+            "models": ", ".join(sizes), "rounds": f"{opts.get('rounds', '?')} + {opts.get('warmup', '?')} warm-up",
+            "backends": "; ".join(backend_text(d) for _, d in sorted(info.backends.items())) or "–",
+            "status": "complete" if not missing else "**incomplete**: " + "; ".join(missing),
+        })
+    return "## Runs\n\nEvery run in the store. Tables below take, for each measurement, the newest run on that " \
+           "machine that measured it, and never combine two runs in one ratio.\n\n" + (table(recs) if recs else "")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The original document's tables, for one section
+
+
+def speed_table(sec: Section, stage: str, pubs: pd.DataFrame, title: str, grid=GRID) -> str:
+    variant = sec.main_variant(stage)
+    head = f"### {title}\n\n"
+    if variant is None:
+        return head + empty(f"no {stage} benchmark", f"{RUN} --stages {stage} --lengths "
+                            + ",".join(f"{s:g}" for s in grid))
+    cols = sec.columns()
+    recs = []
+    for seconds in sec.lengths(stage, variant, grid):
+        rec = {"audio": fmt_len(seconds)}
+        for b, d in cols:
+            rec[col(b, d)] = sec.time_cell(stage, variant, seconds, b, d)
+        for b, d in cols[1:]:
+            rec[f"speedup {col(b, d)}"] = sec.speed_cell(stage, variant, seconds, b, d)
+        rec["run"] = sec.run_cell(stage, variant, seconds)
+        if stage == "rmvpe" and sec.full:
+            runs = []
+            for t in ("rmvpe_run1", "rmvpe_run2"):
+                m, p = pub(pubs, t, stage, "mlx", seconds=seconds), pub(pubs, t, stage, "torch-mps", seconds=seconds)
+                if m != "–":
+                    runs.append(f"MLX {m}, PyTorch MPS {p}")
+            rec["published (M-series GPU; two runs)"] = " / ".join(runs) or "–"
+        recs.append(rec)
+    unmeasured = [s for s in sec.lengths(stage, variant, grid) if sec.stage_lines(stage, variant)
+                  .pipe(lambda d: d[d.audio_seconds == s]).empty]
+    fill = (f"\n`{RUN} --stages {stage} --lengths {','.join(f'{s:g}' for s in unmeasured)}` fills the rows "
+            "not measured.\n") if unmeasured else ""
+    return head + f"Variant `{variant}`. {NOTE_TIME}\n\n" + table(recs) + fill
+
+
+def pipeline_table(sec: Section, pubs: pd.DataFrame) -> str:
+    head = "### Full RVC pipeline, end to end\n\n"
+    variant = sec.main_variant("pipeline")
+    if variant is None:
+        return head + empty("no pipeline benchmark", f"{RUN} --stages pipeline")
+    recs = []
+    for seconds in sec.lengths("pipeline", variant, grid=()):
+        for b, d in sec.columns():
+            c = sec.cell("pipeline", variant, seconds, b, d)
+            recs.append({"backend": col(b, d), "audio": fmt_len(seconds),
+                         "time": fmt_time_iqr(c["median"], c.q1, c.q3) if c is not None
+                         else sec.missing_text("pipeline", variant, seconds, b),
+                         "RTF": sig(c["median"] / seconds) if c is not None else "–",
+                         "first call": fmt_time(c.cold) if c is not None else "–",
+                         "run": sec.run_cell("pipeline", variant, seconds)})
+    for b, name in (("torch-mps", "PyTorch MPS"), ("mlx", "MLX")) if sec.full else ():
+        recs.append({"backend": f"{name} (published, M-series)", "audio": "5 s",
+                     "time": pub(pubs, "pipeline", "pipeline", b, seconds=5.0), "RTF": "–", "first call": "–",
+                     "run": "original document"})
+    return head + (f"Variant `{variant}`: front end, RMVPE, HuBERT, retrieval, synthesis and the chunk loop, "
+                   f"from decoded 16 kHz audio. {NOTE_TIME} {NOTE_RTF}\n\n") + table(recs)
+
+
+def components_table(sec: Section, pubs: pd.DataFrame, seconds: float = 5.0) -> str:
+    head = f"### Component breakdown ({fmt_len(seconds)} of audio)\n\n"
+    cols = sec.columns()
+    if sec.lines[sec.lines.audio_seconds == seconds].empty:
+        return head + empty(f"no benchmark at {fmt_len(seconds)}", RUN)
+    recs = [{"component": "Audio loading", **{col(b, d): "not measured (benchmarks start from decoded audio)"
+                                             for b, d in cols}}]
+    if sec.full:
+        recs[0]["published MLX / PyTorch MPS"] = (f"{pub(pubs, 'components', 'audio_loading', 'mlx')} / "
+                                                  f"{pub(pubs, 'components', 'audio_loading', 'torch-mps')}")
+    for stage, pstage in (("mel", None), ("hubert", "hubert"), ("rmvpe", "rmvpe"), ("synth", "synth"),
+                          ("pipeline", "total")):
+        variant = sec.main_variant(stage)
+        name = TITLES[stage] + (" (end to end: the total)" if stage == "pipeline" else "")
+        rec = {"component": name + (f" `{variant}`" if variant else "")}
+        for b, d in cols:
+            rec[col(b, d)] = sec.time_cell(stage, variant, seconds, b, d) if variant else \
+                f"not measured (`{RUN} --stages {stage}`)"
+        for b, d in cols[1:]:
+            rec[f"speedup {col(b, d)}"] = sec.speed_cell(stage, variant, seconds, b, d) if variant else "–"
+        if sec.full:
+            rec["published MLX / PyTorch MPS"] = (f"{pub(pubs, 'components', pstage, 'mlx')} / "
+                                                  f"{pub(pubs, 'components', pstage, 'torch-mps')}") if pstage else "–"
+        recs.append(rec)
+    return head + ("Each stage timed on its own; RMVPE's time includes its log-mel front end, and the pipeline "
+                   "row is measured end to end (it also pads, retrieves and loops over chunks), so the stage "
+                   f"times do not add up to it. {NOTE_TIME}\n\n") + table(recs)
+
+
+def mel_table(sec: Section, pubs: pd.DataFrame) -> str:
+    head = "### Mel spectrogram front end: numpy on the CPU against on-device\n\n"
+    variant = sec.main_variant("mel")
+    if variant is None:
+        return head + empty("no mel benchmark", f"{RUN} --stages mel")
+    recs = []
+    for seconds in sec.lengths("mel", variant, grid=()):
+        for b, d in sec.columns():
+            c = sec.cell("mel", variant, seconds, b, d)
+            recs.append({"backend": col(b, d), "audio": fmt_len(seconds),
+                         "first call": fmt_time(c.cold) if c is not None else "–",
+                         "later calls": fmt_time_iqr(c["median"], c.q1, c.q3) if c is not None
+                         else sec.missing_text("mel", variant, seconds, b),
+                         "first / later": f"{sig(c.cold / c['median'])}×" if c is not None else "–",
+                         "run": sec.run_cell("mel", variant, seconds)})
+    if "numpy" not in {b for b, _ in sec.columns()}:
+        recs.append({"backend": "numpy (cpu)", "audio": "–", "first call": "not measured", "later calls": "not measured",
+                     "first / later": "–", "run": f"the mel benchmark's numpy reference (`{RUN} --stages mel`)"})
+    for b, name in (("librosa-cpu", "librosa on the CPU"), ("mlx", "MLX")) if sec.full else ():
+        recs.append({"backend": f"{name} (published, M-series)", "audio": "not stated",
+                     "first call": pub(pubs, "mel", "mel", b, "time_cold"),
+                     "later calls": pub(pubs, "mel", "mel", b, "time_warm"), "first / later": "–",
+                     "run": "original document"})
+    return head + ("First call: the first call after the model is built (kernel compilation and allocator warm-up "
+                   f"included). {NOTE_TIME}\n\n") + table(recs)
+
+
+def chunking_table(sec: Section) -> str:
+    head = "### RMVPE chunking: whole sequence against chunked\n\n"
+    s = sec.stage_lines("rmvpe")
+    chunked = s[s.variant.str.startswith("chunked")]
+    if chunked.empty:
+        return head + empty("no chunked RMVPE variant (`chunked-*`) beside the whole-sequence one",
+                            f"{RUN} --stages rmvpe --lengths 60,300")
+    par = results.parity(sec.rows)
+    recs = []
+    for r in s[s.audio_seconds.isin(set(chunked.audio_seconds))].itertuples():
+        p = par[(par.stage == "rmvpe") & (par.variant == r.variant) & (par.audio_seconds == r.audio_seconds)
+                & (par.backend == r.backend) & (par.metric == "max_abs")]
+        recs.append({"variant": f"`{r.variant}`", "backend": col(r.backend, r.device), "audio": fmt_len(r.audio_seconds),
+                     "time": fmt_time_iqr(r.median, r.q1, r.q3), "framework peak": fmt_bytes(r.mem),
+                     "RSS Δ peak": fmt_bytes(r.rss),
+                     "max abs Δ salience": f"{sig(p.value.iloc[0])} vs {p.reference.iloc[0]}" if len(p) else "–"})
+    return head + f"{NOTE_TIME}\n\n" + table(recs)
+
+
+def memory_table(sec: Section, stage: str, pubs: pd.DataFrame) -> str:
+    head = f"#### {TITLES[stage]}\n\n"
+    variant = sec.main_variant(stage)
+    if variant is None:
+        return head + empty(f"no {stage} benchmark", f"{RUN} --stages {stage} --lengths 5,60,300")
+    recs = []
+    for seconds in sec.lengths(stage, variant):
+        rec = {"audio": fmt_len(seconds)}
+        for b, d in sec.columns():
+            c = sec.cell(stage, variant, seconds, b, d)
+            text = (f"{fmt_bytes(c.mem)} / {fmt_bytes(c.rss)} / {fmt_bytes(c.rss_fresh)}" if c is not None
+                    else sec.missing_text(stage, variant, seconds, b))
+            rec[f"{col(b, d)}: framework peak / RSS Δ / fresh-process RSS"] = text
+        if sec.full and stage == "rmvpe":
+            rec["published MLX / PyTorch MPS"] = (f"{pub(pubs, 'memory', stage, 'mlx', 'memory', seconds)} / "
+                                                  f"{pub(pubs, 'memory', stage, 'torch-mps', 'memory', seconds)}")
+        elif sec.full:
+            rec["published (backend not stated)"] = pub(pubs, "memory", stage, "unspecified", "memory", seconds)
+        recs.append(rec)
+    return head + table(recs)
+
+
+def memory_section(sec: Section, pubs: pd.DataFrame) -> str:
+    return ("### Memory\n\nFramework peak: the framework's own counter (MLX peak memory; torch CUDA max allocated; "
+            "torch MPS current allocation sampled every 2 ms; none for torch on the CPU). RSS Δ: process high-water "
+            "mark during the first call minus RSS before it. Fresh-process RSS: peak RSS of a new process that "
+            f"imports one framework, loads the model and calls it once (`{RUN} --fresh-process`). Different "
+            "quantities: never added.\n\n" + memory_table(sec, "rmvpe", pubs) + "\n" + memory_table(sec, "pipeline", pubs))
+
+
+def first_run_table(sec: Section, pubs: pd.DataFrame) -> str:
+    head = "### First-run overhead per model\n\n"
+    recs = []
+    for stage in results.STAGE_ORDER:
+        variant = sec.main_variant(stage)
+        if variant is None:
+            continue
+        s = sec.stage_lines(stage, variant)
+        first = s[s.audio_seconds == s.audio_seconds.min()]
+        for r in first.itertuples():
+            fresh = r.cold_fresh
+            recs.append({"model": f"{TITLES[stage]} `{variant}`", "backend": col(r.backend, r.device),
+                         "audio": fmt_len(r.audio_seconds),
+                         "first call, fresh process": fmt_time(fresh) if np.isfinite(fresh) else "not measured",
+                         "first call in the benchmark process": fmt_time(r.cold), "later calls": fmt_time(r.median),
+                         "overhead (fresh first call − later)": fmt_time(fresh - r.median) if np.isfinite(fresh)
+                         else "–",
+                         "published (MLX)": (f"{pub(pubs, 'first_run', stage, 'mlx', 'cold_overhead')}, "
+                                             f"{pub(pubs, 'first_run', stage, 'mlx', 'cold_over_warm')}")
+                         if stage in ("rmvpe", "hubert", "synth") and r.backend == "mlx" and sec.full else "–"})
+    if not recs:
+        return head + empty("no benchmark", f"{RUN} --fresh-process")
+    fill = "" if sec.lines.cold_fresh.notna().any() else \
+        f"\nThe fresh-process column is empty: `{RUN} --fresh-process` fills it.\n"
+    return head + ("A fresh process imports one framework, loads the model and calls it once: its first call is "
+                   "the cold start a user sees. The benchmark process's first call comes after other lengths or "
+                   "stages may have warmed shared kernels.\n\n") + table(recs) + fill
+
+
+def accuracy_section(sec: Section, pubs: pd.DataFrame) -> str:
+    par = results.parity(sec.rows)
+    out = ["### Numerical accuracy\n\nEvery timed output against its reference from the same run (MLX against "
+           "PyTorch; the log-mel twins against float64 numpy). Bounds: `references/parity_tolerances.csv` as stored "
+           "with each value; definitions: `rvc_bench/parity.py`.\n"]
+    if par.empty:
+        return out[0] + "\n" + empty("no parity value", RUN)
+    for stage in sorted(par.stage.unique(), key=lambda s: results.STAGE_ORDER.get(s, 99)):
+        p = par[par.stage == stage]
+        keys = p[["backend", "device", "reference", "variant", "audio_seconds"]].drop_duplicates() \
+            .sort_values(["backend", "device", "variant", "audio_seconds"]).itertuples(index=False)
+        keys = list(keys)
+        bounded = p[p.within_bound.notna()].drop_duplicates("metric").set_index("metric")
+        metrics = sorted(p.metric.unique(), key=lambda m: (m not in bounded.index, m))
+        recs = []
+        for m in metrics:
+            rec = {"metric": m, "bound": f"{bounded.at[m, 'bound_op']} {sig(bounded.at[m, 'bound'])}"
+                   if m in bounded.index else "–"}
+            for k in keys:
+                hit = p[(p.metric == m) & (p.backend == k.backend) & (p.device == k.device) & (p.variant == k.variant)
+                        & (p.audio_seconds == k.audio_seconds)]
+                name = f"{col(k.backend, k.device)} vs {k.reference}, `{k.variant}` {fmt_len(k.audio_seconds)}"
+                if hit.empty:
+                    rec[name] = "–"
+                else:
+                    h = hit.iloc[0]
+                    verdict = "" if pd.isna(h.within_bound) else (" pass" if h.within_bound else " **FAIL**")
+                    rec[name] = sig(h.value) + verdict
+            recs.append(rec)
+        published = {"rmvpe": pub(pubs, "accuracy", "rmvpe", "mlx", "voiced_detection_error"),
+                     "pipeline": pub(pubs, "accuracy", "pipeline", "mlx", "correlation")}.get(stage)
+        note = f"\nPublished (original document, MLX): {published}.\n" if published and sec.full else ""
+        out.append(f"#### {TITLES.get(stage, stage)}\n\n" + table(recs) + note)
+    return "\n".join(out)
+
+
+def machine_section(sec: Section, pubs: pd.DataFrame, figures: dict) -> str:
+    parts = [f"## {sec.title}\n\nRuns " + ", ".join(f"`{r}`" for r in results.runs_of(sec.lines)) + ".\n",
+             speed_table(sec, "rmvpe", pubs, "RMVPE pitch detection"),
+             pipeline_table(sec, pubs), components_table(sec, pubs), mel_table(sec, pubs), chunking_table(sec),
+             memory_section(sec, pubs), first_run_table(sec, pubs), accuracy_section(sec, pubs)]
+    for stage in ("hubert", "synth"):
+        if sec.main_variant(stage):
+            parts.append(speed_table(sec, stage, pubs, TITLES[stage], grid=()))
+    names = [f"{sec.slug}-{kind}.png" for kind in ("time", "speedup", "memory", "parity")]
+    for name in names:
+        figures[name] = FigureSpec(name, name.rsplit("-", 1)[1][:-4], sec)
+    parts.append("### Figures\n\n" + "\n".join(f"![{n}](figures/{n})" for n in names) + "\n")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Across machines: absolute numbers side by side, never divided
+
+
+def across_machines(secs: list[Section]) -> str:
+    full = [s for s in secs if s.model_size == "full"]
+    if len(full) < 2:
         return ""
-    ref = pd.read_csv(REFERENCES, comment="#")
-    rm = ref[ref.table.str.startswith("rmvpe_run")]
-    mlx = rm[rm.backend == "mlx"].groupby("audio_seconds").value.median()
-    mps = rm[rm.backend == "torch-mps"].groupby("audio_seconds").value.median()
-    p = pairs(summary, "rmvpe")
-    rows = []
-    for s in sorted(mlx.index):
-        here = p[p.audio_seconds == s]
-        measured = "not measured here"
-        if not here.empty:
-            r = next(here.itertuples())
-            measured = f"{r.median_torch / r.median_mlx:.2f}× (MLX {r.device_mlx} vs PyTorch {r.device_torch})"
-        rows.append({"audio length": fmt_len(s), "claimed speedup (median of 2 published runs, M-series, vs MPS)":
-                     f"{mps[s] / mlx[s]:.2f}×", "measured speedup in this store": measured})
-    return ("## The original document's RMVPE claim, tested\n\nClaimed figures come from "
-            "`references/original_benchmarks.csv` (transcribed from the earlier port's document, with its "
-            "provenance). Different devices measure different things: compare like with like.\n\n"
-            + table(pd.DataFrame(rows)))
+    recs = {}
+    for i, sec in enumerate(full):
+        for r in sec.lines.itertuples():
+            key = (results.STAGE_ORDER.get(r.stage, 99), r.stage, r.variant, r.audio_seconds)
+            rec = recs.setdefault(key, {"stage": f"{TITLES.get(r.stage, r.stage)} `{r.variant}`",
+                                        "audio": fmt_len(r.audio_seconds)})
+            rec[f"`{sec.machine_id}` {col(r.backend, r.device)}"] = fmt_time(r.median)
+    columns = list(dict.fromkeys(c for rec in recs.values() for c in rec))
+    return ("## Across machines\n\nMedian times of full-size runs, side by side. Different machines are never "
+            "divided into each other: compare speedups only inside each machine's section.\n\n"
+            + table([{c: recs[k].get(c, "–") for c in columns} for k in sorted(recs)]))
 
 
-def render(store_dir: str | Path, figures_dir: Path | None = None, figure_prefix: str = "figures") -> str:
+def backend_summary(secs: list[Section], pubs: pd.DataFrame) -> str:
+    recs = []
+    for sec in secs:
+        if sec.model_size != "full":
+            continue
+        for r in sec.stage_lines("pipeline").itertuples():
+            if r.audio_seconds != 5.0:
+                continue
+            recs.append({"backend": col(r.backend, r.device), "pipeline time (5 s)": fmt_time_iqr(r.median, r.q1, r.q3),
+                         "memory: framework peak / RSS Δ": f"{fmt_bytes(r.mem)} / {fmt_bytes(r.rss)}",
+                         "platform": describe_machine(sec.machine), "source": f"run `{r.run_id}`"})
+    if not recs:
+        recs.append({"backend": "–", "pipeline time (5 s)": f"not measured (`{RUN} --stages pipeline`)",
+                     "memory: framework peak / RSS Δ": "–", "platform": "–", "source": "–"})
+    names = {"torch-cpu": "PyTorch CPU", "torch-cuda": "PyTorch CUDA", "torch-mps": "PyTorch MPS", "mlx": "MLX",
+             "onnx": "ONNX Runtime"}
+    for b, name in names.items():
+        recs.append({"backend": f"{name} (published)", "pipeline time (5 s)": pub(pubs, "backends", "pipeline", b),
+                     "memory: framework peak / RSS Δ": pub(pubs, "backends", "pipeline", b, "memory"),
+                     "platform": "Apple Silicon" if b in ("torch-mps", "mlx") else "as published",
+                     "source": "original document"})
+    return ("## Backend summary\n\nEvery backend and device measured, full pipeline on 5 s of audio, beside the "
+            "original document's figures.\n\n" + table(recs))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FigureSpec:
+    """What one figure shows; rvc_bench.plots draws it (only `write` does, `render` never imports matplotlib)."""
+
+    name: str
+    kind: str  # time | speedup | memory | parity
+    section: Section
+
+
+@dataclass
+class Document:
+    text: str
+    figures: dict[str, FigureSpec]
+
+
+def render(store_dir: str | Path) -> Document:
     st = run_store.read(store_dir)
     if st.rows.empty:
-        raise ReportError(f"no readable runs in {store_dir}" + (f" ({'; '.join(st.problems)})" if st.problems else ""))
-    rows = latest(st.rows)
-    summary = summarise(rows)
-    parts = ["# rvc-bench — MLX against PyTorch, stage by stage\n",
-             "<!-- Generated by `rvc-bench report` from the run store; every number below comes from stored rows. "
-             "Do not edit by hand. -->\n",
-             f"Source: {len(summary.run_id.unique())} run(s) from `{Path(store_dir).as_posix()}`; for each measurement "
-             "the newest run that has it.\n"]
+        raise ReportError(f"no readable benchmark rows in {store_dir}"
+                          + (f" ({'; '.join(st.problems)})" if st.problems else ""))
+    pubs = published()
+    secs = sections_of(st)
+    figures: dict[str, FigureSpec] = {}
+    machines = len({s.machine_id for s in secs})
+    parts = ["# rvc-bench: MLX against PyTorch, stage by stage\n",
+             "<!-- Generated by `rvc-bench report` from the run store alone; `rvc-bench report --check` fails when "
+             "this file differs from what the store generates. Do not edit by hand. -->\n",
+             f"{len(st.runs)} run(s) on {machines} machine(s). Published figures of the original MLX port "
+             "(`references/original_benchmarks.csv`: Apple M-series, 2026-01-06) appear beside measured ones, "
+             "always marked as published.\n"]
     if st.problems:
-        parts.append("Unreadable run files (skipped): " + "; ".join(f"`{p}`" for p in st.problems) + "\n")
-    parts += [machines_section(summary, st.runs), overview_section(summary),
-              speed_section(summary, "rmvpe", "RMVPE pitch detection: MLX against PyTorch"),
-              speed_section(summary, "hubert", "HuBERT encoding: MLX against PyTorch"),
-              speed_section(summary, "synth", "RVC synthesis: MLX against PyTorch"),
-              speed_section(summary, "mel", "Mel spectrogram: MLX against PyTorch"),
-              speed_section(summary, "pipeline", "Full RVC pipeline, end to end: MLX against PyTorch"),
-              components_section(summary), memory_section(summary), cold_section(summary),
-              parity_section(rows), claims_section(summary)]
-    if figures_dir is not None:
-        from rvc_bench import plots
-
-        names = plots.write_all(summary, figures_dir)
-        parts.append("## Figures\n\n" + "\n".join(f"![{n}]({figure_prefix}/{n})" for n in names) + "\n")
-    return "\n".join(p for p in parts if p)
+        parts.append("Unreadable store files (skipped): " + "; ".join(f"`{p}`" for p in st.problems) + "\n")
+    parts += [summary(secs, pubs), runs_section(st)]
+    parts += [machine_section(sec, pubs, figures) for sec in secs]
+    parts += [across_machines(secs), backend_summary(secs, pubs)]
+    return Document("\n".join(p for p in parts if p), figures)
 
 
 def write(store_dir: str | Path, out: str | Path) -> Path:
-    """Render and write the report atomically (and its figures beside it); nothing is written on failure."""
+    """Render, then write the document and its figures (atomically each); nothing is written if rendering fails."""
+    from rvc_bench import plots
+
     out = Path(out)
-    text = render(store_dir, out.parent / "figures")
-    atomic_write_bytes(out, text.encode())
+    doc = render(store_dir)
+    pngs = {name: plots.png(spec) for name, spec in doc.figures.items()}
+    for name, data in pngs.items():
+        atomic_write_bytes(out.parent / "figures" / name, data)
+    atomic_write_bytes(out, doc.text.encode())
     return out
+
+
+def check(store_dir: str | Path, committed: str | Path) -> str | None:
+    """None when `committed` is exactly what the store generates, else a one-line reason."""
+    committed = Path(committed)
+    if not committed.is_file():
+        return f"{committed} does not exist"
+    want, have = render(store_dir).text, committed.read_text(encoding="utf-8")
+    if want == have:
+        return None
+    a, b = have.splitlines(), want.splitlines()
+    line = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return f"{committed} differs from what the store generates (first difference at line {line + 1})"

@@ -5,13 +5,13 @@ import sys
 
 import pytest
 
-from rvc_bench import backends
+from rvc_bench import machine
 from rvc_bench.backends import BackendError, get_backend
 
 
 @pytest.mark.parametrize("name,device", [("torch", "mps"), ("torch", "cuda"), ("mlx", "gpu")])
 def test_unavailable_device_is_an_error(name, device):
-    available = backends.torch_devices() if name == "torch" else backends.mlx_devices()
+    available = machine.torch_devices() if name == "torch" else machine.mlx_devices()
     if device in available:
         pytest.skip(f"{name}:{device} exists on this machine")
     with pytest.raises(BackendError, match=f"{device!r} is not available here: .+"):
@@ -26,8 +26,8 @@ def test_unknown_device_and_backend():
 
 
 def test_auto_picks_the_first_available_in_order():
-    assert get_backend("torch").device == backends.torch_devices()[0]
-    assert get_backend("mlx").device == backends.mlx_devices()[0]
+    assert get_backend("torch").device == machine.torch_devices()[0]
+    assert get_backend("mlx").device == machine.mlx_devices()[0]
 
 
 def test_describe_names_the_device_that_runs():
@@ -40,7 +40,7 @@ def test_describe_names_the_device_that_runs():
 
 
 def test_pytest_option_for_missing_device_is_a_clear_error(tmp_path):
-    if "mps" in backends.torch_devices():
+    if "mps" in machine.torch_devices():
         pytest.skip("MPS exists here")
     proc = subprocess.run([sys.executable, "-m", "pytest", "suites/test_mel.py", "--torch-device", "mps", "-q",
                            "-p", "no:cacheprovider"], capture_output=True, text=True)
@@ -48,6 +48,31 @@ def test_pytest_option_for_missing_device_is_a_clear_error(tmp_path):
     assert "torch device 'mps' is not available here" in proc.stderr + proc.stdout
 
 
-def test_machine_info_has_versions():
-    info = backends.machine_info()
-    assert info["torch"] and info["mlx"] and info["cpu_count"] >= 1 and info["ram_bytes"] > 0
+def test_machine_info_reads_versions_without_importing_a_framework():
+    code = ("import sys; from rvc_bench import machine; info = machine.machine_info(); "
+            "assert info['libraries']['torch'] and info['libraries']['mlx'], info; "
+            "assert info['cpu_count'] >= 1 and info['ram_bytes'] > 0; "
+            "loaded = [m for m in ('torch', 'mlx', 'mlx.core') if m in sys.modules]; assert not loaded, loaded")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_machine_id_is_stable_and_the_label_makes_another_machine():
+    info = machine.machine_info()
+    assert machine.machine_id(info) == machine.machine_id(dict(info, hostname="elsewhere"))  # no hostname in it
+    other = machine.machine_id(info, "ci-box")
+    assert other != machine.machine_id(info) and other.startswith("ci-box-")
+    with pytest.raises(ValueError, match="machine label"):
+        machine.machine_label("no spaces allowed")
+
+
+def test_a_session_without_benchmarks_builds_no_backend(tmp_path):
+    """The plugin is lazy: no framework import, no MLX limits, no BLAS probe, no git, unless a benchmark runs."""
+    (tmp_path / "test_plain.py").write_text(
+        "import sys\n"
+        "def test_nothing_framework_related_happened():\n"
+        "    assert not [m for m in ('torch', 'mlx', 'mlx.core') if m in sys.modules]\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+                           "rvc_bench.pytest_plugin", str(tmp_path / "test_plain.py")], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:]

@@ -1,13 +1,17 @@
-"""The regression gate: parity bounds, and slowdowns that are both large and significant."""
+"""The regression gate: parity bounds from the one table, and slowdown decisions that can fire at the rounds given,
+say when they cannot, and are not moved by one outlier."""
 
 import numpy as np
+import pytest
 
-from rvc_bench import gate, store
+from rvc_bench import gate, stats, store
+
+THRESHOLD = gate.DEFAULT_MAX_SLOWDOWN
 
 
-def run_with(mlx_times, torch_times, snr=80.0, device_name="cpu-x") -> store.Run:
-    run = store.Run()
-    common = dict(stage="synth", variant="v2-40k", device="cpu", device_name=device_name, dtype="float32", audio_seconds=5)
+def run_with(mlx_times, torch_times, snr=80.0, machine_id="m-a", stage="synth") -> store.Run:
+    run = store.Run(machine_id=machine_id, model_size="full")
+    common = dict(stage=stage, variant="v2-40k", device="cpu", device_name="cpu", dtype="float32", audio_seconds=5)
     for backend, times in (("mlx", mlx_times), ("torch", torch_times)):
         for i, t in enumerate(times):
             run.add(backend=backend, metric="time_warm", value=t, unit="s", round=i, **common)
@@ -15,32 +19,71 @@ def run_with(mlx_times, torch_times, snr=80.0, device_name="cpu-x") -> store.Run
     return run
 
 
-def test_parity_bound_fails_below_60_db():
+def statuses(checks, kind):
+    return [c.status for c in checks if c.kind == kind]
+
+
+def test_parity_bound_comes_from_the_table_and_fails_below_it():
     ok = gate.evaluate(run_with([1.0] * 5, [1.0] * 5, snr=75).frame(), None)
     bad = gate.evaluate(run_with([1.0] * 5, [1.0] * 5, snr=42).frame(), None)
-    assert [c.ok for c in ok] == [True] and [c.ok for c in bad] == [False]
-    assert "snr_db = 42" in bad[0].detail
+    assert statuses(ok, "parity") == [gate.OK] and statuses(bad, "parity") == [gate.FAIL]
+    assert "snr_db = 42 (bound snr_db >= 60)" in bad[0].detail
+    assert gate.exit_status(bad) == 1 and gate.exit_status(ok) == 0
 
 
-def test_noise_does_not_fail_but_a_real_slowdown_does():
-    rng = np.random.default_rng(0)
-    base = run_with(1.0 + 0.05 * rng.standard_normal(7), 1.0 + 0.05 * rng.standard_normal(7)).frame()
-    noisy = run_with(1.0 + 0.05 * rng.standard_normal(7), 1.0 + 0.05 * rng.standard_normal(7)).frame()
-    slow = run_with(1.6 + 0.05 * rng.standard_normal(7), 1.0 + 0.05 * rng.standard_normal(7)).frame()
-    assert all(c.ok for c in gate.evaluate(noisy, base))
-    failed = [c for c in gate.evaluate(slow, base) if not c.ok]
-    assert {c.kind for c in failed} == {"ratio", "time"}
+def test_every_stage_has_a_bound_including_the_pipeline():
+    from rvc_bench import tolerances
+
+    for stage in ("mel", "rmvpe", "hubert", "synth", "pipeline"):
+        assert tolerances.bounds(stage), stage
 
 
-def test_one_outlier_round_is_not_significant():
-    base = run_with([1.0, 1.01, 0.99, 1.0, 1.02], [1.0] * 5).frame()
-    cand = run_with([1.0, 1.0, 5.0, 1.01, 0.99], [1.0] * 5).frame()
-    assert all(c.ok for c in gate.evaluate(cand, base))
+@pytest.mark.parametrize("n", [3, 4, 5])
+def test_a_planted_slowdown_fires_at_n_rounds_and_equal_runs_do_not(n):
+    rng = np.random.default_rng(n)
+    base = 1.0 + 0.01 * rng.standard_normal(n)
+    same = 1.0 + 0.01 * rng.standard_normal(n)
+    slow = 1.3 * (1.0 + 0.01 * rng.standard_normal(n))
+    assert stats.compare(base, slow, THRESHOLD).verdict == "slower"
+    assert stats.compare(base, same, THRESHOLD).verdict == "no change"
+    # through the gate: absolute time of the MLX benchmark and its ratio to torch both fire
+    base_run = run_with(base, base).frame()
+    slow_run = run_with(slow, base).frame()
+    checks = gate.evaluate(slow_run, base_run)
+    assert statuses(checks, "time") == [gate.FAIL, gate.OK]  # mlx slower, torch unchanged
+    assert statuses(checks, "relative") == [gate.FAIL]
+    assert gate.exit_status(checks) == 1
 
 
-def test_absolute_times_only_compared_on_the_same_device_model():
-    base = run_with([1.0] * 5, [1.0] * 5, device_name="chip-a").frame()
-    cand = run_with([3.0] * 5, [3.0] * 5, device_name="chip-b").frame()
-    kinds = {c.kind for c in gate.evaluate(cand, base)}
-    assert "time" not in kinds and "ratio" in kinds  # the MLX/torch ratio is unchanged, so it passes
-    assert all(c.ok for c in gate.evaluate(cand, base))
+def test_too_few_rounds_cannot_be_decided_and_says_so():
+    checks = gate.evaluate(run_with([2.0, 2.0], [1.0, 1.0]).frame(), run_with([1.0, 1.0], [1.0, 1.0]).frame())
+    assert set(statuses(checks, "time")) == {gate.UNDECIDED}
+    assert "cannot decide (n too small: 2 round(s), need 3)" in checks[-1].detail
+    assert gate.exit_status(checks) == 3
+    assert gate.exit_status(checks + [gate.Check("parity", "x", "y", gate.FAIL)]) == 1  # a failure wins
+
+
+def test_an_outlier_that_moves_the_median_past_the_threshold_is_not_significant():
+    base = [1.00, 0.98, 1.02, 1.00]
+    cand = [0.99, 1.01, 1.30, 9.0]  # the 9.0 round lifts the median (n even) from 1.01 to 1.155
+    d = stats.compare(base, cand, 1.15)
+    assert d.ratio > 1.15  # big enough: the decision really reaches the significance part ...
+    assert d.lo <= 1 and d.verdict == "no change"  # ... which the overlapping rounds fail
+    assert not stats.compare([1.0, 1.01, 0.99, 1.0, 1.02], [1.0, 1.0, 5.0, 1.01, 0.99], 1.15).slower
+
+
+def test_relative_check_survives_a_faster_machine_and_times_compare_only_on_one_machine():
+    base = run_with([1.0, 1.01, 0.99], [1.0, 1.0, 1.01], machine_id="m-a").frame()
+    cand = run_with([3.0, 3.03, 2.97], [3.0, 3.0, 3.03], machine_id="m-b").frame()  # 3x slower box, same ratio
+    checks = gate.evaluate(cand, base)
+    assert statuses(checks, "time") == []  # different machines: absolute times never compared
+    assert statuses(checks, "relative") == [gate.OK]
+
+
+def test_compare_runs_pools_the_runs_of_each_side():
+    base = [run_with([1.0, 1.02], [1.0, 1.0]).frame(), run_with([0.99, 1.01], [1.0, 1.0]).frame()]
+    head = [run_with([1.3, 1.31], [1.0, 1.0]).frame(), run_with([1.29, 1.32], [1.0, 1.0]).frame()]
+    import pandas as pd
+
+    checks = gate.compare_runs(pd.concat(base), pd.concat(head))
+    assert [c.status for c in checks] == [gate.FAIL, gate.OK]  # 4 rounds a side: decidable

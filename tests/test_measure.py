@@ -3,7 +3,7 @@
 import numpy as np
 
 from rvc_bench import measure
-from rvc_bench.backends import MLXBackend, RssPeak, get_backend
+from rvc_bench.backends import MLXBackend, get_backend
 
 
 def lazy_chain(a):
@@ -91,7 +91,7 @@ def test_torch_cpu_has_no_framework_peak_counter_and_says_so():
 
 def test_rss_peak_sees_a_transient_allocation():
     size = 256 * 2**20
-    with RssPeak() as rss:
+    with measure.RssPeak() as rss:
         buf = np.ones(size // 8)  # touched pages, freed before the block ends
         del buf
     assert rss.delta >= 0.8 * size, (rss.source, rss.delta)

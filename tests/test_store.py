@@ -1,43 +1,109 @@
-"""The run store: tidy rows, atomic writes, runs side by side, a corrupt file named and skipped."""
+"""The run store: one file per benchmark, atomic, readable as one table by plain tools, incomplete runs visible,
+a corrupt file named and skipped."""
 
+import json
+import subprocess
+
+import pandas as pd
+import pyarrow.dataset as ds
 import pytest
 
 from rvc_bench import store
 
 
-def make_run(value: float) -> store.Run:
-    run = store.Run(meta={"machine": {"cpu": "test"}})
-    for i, t in enumerate([value, value * 1.1]):
-        run.add(stage="mel", variant="v", backend="mlx", device="cpu", device_name="cpu", dtype="float32",
-                audio_seconds=5, metric="time_warm", value=t, unit="s", round=i)
-    return run
+def add_times(run: store.Run, backend: str, times, stage="mel", seconds=5.0, test=None):
+    for i, t in enumerate(times):
+        run.add(stage=stage, variant="v", backend=backend, device="cpu", device_name="cpu", dtype="float32",
+                audio_seconds=seconds, metric="time_warm", value=t, unit="s", round=i,
+                test=test or f"suites/test_x.py::test_bench[{seconds:g}s-{backend}]")
 
 
-def test_runs_append_without_clobbering(tmp_path):
-    a, b = make_run(1.0), make_run(2.0)
-    pa_, pb = a.write(tmp_path), b.write(tmp_path)
-    assert pa_ != pb and pa_.exists() and pb.exists()
+def make_run(machine_id="m-1", **kw) -> store.Run:
+    return store.Run(machine_id=machine_id, model_size="tiny", meta={"machine": {"cpu": "test"}}, **kw)
+
+
+def test_each_benchmark_is_its_own_file_and_the_store_reads_as_one_table(tmp_path):
+    run = make_run()
+    add_times(run, "torch", [1.0, 1.1])
+    first = run.flush(tmp_path, "suites/test_x.py::test_bench[5s-torch]")
+    assert run.rows == []  # the buffer is written and cleared
+    add_times(run, "mlx", [2.0, 2.1])
+    second = run.flush(tmp_path, "suites/test_x.py::test_bench[5s-mlx]")
+    other = make_run(machine_id="m-2")
+    add_times(other, "torch", [3.0])
+    other.flush(tmp_path, "b")
+    assert first.parent == second.parent == tmp_path / "machine=m-1" / f"run={run.run_id}"
+    assert not list(tmp_path.rglob(".tmp*")), "no temporary files left behind"
+    # plain pandas / pyarrow, no project code: hive partitions become columns
+    table = pd.read_parquet(tmp_path)
+    assert len(table) == 5 and set(table["machine"].astype(str)) == {"m-1", "m-2"}
+    assert set(table["run"].astype(str)) == {run.run_id, other.run_id}
+    dataset = ds.dataset(tmp_path, format="parquet", partitioning="hive")
+    assert dataset.to_table().num_rows == 5
     st = store.read(tmp_path)
-    assert len(st.rows) == 4 and set(st.runs) == {a.run_id, b.run_id}
-    assert st.runs[a.run_id]["machine"] == {"cpu": "test"}
-    assert list(st.rows.columns) == list(store.COLUMNS)
-    assert not list(tmp_path.glob(".tmp*")), "no temporary files left behind"
+    assert len(st.rows) == 5 and list(st.rows.columns) == list(store.COLUMNS) and not st.problems
+    assert st.runs[run.run_id].meta["machine"] == {"cpu": "test"}
 
 
-def test_corrupt_file_is_named_and_others_still_load(tmp_path):
-    good = make_run(1.0)
-    good.write(tmp_path)
-    (tmp_path / "run-20200101T000000Z-broken.parquet").write_bytes(b"not parquet at all")
-    with pytest.warns(UserWarning, match="broken"):
+def test_a_process_that_did_not_finish_leaves_its_run_incomplete(tmp_path):
+    run = make_run()
+    tests = ["suites/test_x.py::test_bench[5s-torch]", "suites/test_x.py::test_bench[60s-torch]"]
+    run.write_part(tmp_path, "torch", tests)  # what the process is about to do
+    add_times(run, "torch", [1.0, 1.1], test=tests[0])
+    run.flush(tmp_path, tests[0])  # ... then it is killed during the second benchmark
+    info = store.read(tmp_path).runs[run.run_id]
+    assert info.missing() == ["the torch process did not finish (1 of 2 benchmarks stored)"]
+    run.write_part(tmp_path, "torch", tests, {tests[0]: "passed", tests[1]: "error in setup"})
+    assert store.read(tmp_path).runs[run.run_id].missing() == ["test_bench[60s-torch]: error in setup"]
+
+
+def test_a_planned_backend_that_never_started_is_missing(tmp_path):
+    run = make_run()
+    store.write_run_plan(tmp_path, run.machine_id, run.run_id, run.started_at, {"backends": ["torch", "mlx"]})
+    test = "suites/test_x.py::test_bench[5s-torch]"
+    run.write_part(tmp_path, "torch", [test], {test: "passed"})
+    add_times(run, "torch", [1.0], test=test)
+    run.flush(tmp_path, test)
+    assert store.read(tmp_path).runs[run.run_id].missing() == ["mlx never started"]
+
+
+def test_corrupt_and_old_format_files_are_named_and_others_still_load(tmp_path):
+    good = make_run()
+    add_times(good, "torch", [1.0, 1.1])
+    good.flush(tmp_path, "good")
+    bad = tmp_path / "machine=m-1" / f"run={good.run_id}" / "broken.parquet"
+    bad.write_bytes(b"not parquet at all")
+    (tmp_path / "run-20200101T000000Z-old.parquet").write_bytes(b"old")
+    with pytest.warns(UserWarning) as warned:
         st = store.read(tmp_path)
+    assert len(warned) == 2
     assert len(st.rows) == 2
-    assert len(st.problems) == 1 and "run-20200101T000000Z-broken.parquet" in st.problems[0]
+    assert len(st.problems) == 2 and any("broken.parquet" in p for p in st.problems)
+    assert any("run-20200101T000000Z-old.parquet" in p and "older store format" in p for p in st.problems)
 
 
-def test_empty_run_is_not_written(tmp_path):
+def test_empty_benchmark_is_not_written(tmp_path):
     with pytest.raises(store.StoreError):
-        store.Run().write(tmp_path)
+        make_run().flush(tmp_path, "x")
     assert not list(tmp_path.iterdir())
+
+
+def test_building_rows_spawns_no_process(tmp_path, monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("a store unit test must not spawn a process (git)")
+
+    monkeypatch.setattr(subprocess, "run", refuse)
+    run = make_run()
+    add_times(run, "torch", [1.0])
+    run.flush(tmp_path, "x")
+    assert run.git_commit == "unknown"
+
+
+def test_part_file_is_plain_json(tmp_path):
+    run = make_run()
+    path = run.write_part(tmp_path, "torch+mlx", ["a"])
+    meta = json.loads(path.read_text())
+    assert path.name == "_part-torch-mlx.json" and meta["tests"] == ["a"] and meta["outcomes"] is None
 
 
 def test_git_state_outside_a_repository(tmp_path):

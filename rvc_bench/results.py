@@ -1,0 +1,91 @@
+"""From stored rows to the numbers the report and the gate show: one line per measured benchmark, which run
+stands for each measurement on each machine, and ratios formed only inside one run.
+
+The pairing rule: a ratio is only ever formed between rows of the same run, which implies the same machine, model
+size, commit, options and rounds; within it, of the same stage, variant, dtype and audio length. A run that lacks
+one side of a pair shows that side as missing: it is never completed from another run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from rvc_bench import stats
+
+REFERENCE_BACKEND = "torch"  # speedups are its time over the other backend's time
+SECTION = ["machine_id", "model_size"]  # never mixed: one report section each
+MEASUREMENT = ["stage", "variant", "dtype", "audio_seconds"]
+LINE = SECTION + ["run_id", "started_at"] + MEASUREMENT + ["backend", "device", "device_name"]
+STAGE_ORDER = {"mel": 0, "rmvpe": 1, "hubert": 2, "synth": 3, "pipeline": 4}
+SINGLE = {"time_cold": "cold", "mem_framework_peak": "mem", "rss_peak_delta": "rss",
+          "rss_fresh_process": "rss_fresh", "time_cold_fresh_process": "cold_fresh"}
+
+
+def lines(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per measured benchmark: warm rounds (array), median, quartiles, cold time and memory."""
+    cols = LINE + ["rounds", "times", "median", "q1", "q3"] + list(SINGLE.values())
+    if rows.empty:
+        return pd.DataFrame(columns=cols)
+    out = []
+    for key, g in rows.groupby(LINE, sort=False, dropna=False):
+        times = g.loc[g.metric == "time_warm"].sort_values("round").value.to_numpy()
+        med, q1, q3 = stats.median_iqr(times)
+        rec = dict(zip(LINE, key), rounds=len(times), times=times, median=med, q1=q1, q3=q3)
+        for metric, name in SINGLE.items():
+            hit = g.loc[g.metric == metric, "value"]
+            rec[name] = float(hit.iloc[0]) if len(hit) else math.nan
+        out.append(rec)
+    df = pd.DataFrame(out, columns=cols)
+    order = df.stage.map(STAGE_ORDER).fillna(len(STAGE_ORDER))
+    return (df.assign(_order=order).sort_values(SECTION + ["_order", "stage", "variant", "dtype", "audio_seconds",
+                                                           "backend", "device"], kind="stable")
+            .drop(columns="_order").reset_index(drop=True))
+
+
+def newest(table: pd.DataFrame, key: list[str] | None = None) -> pd.DataFrame:
+    """For every (machine, model size, measurement), keep only the newest run that measured it (any backend)."""
+    key = SECTION + MEASUREMENT if key is None else key
+    if table.empty:
+        return table
+    runs = table[key + ["started_at", "run_id"]].drop_duplicates()
+    chosen = runs.sort_values(["started_at", "run_id"]).groupby(key, dropna=False, sort=False).tail(1)
+    return table.merge(chosen, on=key + ["started_at", "run_id"]).reset_index(drop=True)
+
+
+def newest_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The stored rows of `newest(lines(rows))`: every row of the run chosen for each measurement."""
+    chosen = newest(lines(rows))[LINE].drop_duplicates()
+    return rows.merge(chosen, on=LINE) if len(chosen) else rows.iloc[0:0]
+
+
+def speedups(table: pd.DataFrame, reference: str = REFERENCE_BACKEND) -> pd.DataFrame:
+    """Reference time / backend time with its bootstrap interval, for every other backend, inside each run."""
+    cols = SECTION + ["run_id"] + MEASUREMENT + ["backend", "device", "ref_device", "speedup", "lo", "hi"]
+    out = []
+    for key, g in table.groupby(SECTION + ["run_id"] + MEASUREMENT, sort=False, dropna=False):
+        ref = g[g.backend == reference]
+        if len(ref) != 1:
+            continue
+        ref = ref.iloc[0]
+        for r in g[g.backend != reference].itertuples():
+            point, lo, hi = stats.ratio_ci(ref.times, r.times)
+            out.append(dict(zip(SECTION + ["run_id"] + MEASUREMENT, key), backend=r.backend, device=r.device,
+                            ref_device=ref.device, speedup=point, lo=lo, hi=hi))
+    return pd.DataFrame(out, columns=cols)
+
+
+def parity(rows: pd.DataFrame) -> pd.DataFrame:
+    """Parity rows with the metric name alone (the "parity." prefix dropped)."""
+    par = rows[rows.metric.str.startswith("parity.")]
+    return par.assign(metric=par.metric.str.removeprefix("parity."))
+
+
+def runs_of(table: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(table.sort_values(["started_at", "run_id"]).run_id))
+
+
+def finite(x) -> bool:
+    return x is not None and isinstance(x, (int, float, np.floating)) and math.isfinite(x)

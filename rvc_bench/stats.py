@@ -1,0 +1,107 @@
+"""Statistics for timings: median and IQR, ratios of medians with seeded bootstrap intervals, and the slowdown
+decision the gate makes. Seeded, so the same rounds always give the same interval (the report is byte-reproducible).
+
+Why a bootstrap of the ratio of medians: rounds are few (3-10) and skewed by the odd slow round; the median ignores
+that round, and resampling each side's rounds independently gives an interval without assuming a distribution.
+With n rounds per side the interval can only be as fine as the order statistics allow: at n = 3 its lower end is
+min(slow side) / max(fast side), i.e. it excludes 1 exactly when the two samples do not overlap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LEVEL = 0.95
+N_BOOT = 4000
+SEED = 20260106  # any fixed number: the interval must depend on the data only
+MIN_ROUNDS = 3  # below this a bootstrap interval is degenerate (n = 1) or two points (n = 2): no decision
+
+
+def median_iqr(x) -> tuple[float, float, float]:
+    """(median, first quartile, third quartile); NaNs for an empty sample."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    q1, med, q3 = np.percentile(x, [25, 50, 75])
+    return float(med), float(q1), float(q3)
+
+
+def _boot_medians(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    idx = rng.integers(0, x.size, size=(N_BOOT, x.size))
+    return np.median(x[idx], axis=1)
+
+
+def ratio_ci(num, den, level: float = LEVEL) -> tuple[float, float, float]:
+    """median(num) / median(den) and its percentile-bootstrap interval, both sides resampled independently."""
+    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    if num.size == 0 or den.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(SEED)
+    boot = _boot_medians(num, rng) / _boot_medians(den, rng)
+    lo, hi = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)])
+    return float(np.median(num) / np.median(den)), float(lo), float(hi)
+
+
+def double_ratio_ci(num_a, den_a, num_b, den_b, level: float = LEVEL) -> tuple[float, float, float]:
+    """(median(num_b)/median(den_b)) / (median(num_a)/median(den_a)) with its bootstrap interval: how a ratio
+    measured inside run b moved against the same ratio inside run a (e.g. MLX/torch in two runs)."""
+    samples = [np.asarray(s, np.float64) for s in (num_a, den_a, num_b, den_b)]
+    if any(s.size == 0 for s in samples):
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(SEED)
+    na, da, nb, db = (_boot_medians(s, rng) for s in samples)
+    boot = (nb / db) / (na / da)
+    lo, hi = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)])
+    point = (np.median(samples[2]) / np.median(samples[3])) / (np.median(samples[0]) / np.median(samples[1]))
+    return float(point), float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Did a timing get slower? `ratio` is new/old (> 1: slower) with its interval."""
+
+    verdict: str  # "slower" | "faster" | "no change" | "cannot decide"
+    ratio: float
+    lo: float
+    hi: float
+    n: int  # the smallest sample behind the decision
+    threshold: float
+
+    @property
+    def slower(self) -> bool:
+        return self.verdict == "slower"
+
+    def __str__(self) -> str:
+        if self.verdict == "cannot decide":
+            return f"cannot decide (n too small: {self.n} round(s), need {MIN_ROUNDS})"
+        return (f"{self.verdict}: x{self.ratio:.3g} ({LEVEL:.0%} CI {self.lo:.3g}-{self.hi:.3g}, n={self.n}; "
+                f"slower means > x{self.threshold:g} and the interval above 1)")
+
+
+def decide(point: float, lo: float, hi: float, n: int, threshold: float) -> Decision:
+    """A change counts when it is big (point estimate beyond the threshold) and real (the interval excludes 1),
+    as asv decides; fewer than MIN_ROUNDS rounds on any side cannot be decided."""
+    if n < MIN_ROUNDS or not np.isfinite(point):
+        verdict = "cannot decide"
+    elif point > threshold and lo > 1:
+        verdict = "slower"
+    elif point < 1 / threshold and hi < 1:
+        verdict = "faster"
+    else:
+        verdict = "no change"
+    return Decision(verdict, point, lo, hi, n, threshold)
+
+
+def compare(old, new, threshold: float) -> Decision:
+    """Absolute times of one benchmark in two runs: new/old."""
+    point, lo, hi = ratio_ci(new, old)
+    return decide(point, lo, hi, min(len(old), len(new)), threshold)
+
+
+def compare_relative(old_num, old_den, new_num, new_den, threshold: float) -> Decision:
+    """A within-run ratio (e.g. MLX time / torch time) in two runs: how much it grew."""
+    point, lo, hi = double_ratio_ci(old_num, old_den, new_num, new_den)
+    n = min(len(old_num), len(old_den), len(new_num), len(new_den))
+    return decide(point, lo, hi, n, threshold)

@@ -1,0 +1,71 @@
+"""Parity bounds from references/parity_tolerances.csv: the single table the suites, the `bench` fixture and the
+gate read. A bound is looked up by (stage, check, metric); check "benchmark" applies to every stored benchmark."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+from rvc_bench.resources import reference
+
+FILE = "parity_tolerances.csv"
+BENCHMARK = "benchmark"
+OPS = ("<=", ">=")
+
+
+class ToleranceError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Bound:
+    stage: str
+    check: str
+    metric: str
+    op: str  # "<=": value must not exceed the bound; ">=": value must reach it
+    bound: float
+    why: str
+
+    def holds(self, value: float) -> bool:
+        """NaN never holds (a metric that could not be computed proves nothing); +inf SNR of identical outputs does."""
+        if math.isnan(value):
+            return False
+        return value <= self.bound if self.op == "<=" else value >= self.bound
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
+
+@lru_cache(maxsize=None)
+def table() -> dict[tuple[str, str, str], Bound]:
+    text = reference(FILE).read_text(encoding="utf-8")
+    rows = csv.DictReader(line for line in io.StringIO(text) if not line.startswith("#"))
+    out = {}
+    for i, r in enumerate(rows, start=2):
+        try:
+            b = Bound(r["stage"], r["check"], r["metric"], r["op"], float(r["bound"]), r["why"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ToleranceError(f"{FILE} data row {i}: {err}") from None
+        if b.op not in OPS:
+            raise ToleranceError(f"{FILE} data row {i}: op must be one of {OPS}, got {b.op!r}")
+        key = (b.stage, b.check, b.metric)
+        if key in out:
+            raise ToleranceError(f"{FILE}: {key} appears twice")
+        out[key] = b
+    return out
+
+
+def bounds(stage: str, check: str = BENCHMARK) -> dict[str, Bound]:
+    """The bounds of one stage's check, by metric name."""
+    return {m: b for (s, c, m), b in table().items() if s == stage and c == check}
+
+
+def bound(stage: str, check: str, metric: str) -> float:
+    """One bound's value, for a suite's assertion; a missing row is an error naming it."""
+    try:
+        return table()[(stage, check, metric)].bound
+    except KeyError:
+        raise ToleranceError(f"no bound for {stage}/{check}/{metric} in references/{FILE}") from None

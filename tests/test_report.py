@@ -1,0 +1,149 @@
+"""The benchmarks document from real (tiny-model) runs: two machines never divided into each other, the document
+restored byte for byte from the store, `report --check` catching one edited number, a killed run shown as incomplete
+and never completed from an older run, tiny-model numbers kept out of full-size tables."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from rvc_bench import report, results, store
+
+
+def rvc(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "rvc_bench.cli", *map(str, args)], capture_output=True, text=True,
+                          **kw)
+
+
+RUN = ("run", "--stages", "mel", "--lengths", "0.5", "--rounds", "3", "--model-size", "tiny")
+
+
+@pytest.fixture(scope="module")
+def two_machines(tmp_path_factory):
+    """One store, two machines: the same box run twice under different machine labels (real runs, tiny models)."""
+    root = tmp_path_factory.mktemp("two")
+    for label in ("alpha", "beta"):
+        proc = rvc(*RUN, "--machine-label", label, "--store", root / "store", "--report", root / "B.md")
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return root
+
+
+def sections(doc: str) -> dict[str, str]:
+    """Top-level (##) sections of the document by heading."""
+    parts = re.split(r"^## ", doc, flags=re.M)[1:]
+    return {p.split("\n", 1)[0]: p for p in parts}
+
+
+def test_two_machines_get_their_own_sections_and_no_cross_machine_ratio(two_machines):
+    doc = (two_machines / "B.md").read_text()
+    st = store.read(two_machines / "store")
+    machines = sorted(st.rows.machine_id.unique())
+    assert [m.split("-")[0] for m in machines] == ["alpha", "beta"]
+    machine_sections = {h: s for h, s in sections(doc).items() if h.startswith("Machine `")}
+    assert len(machine_sections) == 2
+    for machine_id, (heading, text) in zip(machines, sorted(machine_sections.items())):
+        assert machine_id in heading
+        # the one speedup of this section is formed from this machine's own run, nothing else
+        rows = st.rows[(st.rows.machine_id == machine_id) & (st.rows.metric == "time_warm")]
+        assert rows.run_id.nunique() == 1
+        mlx, tch = (rows[rows.backend == b].value.to_numpy() for b in ("mlx", "torch"))
+        expected = report.fmt_ratio(*results.stats.ratio_ci(tch, mlx))
+        assert expected in doc
+        other = st.rows[(st.rows.machine_id != machine_id) & (st.rows.metric == "time_warm")]
+        crossed = report.fmt_ratio(*results.stats.ratio_ci(other[other.backend == "torch"].value, mlx))
+        assert crossed not in doc
+    # one speedup per machine and length in the summary, not the 2 x 2 cross product
+    summary = sections(doc)["Summary"]
+    assert len(re.findall(r"\d× \(", summary)) == 2
+
+
+def test_deleting_the_document_and_reporting_restores_it_byte_for_byte(two_machines, tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    assert rvc("report", "--store", two_machines / "store", "-o", out).returncode == 0
+    first = out.read_bytes()
+    figures = {p.name: p.read_bytes() for p in (tmp_path / "figures").iterdir()}
+    assert len(figures) == 8  # four per machine section
+    out.unlink()
+    shutil.rmtree(tmp_path / "figures")
+    assert rvc("report", "--store", two_machines / "store", "-o", out).returncode == 0
+    assert out.read_bytes() == first
+    assert {p.name: p.read_bytes() for p in (tmp_path / "figures").iterdir()} == figures
+
+
+def test_check_fails_when_one_number_is_edited(two_machines, tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    assert rvc("report", "--store", two_machines / "store", "-o", out).returncode == 0
+    ok = rvc("report", "--check", "--store", two_machines / "store", "-o", out)
+    assert ok.returncode == 0, ok.stderr
+    text = out.read_text()
+    number = re.search(r"\| (\d+\.\d+) ms ", text)
+    out.write_text(text[:number.start(1)] + str(float(number.group(1)) + 0.01) + text[number.end(1):])
+    bad = rvc("report", "--check", "--store", two_machines / "store", "-o", out)
+    assert bad.returncode == 1 and "differs from what the store generates" in bad.stderr
+    assert out.read_text() != text  # --check writes nothing
+
+
+def test_gate_passes_on_the_stored_parity(two_machines):
+    proc = rvc("gate", "--store", two_machines / "store")
+    assert proc.returncode == 0 and "0 failed" in proc.stdout, proc.stdout
+
+
+def test_a_killed_run_keeps_what_finished_and_shows_as_incomplete(two_machines, tmp_path):
+    store_dir = tmp_path / "store"
+    shutil.copytree(two_machines / "store", store_dir)
+    old = set(store.read(store_dir).runs)
+    proc = subprocess.Popen([sys.executable, "-m", "rvc_bench.cli", *RUN[:4], "0.5,1,2", *RUN[5:], "--machine-label",
+                             "alpha", "--store", str(store_dir), "--no-report"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.parent.name.removeprefix("run=") not in old for p in store_dir.rglob("*.parquet")):
+            assert time.monotonic() < deadline and proc.poll() is None, "the run ended before storing anything"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    st = store.read(store_dir)
+    (new,) = set(st.runs) - old
+    assert st.runs[new].missing()  # the torch process was killed, or MLX's never started
+    kept = st.rows[st.rows.run_id == new]
+    assert len(kept) and (kept.metric == "time_warm").any()  # what finished is readable
+    doc = report.render(store_dir).text
+    runs_table = sections(doc)["Runs"]
+    assert re.search(rf"`{new}`.*\*\*incomplete\*\*", runs_table)
+    # mel at 0.5 s on alpha now comes from the killed run: MLX is missing there, not borrowed from the older run
+    alpha = next(s for h, s in sections(doc).items() if h.startswith("Machine `alpha"))
+    assert f"missing (run `{new}` incomplete)" in alpha
+    older_mlx = st.rows[(st.rows.run_id.isin(old)) & (st.rows.machine_id.str.startswith("alpha"))
+                        & (st.rows.backend == "mlx") & (st.rows.metric == "time_warm")]
+    assert report.fmt_time(float(np.median(older_mlx.value))) not in alpha.split("### Mel")[1].split("###")[0]
+
+
+def test_tiny_model_runs_stay_out_of_full_size_tables(two_machines, tmp_path):
+    store_dir = tmp_path / "store"
+    shutil.copytree(two_machines / "store", store_dir)
+    alpha = next(m for m in store.read(store_dir).rows.machine_id.unique() if m.startswith("alpha"))
+    full = store.Run(machine_id=alpha, model_size="full", meta={"machine": {"cpu": "test"}})
+    for backend, t in (("torch", 7.25), ("mlx", 9.75)):  # distinctive values to find in the text
+        for i in range(3):
+            full.add(stage="mel", variant="log-mel-128", backend=backend, device="cpu", device_name="cpu",
+                     dtype="float32", audio_seconds=0.5, metric="time_warm", value=t, unit="s", round=i)
+        full.flush(store_dir, f"full-{backend}")
+    doc = report.render(store_dir).text
+    secs = sections(doc)
+    full_sec = next(s for h, s in secs.items() if h.startswith(f"Machine `{alpha}`") and "full-size" in h)
+    tiny_sec = next(s for h, s in secs.items() if h.startswith(f"Machine `{alpha}`") and "tiny" in h)
+    tiny = store.read(store_dir).rows
+    tiny = tiny[(tiny.machine_id == alpha) & (tiny.model_size == "tiny") & (tiny.metric == "time_warm")]
+    tiny_medians = [report.fmt_time(float(np.median(g.value))) for _, g in tiny.groupby("backend")]
+    assert "7.25 s" in full_sec and "9.75 s" in full_sec
+    assert not any(m in full_sec for m in tiny_medians) and all(m in tiny_sec for m in tiny_medians)
+    assert "7.25 s" not in tiny_sec
+    assert list(secs).index(next(h for h in secs if "full-size" in h)) < list(secs).index(
+        next(h for h in secs if "tiny" in h))  # full-size sections first
