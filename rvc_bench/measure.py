@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from rvc_bench.backends import Backend
 
-DEFAULT_ROUNDS = 5  # timed rounds per benchmark (see README: choosing rounds)
+DEFAULT_ROUNDS = 7  # timed rounds per benchmark (README: "Rounds, intervals and the gate")
 DEFAULT_WARMUP = 1  # untimed rounds between the cold call and the timed ones
 
 # ---------------------------------------------------------------------------------------------------------------

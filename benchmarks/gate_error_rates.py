@@ -1,0 +1,107 @@
+"""How often does `rvc-bench gate` cry wolf, and how often does it catch a real slowdown, on this machine?
+
+Runs `rvc-bench run` N times at one commit (tiny models, a few stages, default rounds and warm-up, each run two
+fresh processes as usual) into a scratch store, then replays the gate's speed decisions on those real runs:
+
+- false alarms: every run against the run before it (N - 1 same-commit A/A comparisons); any "slower" verdict is a
+  false alarm;
+- detection: the same pairs with a 1.3x slowdown planted in the later run: every MLX round multiplied by 1.3 (so
+  the planted run keeps the noise it was measured with); a planted benchmark that is not called "slower" is a miss.
+
+Both the absolute-time checks (same machine) and the relative MLX/PyTorch checks are counted, per check and per
+comparison, at several thresholds, so the default --max-slowdown can be chosen from data. Not a test: it takes
+~10-20 minutes of CPU; run it on a quiet machine.
+
+    python benchmarks/gate_error_rates.py --runs 21 --store /tmp/gate-aa          # measure, then rates
+    python benchmarks/gate_error_rates.py --store /tmp/gate-aa --no-measure       # rates from an earlier store
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from rvc_bench import gate
+from rvc_bench import store as run_store
+
+PLANTED = 1.3
+THRESHOLDS = (1.05, 1.10, 1.15, 1.20, 1.25)
+
+
+def measure(store: Path, runs: int, stages: str, lengths: str, model_size: str, rounds: int | None) -> None:
+    for i in range(runs):
+        cmd = [sys.executable, "-m", "rvc_bench.cli", "run", "--model-size", model_size, "--stages", stages,
+               "--lengths", lengths, "--store", str(store), "--no-report", "--machine-label", "gate-aa"]
+        cmd += ["--rounds", str(rounds)] if rounds else []
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"run {i + 1} failed: {proc.stderr.strip().splitlines()[-1:]}")
+        print(f"run {i + 1}/{runs}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def plant(rows: pd.DataFrame, factor: float, backend: str = "mlx") -> pd.DataFrame:
+    rows = rows.copy()
+    hit = (rows.metric == "time_warm") & (rows.backend == backend)
+    rows.loc[hit, "value"] = rows.loc[hit, "value"] * factor
+    return rows
+
+
+def rates(store: Path) -> pd.DataFrame:
+    rows = run_store.read(store).rows
+    rows = rows[rows.machine_id.str.startswith("gate-aa")]
+    order = rows[["started_at", "run_id"]].drop_duplicates().sort_values(["started_at", "run_id"]).run_id.tolist()
+    if len(order) < 2:
+        sys.exit(f"need at least 2 runs in {store}, found {len(order)}")
+    runs = {r: rows[rows.run_id == r] for r in order}
+    out = []
+    for threshold in THRESHOLDS:
+        tally = {k: [] for k in ("aa_time", "aa_rel", "aa_any", "det_time", "det_rel", "det_all", "undecided")}
+        for base_id, head_id in zip(order, order[1:]):
+            base, head = runs[base_id], runs[head_id]
+            aa = gate.compare_runs(base, head, threshold) + gate.relative_checks(base, head, threshold)
+            slow = plant(head, PLANTED)
+            det = gate.compare_runs(base, slow, threshold) + gate.relative_checks(base, slow, threshold)
+            planted_time = [c for c in det if c.kind == "time" and " mlx(" in c.subject]
+            planted_rel = [c for c in det if c.kind == "relative"]
+            tally["aa_time"] += [c.status == gate.FAIL for c in aa if c.kind == "time"]
+            tally["aa_rel"] += [c.status == gate.FAIL for c in aa if c.kind == "relative"]
+            tally["aa_any"].append(any(c.status == gate.FAIL for c in aa))
+            tally["det_time"] += [c.status == gate.FAIL for c in planted_time]
+            tally["det_rel"] += [c.status == gate.FAIL for c in planted_rel]
+            tally["det_all"].append(all(c.status == gate.FAIL for c in planted_time + planted_rel))
+            tally["undecided"] += [c.status == gate.UNDECIDED for c in aa + det]
+        out.append({"threshold": threshold, "comparisons": len(order) - 1,
+                    **{k: f"{sum(v)}/{len(v)} = {sum(v) / len(v):.1%}" if v else "–" for k, v in tally.items()}})
+    return pd.DataFrame(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", required=True, help="scratch store (created)")
+    p.add_argument("--runs", type=int, default=21, help="same-commit runs (comparisons = runs - 1; default 21)")
+    p.add_argument("--stages", default="mel,rmvpe,hubert")
+    p.add_argument("--lengths", default="5")
+    p.add_argument("--model-size", default="tiny", choices=("tiny", "full"))
+    p.add_argument("--rounds", type=int, default=None, help="default: rvc-bench run's default")
+    p.add_argument("--no-measure", action="store_true", help="only compute rates from --store")
+    args = p.parse_args(argv)
+    store = Path(args.store)
+    if not args.no_measure:
+        measure(store, args.runs, args.stages, args.lengths, args.model_size, args.rounds)
+    table = rates(store)
+    print(f"\nA/A: each run against the previous one (same commit). Detection: the same pairs with every MLX round "
+          f"of the later run x{PLANTED}. aa_*: false alarms (time = absolute per benchmark, rel = MLX/torch ratio, "
+          "any = comparisons with at least one); det_*: planted slowdowns caught (all = every planted check in the "
+          "comparison).\n")
+    print(table.to_markdown(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
