@@ -74,9 +74,10 @@ def _parity(sec):
     for r in par.itertuples():
         frac = r.value / r.bound if r.bound_op == "<=" else (r.bound / r.value if r.value > 0 else np.inf)
         labels.append(f"{r.stage} {r.metric} {r.backend} {r.audio_seconds:g}s")
-        values.append(max(frac, 1e-9) if np.isfinite(frac) else 1e-9)  # identical outputs (SNR inf): 0 on this axis
+        values.append(max(frac, 1e-6) if np.isfinite(frac) else 1e-6)  # 0 (and SNR inf) drawn at the axis floor
         colors.append("tab:green" if r.within_bound else "tab:red")
     ax.bar(range(len(values)), values, color=colors)
+    ax.set_ylim(1e-6, max([2.0] + values))
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
     return fig, ax
@@ -85,11 +86,23 @@ def _parity(sec):
 DRAW = {"time": _time, "speedup": _speedup, "memory": _memory, "parity": _parity}
 
 
+def _length_ticks(ax, lengths) -> None:
+    """Tick the measured lengths themselves (a log axis would print 5x10^-1 and skip most of them)."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    ticks = sorted(set(float(x) for x in lengths))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks(ticks, [f"{t:g} s" if t < 60 or t % 60 else f"{t / 60:g} min" for t in ticks])
+
+
 def png(spec) -> bytes:
     """The figure as PNG bytes (no version stamp in the metadata: same data, same bytes on one installation)."""
     import matplotlib.pyplot as plt
 
     fig, ax = DRAW[spec.kind](spec.section)
+    if spec.kind != "parity":
+        _length_ticks(ax, spec.section.lines.audio_seconds)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=6, loc="best")
     fig.tight_layout()

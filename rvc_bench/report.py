@@ -574,8 +574,25 @@ def accuracy_section(sec: Section, pubs: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+def hardware_table(sec: Section) -> str:
+    """The original's "Hardware Specifications", from the newest run of the section."""
+    info = sec.runs[results.runs_of(sec.lines)[-1]]
+    m = info.meta.get("machine") or {}
+    libs = ", ".join(f"{k} {v}" for k, v in sorted((m.get("libraries") or {}).items()) if v)
+    recs = [("chip / CPU", " ".join(x for x in (m.get("hw_model"), m.get("cpu")) if x) or "?"),
+            ("cores, memory", f"{m.get('cpu_count', '?')} cores, {fmt_bytes(m.get('ram_bytes', math.nan))}"),
+            ("GPUs", ", ".join(m.get("gpus") or []) or "none found"),
+            ("OS", " ".join(str(x) for x in (m.get("system"), m.get("macos") or m.get("release"), m.get("machine"))
+                            if x)),
+            ("Python, libraries", f"Python {m.get('python', '?')}; {libs}"),
+            ("backends", "; ".join(backend_text(d) for _, d in sorted(info.backends.items())) or "–")]
+    return (f"### Hardware and software (run `{info.run_id}`)\n\n"
+            + table([{"": k, "value": v} for k, v in recs]))
+
+
 def machine_section(sec: Section, pubs: pd.DataFrame, figures: dict) -> str:
     parts = [f"## {sec.title}\n\nRuns " + ", ".join(f"`{r}`" for r in results.runs_of(sec.lines)) + ".\n",
+             hardware_table(sec),
              speed_table(sec, "rmvpe", pubs, "RMVPE pitch detection"),
              pipeline_table(sec, pubs), components_table(sec, pubs), mel_table(sec, pubs), chunking_table(sec),
              memory_section(sec, pubs), first_run_table(sec, pubs), accuracy_section(sec, pubs)]
@@ -624,13 +641,14 @@ def backend_summary(secs: list[Section], pubs: pd.DataFrame) -> str:
     if not recs:
         recs.append({"backend": "–", "pipeline time (5 s)": f"not measured (`{RUN} --stages pipeline`)",
                      "memory: framework peak / RSS Δ": "–", "platform": "–", "source": "–"})
-    names = {"torch-cpu": "PyTorch CPU", "torch-cuda": "PyTorch CUDA", "torch-mps": "PyTorch MPS", "mlx": "MLX",
-             "onnx": "ONNX Runtime"}
-    for b, name in names.items():
+    # backend, name and platform as the original's table printed them
+    names = {"torch-cpu": ("PyTorch CPU", "Any"), "torch-cuda": ("PyTorch CUDA (GPU)", "NVIDIA"),
+             "torch-mps": ("PyTorch MPS", "Apple Silicon"), "mlx": ("MLX", "Apple Silicon"),
+             "onnx": ("ONNX Runtime", "Any")}
+    for b, (name, platform) in names.items():
         recs.append({"backend": f"{name} (published)", "pipeline time (5 s)": pub(pubs, "backends", "pipeline", b),
                      "memory: framework peak / RSS Δ": pub(pubs, "backends", "pipeline", b, "memory"),
-                     "platform": "Apple Silicon" if b in ("torch-mps", "mlx") else "as published",
-                     "source": "original document"})
+                     "platform": platform, "source": "original document"})
     return ("## Backend summary\n\nEvery backend and device measured, full pipeline on 5 s of audio, beside the "
             "original document's figures.\n\n" + table(recs))
 

@@ -12,6 +12,22 @@ def rvc(*args, **kw):
     return subprocess.run([sys.executable, "-m", "rvc_bench.cli", *args], capture_output=True, text=True, **kw)
 
 
+def test_gate_exit_status_says_cannot_decide_when_rounds_are_too_few(tmp_path):
+    from rvc_bench import store
+
+    ids = []
+    for times in ([1.0, 1.01], [1.5, 1.51]):  # 2 rounds each: a 1.5x slowdown that cannot be decided
+        run = store.Run(machine_id="m-1", model_size="full")
+        for i, t in enumerate(times):
+            run.add(stage="mel", variant="v", backend="mlx", device="cpu", device_name="cpu", dtype="float32",
+                    audio_seconds=5, metric="time_warm", value=t, unit="s", round=i)
+        run.flush(tmp_path, "b")
+        ids.append(run.run_id)
+    proc = rvc("gate", "--store", str(tmp_path), "--candidate", ids[1], "--baseline", ids[0])
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "cannot decide (n too small" in proc.stdout and "1 cannot decide" in proc.stdout
+
+
 def test_report_from_an_empty_or_missing_store_fails_cleanly(tmp_path):
     (tmp_path / "store").mkdir()
     out = tmp_path / "B.md"
