@@ -54,8 +54,8 @@ def sig(x: float, digits: int = 3) -> str:
     if exp >= 4 or exp < -3:
         mantissa, e = f"{x:.{digits - 1}e}".split("e")
         return f"{mantissa}e{int(e)}"
-    decimals = max(digits - 1 - exp, 0)
-    return f"{round(x, decimals):.{decimals}f}"
+    decimals = digits - 1 - exp  # negative: round to tens, hundreds, ...
+    return f"{round(x, decimals):.{max(decimals, 0)}f}"
 
 
 def fmt_time(s: float) -> str:
@@ -192,9 +192,15 @@ class Section:
     def missing_text(self, stage: str, variant: str, seconds: float, backend: str) -> str:
         """Why a cell is empty: its run did not store it (incomplete) or never planned it."""
         s = self.lines
-        runs = s[(s.stage == stage) & (s.variant == variant) & (s.audio_seconds == seconds)].run_id.unique()
-        if len(runs) and backend in self.runs[runs[0]].planned_backends:
-            return f"missing (run `{runs[0]}` incomplete)"
+        s = s[(s.stage == stage) & (s.variant == variant) & (s.audio_seconds == seconds)]
+        if s.empty:
+            return "not measured"
+        run = self.runs[s.run_id.iloc[0]]
+        other = s[s.backend == backend]
+        if len(other):
+            return f"measured on {', '.join(sorted(other.device))} only"
+        if backend in run.planned_backends and run.missing():
+            return f"missing (run `{run.run_id}` incomplete)"
         return "not measured"
 
     def time_cell(self, stage, variant, seconds, backend, device, iqr: bool = True) -> str:
@@ -257,35 +263,38 @@ def parity_verdict(sec: Section, stage: str, variant: str, seconds: float) -> st
                                 for r in bad.itertuples())
 
 
-def claims(sec: Section, pubs: pd.DataFrame) -> list[str]:
+def claims(sec: Section, pubs: pd.DataFrame) -> str:
     """Each published speedup, tested where this section measured the same thing on the same kind of device."""
+    cases = []
+    for stage, seconds, tname in ([("rmvpe", s, t) for t in ("rmvpe_run1", "rmvpe_run2") for s in GRID]
+                                  + [("pipeline", 5.0, "pipeline")]
+                                  + [(s, 5.0, "components") for s in ("rmvpe", "hubert", "synth")]):
+        p = pubs[(pubs.table == tname) & (pubs.stage == stage) & (pubs.audio_seconds == seconds)
+                 & (pubs.metric == "time")].set_index("backend").value
+        cases.append((stage, seconds, tname, float(p["torch-mps"] / p["mlx"])))
+    if not {("mlx", "gpu"), ("torch", "mps")} <= set(sec.columns()):
+        listed = "; ".join(f"{TITLES[stage]} {fmt_len(seconds)} {sig(claim)}× ({tname})"
+                           for stage, seconds, tname, claim in cases)
+        return ("Published claims (MLX on an Apple GPU against PyTorch MPS: " + listed + ") are not testable on this "
+                "machine, which ran " + ", ".join(col(b, d) for b, d in sec.columns()) + ".\n")
     out = []
-    apple = {("mlx", "gpu"), ("torch", "mps")} <= set(sec.columns())
-    cases = [("rmvpe", s, f"{t}") for t in ("rmvpe_run1", "rmvpe_run2") for s in GRID] + \
-            [("pipeline", 5.0, "pipeline")] + [(s, 5.0, "components") for s in ("rmvpe", "hubert", "synth")]
-    for stage, seconds, tname in cases:
-        p = pubs[(pubs.table == tname) & (pubs.stage == stage) & (pubs.audio_seconds == seconds) & (pubs.metric == "time")]
-        mlx, mps = p[p.backend == "mlx"].value, p[p.backend == "torch-mps"].value
-        if mlx.empty or mps.empty:
-            continue
-        claim = float(mps.iloc[0] / mlx.iloc[0])
-        what = f"{TITLES[stage]} at {fmt_len(seconds)}: MLX {sig(claim)}× as fast as PyTorch MPS (published, {tname})"
-        if not apple:
-            verdict = "not testable here (published for MLX on an Apple GPU against PyTorch MPS; this machine ran " \
-                      + ", ".join(col(b, d) for b, d in sec.columns()) + ")"
+    for stage, seconds, tname, claim in cases:
+        variant = sec.main_variant(stage)
+        s = sec.speed
+        hit = s[(s.stage == stage) & (s.variant == variant) & (s.audio_seconds == seconds) & (s.backend == "mlx")
+                & (s.device == "gpu") & (s.ref_device == "mps")]
+        if hit.empty:
+            verdict = f"not measured here (`{RUN} --stages {stage} --lengths {seconds:g}` tests it)"
         else:
-            variant = sec.main_variant(stage)
-            s = sec.speed
-            hit = s[(s.stage == stage) & (s.variant == variant) & (s.audio_seconds == seconds) & (s.backend == "mlx")
-                    & (s.device == "gpu") & (s.ref_device == "mps")] if variant else s.iloc[0:0]
-            if hit.empty:
-                verdict = f"not measured here (`{RUN} --stages {stage} --lengths {seconds:g}` tests it)"
-            else:
-                r = hit.iloc[0]
-                held = r.hi >= claim
-                verdict = f"{'held' if held else 'not held'}: measured {fmt_ratio(r.speedup, r.lo, r.hi)}"
-        out.append(f"- {what}: {verdict}")
-    return out
+            r = hit.iloc[0]
+            verdict = f"{'held' if r.hi >= claim else 'not held'}: measured {fmt_ratio(r.speedup, r.lo, r.hi)}"
+        out.append(f"- {TITLES[stage]} at {fmt_len(seconds)}: MLX {sig(claim)}× as fast as PyTorch MPS (published, "
+                   f"{tname}): {verdict}")
+    return "Published claims:\n\n" + "\n".join(out) + "\n"
+
+
+def speed_header(backend: str, device: str) -> str:
+    return f"speedup {col(backend, device)}"
 
 
 def summary(secs: list[Section], pubs: pd.DataFrame) -> str:
@@ -303,13 +312,13 @@ def summary(secs: list[Section], pubs: pd.DataFrame) -> str:
                 for b, d in cols:
                     rec[col(b, d)] = sec.time_cell(stage, variant, seconds, b, d, iqr=False)
                 for b, d in others:
-                    rec[f"speedup {col(b, d)}"] = sec.speed_cell(stage, variant, seconds, b, d)
+                    rec[speed_header(b, d)] = sec.speed_cell(stage, variant, seconds, b, d)
                 rec["parity"] = parity_verdict(sec, stage, variant, seconds)
                 recs.append(rec)
         out.append(f"### {sec.title}\n")
         out.append(table(recs) if recs else "*No benchmark lines.*\n")
-        if sec.model_size == "full":
-            out.append("Published claims:\n\n" + "\n".join(claims(sec, pubs)) + "\n")
+        if sec.full:
+            out.append(claims(sec, pubs))
     if not secs:
         out.append(empty("any benchmark", RUN))
     return "\n".join(out)
@@ -364,7 +373,7 @@ def speed_table(sec: Section, stage: str, pubs: pd.DataFrame, title: str, grid=G
         for b, d in cols:
             rec[col(b, d)] = sec.time_cell(stage, variant, seconds, b, d)
         for b, d in cols[1:]:
-            rec[f"speedup {col(b, d)}"] = sec.speed_cell(stage, variant, seconds, b, d)
+            rec[speed_header(b, d)] = sec.speed_cell(stage, variant, seconds, b, d)
         rec["run"] = sec.run_cell(stage, variant, seconds)
         if stage == "rmvpe" and sec.full:
             runs = []
@@ -423,7 +432,7 @@ def components_table(sec: Section, pubs: pd.DataFrame, seconds: float = 5.0) -> 
             rec[col(b, d)] = sec.time_cell(stage, variant, seconds, b, d) if variant else \
                 f"not measured (`{RUN} --stages {stage}`)"
         for b, d in cols[1:]:
-            rec[f"speedup {col(b, d)}"] = sec.speed_cell(stage, variant, seconds, b, d) if variant else "–"
+            rec[speed_header(b, d)] = sec.speed_cell(stage, variant, seconds, b, d) if variant else "–"
         if sec.full:
             rec["published MLX / PyTorch MPS"] = (f"{pub(pubs, 'components', pstage, 'mlx')} / "
                                                   f"{pub(pubs, 'components', pstage, 'torch-mps')}") if pstage else "–"

@@ -147,3 +147,27 @@ def test_tiny_model_runs_stay_out_of_full_size_tables(two_machines, tmp_path):
     assert "7.25 s" not in tiny_sec
     assert list(secs).index(next(h for h in secs if "full-size" in h)) < list(secs).index(
         next(h for h in secs if "tiny" in h))  # full-size sections first
+
+
+def test_published_claims_are_tested_only_on_the_devices_they_were_made_for(tmp_path):
+    """Report logic on hand-made rows (not measurements): MLX gpu 2.0x as fast as torch mps on RMVPE at 5 s."""
+    run = store.Run(machine_id="mac-1", model_size="full", meta={"machine": {"cpu": "Apple M9"}})
+    for backend, device, t in (("torch", "mps", 0.4), ("mlx", "gpu", 0.2)):
+        for i in range(7):
+            run.add(stage="rmvpe", variant="e2e", backend=backend, device=device, device_name="gpu", dtype="float32",
+                    audio_seconds=5.0, metric="time_warm", value=t * (1 + 0.001 * i), unit="s", round=i)
+        run.flush(tmp_path, f"rmvpe-{backend}")
+    summary = sections(report.render(tmp_path).text)["Summary"]
+    assert re.search(r"RMVPE pitch at 5 s: MLX 1\.59× .*rmvpe_run1\): held: measured 2\.00×", summary)
+    assert re.search(r"RMVPE pitch at 5 s: MLX 2\.05× .*rmvpe_run2\): not held: measured 2\.00×", summary)
+    assert "RMVPE pitch at 1 min: MLX 1.86× as fast as PyTorch MPS (published, rmvpe_run1): not measured here" in summary
+
+
+def test_numbers_have_three_significant_figures_and_units():
+    assert [report.sig(x) for x in (0.000557, 0.42449, 2134.33, 120.6277, 1.0, 0, 1e5)] == \
+        ["5.57e-4", "0.424", "2130", "121", "1.00", "0", "1.00e5"]
+    assert [report.fmt_time(x) for x in (0.00234, 0.62469, 12.312, 102.533, 5e-5)] == \
+        ["2.34 ms", "625 ms", "12.3 s", "103 s", "50.0 µs"]
+    assert report.fmt_bytes(634.2 * 2**20) == "634 MiB" and report.fmt_bytes(13.47 * 2**30) == "13.5 GiB"
+    assert report.fmt_ratio(0.4244, 0.401, 0.4449) == "0.424× (0.401–0.445)"
+    assert report.fmt_len(5) == "5 s" and report.fmt_len(300) == "5 min" and report.fmt_len(90) == "90 s"
