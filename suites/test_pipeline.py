@@ -104,10 +104,10 @@ def check_twins(out: pipeline.Conversion, ref: pipeline.Conversion, snr_db: floa
 
 def _split_points_by_definition(x: np.ndarray, w: pipeline.Windows) -> list[int]:
     """Spec §1.5 literally: 160 shifted |x| sums of the reflect-padded audio, first minimum in each window."""
-    xp = np.pad(x.astype(np.float64), (HOP // 2, HOP // 2), mode="reflect")
+    xp = np.abs(np.pad(x.astype(np.float64), (HOP // 2, HOP // 2), mode="reflect"))  # |.| is exact: once is enough
     energy = np.zeros(x.shape[0])
     for i in range(HOP):
-        energy += np.abs(xp[i:i + x.shape[0]])
+        energy += xp[i:i + x.shape[0]]
     cuts = []
     for t in range(w.t_center, x.shape[0], w.t_center):
         part = energy[t - w.t_query:t + w.t_query]
@@ -129,6 +129,49 @@ def test_split_points_cut_in_the_quietest_frame():
     assert pipeline.split_points(x[:w.t_max - HOP], w) == []
     assert len(pipeline.split_points(x[:w.t_max - HOP + 1], w)) == 1
     assert pipeline.split_points(x[:SAMPLE_RATE * 40], pipeline.Windows()) == []  # fp32 row: up to 41 s - 10 ms
+
+
+def _speech_with_silent_gaps(seconds: float, seed: int) -> np.ndarray:
+    """TTS-like audio: voiced 'words' (harmonics + breath noise) separated by digitally silent gaps of 50-600 ms.
+    After the 48 Hz high-pass the gaps are not zero but decaying filter tails: the quietest 10 ms hold ~1e-13 to
+    1e-11 of L1 energy, below the rounding of a running sum over the whole file."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros(int(seconds * SAMPLE_RATE), np.float32)
+    pos = 0
+    while pos < x.size:
+        n = min(int(rng.uniform(0.15, 0.6) * SAMPLE_RATE), x.size - pos)
+        t = np.arange(n) / SAMPLE_RATE
+        f0 = rng.uniform(90, 250)
+        tone = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 8))
+        x[pos:pos + n] = 0.3 * np.sin(np.pi * t * SAMPLE_RATE / n) ** 0.5 * tone + 0.02 * rng.standard_normal(n)
+        pos += n + int(rng.uniform(0.05, 0.6) * SAMPLE_RATE)
+    return x
+
+
+def _split_points_by_running_sum(x: np.ndarray, w: pipeline.Windows) -> list[int]:
+    """The former implementation (cumsum difference), kept to show the signals below tell it apart."""
+    xp = np.pad(np.abs(x), (HOP // 2, HOP // 2), mode="reflect")
+    c = np.concatenate(([0.0], np.cumsum(xp)))
+    energy = c[HOP:HOP + x.shape[0]] - c[:x.shape[0]]
+    return [t - w.t_query + int(np.argmin(energy[t - w.t_query:t + w.t_query]))
+            for t in range(w.t_center, x.shape[0], w.t_center)]
+
+
+def test_split_points_are_upstreams_on_digitally_silent_gaps():
+    """Spec §1.5's arithmetic at the real windows (fp32 row) on 45 s, 80 s and 5 min: every cut equals upstream's
+    loop, the cuts land in near-silence (so the summation order decides them), and the running-sum form picks
+    different cuts (measured: all 10 differ here)."""
+    w = pipeline.Windows()
+    differs = 0
+    for seconds, seed in [(45, 0), (80, 1), (300, 2)]:
+        x = highpass(_speech_with_silent_gaps(seconds, seed))
+        cuts = pipeline.split_points(x, w)
+        assert len(cuts) == seconds // w.x_center and cuts == _split_points_by_definition(x, w), seconds
+        energy = [np.abs(x[c - HOP // 2:c + HOP // 2]).sum() for c in cuts]
+        assert max(energy) < 1e-10, energy
+        differs += sum(a != b for a, b in zip(cuts, _split_points_by_running_sum(x, w)))
+    print(f"running sum picks another cut at {differs} of 10")
+    assert differs > 0
 
 
 def test_protect_mix_by_hand():

@@ -7,6 +7,7 @@ from the waveform on: there is no layout change inside the stage.
 
 from __future__ import annotations
 
+import math
 import os
 
 import mlx.core as mx
@@ -27,6 +28,35 @@ class SamePad(nn.Module):
         return x[:, : -self.remove, :] if self.remove else x
 
 
+def _time_mean(x):  # [B, T, C] -> [B, 1, C]
+    """Mean over time summed in two levels of ~sqrt(T) terms (blocks, then block sums): fp32 rounding then grows
+    like sqrt(T) instead of T, which a plain reduction over ~200k steps at 60 s does not give (max abs error of the
+    normalised output 3.5e-4 -> 2.1e-6 against float64)."""
+    b, t, c = x.shape
+    block = math.isqrt(t)
+    m = t // block * block
+    blocks = mx.as_strided(x, (b, m // block, block, c), (t * c, block * c, c, 1))  # a view of x[:, :m], no copy
+    return ((blocks.sum(axis=2).sum(axis=1) + x[:, m:].sum(axis=1)) / t)[:, None, :]
+
+
+class ChannelGroupNorm(nn.Module):
+    """GroupNorm with one group per channel over [B, T, C] (torch's GroupNorm(C, C)): centred two-pass statistics
+    with _time_mean. Peak memory: the output plus one temporary the size of x (nn.GroupNorm's pytorch_compatible
+    path transposes into copies: 4x)."""
+
+    def __init__(self, channels: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = mx.ones((channels,))
+        self.bias = mx.zeros((channels,))
+
+    def __call__(self, x):
+        mean = _time_mean(x)
+        var = _time_mean(mx.square(x - mean))
+        # x - mean is formed again rather than kept: keeping it holds a third buffer while the square is live.
+        return (x - mean) * (mx.rsqrt(var + self.eps) * self.weight) + self.bias
+
+
 class ConvFeatureExtractionModel(nn.Module):
     """7 bias-free strided convs + GELU; GroupNorm(C groups) on the first: [B, N] -> [B, F, C]."""
 
@@ -36,8 +66,7 @@ class ConvFeatureExtractionModel(nn.Module):
         for i, (ch, k, stride) in enumerate(conv_layers):
             mods = [nn.Conv1d(in_ch, ch, k, stride=stride, bias=False), nn.Identity()]  # slot 1: fairseq's dropout
             if i == 0:
-                # One group per channel; pytorch_compatible normalises over (time, channels-in-group) like torch.
-                mods.append(nn.GroupNorm(ch, ch, eps=eps, pytorch_compatible=True))
+                mods.append(ChannelGroupNorm(ch, eps))
             mods.append(nn.GELU())
             self.conv_layers.append(mods)
             in_ch = ch
