@@ -162,7 +162,7 @@ def cmd_gate(args) -> int:
     except gate.GateError as err:
         raise UserError(str(err)) from None
     checks = gate.evaluate(candidate, baseline, args.max_slowdown, problems)
-    print(gate.render(checks), end="")
+    print(gate.render(checks, args.max_slowdown), end="")
     counts = {status: sum(c.status == status for c in checks) for status in (gate.OK, gate.FAIL, gate.UNDECIDED)}
     print(f"gate: {counts[gate.OK]} passed, {counts[gate.FAIL]} failed, {counts[gate.UNDECIDED]} cannot decide "
           "(n too small)")

@@ -127,8 +127,12 @@ def evaluate(candidate: pd.DataFrame, baseline: pd.DataFrame | None, max_slowdow
     return checks
 
 
-def render(checks: list[Check]) -> str:
+def render(checks: list[Check], max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> str:
     if not checks:
         return "no checks applied (no bounded parity rows and no comparable timings)\n"
     df = pd.DataFrame([{"": c.status, "check": c.kind, "subject": c.subject, "detail": c.detail} for c in checks])
-    return df.to_markdown(index=False) + "\n"
+    rule = ""
+    if any(c.kind in ("time", "relative") for c in checks):
+        rule = (f"\nspeed: x = new / old ratio of medians; slower = above x{max_slowdown:g} with its "
+                f"{stats.LEVEL:.0%} bootstrap interval above 1\n")
+    return df.to_markdown(index=False) + "\n" + rule

@@ -76,8 +76,7 @@ class Decision:
     def __str__(self) -> str:
         if self.verdict == "cannot decide":
             return f"cannot decide (n too small: {self.n} round(s), need {MIN_ROUNDS})"
-        return (f"{self.verdict}: x{self.ratio:.3g} ({LEVEL:.0%} CI {self.lo:.3g}-{self.hi:.3g}, n={self.n}; "
-                f"slower means > x{self.threshold:g} and the interval above 1)")
+        return f"{self.verdict}: x{self.ratio:.3g} ({LEVEL:.0%} CI {self.lo:.3g}-{self.hi:.3g}, n={self.n})"
 
 
 def decide(point: float, lo: float, hi: float, n: int, threshold: float) -> Decision:
