@@ -92,7 +92,8 @@ def fmt_len(s: float) -> str:
 
 
 def table(records: list[dict]) -> str:
-    return pd.DataFrame(records).to_markdown(index=False, disable_numparse=True) + "\n"
+    """Markdown from records; a column a record lacks shows "–"."""
+    return pd.DataFrame(records).fillna("–").to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 def empty(what: str, command: str) -> str:
@@ -630,10 +631,9 @@ def across_machines(secs: list[Section]) -> str:
             rec = recs.setdefault(key, {"stage": f"{TITLES.get(r.stage, r.stage)} `{r.variant}`",
                                         "audio": fmt_len(r.audio_seconds)})
             rec[f"`{sec.machine_id}` {col(r.backend, r.device)}"] = fmt_time(r.median)
-    columns = list(dict.fromkeys(c for rec in recs.values() for c in rec))
     return ("## Across machines\n\nMedian times of full-size runs, side by side. Different machines are never "
             "divided into each other: compare speedups only inside each machine's section.\n\n"
-            + table([{c: recs[k].get(c, "–") for c in columns} for k in sorted(recs)]))
+            + table([recs[k] for k in sorted(recs)]))
 
 
 def backend_summary(secs: list[Section], pubs: pd.DataFrame) -> str:
