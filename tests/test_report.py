@@ -178,3 +178,18 @@ def test_numbers_have_three_significant_figures_and_units():
     assert report.fmt_bytes(634.2 * 2**20) == "634 MiB" and report.fmt_bytes(13.47 * 2**30) == "13.5 GiB"
     assert report.fmt_ratio(0.4244, 0.401, 0.4449) == "0.424× (0.401–0.445)"
     assert report.fmt_len(5) == "5 s" and report.fmt_len(300) == "5 min" and report.fmt_len(90) == "90 s"
+
+
+def test_across_machines_shows_absolute_times_side_by_side_and_never_a_ratio(tmp_path):
+    """Report logic on hand-made rows (not measurements): two full-size machines."""
+    for machine_id, scale in (("box-a", 1.0), ("box-b", 3.0)):
+        run = store.Run(machine_id=machine_id, model_size="full", meta={"machine": {"cpu": machine_id}})
+        for backend, t in (("torch", 0.4), ("mlx", 0.8)):
+            for i in range(7):
+                run.add(stage="hubert", variant="v2", backend=backend, device="cpu", device_name="cpu",
+                        dtype="float32", audio_seconds=5.0, metric="time_warm", value=t * scale, unit="s", round=i)
+            run.flush(tmp_path, f"hubert-{backend}")
+    across = sections(report.render(tmp_path).text)["Across machines"]
+    for text in ("400 ms", "800 ms", "1.20 s", "2.40 s", "`box-a` MLX (cpu)", "`box-b` PyTorch (cpu)"):
+        assert text in across
+    assert "×" not in across.split("\n\n", 2)[2]  # the table: times only
