@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rvc_bench.checkpoints import atomic_write_bytes
+from rvc_bench.fileio import atomic_write_bytes
 
 SAMPLE_RATE = 16000  # Hz: every network input is 16 kHz mono
 HOP = 160  # samples per 10 ms frame (the f0 and feature frame rate is 100 Hz)

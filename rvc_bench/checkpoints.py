@@ -6,13 +6,13 @@ import io
 import json
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from rvc_bench.fileio import atomic_write_bytes
 from rvc_bench.layout import CheckpointError, check_shapes
 
 # Globals a tensor-only unpickler may resolve: torch's own rebuild helpers and plain containers.
@@ -114,20 +114,6 @@ def to_numpy_state(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
         arr = value.detach().cpu().float().numpy() if value.is_floating_point() else value.detach().cpu().numpy()
         out[key] = arr
     return out
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_safetensors(path: str | os.PathLike, weights: Mapping[str, np.ndarray], metadata: Mapping[str, Any] | None = None) -> None:

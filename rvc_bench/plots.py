@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rvc_bench.checkpoints import atomic_write_bytes
+from rvc_bench.fileio import atomic_write_bytes
 
 
 def _save(fig, path: Path) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from rvc_bench import store as run_store
-from rvc_bench.checkpoints import atomic_write_bytes
+from rvc_bench.fileio import atomic_write_bytes
 
 KEY = ["stage", "variant", "backend", "device", "device_name", "dtype", "audio_seconds"]
 STAGE_ORDER = {"mel": 0, "rmvpe": 1, "hubert": 2, "synth": 3, "pipeline": 4}

@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rvc_bench.checkpoints import atomic_write_bytes
+from rvc_bench.fileio import atomic_write_bytes
 
 COLUMNS = {
     "run_id": "string", "started_at": "string", "git_commit": "string", "git_dirty": "bool", "stage": "string",

@@ -105,7 +105,7 @@ def write_hf(path: str | os.PathLike, cfg: str | HubertConfig = "full", seed: in
     if path.suffix == ".safetensors":
         from safetensors.numpy import save
 
-        from rvc_bench.checkpoints import atomic_write_bytes
+        from rvc_bench.fileio import atomic_write_bytes
 
         atomic_write_bytes(path, save({k: v.astype(dtype) for k, v in state.items()}, metadata={"format": "pt"}))
     else:
