@@ -2,8 +2,9 @@
 
 `write_fairseq` writes what RVC ships as assets/hubert/hubert_base.pt: a torch.save'd dict with the state dict under
 "model" (legacy weight_g/weight_v on the positional conv, plus the unused mask_emb and label_embs_concat), a plain
-dict "cfg" and an argparse.Namespace "args", so loading it needs the allowlist unpickler. `write_hf` writes the same
-weights under Hugging Face Transformers names. Values are random but scaled so that every block carries signal.
+dict "cfg" and an argparse.Namespace "args" (loaded through an inert stand-in, see rvc_bench.checkpoints). `write_hf`
+writes the same weights under Hugging Face Transformers names. Values are random but scaled so that every block
+carries signal.
 """
 
 from __future__ import annotations
