@@ -17,6 +17,9 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+FIGURES = ("time_and_rtf.png", "speedup_and_memory.png")  # the files write_all writes
+
+
 def write_all(summary: pd.DataFrame, out_dir: Path) -> list[str]:
     import matplotlib
 
@@ -44,9 +47,9 @@ def write_all(summary: pd.DataFrame, out_dir: Path) -> list[str]:
         ax.grid(True, which="both", alpha=0.3)
     ax_rtf.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    _save(fig, out_dir / "time_and_rtf.png")
+    _save(fig, out_dir / FIGURES[0])
     plt.close(fig)
-    names.append("time_and_rtf.png")
+    names.append(FIGURES[0])
 
     mlx = summary[summary.backend == "mlx"]
     tch = summary[summary.backend == "torch"]
@@ -74,7 +77,7 @@ def write_all(summary: pd.DataFrame, out_dir: Path) -> list[str]:
     ax_m.legend(fontsize=7)
     ax_m.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    _save(fig, out_dir / "speedup_and_memory.png")
+    _save(fig, out_dir / FIGURES[1])
     plt.close(fig)
-    names.append("speedup_and_memory.png")
+    names.append(FIGURES[1])
     return names

@@ -306,6 +306,13 @@ def render(store_dir: str | Path, figures_dir: Path | None = None, figure_prefix
     return "\n".join(p for p in parts if p)
 
 
+def outputs(out: str | Path) -> list[Path]:
+    """Every file write(store, out) writes: the document and its figures beside it."""
+    from rvc_bench import plots
+
+    return [Path(out)] + [Path(out).parent / "figures" / name for name in plots.FIGURES]
+
+
 def write(store_dir: str | Path, out: str | Path) -> Path:
     """Render and write the report atomically (and its figures beside it); nothing is written on failure."""
     out = Path(out)
