@@ -43,8 +43,8 @@ def _write_wav(path: Path, samples: np.ndarray, sr: int = 16000, subtype: str = 
 def _voice(**changes) -> dict:
     ckpt = synth_synthetic.make_checkpoint("v2-40k", "tiny")
     for key, value in changes.items():
-        if key == "nan":
-            ckpt["weight"][value] = ckpt["weight"][value].clone().fill_(float("nan"))
+        if key in ("nan", "zero"):
+            ckpt["weight"][value] = ckpt["weight"][value].clone().fill_(float("nan") if key == "nan" else 0)
         elif key == "config_sr":
             ckpt["config"][-1] = value
         else:
@@ -80,6 +80,7 @@ def make_inputs(d: Path) -> None:
     (d / "readonly").mkdir()
     torch.save(_voice(nan="dec.conv_post.weight"), d / "nan_voice.pth")
     torch.save(_voice(config_sr=1100), d / "sr_voice.pth")
+    torch.save(_voice(zero="dec.conv_post.weight"), d / "silent_voice.pth")  # finite, but every output sample is 0
     torch.save(_voice(weight=[1, 2]), d / "list_weight.pth")
     torch.save({**_voice(), "config": [1, 2, 3]}, d / "short_config.pth")
     ckpt = _voice()
@@ -166,6 +167,9 @@ CASES = {
                             ("NaN", "nan_voice.pth")),
     "infer rate not the decoder's": Case(lambda d: ["infer", d / "sr_voice.pth", d / "in.wav", "-o", d / "o.wav",
                                                     *TINY], ("sample rate 1100", "sr_voice.pth")),
+    "infer voice that outputs silence": Case(lambda d: ["infer", d / "silent_voice.pth", d / "in.wav", "-o",
+                                                        d / "o.wav", "--backend", "mlx", *TINY],
+                                             ("gave silence", "silent_voice.pth", "o.wav not written")),
     "infer payload voice (mlx)": Case(lambda d: ["infer", d / "evil.pth", d / "in.wav", "-o", d / "o.wav",
                                                  "--backend", "mlx", *TINY], ("refusing to load global", "evil.pth")),
     "infer bogus converted voice": Case(lambda d: ["infer", d / "bogus.safetensors", d / "in.wav", "-o",
