@@ -89,7 +89,12 @@ def speed_checks(base: pd.DataFrame, cand: pd.DataFrame, max_slowdown: float, al
 
 
 def select(store_dir: str | Path, run_id: str | None) -> pd.DataFrame:
+    """The rows of one run (the newest rows when run_id is None). An unreadable run file is an error: it may be
+    the newest run, and judging an older one instead would pass a build nobody checked."""
     st = run_store.read(store_dir)
+    if st.problems:
+        raise ValueError(f"unreadable run file in {store_dir}: {st.problems[0]} (fix or remove it; the gate will "
+                         "not judge the store around it)")
     if st.rows.empty:
         raise ValueError(f"no readable runs in {store_dir}")
     if run_id is None:

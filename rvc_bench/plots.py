@@ -8,13 +8,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rvc_bench.checkpoints import atomic_write_bytes
+from rvc_bench.fileio import atomic_write_bytes
 
 
 def _save(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})  # no version stamp: same bytes each time
     atomic_write_bytes(path, buf.getvalue())
+
+
+FIGURES = ("time_and_rtf.png", "speedup_and_memory.png")  # the files write_all writes
 
 
 def write_all(summary: pd.DataFrame, out_dir: Path) -> list[str]:
@@ -44,9 +47,9 @@ def write_all(summary: pd.DataFrame, out_dir: Path) -> list[str]:
         ax.grid(True, which="both", alpha=0.3)
     ax_rtf.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    _save(fig, out_dir / "time_and_rtf.png")
+    _save(fig, out_dir / FIGURES[0])
     plt.close(fig)
-    names.append("time_and_rtf.png")
+    names.append(FIGURES[0])
 
     mlx = summary[summary.backend == "mlx"]
     tch = summary[summary.backend == "torch"]
@@ -74,7 +77,7 @@ def write_all(summary: pd.DataFrame, out_dir: Path) -> list[str]:
     ax_m.legend(fontsize=7)
     ax_m.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    _save(fig, out_dir / "speedup_and_memory.png")
+    _save(fig, out_dir / FIGURES[1])
     plt.close(fig)
-    names.append("speedup_and_memory.png")
+    names.append(FIGURES[1])
     return names

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from rvc_bench import fixtures, measure
+from rvc_bench.audio import MIN_SECONDS
 from rvc_bench.backends import BACKENDS, BackendError, get_backend, machine_info
 from rvc_bench.store import Run
 
@@ -54,8 +55,8 @@ class BenchSession:
             self.lengths = [float(s) for s in lengths.split(",") if s.strip()]
         except ValueError:
             raise pytest.UsageError(f"--lengths must be numbers in seconds, got {lengths!r}") from None
-        if not self.lengths or any(not math.isfinite(s) or s <= 0 for s in self.lengths):
-            raise pytest.UsageError(f"--lengths must be positive seconds, got {lengths!r}")
+        if not self.lengths or any(not math.isfinite(s) or s < MIN_SECONDS for s in self.lengths):
+            raise pytest.UsageError(f"--lengths must be seconds >= {MIN_SECONDS} (shortest audio), got {lengths!r}")
         self.backend_names = [b.strip() for b in opt("backends").split(",") if b.strip()]
         self.rounds, self.warmup = opt("rounds"), opt("warmup")
         if self.rounds < 1 or self.warmup < 0:

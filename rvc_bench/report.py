@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from rvc_bench import store as run_store
-from rvc_bench.checkpoints import atomic_write_bytes
+from rvc_bench.fileio import atomic_write_bytes
 
 KEY = ["stage", "variant", "backend", "device", "device_name", "dtype", "audio_seconds"]
 STAGE_ORDER = {"mel": 0, "rmvpe": 1, "hubert": 2, "synth": 3, "pipeline": 4}
@@ -304,6 +304,13 @@ def render(store_dir: str | Path, figures_dir: Path | None = None, figure_prefix
         names = plots.write_all(summary, figures_dir)
         parts.append("## Figures\n\n" + "\n".join(f"![{n}]({figure_prefix}/{n})" for n in names) + "\n")
     return "\n".join(p for p in parts if p)
+
+
+def outputs(out: str | Path) -> list[Path]:
+    """Every file write(store, out) writes: the document and its figures beside it."""
+    from rvc_bench import plots
+
+    return [Path(out)] + [Path(out).parent / "figures" / name for name in plots.FIGURES]
 
 
 def write(store_dir: str | Path, out: str | Path) -> Path:

@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rvc_bench.checkpoints import atomic_write_bytes
+from rvc_bench.fileio import atomic_write_bytes
 
 COLUMNS = {
     "run_id": "string", "started_at": "string", "git_commit": "string", "git_dirty": "bool", "stage": "string",
@@ -113,14 +113,16 @@ def read(store_dir: str | Path) -> Store:
             missing = set(COLUMNS) - set(frame.columns)
             if missing:
                 raise ValueError(f"missing columns {sorted(missing)}")
+            frame = frame[list(COLUMNS)].astype(COLUMNS)
+            run_id = str(meta["run_id"])
         except Exception as err:  # any unreadable file must not hide the others
             problems.append(f"{path.name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
             warnings.warn(f"skipping unreadable run file {path}: {err}", stacklevel=2)
             continue
-        frames.append(frame[list(COLUMNS)].astype(COLUMNS))
-        if meta["run_id"] in runs:  # another part of the same run: merge the backend descriptions
-            runs[meta["run_id"]].setdefault("backends", {}).update(meta.get("backends", {}))
+        frames.append(frame)
+        if run_id in runs:  # another part of the same run: merge the backend descriptions
+            runs[run_id].setdefault("backends", {}).update(meta.get("backends", {}))
         else:
-            runs[meta["run_id"]] = meta
+            runs[run_id] = meta
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS)).astype(COLUMNS)
     return Store(rows, runs, problems)
