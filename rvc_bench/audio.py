@@ -7,12 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
-from rvc_bench.checkpoints import atomic_write_bytes
+from rvc_bench.fileio import atomic_write_bytes
 
 SAMPLE_RATE = 16000  # Hz: every network input is 16 kHz mono
 HOP = 160  # samples per 10 ms frame (the f0 and feature frame rate is 100 Hz)
 FRAME_RATE = SAMPLE_RATE // HOP  # 100 frames per second
 MIN_SECONDS = 0.1  # shortest input the pipeline accepts: one HuBERT frame needs 400 samples (25 ms); keep margin
+SILENCE_PEAK = 1 / 32768  # one 16-bit step: input whose peak is no louder than this is silence (output: all zero)
+
+# Output files by extension: (soundfile format, subtype). The samples are RVC's int16 result, written as they are
+# (16-bit PCM; Vorbis in .ogg, which has no PCM).
+OUTPUT_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
 
 # 5th-order Butterworth high-pass at 48 Hz, as the RVC pipeline applies with filtfilt (spec §1.3).
 HIGHPASS_ORDER, HIGHPASS_HZ = 5, 48
@@ -33,8 +38,9 @@ def validate(x: np.ndarray, what: str = "audio", sr: int = SAMPLE_RATE) -> np.nd
         raise AudioError(f"{what}: contains NaN or infinite samples")
     if x.size < MIN_SECONDS * sr:
         raise AudioError(f"{what}: {x.size / sr:.3f} s is too short (minimum {MIN_SECONDS} s)")
-    if not np.any(x):
-        raise AudioError(f"{what}: silent (all samples are zero)")
+    peak = float(np.abs(x).max())
+    if peak <= SILENCE_PEAK:
+        raise AudioError(f"{what}: silent (peak {peak:.3g}, at most one 16-bit step)")
     return x.astype(np.float32, copy=False)
 
 
@@ -54,11 +60,22 @@ def read_wav(path: str | Path) -> np.ndarray:
     return validate(x.mean(axis=1), str(path))
 
 
-def write_wav(path: str | Path, x: np.ndarray, sr: int) -> None:
+def output_format(path: str | Path) -> tuple[str, str]:
+    """(format, subtype) for an output file, from its extension; anything else is an error (checked up front)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise AudioError(f"{path}: unsupported output format {suffix or '(no extension)'!r}: "
+                         f"use {', '.join(OUTPUT_FORMATS)}")
+    return OUTPUT_FORMATS[suffix]
+
+
+def write_audio(path: str | Path, samples: np.ndarray, sr: int) -> None:
+    """Write int16 samples in the format the extension names, atomically (no half-written file)."""
     import soundfile as sf
 
+    fmt, subtype = output_format(path)
     buf = io.BytesIO()
-    sf.write(buf, np.asarray(x, dtype=np.float32), sr, format="WAV", subtype="FLOAT")
+    sf.write(buf, np.asarray(samples, dtype=np.int16), sr, format=fmt, subtype=subtype)
     atomic_write_bytes(path, buf.getvalue())
 
 

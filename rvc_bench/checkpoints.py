@@ -6,128 +6,201 @@ import io
 import json
 import os
 import pickle
-import tempfile
-import zipfile
+import pickletools
+import re
+import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from rvc_bench.fileio import atomic_write_bytes
 from rvc_bench.layout import CheckpointError, check_shapes
 
-# Globals a tensor-only unpickler may resolve: torch's own rebuild helpers and plain containers.
-_TENSOR_GLOBALS = {
-    ("collections", "OrderedDict"),
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_parameter"),
-    ("torch._utils", "_rebuild_parameter_with_state"),
-    ("torch", "Size"),
-} | {("torch", f"{t}Storage") for t in ("Float", "Half", "BFloat16", "Double", "Long", "Int", "Short", "Char", "Byte", "Bool")}
-
-# Configuration objects that fairseq checkpoints pickle beside the weights. They are replaced by inert
-# placeholders: their data is kept as plain dicts, their code is never imported or run.
-_CONFIG_MODULES = ("argparse", "omegaconf", "fairseq", "enum", "typing", "pathlib", "builtins.dict")
-_SAFE_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "int", "float", "str", "bytes", "bool", "slice", "complex"}
+# Classes that fairseq checkpoints (hubert_base.pt) pickle beside the weights: omegaconf configs with their nodes
+# and metadata, argparse.Namespace, fairseq's Dictionary (task_state), and the type objects omegaconf records as
+# annotations. Each is replaced by an inert stand-in registered under its real name, for our loads only.
+_OMEGACONF_CONTAINERS = ("omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig")
+_OMEGACONF_NODES = tuple(f"omegaconf.nodes.{n}Node" for n in ("Any", "String", "Integer", "Float", "Boolean", "Bytes"))
+_OBJECTS = ("omegaconf.base.Metadata", "omegaconf.base.ContainerMetadata", "argparse.Namespace",
+            "fairseq.data.dictionary.Dictionary")
+_TYPES = ("typing.Any", "typing.Dict", "typing.List") + tuple(
+    f"builtins.{t}" for t in ("dict", "list", "int", "float", "str", "bool", "bytes"))
+MAX_DEPTH = 64  # nesting a checkpoint may have (real ones: < 10); deeper is refused, not recursed into
+_TENSOR_DTYPES = ("float16", "bfloat16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
 
 
-class _Inert:
-    """Stands in for a pickled configuration class; records its state, runs nothing."""
+class _StandIn:
+    """Inert stand-in for a class a checkpoint pickles: it keeps the arguments and state it is given, runs nothing.
 
-    def __init__(self, *args, **kwargs):
-        self.args, self.kwargs, self.state = args, kwargs, None
+    torch's weights_only unpickler makes it as it would the real class (NEWOBJ / REDUCE, then BUILD calls
+    __setstate__). After the load, `data()` turns it into plain data, so no stand-in leaves load_pickled.
+    """
+
+    real_name = ""  # "module.Class" it stands in for
+
+    def __new__(cls, *args):
+        self = super().__new__(cls)
+        self.args, self.state = args, None
+        return self
 
     def __setstate__(self, state):
         self.state = state
 
-    def __call__(self, *args, **kwargs):
-        return _Inert(*args, **kwargs)
-
-    def __setitem__(self, key, value):  # dict-like configs are rebuilt with SETITEMS
-        self.kwargs[key] = value
-
-    def append(self, value):
-        self.args = (*self.args, value)
-
-    def extend(self, values):
-        self.args = (*self.args, *values)
+    def data(self):
+        """Plain objects (Namespace, Dictionary, metadata): their attributes."""
+        return self.state if self.state is not None else list(self.args)
 
 
-def _inert_class(module: str, name: str) -> type:
-    return type(name, (_Inert,), {"__module__": f"inert.{module}"})
+class _OmegaContainer(_StandIn):
+    def data(self):  # DictConfig / ListConfig keep their items (nodes) under "_content"; "_parent" is a back link
+        return self.state.get("_content") if isinstance(self.state, dict) else None
 
 
-class _TensorOnlyUnpickler(pickle.Unpickler):
-    """An allowlist unpickler: tensors and containers load; known config classes become inert; anything else fails."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in _TENSOR_GLOBALS or module.startswith("torch._tensor") or module == "torch._utils":
-            return super().find_class(module, name)
-        if module == "torch" and name in {"float32", "float16", "bfloat16", "float64", "int64", "int32", "bool", "uint8"}:
-            return super().find_class(module, name)
-        if module == "builtins" and name in _SAFE_BUILTINS:
-            return super().find_class(module, name)
-        if module.split(".")[0] in _CONFIG_MODULES and module != "builtins":
-            return _inert_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}: not a tensor or a known configuration type")
+class _OmegaNode(_StandIn):
+    def data(self):  # a leaf value, under "_val"
+        return self.state.get("_val") if isinstance(self.state, dict) else None
 
 
-class _TensorOnlyPickleModule:
-    """Passed to torch.load as `pickle_module`: torch subclasses our Unpickler and keeps find_class."""
+class _DefaultDict(_StandIn):
+    def data(self):  # omegaconf's resolver cache; the unpickler cannot fill a non-dict, so it is always empty
+        return {}
 
-    Unpickler = _TensorOnlyUnpickler
-    UnpicklingError = pickle.UnpicklingError
-    load = staticmethod(lambda f, **kw: _TensorOnlyUnpickler(f, **kw).load())
 
-    def __getattr__(self, name):  # torch reads a few module-level names (e.g. __name__)
-        return getattr(pickle, name)
+def _stand_in(real_name: str, base: type) -> tuple[type, str]:
+    cls = type(real_name.rpartition(".")[2], (base,), {"__module__": f"{__name__}.inert", "real_name": real_name})
+    return cls, real_name
+
+
+_STAND_INS = ([_stand_in(n, _OmegaContainer) for n in _OMEGACONF_CONTAINERS]
+              + [_stand_in(n, _OmegaNode) for n in _OMEGACONF_NODES]
+              + [_stand_in(n, _StandIn) for n in _OBJECTS + _TYPES]
+              + [_stand_in("collections.defaultdict", _DefaultDict)])
+
+
+def _check_tensor(t, where: str) -> None:
+    """A dense CPU tensor of a plain dtype and nothing else: no subclass, attributes, hooks, sparse or quantized."""
+    import torch
+
+    if (type(t) not in (torch.Tensor, torch.nn.Parameter) or t.layout != torch.strided or t.device.type != "cpu"
+            or t.is_quantized or t.is_nested or vars(t) or t._backward_hooks):
+        raise CheckpointError(f"{where}: not a plain dense CPU tensor ({type(t).__name__}, {t.layout})")
+    if str(t.dtype).removeprefix("torch.") not in _TENSOR_DTYPES:
+        raise CheckpointError(f"{where}: unsupported tensor dtype {t.dtype}")
+
+
+def _plain(obj: Any, where: str) -> Any:
+    """The loaded object as plain data: dicts, lists, tuples, scalars, strings and checked tensors.
+
+    Stand-ins become their data, stand-in classes (type annotations) their real names. Shared objects are
+    converted once; cycles, nesting deeper than MAX_DEPTH and any other type are refused, naming the position.
+    """
+    import torch
+
+    done: dict[int, Any] = {}
+    busy = object()
+
+    def walk(x, at: str, depth: int):
+        if isinstance(x, (str, bytes, int, float, complex, type(None), torch.dtype, torch.device)):
+            return x
+        if isinstance(x, torch.Tensor):
+            _check_tensor(x, at)
+            return x
+        if isinstance(x, type) and issubclass(x, _StandIn):
+            return x.real_name
+        if done.get(id(x)) is busy:
+            raise CheckpointError(f"{at}: refers to itself (a cyclic structure)")
+        if id(x) in done:
+            return done[id(x)]
+        if depth > MAX_DEPTH:
+            raise CheckpointError(f"{at}: nested deeper than {MAX_DEPTH} levels")
+        done[id(x)] = busy
+        if isinstance(x, dict):  # dict, OrderedDict, Counter: dict.items, never an attribute set on the object
+            out = OrderedDict() if isinstance(x, OrderedDict) else {}  # rmvpe.pt and voice files are OrderedDicts
+            for k, v in dict.items(x):
+                key = walk(k, f"{at} key", depth + 1)
+                if not isinstance(key, (str, int, float, bool, type(None))):
+                    raise CheckpointError(f"{at}: a {type(key).__name__} used as a key")
+                out[key] = walk(v, f"{at}[{key!r}]", depth + 1)
+        elif isinstance(x, (list, tuple, set, frozenset, bytearray)):
+            items = [walk(v, f"{at}[{i}]", depth + 1) for i, v in enumerate(x)]
+            out = bytes(x) if isinstance(x, bytearray) else items if isinstance(x, list) else tuple(items)
+        elif isinstance(x, _StandIn):
+            out = walk(x.data(), at, depth + 1)
+        else:
+            raise CheckpointError(f"{at}: unexpected {type(x).__module__}.{type(x).__qualname__} object")
+        done[id(x)] = out
+        return out
+
+    return walk(obj, where, 0)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(err).__name__
+
+
+def _refusal(err: BaseException) -> str:
+    """torch's weights_only error (several paragraphs of advice) -> the one fact that matters."""
+    text = str(err)
+    found = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", text)
+    if found:
+        return f"refusing to load global {found.group(1)}: not a tensor or a known configuration type"
+    found = re.search(r"Unsupported operand (\d+)", text)
+    if found:
+        op = next((o.name for o in pickletools.opcodes if o.code == chr(int(found.group(1)))), None)
+        return (f"refusing to load it: pickle opcode {op} is not allowed" if op else
+                f"not a readable torch checkpoint (byte {int(found.group(1)):#04x} is no pickle opcode)")
+    parts = [p.strip() for p in text.split("\n\n") if p.strip()]
+    detail = next((p for p in reversed(parts) if not p.startswith(("Check the documentation", "Weights only"))),
+                  text)
+    return f"refusing to load it: {_first_line(detail)}"
 
 
 def load_pickled(path: str | os.PathLike) -> Any:
-    """Load a torch.save file without executing arbitrary code.
+    """Load a torch.save file (zip or legacy) as plain data, without running any code it carries.
 
-    First `weights_only=True` (torch's own allowlist); if the file also holds configuration objects (fairseq's
-    hubert_base.pt does), retry with our tensor-only allowlist, which turns those objects into inert placeholders
-    and refuses every other global by name.
+    torch's weights_only unpickler does the loading: tensors, containers, scalars, plus the inert stand-ins above
+    for the configuration objects of fairseq checkpoints, registered for this call only. Any other global is
+    refused by name. The result holds only plain data and checked tensors (see _plain).
     """
     import torch
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file, not a torch checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as first:
-        if "refusing" in str(first):
-            raise
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_TensorOnlyPickleModule())
-        except pickle.UnpicklingError as err:
-            raise CheckpointError(f"{path}: {err}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({str(err).splitlines()[0]})") from None
+        with torch.serialization.safe_globals(_STAND_INS), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's advice on protocols and storages means nothing to a user
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{path}: {_refusal(err)}") from None
+    except Exception as err:  # an untrusted file can fail anywhere in the reader: one line, naming the file
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: {_first_line(err)})"
+                              ) from None
+    return _plain(obj, str(path))
 
 
-def to_numpy_state(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """torch tensors -> float32/int numpy arrays (fp16 voice weights are widened to fp32 here, once)."""
+def to_numpy_state(state: Any, what: str = "state dict") -> dict[str, np.ndarray]:
+    """A dict of torch tensors -> float32/int numpy arrays (fp16 voice weights are widened to fp32 here, once).
+
+    Anything that is not a dict of tensors is an error naming the key (e.g. a hubert_base.pt given as rmvpe.pt).
+    """
+    import torch
+
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{what}: expected a dict of tensors, found {type(state).__name__}")
     out = {}
     for key, value in state.items():
-        arr = value.detach().cpu().float().numpy() if value.is_floating_point() else value.detach().cpu().numpy()
-        out[key] = arr
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{what}: key {key!r} holds a {type(value).__name__}, not a tensor")
+        out[key] = value.detach().cpu().float().numpy() if value.is_floating_point() else value.detach().cpu().numpy()
     return out
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_safetensors(path: str | os.PathLike, weights: Mapping[str, np.ndarray], metadata: Mapping[str, Any] | None = None) -> None:
@@ -139,7 +212,6 @@ def save_safetensors(path: str | os.PathLike, weights: Mapping[str, np.ndarray],
 
 
 def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
-    from safetensors import SafetensorError
     from safetensors.numpy import load
 
     path = Path(path)
@@ -148,11 +220,22 @@ def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
     data = path.read_bytes()
     try:
         weights = load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        meta = json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
-    except (SafetensorError, ValueError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
-    return weights, json.loads(meta.get("rvc_bench", "{}"))
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+        meta = json.loads((header.get("__metadata__") or {}).get("rvc_bench", "{}"))
+    except Exception as err:  # an untrusted file can fail anywhere in the reader: one line, naming the file
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(err).__name__}: {_first_line(err)})"
+                              ) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its rvc_bench metadata is not a JSON object")
+    return weights, meta
+
+
+def config_from_metadata(from_dict, meta: Mapping[str, Any], path) -> Any:
+    """A stage config from a converted file's metadata (`Config.from_dict`); a malformed one names the file."""
+    try:
+        return from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"{path}: bad config in its rvc_bench metadata ({type(err).__name__}: {err})") from None
 
 
 def load_torch_module(module, state: Mapping[str, np.ndarray], what: str) -> None:

@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from rvc_bench.audio import MIN_SECONDS
+from rvc_bench.fileio import OutputError, check_folder, check_output
+
 PROJECT = Path(__file__).resolve().parents[1]
 STAGES = ("mel", "rmvpe", "hubert", "synth", "pipeline")
-DEFAULT_LENGTHS = "5"  # seconds; with 5 warm rounds the full-size default run takes ~6 min on a 2-core CPU
+DEFAULT_LENGTHS = "5"  # seconds; with 7 timed rounds the full-size default run takes ~8-10 min on a 2-core CPU
+DEFAULT_REPORT = PROJECT / "reports" / "BENCHMARKS.md"  # `run` writes here; `report` into ./reports/
+DEFAULT_REPORT_CWD = Path("reports") / "BENCHMARKS.md"
+MAX_SECONDS = 3600.0  # longest benchmark length: an hour of audio is ~230 MB per float32 copy, many copies per stage
 
 
 class UserError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument ends like every other error: one line, `rvc-bench: error: ...`, status 2."""
+
+    def error(self, message):
+        command = self.prog.removeprefix("rvc-bench").strip()
+        self.exit(2, f"rvc-bench: error: {command + ': ' if command else ''}{message} (see {self.prog} --help)\n")
 
 
 def _lengths(text: str) -> str:
@@ -22,9 +37,37 @@ def _lengths(text: str) -> str:
         values = [float(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"lengths must be seconds separated by commas, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"lengths must be positive, got {text!r}")
+    if not values or any(not MIN_SECONDS <= v <= MAX_SECONDS for v in values):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"lengths must be between {MIN_SECONDS:g} s (the shortest audio the stages "
+                                         f"take) and {MAX_SECONDS:g} s, got {text!r}")
     return ",".join(f"{v:g}" for v in values)
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _float_in(low: float, high: float, closed_low: bool):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (math.isfinite(value) and (low <= value if closed_low else low < value) and value < high):
+            bounds = f"{'[' if closed_low else '('}{low:g}, {high:g})"
+            raise argparse.ArgumentTypeError(f"must be in {bounds}, got {text!r}")
+        return value
+
+    return parse
 
 
 def _stages(text: str) -> list[str]:
@@ -62,6 +105,54 @@ def _blas_env(backend: str, choice: str) -> dict[str, str]:
     return env
 
 
+def _check_weights_dir(folder: Path) -> None:
+    """Read the real checkpoints the suites take from --weights-dir (safe and strict), before anything runs."""
+    from rvc_bench.hubert.convert import read_checkpoint
+    from rvc_bench.layout import CheckpointError
+    from rvc_bench.rmvpe.convert import convert_checkpoint
+
+    if not folder.is_dir():
+        raise UserError(f"--weights-dir {folder} is not a folder")
+    readers = {"rmvpe.pt": convert_checkpoint, "hubert_base.pt": lambda path: read_checkpoint(path, "full")}
+    present = [name for name in readers if (folder / name).is_file()]
+    if not present:
+        raise UserError(f"--weights-dir {folder} holds neither {' nor '.join(readers)}")
+    for name in present:
+        try:
+            readers[name](folder / name)
+        except CheckpointError as err:
+            raise UserError(str(err)) from None
+
+
+def _check_report(path: Path, named: bool, force: bool, store: Path) -> None:
+    """The report may replace the generated default, but not a file the user named (without --force), and never
+    a file of the store it is made from; its figures go into a writable folder beside it (generated names)."""
+    from rvc_bench import report
+
+    document, figures = report.outputs(path)
+    check_output(document, sorted(store.rglob("*.parquet")), force=force or not named)
+    check_folder(figures, "figures folder")
+
+
+def _check_run(args, backends: list[str]) -> None:
+    """Every option of `run`, checked before the first benchmark starts (so a bad one costs nothing)."""
+    from rvc_bench import fixtures
+    from rvc_bench.backends import BackendError, get_backend
+
+    for name in backends:
+        try:
+            get_backend(name, args.torch_device if name == "torch" else args.mlx_device)
+        except BackendError as err:
+            raise UserError(str(err)) from None
+        _blas_env(name, args.mlx_blas)  # --mlx-blas openblas without an OpenBLAS is an error now, not after torch ran
+    if args.weights_dir:
+        _check_weights_dir(Path(args.weights_dir))
+    check_folder(fixtures.cache_dir(), "the fixture cache (RVC_BENCH_CACHE)")
+    check_folder(args.store, "--store")
+    if not args.no_report:
+        _check_report(Path(args.report or DEFAULT_REPORT), args.report is not None, args.force, Path(args.store))
+
+
 def cmd_run(args) -> int:
     from rvc_bench import machine, store as run_store
 
@@ -77,6 +168,7 @@ def cmd_run(args) -> int:
     unknown = [b for b in backends if b not in ("torch", "mlx")]
     if unknown or not backends:
         raise UserError(f"unknown backend {unknown[0] if unknown else args.backends!r}: choose from torch, mlx")
+    _check_run(args, backends)
     try:
         label = machine.machine_label(args.machine_label)
     except ValueError as err:
@@ -109,13 +201,13 @@ def cmd_run(args) -> int:
         if code not in (0, 1):  # 1 = some tests failed (their rows are still stored)
             # A run that stored no benchmark leaves nothing behind; one that did stays, and reads as incomplete.
             run_store.discard_if_empty(store, machine_id, run_id, store_too=not store_existed)
-            print(f"rvc-bench run: pytest exited with status {code}", file=sys.stderr)
-            return code
+            raise UserError(f"the {backend} benchmarks did not run to the end: pytest exited with status {code} "
+                            "(its output is above)")
         status = max(status, code)
     if not args.no_report:
         from rvc_bench import report
 
-        out = report.write(store, args.report)
+        out = report.write(store, args.report or DEFAULT_REPORT)
         print(f"rvc-bench run: report written to {out}")
     return status
 
@@ -130,16 +222,19 @@ def cmd_report(args) -> int:
     store = Path(args.store)
     if not store.is_dir():
         raise UserError(f"run store not found: {store} (run `rvc-bench run` first)")
+    out = Path(args.output or DEFAULT_REPORT_CWD)
+    if not args.check:
+        _check_report(out, args.output is not None, args.force, store)
     try:
         if args.check:
-            problem = report.check(store, args.output)
+            problem = report.check(store, out)
             if problem:
                 print(f"rvc-bench report --check: {problem}; run `rvc-bench report` and commit the result",
                       file=sys.stderr)
                 return 1
-            print(f"{args.output} is what the store generates")
+            print(f"{out} is what the store generates")
             return 0
-        out = report.write(store, args.output)
+        out = report.write(store, out)
     except report.ReportError as err:
         raise UserError(str(err)) from None
     print(f"wrote {out}")
@@ -173,7 +268,7 @@ def cmd_gate(args) -> int:
 # convert
 
 
-def detect_kind(obj) -> str:
+def detect_kind(obj, what: str = "checkpoint") -> str:
     """Which upstream format a loaded checkpoint is, from its top-level structure (not from tensor shapes)."""
     if isinstance(obj, dict) and "weight" in obj and "config" in obj:
         return "voice"
@@ -182,7 +277,7 @@ def detect_kind(obj) -> str:
         return "rmvpe"
     if isinstance(state, dict) and any("pos_conv" in str(k) for k in state):
         return "hubert"
-    raise UserError("unrecognised checkpoint: expected an RVC voice .pth, rmvpe.pt or hubert_base.pt")
+    raise UserError(f"{what}: unrecognised checkpoint: expected an RVC voice .pth, rmvpe.pt or hubert_base.pt")
 
 
 def cmd_convert(args) -> int:
@@ -190,8 +285,9 @@ def cmd_convert(args) -> int:
     from rvc_bench.layout import CheckpointError
 
     src, dst = Path(args.checkpoint), Path(args.output) if args.output else Path(args.checkpoint).with_suffix(".safetensors")
+    check_output(dst, [src], args.force)
     try:
-        kind = args.kind if args.kind != "auto" else detect_kind(load_pickled(src))
+        kind = args.kind if args.kind != "auto" else detect_kind(load_pickled(src), str(src))
         if kind == "rmvpe":
             from rvc_bench.rmvpe.convert import convert_file
         elif kind == "hubert":
@@ -243,7 +339,8 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_infer(args) -> int:
-    """The whole conversion on one backend: VOICE + 16 kHz INPUT.wav -> OUT.wav at the voice's sample rate."""
+    """The whole conversion on one backend: VOICE + 16 kHz INPUT.wav -> OUT (.wav, .flac, .ogg) at the voice's
+    sample rate. Everything that can be checked before the conversion is: a bad output path costs nothing."""
     import time
 
     import numpy as np
@@ -256,14 +353,16 @@ def cmd_infer(args) -> int:
                             rms_mix_rate=args.rms_mix_rate, sid=args.sid, seed=args.seed)
     try:
         opts.check()
+        out = check_output(args.output, [args.voice, args.input, args.index, args.hubert, args.rmvpe], args.force)
+        audio.output_format(out)
         if not Path(args.voice).is_file():
             raise UserError(f"voice model not found: {args.voice}")
         x = audio.read_wav(args.input)
         backend = get_backend(args.backend, args.torch_device if args.backend == "torch" else args.mlx_device)
-        index = retrieval.load_index(args.index) if args.index and args.index_rate != 0 else None
+        index = retrieval.load_index(args.index) if args.index else None  # read even when --index-rate 0 skips it
         hubert, rmvpe = args.hubert, args.rmvpe
         if hubert is None or rmvpe is None:
-            cache = fixtures.cache_dir()
+            cache = check_folder(fixtures.cache_dir(), "the fixture cache (RVC_BENCH_CACHE)")
             synthetic = pipeline.synthetic_checkpoints(cache, args.model_size)
             for flag, given, path in (("--hubert", hubert, synthetic[0]), ("--rmvpe", rmvpe, synthetic[1])):
                 if given is None:
@@ -274,12 +373,14 @@ def cmd_infer(args) -> int:
         t0 = time.perf_counter()
         result = pipeline.convert(models, x, opts, index)
         seconds = time.perf_counter() - t0
-        # The int16 samples RVC returns, stored exactly as float (write_wav is atomic: no half-written file).
-        audio.write_wav(args.output, result.audio.astype(np.float32) / 32768.0, result.sr)
+        if not np.any(result.audio):
+            raise UserError(f"{args.voice}: converting {args.input} gave silence (every sample zero); "
+                            f"{out} not written")
+        audio.write_audio(out, result.audio, result.sr)  # the int16 samples RVC returns; atomic
     except (audio.AudioError, CheckpointError, retrieval.RetrievalError, pipeline.OptionError, BackendError) as err:
         raise UserError(str(err)) from None
     print(f"rvc-bench infer: converted {x.size / audio.SAMPLE_RATE:.2f} s in {seconds:.2f} s on {backend.label} "
-          f"-> {args.output} ({result.sr} Hz, {result.seconds:.2f} s, {len(result.cuts) + 1} chunk(s))")
+          f"-> {out} ({result.sr} Hz, {result.seconds:.2f} s, {len(result.cuts) + 1} chunk(s))")
     return 0
 
 
@@ -287,17 +388,20 @@ def cmd_infer(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rvc_bench.gate import DEFAULT_MAX_SLOWDOWN
     from rvc_bench.measure import DEFAULT_ROUNDS, DEFAULT_WARMUP
 
-    p = argparse.ArgumentParser(prog="rvc-bench", description=__doc__)
+    p = _Parser(prog="rvc-bench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run the benchmark suites into the store, then regenerate the report")
     r.add_argument("--lengths", type=_lengths, default=DEFAULT_LENGTHS,
                    help=f"audio lengths in seconds (default {DEFAULT_LENGTHS}; the original grid is 5,60,300)")
     r.add_argument("--stages", type=_stages, default=list(STAGES), help="comma-separated subset of " + ",".join(STAGES))
-    r.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help=f"timed rounds (default {DEFAULT_ROUNDS})")
-    r.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help=f"warm-up rounds (default {DEFAULT_WARMUP})")
+    r.add_argument("--rounds", type=_int_at_least(1), default=DEFAULT_ROUNDS,
+                   help=f"timed rounds (default {DEFAULT_ROUNDS})")
+    r.add_argument("--warmup", type=_int_at_least(0), default=DEFAULT_WARMUP,
+                   help=f"warm-up rounds (default {DEFAULT_WARMUP})")
     r.add_argument("--model-size", choices=("full", "tiny"), default="full")
     r.add_argument("--torch-device", default="auto", help="mps, cuda or cpu (default: best available)")
     r.add_argument("--mlx-device", default="auto", help="gpu or cpu (default: best available)")
@@ -309,15 +413,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--machine-label", default=None,
                    help="a name for this machine, part of its id in the store (default: $RVC_BENCH_MACHINE_LABEL)")
     r.add_argument("--store", default=str(PROJECT / "reports" / "store"))
-    r.add_argument("--report", default=str(PROJECT / "reports" / "BENCHMARKS.md"))
+    r.add_argument("--report", default=None, help=f"report to write (default {DEFAULT_REPORT}, replaced each run)")
     r.add_argument("--no-report", action="store_true")
+    r.add_argument("--force", action="store_true", help="replace an existing --report file")
     r.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="regenerate the benchmarks document from the store alone")
     rep.add_argument("--store", default="reports/store")
-    rep.add_argument("-o", "--output", default="reports/BENCHMARKS.md")
+    rep.add_argument("-o", "--output", default=None,
+                     help=f"report to write (default {DEFAULT_REPORT_CWD}, replaced each time); figures go beside it")
+    rep.add_argument("--force", action="store_true", help="replace an existing -o file (and its figures)")
     rep.add_argument("--check", action="store_true",
-                     help="write nothing; exit 1 if --output differs from what the store generates")
+                     help="write nothing; exit 1 if the -o file differs from what the store generates")
     rep.set_defaults(func=cmd_report)
 
     g = sub.add_parser("gate", help="fail on parity outside its bounds or a significant slowdown against a baseline",
@@ -327,14 +434,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--candidate", default=None, help="run id (prefix) to judge (default: newest rows of --store)")
     g.add_argument("--baseline", default=None, help="run id (prefix) to compare speed against")
     g.add_argument("--baseline-store", default=None, help="store holding the baseline (default: --store)")
-    g.add_argument("--max-slowdown", type=float, default=1.15,
-                   help="ratio of medians tolerated before a slowdown can count (default 1.15)")
+    g.add_argument("--max-slowdown", type=_float_in(1, math.inf, closed_low=True), default=DEFAULT_MAX_SLOWDOWN,
+                   help=f"ratio of medians (new / old), >= 1, beyond which a significant change counts as a "
+                   f"slowdown (default {DEFAULT_MAX_SLOWDOWN})")
     g.set_defaults(func=cmd_gate)
 
     c = sub.add_parser("convert", help="convert rmvpe.pt, hubert_base.pt or a voice .pth to MLX safetensors")
     c.add_argument("checkpoint")
-    c.add_argument("-o", "--output", default=None)
+    c.add_argument("-o", "--output", default=None, help="output .safetensors (default: the checkpoint's name with "
+                   ".safetensors)")
     c.add_argument("--kind", choices=("auto", "rmvpe", "hubert", "voice"), default="auto")
+    c.add_argument("--force", action="store_true", help="replace an existing output file")
     c.set_defaults(func=cmd_convert)
 
     d = sub.add_parser("doctor", help="which backends and devices this machine can run, and why not")
@@ -345,7 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "output stays at the voice model's sample rate (resampling is not implemented).")
     i.add_argument("voice", help="RVC voice model .pth (MLX also takes a .safetensors from `rvc-bench convert`)")
     i.add_argument("input", help="16 kHz mono wav")
-    i.add_argument("-o", "--output", required=True, help="output wav (float samples of the int16 result)")
+    i.add_argument("-o", "--output", required=True,
+                   help="output .wav or .flac (16-bit PCM: RVC's int16 result as it is) or .ogg (Vorbis)")
+    i.add_argument("--force", action="store_true", help="replace an existing output file")
     i.add_argument("--backend", choices=("torch", "mlx"), default="torch")
     i.add_argument("--torch-device", default="auto", help="mps, cuda or cpu (default: best available)")
     i.add_argument("--mlx-device", default="auto", help="gpu or cpu (default: best available)")
@@ -356,8 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--index-rate", type=float, default=0.75, help="retrieval blend 0..1 (default 0.75)")
     i.add_argument("--protect", type=float, default=0.33, help="protect unvoiced frames 0..0.5 (0.5: off; default 0.33)")
     i.add_argument("--rms-mix-rate", type=float, default=0.25, help="loudness envelope mix 0..1 (1: off; default 0.25)")
-    i.add_argument("--sid", type=int, default=0, help="speaker id (default 0)")
-    i.add_argument("--seed", type=int, default=None,
+    i.add_argument("--sid", type=_int_at_least(0), default=0, help="speaker id (default 0)")
+    i.add_argument("--seed", type=_int_at_least(0), default=None,
                    help="draw the synthesis noise in numpy from this seed (same output on both backends); "
                    "default: each backend's own unseeded noise, as RVC")
     i.add_argument("--model-size", choices=("full", "tiny"), default="full", help=argparse.SUPPRESS)  # tests
@@ -369,9 +481,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except UserError as err:
+    except (UserError, OutputError) as err:
         print(f"rvc-bench: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the disk said no (full, read-only, vanished folder): one line naming the file
+        print(f"rvc-bench: error: {err.filename or ''}{': ' if err.filename else ''}{err.strerror or err}",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from rvc_bench.audio import HOP, SAMPLE_RATE
-from rvc_bench.checkpoints import atomic_write_bytes
+from rvc_bench.fileio import atomic_write_bytes
 
 DEFAULT_GRID = (5, 60, 300)  # seconds: the lengths of the original benchmarks document
 

@@ -103,12 +103,16 @@ def relative_checks(base: pd.DataFrame, head: pd.DataFrame,
     return checks
 
 
-def select(store_dir, run_id: str | None) -> tuple[pd.DataFrame, list[str]]:
-    """The rows to judge: one run (by id prefix), or the newest run of every measurement on every machine; plus
-    the store's unreadable files."""
+def select(store_dir, run_id: str | None) -> pd.DataFrame:
+    """The rows to judge: one run (by id prefix), or the newest run of every measurement on every machine. An
+    unreadable store file is an error: it may be the newest run, and judging an older one instead would pass a
+    build nobody checked."""
     st = run_store.read(store_dir)
+    if st.problems:
+        raise GateError(f"unreadable store file in {store_dir}: {st.problems[0]} (fix or remove it; the gate will "
+                        "not judge the store around it)")
     if st.rows.empty:
-        raise GateError(f"no readable benchmark rows in {store_dir}")
+        raise GateError(f"no readable runs in {store_dir}")
     if run_id is None:
         return results.newest_rows(st.rows), st.problems
     ids = sorted(i for i in st.rows.run_id.unique() if i.startswith(run_id))

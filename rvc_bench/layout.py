@@ -89,7 +89,8 @@ def gru(weight_ih: np.ndarray, weight_hh: np.ndarray, bias_ih: np.ndarray, bias_
 
 
 def check_shapes(expected: Mapping[str, tuple], got: Mapping[str, np.ndarray], what: str) -> None:
-    """Strict load check: every expected key present, nothing extra, every shape equal. Errors name the key."""
+    """Strict load check: every expected key present, nothing extra, every shape equal, every value finite (a NaN
+    weight would turn the output into silence or noise, not an error). Errors name the key."""
     missing = sorted(set(expected) - set(got))
     if missing:
         raise CheckpointError(f"{what}: missing key {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
@@ -99,3 +100,13 @@ def check_shapes(expected: Mapping[str, tuple], got: Mapping[str, np.ndarray], w
     for key, shape in expected.items():
         if tuple(got[key].shape) != tuple(shape):
             raise CheckpointError(f"{what}: key {key!r} has shape {tuple(got[key].shape)}, expected {tuple(shape)}")
+    for key in expected:
+        if not _all_finite(got[key]):
+            raise CheckpointError(f"{what}: key {key!r} holds NaN or infinite values")
+
+
+def _all_finite(a) -> bool:
+    """numpy arrays, and torch tensors by duck typing (this module stays framework-free)."""
+    if isinstance(a, np.ndarray):
+        return not np.issubdtype(a.dtype, np.inexact) or bool(np.isfinite(a).all())
+    return bool(a.isfinite().all()) if hasattr(a, "isfinite") else True

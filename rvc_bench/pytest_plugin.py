@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from rvc_bench import fixtures, machine, measure, tolerances
+from rvc_bench.audio import MIN_SECONDS
 from rvc_bench.backends import BACKENDS, BackendError, get_backend
 from rvc_bench.store import Run, git_state
 
@@ -64,8 +65,8 @@ class BenchSession:
             self.lengths = [float(s) for s in lengths.split(",") if s.strip()]
         except ValueError:
             raise pytest.UsageError(f"--lengths must be numbers in seconds, got {lengths!r}") from None
-        if not self.lengths or any(not math.isfinite(s) or s <= 0 for s in self.lengths):
-            raise pytest.UsageError(f"--lengths must be positive seconds, got {lengths!r}")
+        if not self.lengths or any(not math.isfinite(s) or s < MIN_SECONDS for s in self.lengths):
+            raise pytest.UsageError(f"--lengths must be seconds >= {MIN_SECONDS} (shortest audio), got {lengths!r}")
         self.backend_names = [b.strip() for b in opt("backends").split(",") if b.strip()]
         unknown = [b for b in self.backend_names if b not in BACKENDS]
         if unknown or not self.backend_names:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from rvc_bench import results
 from rvc_bench import store as run_store
-from rvc_bench.checkpoints import atomic_write_bytes
+from rvc_bench.fileio import atomic_write_bytes
 from rvc_bench.resources import reference
 
 TITLES = {"mel": "Log-mel (RMVPE front end)", "rmvpe": "RMVPE pitch", "hubert": "HuBERT/ContentVec features",
@@ -683,7 +683,7 @@ class Document:
 def render(store_dir: str | Path) -> Document:
     st = run_store.read(store_dir)
     if st.rows.empty:
-        raise ReportError(f"no readable benchmark rows in {store_dir}"
+        raise ReportError(f"no readable runs in {store_dir}"
                           + (f" ({'; '.join(st.problems)})" if st.problems else ""))
     pubs = published()
     secs = sections_of(st)
@@ -701,6 +701,11 @@ def render(store_dir: str | Path) -> Document:
     parts += [machine_section(sec, pubs, figures) for sec in secs]
     parts += [across_machines(secs), backend_summary(secs, pubs)]
     return Document("\n".join(p for p in parts if p), figures)
+
+
+def outputs(out: str | Path) -> tuple[Path, Path]:
+    """What `write(store, out)` writes: the document, and the folder its figures go into (names from the store)."""
+    return Path(out), Path(out).parent / "figures"
 
 
 def write(store_dir: str | Path, out: str | Path) -> Path:

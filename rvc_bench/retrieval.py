@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rvc_bench.checkpoints import atomic_write_bytes
+from rvc_bench.fileio import atomic_write_bytes
 
 K = 8  # neighbours per frame
 DEFAULT_RATE = 0.75  # the WebUI's default index_rate

@@ -38,7 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rvc_bench.checkpoints import atomic_write_bytes
+from rvc_bench.fileio import atomic_write_bytes
 
 COLUMNS = {
     "machine_id": "string", "run_id": "string", "started_at": "string", "git_commit": "string", "git_dirty": "bool",
@@ -260,10 +260,12 @@ def read(store_dir: str | Path) -> Store:
             missing = set(COLUMNS) - set(frame.columns)
             if missing:
                 raise StoreError(f"missing columns {sorted(missing)}")
+            frame = frame[list(COLUMNS)].astype(COLUMNS)
+            meta["run_id"] = str(meta["run_id"])
         except Exception as err:  # any unreadable file must not hide the others
             problem(path, err)
             continue
-        frames.append(frame[list(COLUMNS)].astype(COLUMNS))
+        frames.append(frame)
         run = info(meta)
         run.meta = run.meta or {k: meta.get(k) for k in ("machine", "options")}
         if meta.get("backend"):

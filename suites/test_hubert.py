@@ -3,7 +3,6 @@ windows, and the benchmark over the length grid."""
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 
@@ -334,8 +333,8 @@ def test_synthetic_checkpoint_is_the_real_format_and_cached(tmp_path):
     path = synthetic.ensure_checkpoint(tmp_path, "tiny", seed=5)
     mtime = path.stat().st_mtime_ns
     assert synthetic.ensure_checkpoint(tmp_path, "tiny", seed=5) == path and path.stat().st_mtime_ns == mtime
-    obj = load_pickled(path)  # argparse.Namespace "args" needs the allowlist loader: it comes back inert
-    assert not isinstance(obj["args"], argparse.Namespace) and obj["args"].state["encoder_layers"] == 2
+    obj = load_pickled(path)  # argparse.Namespace "args" loads through an inert stand-in, as a plain dict
+    assert type(obj["args"]) is dict and obj["args"]["encoder_layers"] == 2
     assert obj["cfg"]["task"]["normalize"] is False
     assert obj["model"]["encoder.pos_conv.0.weight_g"].dtype == torch.float16
     other = synthetic.ensure_checkpoint(tmp_path, "tiny", seed=6)

@@ -49,7 +49,7 @@ def test_run_on_a_missing_device_is_a_clear_error_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("args,match", [(("run", "--stages", "bogus"), "unknown stage 'bogus'"),
-                                        (("run", "--lengths", "-5"), "lengths must be positive"),
+                                        (("run", "--lengths", "-5"), "lengths must be between 0.1 s"),
                                         (("run", "--lengths", "abc"), "lengths must be seconds")])
 def test_bad_arguments(args, match):
     proc = rvc(*args)
@@ -80,3 +80,27 @@ def test_detect_kind_uses_structure():
     assert cli.detect_kind({"weight": {}, "config": []}) == "voice"
     assert cli.detect_kind({"unet.encoder.bn.weight": 0}) == "rmvpe"
     assert cli.detect_kind({"model": {"encoder.pos_conv.0.bias": 0}}) == "hubert"
+
+
+def test_infer_output_format_follows_the_extension(tmp_path, capsys):
+    """RVC's int16 samples, exactly, in WAV and FLAC (16-bit PCM); Vorbis in .ogg."""
+    import numpy as np
+    import soundfile as sf
+
+    from rvc_bench import fixtures
+    from rvc_bench.synth import synthetic
+
+    voice = synthetic.ensure_checkpoint(fixtures.cache_dir(), "v2-40k", "tiny")
+    src = tmp_path / "in.wav"
+    sf.write(src, fixtures.generate(0.5, seed=5).audio, 16000, subtype="FLOAT")
+    heads = {"wav": b"RIFF", "flac": b"fLaC", "ogg": b"OggS"}
+    for ext in heads:
+        out = tmp_path / f"out.{ext}"
+        assert cli.main(["infer", str(voice), str(src), "-o", str(out), "--seed", "1", "--model-size", "tiny",
+                         "--backend", "mlx"]) == 0  # MLX: the faster of the two on a small CPU
+        assert out.read_bytes()[:4] == heads[ext]
+    wav, sr = sf.read(tmp_path / "out.wav", dtype="int16")
+    info = sf.info(tmp_path / "out.wav")
+    assert info.subtype == "PCM_16" and sr == 1000 and np.any(wav)
+    np.testing.assert_array_equal(sf.read(tmp_path / "out.flac", dtype="int16")[0], wav)
+    capsys.readouterr()

@@ -32,6 +32,7 @@ def two_machines(tmp_path_factory):
     root = tmp_path_factory.mktemp("two")
     proc = rvc(*RUN, "--machine-label", "alpha", "--store", root / "store", "--no-report")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "mel/log-mel-128 mlx:cpu 0.5s" in proc.stdout  # progress while it runs
     proc = subprocess.run([sys.executable, "-m", "pytest", "suites/test_mel.py", "-k", "test_bench_mel", "-q",
                            "-p", "no:cacheprovider", "--benchmark-only", "--lengths", "0.5", "--rounds", "3",
                            "--model-size", "tiny", "--machine-label", "beta", "--store", str(root / "store")],
@@ -81,6 +82,10 @@ def test_deleting_the_document_and_reporting_restores_it_byte_for_byte(two_machi
     assert rvc("report", "--store", two_machines / "store", "-o", out).returncode == 0
     assert out.read_bytes() == first
     assert {p.name: p.read_bytes() for p in (tmp_path / "figures").iterdir()} == figures
+    refused = rvc("report", "--store", two_machines / "store", "-o", out)  # a file the user named: kept
+    assert refused.returncode == 2 and "exists" in refused.stderr and out.read_bytes() == first
+    assert rvc("report", "--store", two_machines / "store", "-o", out, "--force").returncode == 0
+    assert out.read_bytes() == first
 
 
 def test_check_fails_when_one_number_is_edited(two_machines, tmp_path):

@@ -16,7 +16,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from rvc_bench import layout
-from rvc_bench.checkpoints import load_pickled, load_safetensors, save_safetensors, to_numpy_state
+from rvc_bench.checkpoints import (config_from_metadata, load_pickled, load_safetensors, save_safetensors,
+                                   to_numpy_state)
 from rvc_bench.hubert.config import FAIRSEQ_FIELDS, HubertConfig, get_config
 from rvc_bench.layout import CheckpointError
 
@@ -135,12 +136,12 @@ def source_shapes(cfg: HubertConfig, layout_name: str, wn_style: str | None, unu
 # Reading
 
 
-def detect_layout(state: Mapping[str, Any]) -> str:
+def detect_layout(state: Mapping[str, Any], what: str = "hubert checkpoint") -> str:
     for name, marker in _MARKERS.items():
         if marker in state:
             return name
-    raise CheckpointError(
-        f"not a HuBERT/ContentVec state dict: no key {_MARKERS['fairseq']!r} (fairseq) or {_MARKERS['hf']!r} (HF)")
+    raise CheckpointError(f"{what}: not a HuBERT/ContentVec state dict: no key {_MARKERS['fairseq']!r} (fairseq) "
+                          f"or {_MARKERS['hf']!r} (HF)")
 
 
 def canonical_state(raw: Mapping[str, Any], cfg: HubertConfig, what: str = "hubert checkpoint") -> dict[str, np.ndarray]:
@@ -150,7 +151,7 @@ def canonical_state(raw: Mapping[str, Any], cfg: HubertConfig, what: str = "hube
     """
     if any(k.startswith(_HF_PREFIX) for k in raw):  # HubertFor* wrappers keep the encoder under `hubert.`
         raw = {k[len(_HF_PREFIX):] if k.startswith(_HF_PREFIX) else k: v for k, v in raw.items()}
-    src = detect_layout(raw)
+    src = detect_layout(raw, what)
     name = (lambda k: k) if src == "fairseq" else to_hf_name
     wn_style = next((s for s, pair in WN_SUFFIXES.items() if any(name(POS_CONV + x) in raw for x in pair)), None)
     unused = tuple(k for k in KNOWN_UNUSED[src] if k in raw)
@@ -161,7 +162,7 @@ def canonical_state(raw: Mapping[str, Any], cfg: HubertConfig, what: str = "hube
 
     arrays = {k: v for k, v in raw.items() if k not in unused}
     if not all(isinstance(v, np.ndarray) for v in arrays.values()):
-        arrays = to_numpy_state(arrays)  # torch tensors (fp16 in the real file) -> numpy fp32
+        arrays = to_numpy_state(arrays, what)  # torch tensors (fp16 in the real file) -> numpy fp32
     state = {(k if src == "fairseq" else from_hf_name(k)): v.astype(np.float32, copy=False) for k, v in arrays.items()}
     return layout.fold_weight_norms(state, lambda module: 2)  # check_shapes allowed g/v on POS_CONV only
 
@@ -176,7 +177,7 @@ def _fairseq_model_cfg(ckpt: Mapping[str, Any]) -> Mapping[str, Any] | None:
     cfg = ckpt.get("cfg")
     if isinstance(cfg, Mapping) and isinstance(cfg.get("model"), Mapping):
         return cfg["model"]
-    args = getattr(ckpt.get("args"), "state", None)  # argparse.Namespace, loaded as an inert placeholder
+    args = ckpt.get("args")  # an argparse.Namespace, loaded as a plain dict of its attributes
     return args if isinstance(args, Mapping) else None
 
 
@@ -223,7 +224,7 @@ def load_mlx_weights(src: str | os.PathLike, config: str | HubertConfig = "full"
     if path.suffix == ".safetensors":
         weights, meta = load_safetensors(path)
         if meta.get("stage") == STAGE:
-            return weights, HubertConfig.from_dict(meta["config"])
+            return weights, config_from_metadata(HubertConfig.from_dict, meta, path)
         cfg = get_config(config)
         return mlx_weights(canonical_state(weights, cfg, str(path))), cfg
     state, cfg = read_checkpoint(path, config)

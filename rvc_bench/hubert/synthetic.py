@@ -2,8 +2,9 @@
 
 `write_fairseq` writes what RVC ships as assets/hubert/hubert_base.pt: a torch.save'd dict with the state dict under
 "model" (legacy weight_g/weight_v on the positional conv, plus the unused mask_emb and label_embs_concat), a plain
-dict "cfg" and an argparse.Namespace "args", so loading it needs the allowlist unpickler. `write_hf` writes the same
-weights under Hugging Face Transformers names. Values are random but scaled so that every block carries signal.
+dict "cfg" and an argparse.Namespace "args" (loaded through an inert stand-in, see rvc_bench.checkpoints). `write_hf`
+writes the same weights under Hugging Face Transformers names. Values are random but scaled so that every block
+carries signal.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def write_hf(path: str | os.PathLike, cfg: str | HubertConfig = "full", seed: in
     if path.suffix == ".safetensors":
         from safetensors.numpy import save
 
-        from rvc_bench.checkpoints import atomic_write_bytes
+        from rvc_bench.fileio import atomic_write_bytes
 
         atomic_write_bytes(path, save({k: v.astype(dtype) for k, v in state.items()}, metadata={"format": "pt"}))
     else:

@@ -99,7 +99,7 @@ def convert_checkpoint(src_pt: str | os.PathLike, cfg: RMVPEConfig | None = None
     state = load_pickled(src_pt)
     if not isinstance(state, Mapping) or not all(hasattr(v, "shape") for v in state.values()):
         raise CheckpointError(f"{src_pt}: expected a bare state dict of tensors (the rmvpe.pt format)")
-    return state_to_mlx(to_numpy_state(state), cfg, what=str(src_pt))
+    return state_to_mlx(to_numpy_state(state, str(src_pt)), cfg, what=str(src_pt))
 
 
 def convert_file(src_pt: str | os.PathLike, dst_safetensors: str | os.PathLike, cfg: RMVPEConfig | None = None) -> Path:

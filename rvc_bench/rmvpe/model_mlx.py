@@ -314,7 +314,7 @@ def load(source: str | os.PathLike | Mapping[str, np.ndarray], cfg: RMVPEConfig 
     source: a .safetensors written by convert.convert_file (config read from its metadata), a torch rmvpe.pt
     (converted in memory), or a dict of MLX-layout numpy weights (then `cfg` is required).
     """
-    from rvc_bench.checkpoints import load_safetensors
+    from rvc_bench.checkpoints import config_from_metadata, load_safetensors
     from rvc_bench.layout import CheckpointError
     from rvc_bench.rmvpe import convert
 
@@ -326,7 +326,7 @@ def load(source: str | os.PathLike | Mapping[str, np.ndarray], cfg: RMVPEConfig 
             if cfg is None:
                 if "config" not in meta:
                     raise CheckpointError(f"{path}: no RMVPE config in the safetensors metadata")
-                cfg = RMVPEConfig.from_dict(meta["config"])
+                cfg = config_from_metadata(RMVPEConfig.from_dict, meta, path)
         else:
             weights, cfg = convert.convert_checkpoint(path, cfg)
     else:

@@ -199,7 +199,7 @@ def load(source: str | os.PathLike | Mapping[str, np.ndarray], cfg: RMVPEConfig 
     Strict: every key consumed (num_batches_tracked included), every shape checked; errors name the key.
     """
     if isinstance(source, (str, os.PathLike)):
-        state = to_numpy_state(load_pickled(Path(source)))
+        state = to_numpy_state(load_pickled(Path(source)), str(source))
         what = str(source)
     else:
         state, what = dict(source), "RMVPE state dict"

@@ -83,8 +83,17 @@ class SynthConfig:
             problems.append("an even convolution kernel (\"same\" padding needs odd kernels)")
         if self.hidden_channels % self.n_heads or self.inter_channels % 2:
             problems.append("hidden_channels not divisible by n_heads, or odd inter_channels")
+        sizes = (self.spec_channels, self.inter_channels, self.hidden_channels, self.filter_channels, self.n_heads,
+                 self.n_layers, self.kernel_size, self.upsample_initial_channel, self.spk_embed_dim, self.gin_channels,
+                 *self.upsample_rates, *self.upsample_kernel_sizes, *self.resblock_kernel_sizes,
+                 *(d for ds in self.resblock_dilation_sizes for d in ds))
+        if not all(type(n) is int and n > 0 for n in sizes):
+            problems.append("a size, rate or kernel that is not a positive integer")
         if not isinstance(self.sr, int) or self.sr <= 0:
             problems.append(f"sample rate {self.sr!r}")
+        elif self.sr != 100 * self.upp:  # else the output is labelled with a rate it was not made at
+            problems.append(f"sample rate {self.sr} Hz, but the decoder makes {self.upp} samples per 10 ms frame "
+                            f"(the product of upsample_rates), i.e. {100 * self.upp} Hz")
         if problems:
             raise ValueError("unsupported synthesizer config: " + "; ".join(problems))
 

@@ -24,7 +24,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from rvc_bench import layout
-from rvc_bench.checkpoints import load_pickled, load_safetensors, save_safetensors, to_numpy_state
+from rvc_bench.checkpoints import (config_from_metadata, load_pickled, load_safetensors, save_safetensors,
+                                   to_numpy_state)
 from rvc_bench.layout import CheckpointError
 from rvc_bench.synth.config import SynthConfig
 
@@ -107,16 +108,16 @@ def read_voice_dict(ckpt: Any, what: str = "voice checkpoint") -> VoiceCheckpoin
         raise CheckpointError(f"{what}: 'weight' is not a state dict of tensors")
     if "emb_g.weight" not in weight:
         raise CheckpointError(f"{what}: missing key 'emb_g.weight'")
-    config = list(ckpt["config"])
-    if len(config) >= 3:
-        config[-3] = int(weight["emb_g.weight"].shape[0])  # speakers, as upstream overwrites it at load time
     version = ckpt.get("version", "v1")
-    f0 = int(ckpt.get("f0", 1))
     try:
+        config = list(ckpt["config"])
+        if len(config) >= 3:
+            config[-3] = int(weight["emb_g.weight"].shape[0])  # speakers, as upstream overwrites it at load time
+        f0 = int(ckpt.get("f0", 1))
         cfg = SynthConfig.from_list(config, version=version, f0=bool(f0))
     except (ValueError, TypeError) as err:
-        raise CheckpointError(f"{what}: bad 'config': {err}") from None
-    state = to_numpy_state({k: v for k, v in weight.items() if not k.startswith("enc_q.")})
+        raise CheckpointError(f"{what}: bad 'config', 'f0' or 'version': {err}") from None
+    state = to_numpy_state({k: v for k, v in weight.items() if not k.startswith("enc_q.")}, what)
     state = layout.fold_weight_norms(state, _wn_dim)
     layout.check_shapes(expected_torch_shapes(cfg), state, what)
     meta = {k: _plain(v) for k, v in ckpt.items() if k not in ("weight", "config")}
@@ -155,7 +156,7 @@ def load_mlx(src: str | os.PathLike | VoiceCheckpoint):
         weights, meta = load_safetensors(src)
         if meta.get("stage") != STAGE or "config" not in meta:
             raise CheckpointError(f"{src}: not a converted synthesizer (metadata stage={meta.get('stage')!r})")
-        cfg = SynthConfig.from_dict(meta["config"])
+        cfg = config_from_metadata(SynthConfig.from_dict, meta, src)
         return model_mlx.load(weights, cfg, what=str(src))
     voice = src if isinstance(src, VoiceCheckpoint) else read_voice(src)
     return model_mlx.load(to_mlx(voice.state), voice.config, what=f"MLX synthesizer {voice.config.name}")
