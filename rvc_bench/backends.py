@@ -21,6 +21,7 @@ import numpy as np
 from rvc_bench.machine import available_reason, cpu_model, mlx_devices, mlx_has_cuda, ram_bytes, torch_devices
 
 BACKENDS = ("torch", "mlx")
+REFERENCES = ("numpy",)  # reference implementations, timed beside the backends but never compared with them
 TORCH_DEVICES = ("mps", "cuda", "cpu")
 MLX_DEVICES = ("gpu", "cpu")
 
@@ -228,11 +229,44 @@ class _Sampler:
         return max(self.peak, self.read())
 
 
+class NumpyBackend(Backend):
+    """The float64 numpy references (the log-mel's is what librosa computes), timed like a backend: the CPU
+    baseline the original document compares against. Not a framework under test: no parity, no speedup."""
+
+    def __init__(self, device: str | None = None):
+        if device not in (None, "auto", "cpu"):
+            raise BackendError(f"numpy runs on the cpu only, not {device!r}")
+        super().__init__("numpy", "cpu")
+
+    def from_numpy(self, x: np.ndarray, dtype=None):
+        return np.asarray(x, dtype=dtype)
+
+    def to_numpy(self, x) -> np.ndarray:
+        return np.asarray(x)
+
+    def sync(self, outputs: Any = None) -> None:
+        pass  # numpy returns finished arrays
+
+    def reset_peak_memory(self) -> None:
+        pass
+
+    def peak_memory(self) -> float:
+        return float("nan")  # no allocator counter; RSS stands in
+
+    def extra_memory(self) -> dict[str, float]:
+        return {}
+
+    def describe(self) -> dict:
+        return {"backend": "numpy", "device": "cpu", "numpy_version": np.__version__, "device_name": cpu_model()}
+
+
 def get_backend(name: str, device: str | None = None) -> Backend:
     if name == "torch":
         return TorchBackend(device)
     if name == "mlx":
         return MLXBackend(device)
+    if name == "numpy":
+        return NumpyBackend(device)
     raise BackendError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
 
 

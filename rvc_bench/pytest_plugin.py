@@ -23,7 +23,7 @@ import pytest
 
 from rvc_bench import fixtures, machine, measure, tolerances
 from rvc_bench.audio import MIN_SECONDS
-from rvc_bench.backends import BACKENDS, BackendError, get_backend
+from rvc_bench.backends import BACKENDS, REFERENCES, BackendError, get_backend
 from rvc_bench.store import Run, git_state
 
 _SESSION = pytest.StashKey["BenchSession"]()
@@ -99,7 +99,7 @@ class BenchSession:
     def backend(self, name: str):
         """The backend adapter, built (and its framework imported) on first use."""
         if name not in self.backends:
-            if name not in self.backend_names:
+            if name not in self.backend_names and name not in REFERENCES:
                 raise pytest.UsageError(f"backend {name!r} is not selected (--backends {','.join(self.backend_names)})")
             try:
                 be = get_backend(name, self.devices.get(name))

@@ -21,6 +21,7 @@ import pandas as pd
 
 from rvc_bench import results
 from rvc_bench import store as run_store
+from rvc_bench.backends import REFERENCES
 from rvc_bench.fileio import atomic_write_bytes
 from rvc_bench.resources import reference
 
@@ -163,9 +164,10 @@ class Section:
         return f"Machine `{self.machine_id}`: {describe_machine(self.machine)} — {size}"
 
     def columns(self) -> list[tuple[str, str]]:
-        """(backend, device) pairs measured in this section, the reference backend first; a backend its runs
-        planned but never stored gets a column too (device "–"), so that its absence shows."""
-        pairs = set(self.lines[["backend", "device"]].drop_duplicates().itertuples(index=False, name=None))
+        """(backend, device) pairs measured in this section (not the numpy references), PyTorch first; a backend
+        its runs planned but never stored gets a column too (device "–"), so that its absence shows."""
+        measured = self.lines[~self.lines.backend.isin(REFERENCES)]
+        pairs = set(measured[["backend", "device"]].drop_duplicates().itertuples(index=False, name=None))
         measured = {b for b, _ in pairs}
         for run_id in results.runs_of(self.lines):
             pairs |= {(b, "–") for b in self.runs[run_id].planned_backends if b not in measured}
@@ -458,9 +460,15 @@ def mel_table(sec: Section, pubs: pd.DataFrame) -> str:
                          else sec.missing_text("mel", variant, seconds, b),
                          "first / later": f"{sig(c.cold / c['median'])}×" if c is not None else "–",
                          "run": sec.run_cell("mel", variant, seconds)})
-    if "numpy" not in {b for b, _ in sec.columns()}:
-        recs.append({"backend": "numpy (cpu)", "audio": "–", "first call": "not measured", "later calls": "not measured",
-                     "first / later": "–", "run": f"the mel benchmark's numpy reference (`{RUN} --stages mel`)"})
+    references = sec.stage_lines("mel")[sec.stage_lines("mel").backend.isin(REFERENCES)]
+    for r in references.itertuples():
+        recs.append({"backend": f"{col(r.backend, r.device)}, float64 reference", "audio": fmt_len(r.audio_seconds),
+                     "first call": fmt_time(r.cold), "later calls": fmt_time_iqr(r.median, r.q1, r.q3),
+                     "first / later": f"{sig(r.cold / r.median)}×", "run": f"`{r.run_id}`"})
+    if references.empty:
+        recs.append({"backend": "numpy (cpu), float64 reference", "audio": "–", "first call": "not measured",
+                     "later calls": "not measured", "first / later": "–",
+                     "run": f"`{RUN} --stages mel` (with the torch backend)"})
     for b, name in (("librosa-cpu", "librosa on the CPU"), ("mlx", "MLX")) if sec.full else ():
         recs.append({"backend": f"{name} (published, M-series)", "audio": "not stated",
                      "first call": pub(pubs, "mel", "mel", b, "time_cold"),

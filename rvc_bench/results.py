@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from rvc_bench import stats
+from rvc_bench.backends import REFERENCES
 
 REFERENCE_BACKEND = "torch"  # speedups are its time over the other backend's time
 SECTION = ["machine_id", "model_size"]  # never mixed: one report section each
@@ -70,7 +71,7 @@ def speedups(table: pd.DataFrame, reference: str = REFERENCE_BACKEND) -> pd.Data
         if len(ref) != 1:
             continue
         ref = ref.iloc[0]
-        for r in g[g.backend != reference].itertuples():
+        for r in g[(g.backend != reference) & ~g.backend.isin(REFERENCES)].itertuples():
             point, lo, hi = stats.ratio_ci(ref.times, r.times)
             out.append(dict(zip(SECTION + ["run_id"] + MEASUREMENT, key), backend=r.backend, device=r.device,
                             ref_device=ref.device, speedup=point, lo=lo, hi=hi))
