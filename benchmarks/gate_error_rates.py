@@ -52,18 +52,25 @@ def plant(rows: pd.DataFrame, factor: float, backend: str = "mlx") -> pd.DataFra
     return rows
 
 
-def rates(store: Path) -> pd.DataFrame:
+def pairs(order: list[str], k: int) -> list[tuple[list[str], list[str]]]:
+    """k = 1: each run against the one before it. k > 1: k runs against the k interleaved with them (runs i, i+2,
+    ... against i+1, i+3, ...), as an A/B job measuring base and head alternately would."""
+    if k == 1:
+        return [([a], [b]) for a, b in zip(order, order[1:])]
+    return [(order[i:i + 2 * k:2], order[i + 1:i + 2 * k:2]) for i in range(len(order) - 2 * k + 1)]
+
+
+def rates(store: Path, k: int) -> pd.DataFrame:
     rows = run_store.read(store).rows
     rows = rows[rows.machine_id.str.startswith("gate-aa")]
     order = rows[["started_at", "run_id"]].drop_duplicates().sort_values(["started_at", "run_id"]).run_id.tolist()
-    if len(order) < 2:
-        sys.exit(f"need at least 2 runs in {store}, found {len(order)}")
-    runs = {r: rows[rows.run_id == r] for r in order}
+    if len(order) < 2 * k:
+        sys.exit(f"need at least {2 * k} runs in {store}, found {len(order)}")
     out = []
     for threshold in THRESHOLDS:
-        tally = {k: [] for k in ("aa_time", "aa_rel", "aa_any", "det_time", "det_rel", "det_all", "undecided")}
-        for base_id, head_id in zip(order, order[1:]):
-            base, head = runs[base_id], runs[head_id]
+        tally = {name: [] for name in ("aa_time", "aa_rel", "aa_any", "det_time", "det_rel", "det_all", "undecided")}
+        for base_ids, head_ids in pairs(order, k):
+            base, head = rows[rows.run_id.isin(base_ids)], rows[rows.run_id.isin(head_ids)]
             aa = gate.compare_runs(base, head, threshold) + gate.relative_checks(base, head, threshold)
             slow = plant(head, PLANTED)
             det = gate.compare_runs(base, slow, threshold) + gate.relative_checks(base, slow, threshold)
@@ -76,8 +83,8 @@ def rates(store: Path) -> pd.DataFrame:
             tally["det_rel"] += [c.status == gate.FAIL for c in planted_rel]
             tally["det_all"].append(all(c.status == gate.FAIL for c in planted_time + planted_rel))
             tally["undecided"] += [c.status == gate.UNDECIDED for c in aa + det]
-        out.append({"threshold": threshold, "comparisons": len(order) - 1,
-                    **{k: f"{sum(v)}/{len(v)} = {sum(v) / len(v):.1%}" if v else "–" for k, v in tally.items()}})
+        out.append({"runs per side": k, "threshold": threshold, "comparisons": len(pairs(order, k)),
+                    **{name: f"{sum(v)}/{len(v)} = {sum(v) / len(v):.1%}" if v else "–" for name, v in tally.items()}})
     return pd.DataFrame(out)
 
 
@@ -90,16 +97,19 @@ def main(argv=None) -> int:
     p.add_argument("--model-size", default="tiny", choices=("tiny", "full"))
     p.add_argument("--rounds", type=int, default=None, help="default: rvc-bench run's default")
     p.add_argument("--no-measure", action="store_true", help="only compute rates from --store")
+    p.add_argument("--runs-per-side", type=int, nargs="+", default=[1, 3],
+                   help="runs on each side of a comparison (default: 1 and 3)")
     args = p.parse_args(argv)
     store = Path(args.store)
     if not args.no_measure:
         measure(store, args.runs, args.stages, args.lengths, args.model_size, args.rounds)
-    table = rates(store)
-    print(f"\nA/A: each run against the previous one (same commit). Detection: the same pairs with every MLX round "
-          f"of the later run x{PLANTED}. aa_*: false alarms (time = absolute per benchmark, rel = MLX/torch ratio, "
-          "any = comparisons with at least one); det_*: planted slowdowns caught (all = every planted check in the "
-          "comparison).\n")
-    print(table.to_markdown(index=False))
+    print(f"\nA/A: same-commit runs compared as the gate compares them: one run against the previous one, or k runs "
+          f"against the k interleaved with them (relative checks: each run's own MLX/torch ratio, compared run by "
+          f"run). Detection: the same comparisons with every MLX round of the later side x{PLANTED}. aa_*: false "
+          "alarms (time = absolute per benchmark, rel = MLX/torch ratio, any = comparisons with at least one); det_*: "
+          "planted slowdowns caught (all = every planted check of the comparison).\n")
+    for k in args.runs_per_side:
+        print(rates(store, k).to_markdown(index=False) + "\n")
     return 0
 
 

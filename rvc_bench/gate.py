@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from rvc_bench import results, stats, tolerances
@@ -70,34 +71,40 @@ def _subject(key: dict) -> str:
 
 def compare_runs(base: pd.DataFrame, head: pd.DataFrame, max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> list[Check]:
     """Absolute warm times of every benchmark both sets measured on the same machine: did head get slower?
-    Rounds of several runs of one side are pooled (e.g. base and head each measured twice in one job)."""
+    A side of several runs (base and head each measured k times, interleaved, in one job) counts each run as
+    one sample of the run-to-run spread (stats: cluster bootstrap), which one run per side cannot show."""
     key = ["machine_id", "model_size"] + results.MEASUREMENT + ["backend", "device"]
-    bw, hw = (r[r.metric == "time_warm"] for r in (base, head))
-    old = {k: g.value.to_numpy() for k, g in bw.groupby(key, sort=True)}
-    checks = []
-    for k, g in hw.groupby(key, sort=True):
-        if k in old:
-            d = stats.compare(old[k], g.value.to_numpy(), max_slowdown)
-            checks.append(_decision_check("time", _subject(dict(zip(key, k))), d))
-    return checks
+
+    def samples(rows: pd.DataFrame) -> dict:
+        warm = rows[rows.metric == "time_warm"].sort_values(["run_id", "round"])
+        return {k: [r.value.to_numpy() for _, r in g.groupby("run_id")] for k, g in warm.groupby(key, sort=True)}
+
+    old, new = samples(base), samples(head)
+    return [_decision_check("time", _subject(dict(zip(key, k))), stats.compare(old[k], new[k], max_slowdown))
+            for k in sorted(set(old) & set(new))]
 
 
 def relative_checks(base: pd.DataFrame, head: pd.DataFrame,
                     max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> list[Check]:
-    """Each run's backend/PyTorch time ratio (formed inside one run) compared between base and head."""
+    """Each run's backend/PyTorch time ratio (formed inside one run) compared between base and head: with one run
+    a side, bootstrapped over both runs' rounds; with several, each run's ratio is one sample."""
     def ratios(rows: pd.DataFrame) -> dict:
         out = {}
         for k, g in results.lines(rows).groupby(["model_size", "run_id"] + results.MEASUREMENT, sort=True):
             ref = g[g.backend == results.REFERENCE_BACKEND]
             if len(ref) == 1:
                 for r in g[g.backend != results.REFERENCE_BACKEND].itertuples():
-                    out[(k[0], *k[2:], r.backend, r.device)] = (r.times, ref.times.iloc[0])
+                    out.setdefault((k[0], *k[2:], r.backend, r.device), []).append((r.times, ref.times.iloc[0]))
         return out
 
     old, new = ratios(base), ratios(head)
     checks = []
     for k in sorted(set(old) & set(new)):
-        d = stats.compare_relative(*old[k], *new[k], max_slowdown)
+        if len(old[k]) == len(new[k]) == 1:
+            d = stats.compare_relative(*old[k][0], *new[k][0], max_slowdown)
+        else:
+            per_run = [[np.median(t) / np.median(ref) for t, ref in side] for side in (old[k], new[k])]
+            d = stats.compare(*per_run, max_slowdown)
         subject = dict(zip(["model_size"] + results.MEASUREMENT + ["backend", "device"], k))
         checks.append(_decision_check("relative", _subject(subject) + f" / {results.REFERENCE_BACKEND}", d))
     return checks

@@ -28,20 +28,45 @@ def median_iqr(x) -> tuple[float, float, float]:
     return float(med), float(q1), float(q3)
 
 
-def _boot_medians(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    idx = rng.integers(0, x.size, size=(N_BOOT, x.size))
-    return np.median(x[idx], axis=1)
+def _groups(x) -> list[np.ndarray]:
+    """One sample of rounds (array-like of numbers), or several runs' samples (a list of arrays)."""
+    if isinstance(x, (list, tuple)) and len(x) and np.ndim(x[0]) == 1:
+        return [np.asarray(g, np.float64) for g in x]
+    return [np.asarray(x, np.float64)]
+
+
+def _boot_medians(groups: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Medians of N_BOOT resamples. Several runs are resampled in two levels, runs then rounds within each (a
+    cluster bootstrap), so the run-to-run spread a single run cannot show enters the interval."""
+    if len(groups) == 1:
+        x = groups[0]
+        return np.median(x[rng.integers(0, x.size, size=(N_BOOT, x.size))], axis=1)
+    lens = np.array([g.size for g in groups])
+    padded = np.full((len(groups), lens.max()), np.nan)
+    for i, g in enumerate(groups):
+        padded[i, :g.size] = g
+    pick = rng.integers(0, len(groups), size=(N_BOOT, len(groups)))  # which runs
+    n = lens[pick][..., None]
+    idx = (rng.random((N_BOOT, len(groups), lens.max())) * n).astype(int)  # which rounds of each
+    values = padded[pick[..., None], idx]
+    values[np.arange(lens.max()) >= n] = np.nan  # a shorter run contributes only its own number of rounds
+    return np.nanmedian(values.reshape(N_BOOT, -1), axis=1)
+
+
+def _median(groups: list[np.ndarray]) -> float:
+    return float(np.median(np.concatenate(groups)))
 
 
 def ratio_ci(num, den, level: float = LEVEL) -> tuple[float, float, float]:
-    """median(num) / median(den) and its percentile-bootstrap interval, both sides resampled independently."""
-    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
-    if num.size == 0 or den.size == 0:
+    """median(num) / median(den) and its percentile-bootstrap interval, both sides resampled independently.
+    Either side may be one run's rounds or a list of several runs' rounds (pooled for the median)."""
+    num, den = _groups(num), _groups(den)
+    if sum(g.size for g in num) == 0 or sum(g.size for g in den) == 0:
         return float("nan"), float("nan"), float("nan")
     rng = np.random.default_rng(SEED)
     boot = _boot_medians(num, rng) / _boot_medians(den, rng)
     lo, hi = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)])
-    return float(np.median(num) / np.median(den)), float(lo), float(hi)
+    return _median(num) / _median(den), float(lo), float(hi)
 
 
 def double_ratio_ci(num_a, den_a, num_b, den_b, level: float = LEVEL) -> tuple[float, float, float]:
@@ -51,7 +76,7 @@ def double_ratio_ci(num_a, den_a, num_b, den_b, level: float = LEVEL) -> tuple[f
     if any(s.size == 0 for s in samples):
         return float("nan"), float("nan"), float("nan")
     rng = np.random.default_rng(SEED)
-    na, da, nb, db = (_boot_medians(s, rng) for s in samples)
+    na, da, nb, db = (_boot_medians([s], rng) for s in samples)
     boot = (nb / db) / (na / da)
     lo, hi = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)])
     point = (np.median(samples[2]) / np.median(samples[3])) / (np.median(samples[0]) / np.median(samples[1]))
@@ -94,9 +119,9 @@ def decide(point: float, lo: float, hi: float, n: int, threshold: float) -> Deci
 
 
 def compare(old, new, threshold: float) -> Decision:
-    """Absolute times of one benchmark in two runs: new/old."""
+    """Absolute times of one benchmark, new/old: each side one run's rounds or a list of runs' rounds."""
     point, lo, hi = ratio_ci(new, old)
-    return decide(point, lo, hi, min(len(old), len(new)), threshold)
+    return decide(point, lo, hi, min(sum(g.size for g in _groups(x)) for x in (old, new)), threshold)
 
 
 def compare_relative(old_num, old_den, new_num, new_den, threshold: float) -> Decision:

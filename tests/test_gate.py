@@ -87,3 +87,26 @@ def test_compare_runs_pools_the_runs_of_each_side():
 
     checks = gate.compare_runs(pd.concat(base), pd.concat(head))
     assert [c.status for c in checks] == [gate.FAIL, gate.OK]  # 4 rounds a side: decidable
+
+
+def test_several_runs_a_side_count_the_run_to_run_spread():
+    """k runs a side: the cluster bootstrap widens the interval by the spread between runs, and the relative
+    check takes each run's own ratio as one sample (so 2 runs a side cannot decide it)."""
+    import pandas as pd
+
+    def side(levels, factor=1.0):
+        return pd.concat([run_with([factor * level * x for x in (1.0, 1.01, 0.99)], [1.0, 1.0, 1.01]).frame()
+                          for level in levels])
+
+    # runs that each look tight but sit 20 % apart from one another: one run a side would call this a slowdown
+    base, head = side([0.9, 1.1, 1.0]), side([1.1, 0.9, 1.0], factor=1.2)
+    one = gate.compare_runs(side([1.0]), side([1.0], factor=1.2))
+    assert [c.status for c in one] == [gate.FAIL, gate.OK]
+    several = gate.compare_runs(base, head)
+    assert [c.status for c in several] == [gate.OK, gate.OK]  # 1.2x is inside the run-to-run spread
+    assert [c.status for c in gate.compare_runs(side([1.0, 1.01, 0.99]), side([1.0, 1.01, 0.99], 1.3))][0] == \
+        gate.FAIL
+    rel = gate.relative_checks(side([1.0, 1.0]), side([1.3, 1.3]))
+    assert [c.status for c in rel] == [gate.UNDECIDED]
+    rel = gate.relative_checks(side([1.0, 1.01, 0.99]), side([1.3, 1.31, 1.29]))
+    assert [c.status for c in rel] == [gate.FAIL]
