@@ -422,7 +422,7 @@ def components_table(sec: Section, pubs: pd.DataFrame, seconds: float = 5.0) -> 
     if sec.lines[sec.lines.audio_seconds == seconds].empty:
         return head + empty(f"no benchmark at {fmt_len(seconds)}", RUN)
     recs = [{"component": "Audio loading", **{col(b, d): "not measured (benchmarks start from decoded audio)"
-                                             for b, d in cols}}]
+                                             for b, d in cols}, **{speed_header(b, d): "–" for b, d in cols[1:]}}]
     if sec.full:
         recs[0]["published MLX / PyTorch MPS"] = (f"{pub(pubs, 'components', 'audio_loading', 'mlx')} / "
                                                   f"{pub(pubs, 'components', 'audio_loading', 'torch-mps')}")
