@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
-STAGES = ("mel", "rmvpe", "hubert", "synth", "pipeline")
+SUITES = ("mel", "rmvpe", "hubert", "synth", "pipeline")  # benchmark suites: each stage, then the whole conversion
 DEFAULT_LENGTHS = "5"  # seconds; with 5 warm rounds the full-size default run takes ~6 min on a 2-core CPU
 
 
@@ -29,9 +29,9 @@ def _lengths(text: str) -> str:
 
 def _stages(text: str) -> list[str]:
     chosen = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [s for s in chosen if s not in STAGES]
+    unknown = [s for s in chosen if s not in SUITES]
     if unknown or not chosen:
-        raise argparse.ArgumentTypeError(f"unknown stage {unknown[0] if unknown else text!r}: choose from {', '.join(STAGES)}")
+        raise argparse.ArgumentTypeError(f"unknown stage {unknown[0] if unknown else text!r}: choose from {', '.join(SUITES)}")
     return chosen
 
 
@@ -70,7 +70,7 @@ def cmd_run(args) -> int:
     if not suites.is_dir():
         raise UserError(f"no suites/ folder next to the package ({PROJECT}): run rvc-bench from a source checkout")
     store = Path(args.store).resolve()
-    selected = [str(suites / f"test_{s}.py") for s in args.stages]
+    selected = [str(suites / f"test_bench_{s}.py") for s in args.stages]  # the benchmarks, not the parity tests
     missing = [p for p in selected if not Path(p).is_file()]
     if missing:
         raise UserError(f"suite not found: {missing[0]}")
@@ -150,35 +150,18 @@ def cmd_gate(args) -> int:
 # convert
 
 
-def detect_kind(obj) -> str:
-    """Which upstream format a loaded checkpoint is, from its top-level structure (not from tensor shapes)."""
-    if isinstance(obj, dict) and "weight" in obj and "config" in obj:
-        return "voice"
-    state = obj.get("model", obj) if isinstance(obj, dict) else None
-    if isinstance(state, dict) and any(str(k).startswith("unet.") for k in state):
-        return "rmvpe"
-    if isinstance(state, dict) and any("pos_conv" in str(k) for k in state):
-        return "hubert"
-    raise UserError("unrecognised checkpoint: expected an RVC voice .pth, rmvpe.pt or hubert_base.pt")
-
-
 def cmd_convert(args) -> int:
+    from rvc_bench import stages
     from rvc_bench.checkpoints import load_pickled
     from rvc_bench.layout import CheckpointError
 
     src, dst = Path(args.checkpoint), Path(args.output) if args.output else Path(args.checkpoint).with_suffix(".safetensors")
     try:
-        kind = args.kind if args.kind != "auto" else detect_kind(load_pickled(src))
-        if kind == "rmvpe":
-            from rvc_bench.rmvpe.convert import convert_file
-        elif kind == "hubert":
-            from rvc_bench.hubert.convert import convert_file
-        else:
-            from rvc_bench.synth.convert import convert_file
-        convert_file(src, dst)
+        stage = stages.recognise(load_pickled(src)) if args.kind == "auto" else stages.get(args.kind)
+        stage.convert.convert_file(src, dst)
     except CheckpointError as err:
         raise UserError(str(err)) from None
-    print(f"converted {kind} checkpoint {src} -> {dst}")
+    print(f"converted {stage.name} checkpoint {src} -> {dst}")
     return 0
 
 
@@ -218,13 +201,22 @@ def cmd_doctor(args) -> int:
 # infer
 
 
+def _synthetic_checkpoint(flag: str, stage, size: str) -> Path:
+    from rvc_bench import fixtures
+
+    path = stage.checkpoint(fixtures.cache_dir(), size)
+    print(f"rvc-bench infer: no {flag} given: using the synthetic {size}-size checkpoint {path} (random weights, "
+          f"generated into {fixtures.cache_dir()})", file=sys.stderr)
+    return path
+
+
 def cmd_infer(args) -> int:
     """The whole conversion on one backend: VOICE + 16 kHz INPUT.wav -> OUT.wav at the voice's sample rate."""
     import time
 
     import numpy as np
 
-    from rvc_bench import audio, fixtures, pipeline, retrieval
+    from rvc_bench import audio, pipeline, retrieval, stages
     from rvc_bench.backends import BackendError, get_backend
     from rvc_bench.layout import CheckpointError
 
@@ -237,16 +229,10 @@ def cmd_infer(args) -> int:
         x = audio.read_wav(args.input)
         backend = get_backend(args.backend, args.torch_device if args.backend == "torch" else args.mlx_device)
         index = retrieval.load_index(args.index) if args.index and args.index_rate != 0 else None
-        hubert, rmvpe = args.hubert, args.rmvpe
-        if hubert is None or rmvpe is None:
-            cache = fixtures.cache_dir()
-            synthetic = pipeline.synthetic_checkpoints(cache, args.model_size)
-            for flag, given, path in (("--hubert", hubert, synthetic[0]), ("--rmvpe", rmvpe, synthetic[1])):
-                if given is None:
-                    print(f"rvc-bench infer: no {flag} given: using the synthetic {args.model_size}-size checkpoint "
-                          f"{path} (random weights, generated into {cache})", file=sys.stderr)
-            hubert, rmvpe = hubert or synthetic[0], rmvpe or synthetic[1]
-        models = pipeline.load_models(backend, args.voice, hubert, rmvpe, args.model_size)
+        hubert_preset = stages.PIPELINE_HUBERT[args.model_size]
+        hubert = args.hubert or _synthetic_checkpoint("--hubert", stages.HUBERT, hubert_preset)
+        rmvpe = args.rmvpe or _synthetic_checkpoint("--rmvpe", stages.RMVPE, args.model_size)
+        models = pipeline.load_models(backend, args.voice, hubert, rmvpe, hubert_preset)
         t0 = time.perf_counter()
         result = pipeline.convert(models, x, opts, index)
         seconds = time.perf_counter() - t0
@@ -269,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the benchmark suites into the store, then regenerate the report")
     r.add_argument("--lengths", type=_lengths, default=DEFAULT_LENGTHS,
                    help=f"audio lengths in seconds (default {DEFAULT_LENGTHS}; the original grid is 5,60,300)")
-    r.add_argument("--stages", type=_stages, default=list(STAGES), help="comma-separated subset of " + ",".join(STAGES))
+    r.add_argument("--stages", type=_stages, default=list(SUITES), help="comma-separated subset of " + ",".join(SUITES))
     r.add_argument("--rounds", type=int, default=5, help="warm timed rounds (default 5)")
     r.add_argument("--warmup", type=int, default=1, help="warm-up rounds (default 1)")
     r.add_argument("--model-size", choices=("full", "tiny"), default="full")
@@ -302,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="convert rmvpe.pt, hubert_base.pt or a voice .pth to MLX safetensors")
     c.add_argument("checkpoint")
     c.add_argument("-o", "--output", default=None)
-    c.add_argument("--kind", choices=("auto", "rmvpe", "hubert", "voice"), default="auto")
+    c.add_argument("--kind", choices=("auto", "rmvpe", "hubert", "synth"), default="auto",
+                   help="the checkpoint's stage (default: recognised from its structure)")
     c.set_defaults(func=cmd_convert)
 
     d = sub.add_parser("doctor", help="which backends and devices this machine can run, and why not")
