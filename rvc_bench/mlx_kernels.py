@@ -53,7 +53,7 @@ class SpaceToBatchConv1d(nn.Conv1d):
         return y + self.bias if "bias" in self else y
 
 
-# ---- transposed conv1d ----------------------------------------------------------------------------------------------
+# ---- transposed conv1d --------------------------------------------------------------------------------------------
 
 
 def polyphase_conv_transpose1d(x: mx.array, w: mx.array, stride: int, padding: int) -> mx.array:
@@ -86,7 +86,7 @@ class PolyphaseConvTranspose1d(nn.ConvTranspose1d):
         return y + self.bias if "bias" in self else y
 
 
-# ---- RMVPE's stride-2 transposed conv2d -------------------------------------------------------------------------------
+# ---- RMVPE's stride-2 transposed conv2d ---------------------------------------------------------------------------
 # Sub-pixel form of ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1). Output row 2m takes kernel row 1
 # at input row m; output row 2m+1 takes kernel row 2 at input row m and kernel row 0 at input row m+1 (zero past
 # the end, which is what output_padding adds). The same holds for columns, so each output phase (a, b) is a 2x2
@@ -124,7 +124,7 @@ class PhaseConvTranspose2d(nn.ConvTranspose2d):
         return y + self.bias if "bias" in self else y
 
 
-# ---- bidirectional GRU ------------------------------------------------------------------------------------------------
+# ---- bidirectional GRU --------------------------------------------------------------------------------------------
 
 
 @mx.compile

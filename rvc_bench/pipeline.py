@@ -201,8 +201,9 @@ class Models:
 
     def synthesize(self, phone, pitch, pitchf, sid, eps=None, sine_noise=None) -> np.ndarray:
         batch = lambda a: None if a is None else self.backend.from_numpy(a[None])  # noqa: E731
-        audio = self.synth.infer(batch(phone), None, batch(pitch), batch(pitchf), self.backend.from_numpy(np.array([sid])),
-                                 batch(eps), batch(sine_noise))  # no lengths: every frame is valid
+        sid = self.backend.from_numpy(np.array([sid]))
+        audio = self.synth.infer(batch(phone), None, batch(pitch), batch(pitchf), sid, batch(eps),
+                                 batch(sine_noise))  # no lengths: every frame is valid
         return self.backend.to_numpy(audio).reshape(-1)
 
 

@@ -116,7 +116,8 @@ def test_layers_keep_the_stock_parameters_and_numbers():
     x2 = mx.array(rng.standard_normal((1, 5, 7, 6)).astype(np.float32))
     pairs = [
         (mlx_kernels.SpaceToBatchConv1d(6, 4, 7, dilation=3, padding=9), nn.Conv1d(6, 4, 7, dilation=3, padding=9), x1),
-        (mlx_kernels.PolyphaseConvTranspose1d(6, 4, 16, 10, padding=3), nn.ConvTranspose1d(6, 4, 16, 10, padding=3), x1),
+        (mlx_kernels.PolyphaseConvTranspose1d(6, 4, 16, 10, padding=3), nn.ConvTranspose1d(6, 4, 16, 10, padding=3),
+         x1),
         (mlx_kernels.PhaseConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1),
          nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1), x2),
     ]

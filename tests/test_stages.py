@@ -45,4 +45,5 @@ def test_every_stage_loads_through_the_same_calls(name, opts):
 
 def test_the_pipeline_checkpoints_fit_together():
     hubert, rmvpe = stages.pipeline_checkpoints(cache_dir(), "tiny")
-    assert hubert == stages.HUBERT.checkpoint(cache_dir(), "tiny-768") and rmvpe == stages.RMVPE.checkpoint(cache_dir(), "tiny")
+    assert hubert == stages.HUBERT.checkpoint(cache_dir(), "tiny-768")
+    assert rmvpe == stages.RMVPE.checkpoint(cache_dir(), "tiny")
