@@ -13,7 +13,7 @@ from rvc_bench.audio import MIN_SECONDS
 from rvc_bench.fileio import OutputError, check_folder, check_output
 
 PROJECT = Path(__file__).resolve().parents[1]
-STAGES = ("mel", "rmvpe", "hubert", "synth", "pipeline")
+SUITES = ("mel", "rmvpe", "hubert", "synth", "pipeline")  # benchmark suites: each stage, then the whole conversion
 DEFAULT_LENGTHS = "5"  # seconds; with 5 warm rounds the full-size default run takes ~6 min on a 2-core CPU
 DEFAULT_REPORT = PROJECT / "reports" / "BENCHMARKS.md"  # `run` writes here; `report` into ./reports/
 DEFAULT_REPORT_CWD = Path("reports") / "BENCHMARKS.md"
@@ -72,9 +72,9 @@ def _float_in(low: float, high: float, closed_low: bool):
 
 def _stages(text: str) -> list[str]:
     chosen = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [s for s in chosen if s not in STAGES]
+    unknown = [s for s in chosen if s not in SUITES]
     if unknown or not chosen:
-        raise argparse.ArgumentTypeError(f"unknown stage {unknown[0] if unknown else text!r}: choose from {', '.join(STAGES)}")
+        raise argparse.ArgumentTypeError(f"unknown stage {unknown[0] if unknown else text!r}: choose from {', '.join(SUITES)}")
     return chosen
 
 
@@ -107,13 +107,12 @@ def _blas_env(backend: str, choice: str) -> dict[str, str]:
 
 def _check_weights_dir(folder: Path) -> None:
     """Read the real checkpoints the suites take from --weights-dir (safe and strict), before anything runs."""
-    from rvc_bench.hubert.convert import read_checkpoint
+    from rvc_bench import stages
     from rvc_bench.layout import CheckpointError
-    from rvc_bench.rmvpe.convert import convert_checkpoint
 
     if not folder.is_dir():
         raise UserError(f"--weights-dir {folder} is not a folder")
-    readers = {"rmvpe.pt": convert_checkpoint, "hubert_base.pt": lambda path: read_checkpoint(path, "full")}
+    readers = {"rmvpe.pt": stages.RMVPE.convert.read, "hubert_base.pt": lambda path: stages.HUBERT.convert.read(path, "full")}
     present = [name for name in readers if (folder / name).is_file()]
     if not present:
         raise UserError(f"--weights-dir {folder} holds neither {' nor '.join(readers)}")
@@ -160,7 +159,7 @@ def cmd_run(args) -> int:
     if not suites.is_dir():
         raise UserError(f"no suites/ folder next to the package ({PROJECT}): run rvc-bench from a source checkout")
     store = Path(args.store).resolve()
-    selected = [str(suites / f"test_{s}.py") for s in args.stages]
+    selected = [str(suites / f"test_bench_{s}.py") for s in args.stages]  # the benchmarks, not the parity tests
     missing = [p for p in selected if not Path(p).is_file()]
     if missing:
         raise UserError(f"suite not found: {missing[0]}")
@@ -243,36 +242,19 @@ def cmd_gate(args) -> int:
 # convert
 
 
-def detect_kind(obj, what: str = "checkpoint") -> str:
-    """Which upstream format a loaded checkpoint is, from its top-level structure (not from tensor shapes)."""
-    if isinstance(obj, dict) and "weight" in obj and "config" in obj:
-        return "voice"
-    state = obj.get("model", obj) if isinstance(obj, dict) else None
-    if isinstance(state, dict) and any(str(k).startswith("unet.") for k in state):
-        return "rmvpe"
-    if isinstance(state, dict) and any("pos_conv" in str(k) for k in state):
-        return "hubert"
-    raise UserError(f"{what}: unrecognised checkpoint: expected an RVC voice .pth, rmvpe.pt or hubert_base.pt")
-
-
 def cmd_convert(args) -> int:
+    from rvc_bench import stages
     from rvc_bench.checkpoints import load_pickled
     from rvc_bench.layout import CheckpointError
 
     src, dst = Path(args.checkpoint), Path(args.output) if args.output else Path(args.checkpoint).with_suffix(".safetensors")
     check_output(dst, [src], args.force)
     try:
-        kind = args.kind if args.kind != "auto" else detect_kind(load_pickled(src), str(src))
-        if kind == "rmvpe":
-            from rvc_bench.rmvpe.convert import convert_file
-        elif kind == "hubert":
-            from rvc_bench.hubert.convert import convert_file
-        else:
-            from rvc_bench.synth.convert import convert_file
-        convert_file(src, dst)
+        stage = stages.recognise(load_pickled(src), str(src)) if args.kind == "auto" else stages.get(args.kind)
+        stage.convert.convert_file(src, dst)
     except CheckpointError as err:
         raise UserError(str(err)) from None
-    print(f"converted {kind} checkpoint {src} -> {dst}")
+    print(f"converted {stage.name} checkpoint {src} -> {dst}")
     return 0
 
 
@@ -312,6 +294,16 @@ def cmd_doctor(args) -> int:
 # infer
 
 
+def _synthetic_checkpoint(flag: str, stage, size: str) -> Path:
+    from rvc_bench import fixtures
+
+    cache = check_folder(fixtures.cache_dir(), "the fixture cache (RVC_BENCH_CACHE)")
+    path = stage.checkpoint(cache, size)
+    print(f"rvc-bench infer: no {flag} given: using the synthetic {size}-size checkpoint {path} (random weights, "
+          f"generated into {cache})", file=sys.stderr)
+    return path
+
+
 def cmd_infer(args) -> int:
     """The whole conversion on one backend: VOICE + 16 kHz INPUT.wav -> OUT (.wav, .flac, .ogg) at the voice's
     sample rate. Everything that can be checked before the conversion is: a bad output path costs nothing."""
@@ -319,7 +311,7 @@ def cmd_infer(args) -> int:
 
     import numpy as np
 
-    from rvc_bench import audio, fixtures, pipeline, retrieval
+    from rvc_bench import audio, pipeline, retrieval, stages
     from rvc_bench.backends import BackendError, get_backend
     from rvc_bench.layout import CheckpointError
 
@@ -334,16 +326,10 @@ def cmd_infer(args) -> int:
         x = audio.read_wav(args.input)
         backend = get_backend(args.backend, args.torch_device if args.backend == "torch" else args.mlx_device)
         index = retrieval.load_index(args.index) if args.index else None  # read even when --index-rate 0 skips it
-        hubert, rmvpe = args.hubert, args.rmvpe
-        if hubert is None or rmvpe is None:
-            cache = check_folder(fixtures.cache_dir(), "the fixture cache (RVC_BENCH_CACHE)")
-            synthetic = pipeline.synthetic_checkpoints(cache, args.model_size)
-            for flag, given, path in (("--hubert", hubert, synthetic[0]), ("--rmvpe", rmvpe, synthetic[1])):
-                if given is None:
-                    print(f"rvc-bench infer: no {flag} given: using the synthetic {args.model_size}-size checkpoint "
-                          f"{path} (random weights, generated into {cache})", file=sys.stderr)
-            hubert, rmvpe = hubert or synthetic[0], rmvpe or synthetic[1]
-        models = pipeline.load_models(backend, args.voice, hubert, rmvpe, args.model_size)
+        hubert_preset = stages.PIPELINE_HUBERT[args.model_size]
+        hubert = args.hubert or _synthetic_checkpoint("--hubert", stages.HUBERT, hubert_preset)
+        rmvpe = args.rmvpe or _synthetic_checkpoint("--rmvpe", stages.RMVPE, args.model_size)
+        models = pipeline.load_models(backend, args.voice, hubert, rmvpe, hubert_preset)
         t0 = time.perf_counter()
         result = pipeline.convert(models, x, opts, index)
         seconds = time.perf_counter() - t0
@@ -368,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the benchmark suites into the store, then regenerate the report")
     r.add_argument("--lengths", type=_lengths, default=DEFAULT_LENGTHS,
                    help=f"audio lengths in seconds (default {DEFAULT_LENGTHS}; the original grid is 5,60,300)")
-    r.add_argument("--stages", type=_stages, default=list(STAGES), help="comma-separated subset of " + ",".join(STAGES))
+    r.add_argument("--stages", type=_stages, default=list(SUITES), help="comma-separated subset of " + ",".join(SUITES))
     r.add_argument("--rounds", type=_int_at_least(1), default=5, help="warm timed rounds (default 5)")
     r.add_argument("--warmup", type=_int_at_least(0), default=1, help="warm-up rounds (default 1)")
     r.add_argument("--model-size", choices=("full", "tiny"), default="full")
@@ -407,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("checkpoint")
     c.add_argument("-o", "--output", default=None, help="output .safetensors (default: the checkpoint's name with "
                    ".safetensors)")
-    c.add_argument("--kind", choices=("auto", "rmvpe", "hubert", "voice"), default="auto")
+    c.add_argument("--kind", choices=("auto", "rmvpe", "hubert", "synth"), default="auto",
+                   help="the checkpoint's stage (default: recognised from its structure)")
     c.add_argument("--force", action="store_true", help="replace an existing output file")
     c.set_defaults(func=cmd_convert)
 
