@@ -173,21 +173,18 @@ def cmd_convert(args) -> int:
 # doctor
 
 
-def _nvidia_gpu() -> bool:
-    return os.path.exists("/proc/driver/nvidia/version")
-
-
 def _device_fix(name: str, dev: str) -> str:
     """The command that makes a missing device available here, or why none can."""
-    mac_arm = sys.platform == "darwin" and os.uname().machine == "arm64"
-    if dev == "mps" or (name, dev) == ("mlx", "gpu") and not sys.platform.startswith("linux"):
-        return "pip install -U torch mlx (macOS >= 13.5)" if mac_arm else "none here: needs a Mac with Apple Silicon"
-    if not _nvidia_gpu():
-        return "none here: no NVIDIA GPU (Metal needs a Mac with Apple Silicon)" if name == "mlx" \
-            else "none here: no NVIDIA GPU"
+    if sys.platform == "darwin" and os.uname().machine == "arm64":
+        return "pip install -U torch (MPS needs macOS >= 12.3)" if dev == "mps" \
+            else "none here: MLX sees no Metal GPU (a virtual machine?)"
+    if dev == "mps" or sys.platform == "darwin":
+        return "none here: needs a Mac with Apple Silicon"
+    if not os.path.exists("/proc/driver/nvidia/version"):
+        return "none here: no NVIDIA GPU" + (" (Metal needs a Mac with Apple Silicon)" if name == "mlx" else "")
     if name == "mlx":
         return "pip install -e '.[cuda]'"
-    return "pip install 'torch>=2.6,<2.14' --index-url https://download.pytorch.org/whl/cu126"
+    return "pip install --force-reinstall 'torch>=2.6,<2.14' (PyPI's Linux x86_64 torch wheels are CUDA builds)"
 
 
 def _mlx_blas_child(choice: str) -> dict:
