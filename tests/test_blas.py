@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from rvc_bench import blas, cli
+from rvc_bench.backends import get_backend
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="LD_PRELOAD and /proc/self/maps are Linux's")
 # On Linux x86_64 the mkl wheel is a dependency (pyproject.toml); elsewhere a preload needs a system OpenBLAS.
@@ -172,3 +173,17 @@ def test_doctor_measures_the_preloaded_blas_and_gives_the_pytest_command(capsys)
     assert "mlx:cpu in `rvc-bench run`" in out and preload.path in out
     env = " ".join(f"{k}={v}" for k, v in {"LD_PRELOAD": preload.path, **preload.env}.items())
     assert f"{env} python -m pytest suites/ --benchmark-only --backends mlx" in out
+
+
+def test_pytest_header_names_each_backends_blas():
+    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/test_mel.py", "-k", "no_such_test", "-p",
+                           "no:cacheprovider"], capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", blas.MARKER)})
+    assert proc.returncode == 5, proc.stdout[-2000:]  # 5: nothing selected
+    devices = {name: get_backend(name).device for name in ("torch", "mlx")}
+    if devices["mlx"] == "cpu":
+        assert f"rvc-bench: mlx:cpu BLAS: {blas.mlx_cpu_blas()['mlx_cpu_blas']} (" in proc.stdout
+        if blas.select("auto") is not None:  # pytest run directly keeps the bundled BLAS, and says how to fix it
+            assert "`rvc-bench doctor` prints the command" in proc.stdout
+    if devices["torch"] == "cpu":
+        assert "rvc-bench: torch:cpu BLAS: " in proc.stdout
