@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from rvc_bench import backends, cli
+from rvc_bench import backends, blas, cli
+from rvc_bench import store as store_mod
 
 
 def rvc(*args, **kw):
@@ -22,6 +23,13 @@ def test_run_then_report_is_byte_identical(tmp_path):
     files = sorted(store.glob("run-*.parquet"))
     assert [f.name.rsplit("-", 1)[1] for f in files] == ["mlx.parquet", "torch.parquet"]
     assert len({f.name.rsplit("-", 2)[1] for f in files}) == 1
+    if sys.platform == "linux":  # each process recorded the BLAS it resolved: MLX's the preload, torch's its own
+        (meta,) = store_mod.read(store).runs.values()
+        mlx, torch = meta["backends"]["mlx:cpu"], meta["backends"]["torch:cpu"]
+        preload = blas.select("auto")
+        assert preload is None or mlx["mlx_cpu_blas_path"] == preload.path
+        assert mlx["mlx_cpu_sgemm_gflops"] > 0 and torch["torch_cpu_sgemm_gflops"] > 0
+        assert "own build" in torch["torch_blas"] and "interposed" not in torch["torch_blas"]
     first = rep.read_bytes()
     figures = {p.name: p.read_bytes() for p in (rep.parent / "figures").iterdir()}
     assert b"| mel " in first and b"numpy-float64" in first and len(figures) == 2
