@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from rvc_bench import fixtures, machine, measure, tolerances
+from rvc_bench import blas, fixtures, machine, measure, tolerances
 from rvc_bench.audio import MIN_SECONDS
 from rvc_bench.backends import BACKENDS, REFERENCES, BackendError, get_backend
 from rvc_bench.store import Run, git_state
@@ -147,6 +147,24 @@ def pytest_configure(config):
     config.stash[_SESSION] = BenchSession(config)
 
 
+def pytest_report_collectionfinish(config, start_path, items):
+    """Which BLAS each CPU backend resolved in this process (known once collection has built the backends the
+    benchmarks need): `pytest suites/` run directly does not get the BLAS that `rvc-bench run` preloads for MLX, so
+    say so where it shows."""
+    lines = []
+    for label, d in config.stash[_SESSION].descriptions.items():
+        if d.get("mlx_cpu_blas"):
+            lines.append(f"rvc-bench: {label} BLAS: {d['mlx_cpu_blas']} ({d['mlx_cpu_sgemm_gflops']} GFLOP/s sgemm "
+                         f"{blas.PROBE_N})")
+            if not blas.preloaded() and blas.select("auto") is not None:
+                lines.append("rvc-bench: `rvc-bench run` preloads a faster BLAS for MLX; `rvc-bench doctor` prints "
+                             "the command that gives it to pytest")
+        elif d.get("torch_blas"):
+            lines.append(f"rvc-bench: {label} BLAS: {d['torch_blas']} ({d['torch_cpu_sgemm_gflops']} GFLOP/s sgemm "
+                         f"{blas.PROBE_N})")
+    return lines
+
+
 def pytest_generate_tests(metafunc):
     session = metafunc.config.stash[_SESSION]
     # A test that parametrises an argument itself keeps its own values.
@@ -182,6 +200,7 @@ def _is_benchmark(item) -> bool:
     return "bench" in names and "benchmark" in names and item.get_closest_marker("skip") is None
 
 
+@pytest.hookimpl(tryfirst=True)  # before the terminal reporter asks pytest_report_collectionfinish
 def pytest_collection_finish(session):
     """Build the backends the selected benchmarks need (an unavailable device stops the session here), and record
     which benchmarks this process is about to run, so that a run killed halfway is seen as incomplete."""

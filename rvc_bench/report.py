@@ -335,8 +335,9 @@ def backend_text(desc: dict) -> str:
     version = desc.get("torch_version") or desc.get("mlx_version") or desc.get("version") or ""
     text = f"{desc.get('label', desc.get('backend', '?'))} {version}".strip()
     extra = [str(desc[k]) for k in ("torch_blas", "mlx_cpu_blas") if desc.get(k)]
-    if desc.get("mlx_cpu_sgemm_gflops"):
-        extra.append(f"sgemm {sig(float(desc['mlx_cpu_sgemm_gflops']))} GFLOP/s")
+    gflops = desc.get("mlx_cpu_sgemm_gflops") or desc.get("torch_cpu_sgemm_gflops")
+    if gflops:
+        extra.append(f"sgemm {sig(float(gflops))} GFLOP/s")
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 

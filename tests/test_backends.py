@@ -42,7 +42,7 @@ def test_describe_names_the_device_that_runs():
 def test_pytest_option_for_missing_device_is_a_clear_error(tmp_path):
     if "mps" in machine.torch_devices():
         pytest.skip("MPS exists here")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/test_mel.py", "--torch-device", "mps", "-q",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/test_bench_mel.py", "--torch-device", "mps", "-q",
                            "-p", "no:cacheprovider"], capture_output=True, text=True)
     assert proc.returncode != 0
     assert "torch device 'mps' is not available here" in proc.stderr + proc.stdout

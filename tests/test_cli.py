@@ -76,10 +76,14 @@ def test_doctor_lists_devices_with_reasons():
             assert f"{name}:{dev}" in proc.stdout and machine.available_reason(name, dev) in proc.stdout
 
 
-def test_detect_kind_uses_structure():
-    assert cli.detect_kind({"weight": {}, "config": []}) == "voice"
-    assert cli.detect_kind({"unet.encoder.bn.weight": 0}) == "rmvpe"
-    assert cli.detect_kind({"model": {"encoder.pos_conv.0.bias": 0}}) == "hubert"
+def test_convert_recognises_the_stage_and_writes_loadable_weights(tmp_path):
+    from rvc_bench import converted, fixtures, stages
+
+    for stage in (stages.RMVPE, stages.SYNTH):
+        src, dst = stage.checkpoint(fixtures.cache_dir(), "tiny"), tmp_path / f"{stage.name}.safetensors"
+        proc = rvc("convert", str(src), "-o", str(dst))
+        assert proc.returncode == 0 and f"converted {stage.name} checkpoint" in proc.stdout, proc.stderr
+        assert converted.read(dst, stage.name) is not None
 
 
 def test_infer_output_format_follows_the_extension(tmp_path, capsys):
@@ -87,10 +91,9 @@ def test_infer_output_format_follows_the_extension(tmp_path, capsys):
     import numpy as np
     import soundfile as sf
 
-    from rvc_bench import fixtures
-    from rvc_bench.synth import synthetic
+    from rvc_bench import fixtures, stages
 
-    voice = synthetic.ensure_checkpoint(fixtures.cache_dir(), "v2-40k", "tiny")
+    voice = stages.SYNTH.checkpoint(fixtures.cache_dir(), "tiny")
     src = tmp_path / "in.wav"
     sf.write(src, fixtures.generate(0.5, seed=5).audio, 16000, subtype="FLOAT")
     heads = {"wav": b"RIFF", "flac": b"fLaC", "ogg": b"OggS"}

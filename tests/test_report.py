@@ -71,6 +71,19 @@ def test_two_machines_get_their_own_sections_and_no_cross_machine_ratio(two_mach
     assert len(re.findall(r"\d× \(", summary)) == 2
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="the BLAS preload is Linux's")
+def test_each_backend_process_recorded_the_blas_it_resolved(two_machines):
+    from rvc_bench import blas
+
+    st = store.read(two_machines / "store")
+    (run,) = [r for r in st.runs.values() if r.machine_id.startswith("alpha")]  # made by `rvc-bench run`
+    mlx, torch = run.backends["mlx:cpu"], run.backends["torch:cpu"]
+    preload = blas.select("auto")
+    assert preload is None or mlx["mlx_cpu_blas_path"] == preload.path  # MLX's process: the preload
+    assert mlx["mlx_cpu_sgemm_gflops"] > 0 and torch["torch_cpu_sgemm_gflops"] > 0
+    assert "own build" in torch["torch_blas"] and "interposed" not in torch["torch_blas"]  # torch's: its own
+
+
 def test_deleting_the_document_and_reporting_restores_it_byte_for_byte(two_machines, tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     report.write(two_machines / "store", out)
