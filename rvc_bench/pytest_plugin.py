@@ -254,6 +254,7 @@ class Bench:
         self._benchmark = None
 
     model_size = property(lambda self: self.session.model_size)
+    backend_names = property(lambda self: self.session.backend_names)  # the backends this process measures
     weights_dir = property(lambda self: self.session.weights_dir)
     cache_dir = property(lambda self: fixtures.cache_dir())
 
@@ -312,19 +313,16 @@ class Bench:
             raise RuntimeError("record_parity() must follow measure()")
         if self.session.probe_mode or self._current["backend"] == reference:
             return
-        bounds = tolerances.bounds(self._current["stage"])
-        broken = []
+        stage = self._current["stage"]
+        bounds = tolerances.bounds(stage)
         for name, value in metrics.items():
             b = bounds.get(name)
-            ok = b.holds(value) if b else None
             self._add(metric=f"parity.{name}", value=value, unit="", reference=reference,
-                      bound=b.bound if b else float("nan"), bound_op=b.op if b else "", within_bound=ok)
-            if ok is False:
-                broken.append(f"{name} = {value:.3g} (bound {b})")
+                      bound=b.bound if b else float("nan"), bound_op=b.op if b else "",
+                      within_bound=b.holds(value) if b else None)
         self._benchmark.extra_info.update({f"parity_{k}": v for k, v in metrics.items()})
-        missing = sorted(set(bounds) - set(metrics))
-        assert not missing, f"{self._current['stage']}: no value for bounded metric(s) {missing}"
-        assert not broken, f"{self._current['stage']}/{self._current['variant']} parity: " + "; ".join(broken)
+        broken = tolerances.broken(stage, tolerances.BENCHMARK, metrics)
+        assert not broken, f"{stage}/{self._current['variant']} parity: " + "; ".join(broken)
 
     def flush(self) -> None:
         """Write this benchmark's rows to the store (called when the test ends, whatever its outcome)."""

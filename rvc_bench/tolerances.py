@@ -63,6 +63,32 @@ def bounds(stage: str, check: str = BENCHMARK) -> dict[str, Bound]:
     return {m: b for (s, c, m), b in table().items() if s == stage and c == check}
 
 
+def broken(stage: str, check: str, metrics: dict[str, float], only: tuple[str, ...] | None = None) -> list[str]:
+    """The bounds of (stage, check) that `metrics` breaks, one line each (a bounded metric that is missing from
+    `metrics` counts as broken: nothing unmeasured passes). `only` restricts the check to some metrics, for a test
+    that compares one part of a stage's output (e.g. RMVPE's salience without its f0)."""
+    out = []
+    for name, b in bounds(stage, check).items():
+        if only is not None and name not in only:
+            continue
+        if name not in metrics:
+            out.append(f"{name} missing (bound {b})")
+        elif not b.holds(metrics[name]):
+            out.append(f"{name} = {metrics[name]:.3g} (bound {b})")
+    return out
+
+
+def assert_within(stage: str, check: str, metrics: dict[str, float],
+                  only: tuple[str, ...] | None = None) -> dict[str, float]:
+    """A suite's parity assertion: every bound of (stage, check) (or of its `only` metrics) holds; returns the
+    metrics."""
+    if not [m for m in bounds(stage, check) if only is None or m in only]:
+        raise ToleranceError(f"no bounds for {stage}/{check} ({only or 'any metric'}) in references/{FILE}")
+    bad = broken(stage, check, metrics, only)
+    assert not bad, f"{stage}/{check} parity: " + "; ".join(bad) + f" (all: {metrics})"
+    return metrics
+
+
 def bound(stage: str, check: str, metric: str) -> float:
     """One bound's value, for a suite's assertion; a missing row is an error naming it."""
     try:

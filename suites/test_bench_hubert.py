@@ -9,10 +9,6 @@ from __future__ import annotations
 from rvc_bench import parity, stages
 from rvc_bench.hubert import get_config
 
-# Relative L2 of MLX against torch, fp32, same weights (measurements in test_hubert.py: <= 2.5e-6 per layer at full
-# size, 9e-6 for 60 s windowed): the bound, for both sizes at any length.
-BENCH_REL_L2 = 1e-4
-
 _MODELS: dict = {}
 
 
@@ -52,7 +48,7 @@ def test_bench_hubert(benchmark, bench, backend_name, seconds):
     ref = bench.reference(("hubert", "v2", str(path), seconds),
                           (lambda: out) if backend_name == "torch" and be.device == "cpu"
                           else (lambda: torch_reference(path, size, clip.audio[None])))
-    metrics = parity.tensor_metrics(out, ref)
-    bench.record_parity(metrics, reference="torch")
     assert out.shape == (1, get_config(size).num_frames(clip.audio.size), get_config(size).embed_dim)
-    assert metrics["rel_l2"] <= BENCH_REL_L2
+    # The table's benchmark bound: relative L2 of MLX against torch, fp32, same weights (measurements in
+    # test_hubert.py: <= 2.5e-6 per layer at full size, 9e-6 for 60 s windowed), any size and length.
+    bench.record_parity(parity.tensor_metrics(out, ref), reference="torch")

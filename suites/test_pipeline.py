@@ -2,21 +2,22 @@
 retrieval with real faiss files, `rvc-bench infer` end to end and on bad input (the benchmark, and the helpers and
 bounds it shares with these tests, are in test_bench_pipeline.py).
 
-Tolerances (fp32, CPU, identical numpy noise injected on both sides; measured on AMD EPYC, 2 cores):
+Tolerances (fp32, CPU, identical numpy noise injected on both sides; measured on AMD EPYC, 2 cores; the bounds are
+in references/parity_tolerances.csv, stage pipeline):
 - f0 tracks. The twins' RMVPE salience differs by ~1e-6, so where both agree on the frame their f0 differ by
-  ~1e-3 cents (measured p95: 2.3e-3 tiny, 6.4e-3 full 5 s; bound CENTS_P95 = 0.05). Near RMVPE's 0.03 voicing
+  ~1e-3 cents (measured p95: 2.3e-3 tiny, 6.4e-3 full 5 s; bound 0.05). Near RMVPE's 0.03 voicing
   threshold or an argmax tie a frame can flip (voiced <-> unvoiced, or a jump of many cents): measured on 4 tiny
   clips, one voicing flip (frame 201 of 400) and one argmax jump (1459 cents, in the dropped padding). Bound: at
-  most VOICING_DISAGREEMENT = 1 % of frames flip, and >= 99 % raw pitch accuracy.
+  most 1 % of frames flip, and >= 99 % raw pitch accuracy.
 - Waveforms. The NSF sine integrates f0 over a whole chunk, so one flipped frame shifts the phase of everything
   after it (measured: 6.6 dB waveform SNR after the voicing flip above; 45 dB with the jump in the padding, which
   reaches the kept audio through the text encoder's global attention). So waveform SNR is asserted when the f0
   tracks agree on every frame (no flip, no jump): measured 77.3 dB (tiny, 2 s), 71 dB (tiny, 3 s), 85 dB (tiny,
   3 chunks, no noise), 66.1 dB (full size, 5 s, 10k-vector index; log-mel corr 0.9999998, mrstft 8.8e-4); what
-  is left is the phase drift of ~1e-3 cents. Bound SNR_E2E_DB = 50 dB (tiny and the full 5 s check), 40 dB for
+  is left is the phase drift of ~1e-3 cents. Bound 50 dB (tiny and the full 5 s check), 40 dB for
   benchmark runs of any length (chunks up to 38 s drift longer). Always asserted, whatever the f0 does:
   MLX given torch's f0 (measured 122.6 dB: HuBERT + glue + synthesizer agree to the synthesizer stage's own
-  ~116 dB; bound SNR_SAME_F0_DB = 90 dB) and nono models (no f0; measured 127 dB, bound SNR_NONO_DB = 90 dB).
+  ~116 dB; bound 90 dB) and nono models (no f0; measured 127 dB, bound 90 dB).
   Measured effect of glue mistakes on the torch output (tiny, 2 s), for scale: protect skipped 22.2 dB, retrieval
   skipped 17.6 dB, protect weights swapped 16.7 dB, 2x upsample by tiling instead of repeating 9.6 dB, another
   chunk's noise 7.1 dB, RMS mix skipped 6.0 dB.
@@ -30,16 +31,14 @@ import sys
 
 import numpy as np
 import pytest
-from test_bench_pipeline import SNR_E2E_DB, VARIANT, bench_index, check_twins, checkpoints, models, snr
+from test_bench_pipeline import VARIANT, bench_index, check_twins, checkpoints, models, snr
 
-from rvc_bench import parity, pipeline, retrieval, stages
+from rvc_bench import parity, pipeline, retrieval, stages, tolerances
 from rvc_bench.audio import HOP, SAMPLE_RATE, AudioError, highpass, peak_guard
 from rvc_bench.fixtures import cache_dir, generate
 from rvc_bench.hubert import get_config
 from rvc_bench.synth import synthetic as synth_synthetic
 
-SNR_SAME_F0_DB = 90.0
-SNR_NONO_DB = 90.0
 TINY_HUBERT = get_config(stages.PIPELINE_HUBERT["tiny"])
 SPLIT_WINDOWS = pipeline.Windows(x_pad=0.5, x_query=0.3, x_center=1.2, x_max=1.5)  # a 3.3 s clip -> 3 chunks
 
@@ -272,7 +271,7 @@ def test_mlx_matches_torch_end_to_end(tiny_index):
     assert out.audio.shape == ref.audio.shape == (2 * TINY_HUBERT.num_frames(n_pad) * 10 - 2 * 1000,)
     assert ref.f0.shape == (n_pad // HOP,) and 0.2 < np.mean(ref.f0 > 0) < 0.8  # voiced and unvoiced frames
     assert out.cuts == ref.cuts == []
-    summary = check_twins(out, ref, SNR_E2E_DB, f"tiny {VARIANT} end to end")
+    summary = check_twins(out, ref, "e2e", f"tiny {VARIANT} end to end")
     # This clip's tracks agree on every frame (measured), so the waveform bound above was really checked.
     assert summary["voicing_flips"] == summary["pitch_jumps"] == 0
 
@@ -288,7 +287,7 @@ def test_mlx_given_torch_f0_matches_to_synthesizer_precision(tiny_index):
     assert np.array_equal(out.f0, ref.f0)
     got = snr(out.waveform, ref.waveform)
     print(f"\ntiny {VARIANT}, same f0: waveform SNR {got:.1f} dB")
-    assert got >= SNR_SAME_F0_DB
+    tolerances.assert_within("pipeline", "same-f0", {"snr_db": got})
 
 
 class _WithPitch:
@@ -309,7 +308,7 @@ def test_nono_model_end_to_end(tiny_index):
     assert ref.f0 is None and out.f0 is None
     got = snr(out.waveform, ref.waveform)
     print(f"\ntiny {VARIANT}-nono end to end: waveform SNR {got:.1f} dB")
-    assert got >= SNR_NONO_DB
+    tolerances.assert_within("pipeline", "nono", {"snr_db": got})
 
 
 def test_long_input_is_split_into_independent_chunks():
@@ -329,7 +328,7 @@ def test_long_input_is_split_into_independent_chunks():
     assert whole.cuts == [] and whole.audio.size != ref.audio.size
     out = pipeline.convert(models("mlx"), audio, opts)
     assert out.cuts == ref.cuts
-    check_twins(out, ref, SNR_E2E_DB, f"tiny {VARIANT}, 3 chunks, no noise")
+    check_twins(out, ref, "e2e", f"tiny {VARIANT}, 3 chunks, no noise")
 
 
 def test_index_protect_and_noise_change_the_output(tiny_index):
@@ -455,5 +454,5 @@ def test_full_size_end_to_end_parity():
     out = pipeline.convert(models("mlx", size="full"), audio, opts, index)
     metrics = parity.audio_metrics(out.waveform, ref.waveform, ref.sr)
     print(f"\nfull {VARIANT} 5 s: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-    summary = check_twins(out, ref, SNR_E2E_DB, f"full {VARIANT} 5 s")
+    summary = check_twins(out, ref, "e2e", f"full {VARIANT} 5 s")
     assert summary["voicing_flips"] == summary["pitch_jumps"] == 0  # measured on this clip

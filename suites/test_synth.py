@@ -23,15 +23,15 @@ import pickle
 
 import numpy as np
 import pytest
-from test_bench_synth import SNR_FULL_DB
 
-from rvc_bench import parity
+from rvc_bench import parity, tolerances
 from rvc_bench.fixtures import cache_dir, generate
 from rvc_bench.layout import CheckpointError
 from rvc_bench.synth import convert, synthetic
 from rvc_bench.synth.config import NAMES, SIZES, VARIANTS, SynthConfig, parse_name, preset
 
-SNR_TINY_DB = 80.0  # SNR_FULL_DB (60 dB), which the benchmark asserts too, is in test_bench_synth.py
+SNR_TINY_DB = tolerances.bound("synth", "twins-tiny", "snr_db")  # references/parity_tolerances.csv
+SNR_FULL_DB = tolerances.bound("synth", "twins-full", "snr_db")
 INTERMEDIATES = ("m_p", "logs_p", "z", "har", "audio")
 
 

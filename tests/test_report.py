@@ -33,7 +33,7 @@ def two_machines(tmp_path_factory):
     proc = rvc(*RUN, "--machine-label", "alpha", "--store", root / "store", "--no-report")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "mel/log-mel-128 mlx:cpu 0.5s" in proc.stdout  # progress while it runs
-    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/test_mel.py", "-k", "test_bench_mel", "-q",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/test_bench_mel.py", "-q",
                            "-p", "no:cacheprovider", "--benchmark-only", "--lengths", "0.5", "--rounds", "3",
                            "--model-size", "tiny", "--machine-label", "beta", "--store", str(root / "store")],
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])

@@ -1,0 +1,55 @@
+"""The one tolerance table: every stage bounded, bounds that fail what they should, and the `bench` fixture storing
+each bound and verdict beside the value (and failing the benchmark) from the same table."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+from rvc_bench import store, tolerances
+
+
+def test_every_stage_has_benchmark_bounds_and_the_table_is_well_formed():
+    table = tolerances.table()
+    assert {s for s, c, _ in table if c == tolerances.BENCHMARK} == {"mel", "rmvpe", "hubert", "synth", "pipeline"}
+    assert all(b.op in tolerances.OPS and math.isfinite(b.bound) and b.why for b in table.values())
+
+
+def test_a_bound_fails_beyond_it_on_nan_and_when_missing():
+    assert tolerances.broken("synth", "benchmark", {"snr_db": 75.0}) == []
+    assert tolerances.broken("synth", "benchmark", {"snr_db": math.inf}) == []  # identical outputs
+    assert tolerances.broken("synth", "benchmark", {"snr_db": 42.0}) == ["snr_db = 42 (bound snr_db >= 60)"]
+    assert tolerances.broken("synth", "benchmark", {"snr_db": math.nan}) == ["snr_db = nan (bound snr_db >= 60)"]
+    assert tolerances.broken("synth", "benchmark", {"max_abs": 0.0}) == ["snr_db missing (bound snr_db >= 60)"]
+    # `only`: part of a stage's bounds (RMVPE's salience without its f0)
+    assert tolerances.broken("rmvpe", "benchmark", {"max_abs": 1e-3, "pearson": 1.0}, only=("max_abs", "pearson")) == []
+    with pytest.raises(AssertionError, match="rmvpe/chunked parity: max_abs = 0.5"):
+        tolerances.assert_within("rmvpe", "chunked", {"max_abs": 0.5, "pearson": 1.0})
+    with pytest.raises(tolerances.ToleranceError, match="no bounds for rmvpe/nonsense"):
+        tolerances.assert_within("rmvpe", "nonsense", {})
+
+
+BENCHMARK_FILE = '''
+import numpy as np
+
+def test_bench_fake_mel(benchmark, bench):
+    be = bench.backend("numpy")
+    bench.measure(benchmark, be, lambda x: x * 2, (np.ones(4),), stage="mel", variant="fake", seconds=1.0)
+    bench.record_parity({"rel_l2": 0.5, "max_abs_energetic": 1e-6, "pearson": 1.0}, reference="numpy-float64")
+'''
+
+
+def test_bench_fixture_stores_bound_and_verdict_and_fails_the_benchmark(tmp_path):
+    (tmp_path / "test_fake.py").write_text(BENCHMARK_FILE)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+                           "rvc_bench.pytest_plugin", "test_fake.py", "--benchmark-only", "--rounds", "3",
+                           "--store", str(tmp_path / "store")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "mel/fake parity: rel_l2 = 0.5 (bound rel_l2 <= 0.0001)" in proc.stdout
+    rows = store.read(tmp_path / "store").rows
+    par = rows[rows.metric.str.startswith("parity.")].set_index("metric")
+    assert par.at["parity.rel_l2", "bound"] == 1e-4 and par.at["parity.rel_l2", "bound_op"] == "<="
+    assert not par.at["parity.rel_l2", "within_bound"] and par.at["parity.max_abs_energetic", "within_bound"]
+    assert par["within_bound"].isna()["parity.pearson"]  # not bounded: stored without a verdict
+    assert (rows.metric == "time_warm").sum() == 3  # the failed benchmark's times are kept too
