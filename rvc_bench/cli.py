@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rvc_bench.audio import MIN_SECONDS
+from rvc_bench.audio import MAX_CHANNELS, MIN_SECONDS
 from rvc_bench.fileio import OutputError, check_folder, check_output
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -313,8 +313,9 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_infer(args) -> int:
-    """The whole conversion on one backend: VOICE + 16 kHz INPUT.wav -> OUT (.wav, .flac, .ogg) at the voice's
-    sample rate. Everything that can be checked before the conversion is: a bad output path costs nothing."""
+    """The whole conversion on one backend: VOICE + INPUT (any rate and channel count, read as upstream's ffmpeg
+    loader reads it) -> OUT (.wav, .flac, .ogg) at the voice's sample rate or --resample-sr. Everything that can be
+    checked before the conversion is: a bad output path costs nothing."""
     import time
 
     import numpy as np
@@ -324,18 +325,22 @@ def cmd_infer(args) -> int:
     from rvc_bench.layout import CheckpointError
 
     opts = pipeline.Options(f0_up_key=args.f0_up_key, index_rate=args.index_rate, protect=args.protect,
-                            rms_mix_rate=args.rms_mix_rate, sid=args.sid, seed=args.seed)
+                            rms_mix_rate=args.rms_mix_rate, sid=args.sid, seed=args.seed,
+                            deterministic=args.deterministic, resample_sr=args.resample_sr)
+    if args.hubert is None and not args.synthetic_models:  # random weights would make noise that looks like output
+        raise UserError("no --hubert: pass the content encoder (hubert_base.pt, or a Hugging Face ContentVec folder), "
+                        "or --synthetic-models to run on random synthetic weights (timing, tests)")
     try:
         opts.check()
         out = check_output(args.output, [args.voice, args.input, args.index, args.hubert, args.rmvpe], args.force)
         audio.output_format(out)
         if not Path(args.voice).is_file():
             raise UserError(f"voice model not found: {args.voice}")
-        x = audio.read_wav(args.input)
+        x, source = audio.read_audio(args.input)
         backend = get_backend(args.backend, args.torch_device if args.backend == "torch" else args.mlx_device)
         index = retrieval.load_index(args.index) if args.index else None  # read even when --index-rate 0 skips it
         hubert, rmvpe = args.hubert, args.rmvpe
-        if hubert is None or rmvpe is None:
+        if args.synthetic_models and (hubert is None or rmvpe is None):
             cache = check_folder(fixtures.cache_dir(), "the fixture cache (RVC_BENCH_CACHE)")
             synthetic = pipeline.synthetic_checkpoints(cache, args.model_size)
             for flag, given, path in (("--hubert", hubert, synthetic[0]), ("--rmvpe", rmvpe, synthetic[1])):
@@ -353,8 +358,9 @@ def cmd_infer(args) -> int:
         audio.write_audio(out, result.audio, result.sr)  # the int16 samples RVC returns; atomic
     except (audio.AudioError, CheckpointError, retrieval.RetrievalError, pipeline.OptionError, BackendError) as err:
         raise UserError(str(err)) from None
-    print(f"rvc-bench infer: converted {x.size / audio.SAMPLE_RATE:.2f} s in {seconds:.2f} s on {backend.label} "
-          f"-> {out} ({result.sr} Hz, {result.seconds:.2f} s, {len(result.cuts) + 1} chunk(s))")
+    print(f"rvc-bench infer: converted {x.size / audio.SAMPLE_RATE:.2f} s ({source} -> {audio.SAMPLE_RATE} Hz mono) "
+          f"in {seconds:.2f} s on {backend.label} -> {out} ({result.sr} Hz, {result.seconds:.2f} s, "
+          f"{len(result.cuts) + 1} chunk(s))")
     return 0
 
 
@@ -414,11 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="which backends and devices this machine can run, and why not")
     d.set_defaults(func=cmd_doctor)
 
-    i = sub.add_parser("infer", help="convert a 16 kHz mono wav with an RVC voice model (whole pipeline, one backend)",
+    i = sub.add_parser("infer", help="convert an audio file with an RVC voice model (whole pipeline, one backend)",
                        description="RVC conversion as the WebUI's vc_single does it (RMVPE pitch, fp32 windows). The "
-                       "output stays at the voice model's sample rate (resampling is not implemented).")
+                       "input is read as upstream's ffmpeg loader reads it: downmixed to mono with ffmpeg's weights "
+                       "((L+R)/sqrt 2 for stereo) and resampled to 16 kHz with ffmpeg's default resampler.")
     i.add_argument("voice", help="RVC voice model .pth (MLX also takes a .safetensors from `rvc-bench convert`)")
-    i.add_argument("input", help="16 kHz mono wav")
+    i.add_argument("input", help="audio file: wav, flac, ogg (anything libsndfile reads), any sample rate, 1 to "
+                   f"{MAX_CHANNELS} channels, int or float samples")
     i.add_argument("-o", "--output", required=True,
                    help="output .wav or .flac (16-bit PCM: RVC's int16 result as it is) or .ogg (Vorbis)")
     i.add_argument("--force", action="store_true", help="replace an existing output file")
@@ -426,16 +434,26 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--torch-device", default="auto", help="mps, cuda or cpu (default: best available)")
     i.add_argument("--mlx-device", default="auto", help="gpu or cpu (default: best available)")
     i.add_argument("--index", default=None, help="the voice's added_IVF*_Flat_nprobe_1_*.index (needs faiss-cpu)")
-    i.add_argument("--hubert", default=None, help="hubert_base.pt (default: a synthetic checkpoint from the cache)")
-    i.add_argument("--rmvpe", default=None, help="rmvpe.pt (default: a synthetic checkpoint from the cache)")
+    i.add_argument("--hubert", default=None, help="the content encoder: hubert_base.pt (required, unless "
+                   "--synthetic-models)")
+    i.add_argument("--rmvpe", default=None, help="rmvpe.pt (required by voices with pitch, unless --synthetic-models)")
+    i.add_argument("--synthetic-models", action="store_true",
+                   help="use seeded random HuBERT/RMVPE checkpoints (generated into the fixture cache) for those "
+                   "not given: for timing and tests; the output is not a conversion")
     i.add_argument("--f0-up-key", type=int, default=0, help="transpose in semitones (default 0)")
     i.add_argument("--index-rate", type=float, default=0.75, help="retrieval blend 0..1 (default 0.75)")
     i.add_argument("--protect", type=float, default=0.33, help="protect unvoiced frames 0..0.5 (0.5: off; default 0.33)")
     i.add_argument("--rms-mix-rate", type=float, default=0.25, help="loudness envelope mix 0..1 (1: off; default 0.25)")
     i.add_argument("--sid", type=_int_at_least(0), default=0, help="speaker id (default 0)")
-    i.add_argument("--seed", type=_int_at_least(0), default=None,
-                   help="draw the synthesis noise in numpy from this seed (same output on both backends); "
-                   "default: each backend's own unseeded noise, as RVC")
+    noise = i.add_mutually_exclusive_group()
+    noise.add_argument("--seed", type=_int_at_least(0), default=None,
+                       help="draw the synthesis noise in numpy from this seed (same output on both backends); "
+                       "default: each backend's own unseeded noise, as RVC")
+    noise.add_argument("--deterministic", action="store_true",
+                       help="zero synthesis noise (reproducible, same on both backends; not what RVC outputs)")
+    i.add_argument("--resample-sr", type=_int_at_least(0), default=0,
+                   help="output sample rate in Hz, >= 16000 (default 0: the voice's rate); resampled with the "
+                   "input's resampler (ffmpeg's), not librosa's soxr_hq as upstream")
     i.add_argument("--model-size", choices=("full", "tiny"), default="full", help=argparse.SUPPRESS)  # tests
     i.set_defaults(func=cmd_infer)
     return p

@@ -104,10 +104,45 @@ def test_infer_output_format_follows_the_extension(tmp_path, capsys):
     for ext in heads:
         out = tmp_path / f"out.{ext}"
         assert cli.main(["infer", str(voice), str(src), "-o", str(out), "--seed", "1", "--model-size", "tiny",
-                         "--backend", "mlx"]) == 0  # MLX: the faster of the two on a small CPU
+                         "--synthetic-models", "--backend", "mlx"]) == 0  # MLX: the faster of the two on a small CPU
         assert out.read_bytes()[:4] == heads[ext]
     wav, sr = sf.read(tmp_path / "out.wav", dtype="int16")
     info = sf.info(tmp_path / "out.wav")
     assert info.subtype == "PCM_16" and sr == 1000 and np.any(wav)
     np.testing.assert_array_equal(sf.read(tmp_path / "out.flac", dtype="int16")[0], wav)
+    capsys.readouterr()
+
+
+def test_infer_converts_a_44k1_stereo_wav_and_a_22k05_mono_flac(tmp_path, capsys):
+    """Each converts to exactly what its 16 kHz mono reading (audio.read_audio, written as a float wav) converts to;
+    --deterministic makes runs comparable; --resample-sr sets the output rate."""
+    import numpy as np
+    import soundfile as sf
+
+    from rvc_bench import audio, fixtures
+    from rvc_bench.synth import synthetic
+
+    voice = synthetic.ensure_checkpoint(fixtures.cache_dir(), "v2-40k", "tiny")
+    clip = fixtures.generate(0.6, seed=7).audio
+    stereo = np.stack([audio.resample(clip, 16000, 44100), 0.5 * audio.resample(clip[::-1], 16000, 44100)], axis=1)
+    sf.write(tmp_path / "stereo.wav", stereo, 44100, subtype="PCM_16")
+    sf.write(tmp_path / "mono.flac", audio.resample(clip, 16000, 22050), 22050, subtype="PCM_24")
+    common = ["--model-size", "tiny", "--synthetic-models", "--deterministic", "--backend", "mlx"]
+
+    def infer(src, out, *extra):
+        assert cli.main(["infer", str(voice), str(src), "-o", str(tmp_path / out), *common, *extra]) == 0
+        return sf.read(tmp_path / out, dtype="int16")
+
+    outputs = {}
+    for name, described in (("stereo.wav", "44100 Hz, 2 channels, WAV PCM_16"),
+                            ("mono.flac", "22050 Hz, 1 channel, FLAC PCM_24")):
+        x, _ = audio.read_audio(tmp_path / name)
+        sf.write(tmp_path / f"{name}.16k.wav", x, 16000, subtype="FLOAT")
+        outputs[name], sr = infer(tmp_path / name, f"{name}.out.wav")
+        assert described in capsys.readouterr().out
+        want, _ = infer(tmp_path / f"{name}.16k.wav", f"{name}.16k.out.wav")
+        assert sr == 1000 and np.any(outputs[name])
+        np.testing.assert_array_equal(outputs[name], want)
+    resampled, sr = infer(tmp_path / "stereo.wav", "48k.wav", "--resample-sr", "48000")
+    assert sr == 48000 and resampled.size == -(-outputs["stereo.wav"].size * 48000 // 1000)
     capsys.readouterr()
