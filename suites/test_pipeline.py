@@ -237,7 +237,7 @@ def test_index_errors(tmp_path, monkeypatch):
     trained = faiss.index_factory(8, "IVF2,Flat")
     trained.train(retrieval.synthetic_vectors(100, 8))
     faiss.write_index(trained, str(tmp_path / "trained_IVF2_Flat_nprobe_1_x_v2.index"))
-    with pytest.raises(retrieval.RetrievalError, match="holds no vectors.*'added_'"):
+    with pytest.raises(retrieval.RetrievalError, match=r"holds no vectors.*'added_'.*\(added_IVF2_Flat_nprobe_1_x_v2"):
         retrieval.load_index(tmp_path / "trained_IVF2_Flat_nprobe_1_x_v2.index")
     monkeypatch.setitem(sys.modules, "faiss", None)  # as if faiss-cpu were not installed
     with pytest.raises(retrieval.RetrievalError, match="pip install faiss-cpu"):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import faiss
 import numpy as np
 import pytest
 import torch
@@ -105,6 +106,9 @@ def make_inputs(d: Path) -> None:
 
     save_safetensors(d / "bogus.safetensors", {"x": np.ones(2, np.float32)}, {"stage": "synth", "config": [1, 2]})
     retrieval.write_index(d / "v2.index", retrieval.synthetic_vectors(200, 768, seed=1))
+    trained = faiss.index_factory(768, "IVF4,Flat")  # what RVC's training writes before adding the vectors
+    trained.train(retrieval.synthetic_vectors(200, 768, seed=1))
+    faiss.write_index(trained, str(d / "trained_IVF4_Flat_nprobe_1_voice_v2.index"))
     (d / "garbage.index").write_bytes(b"\x00" * 64)
     run = store.Run(meta={"machine": {}}, part="all")
     run.add(stage="mel", variant="x", backend="mlx", device="cpu", device_name="cpu", dtype="float32",
@@ -215,6 +219,8 @@ CASES = {
     # infer: options and the index
     "infer missing index, rate 0": Case(lambda d: INFER(d, "--index", d / "nope.index", "--index-rate", "0"),
                                         ("not found", "nope.index")),
+    "infer trained_ index": Case(lambda d: INFER(d, "--index", d / "trained_IVF4_Flat_nprobe_1_voice_v2.index"),
+                                 ("holds no vectors", "added_IVF4_Flat_nprobe_1_voice_v2.index")),
     "infer garbage index": Case(lambda d: INFER(d, "--index", d / "garbage.index"), ("faiss", "garbage.index")),
     "infer sid out of range": Case(lambda d: INFER(d, "--sid", "5"), ("sid 5 is out of range",)),
     "infer negative sid": Case(lambda d: INFER(d, "--sid", "-1"), ("--sid", "at least 0")),
