@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import subprocess
 import sys
 import threading
@@ -19,6 +18,8 @@ from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
+
+from rvc_bench import blas
 
 BACKENDS = ("torch", "mlx")
 TORCH_DEVICES = ("mps", "cuda", "cpu")
@@ -209,9 +210,7 @@ class TorchBackend(Backend):
             info["mps_fallback"] = os.environ.get("PYTORCH_ENABLE_MPS_FALLBACK", "0")
         else:
             info["device_name"] = cpu_model()
-            info["torch_blas"] = _torch_blas(torch)
-            if "openblas" in os.environ.get("LD_PRELOAD", ""):  # interposes libtorch's exported sgemm
-                info["torch_blas"] += " (OpenBLAS preloaded: may interpose sgemm)"
+            info.update(blas.torch_cpu_blas())
         return info
 
 
@@ -271,7 +270,7 @@ class MLXBackend(Backend):
             info["gpu_api"] = "CUDA" if _mlx_has_cuda() else "Metal"
         else:
             info["device_name"] = cpu_model()
-            info.update(mlx_cpu_blas())
+            info.update(blas.mlx_cpu_blas())
             info["mlx_memory_limit"] = mx.get_memory_limit()
             info["mlx_cache_limit"] = mx.get_memory_limit() // 4  # as set in __init__
         return info
@@ -386,55 +385,10 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _torch_blas(torch) -> str:
-    m = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
-    return m.group(1) if m else "unknown"
-
-
-@lru_cache(maxsize=None)
-def mlx_cpu_blas() -> dict:
-    """Which BLAS MLX's CPU backend calls, and how fast one fp32 matmul runs with it.
-
-    The Linux mlx[cpu] wheel bundles reference (netlib) BLAS; OpenBLAS preloaded with LD_PRELOAD overrides its
-    symbols. We read this process's mapped libraries rather than trusting configuration.
-    """
-    import mlx.core as mx
-
-    maps = ""
-    try:
-        with open("/proc/self/maps") as f:
-            maps = f.read()
-    except OSError:
-        pass
-    preload = os.environ.get("LD_PRELOAD", "")
-    if sys.platform == "darwin":
-        blas = "Accelerate"
-    elif "openblas" in preload and "libopenblas" in maps:
-        blas = "OpenBLAS (LD_PRELOAD " + preload + ")"
-    elif re.search(r"mlx_cpu\.libs/libblas", maps):
-        blas = "reference BLAS bundled with mlx[cpu]"
-    else:
-        blas = "unknown"
-    n = 512
-    a = mx.random.normal((n, n), key=mx.random.key(0))
-    mx.eval(a @ a)
-    t0 = time.perf_counter()
-    mx.eval(a @ a)
-    dt = time.perf_counter() - t0
-    return {"mlx_cpu_blas": blas, "mlx_cpu_sgemm_gflops": round(2 * n**3 / dt / 1e9, 1)}
-
-
 def _ram_bytes() -> int:
     import psutil
 
     return psutil.virtual_memory().total
-
-
-def system_openblas() -> str | None:
-    """Path of a system OpenBLAS that can stand in for MLX's bundled reference BLAS, if one is installed."""
-    candidates = ["/usr/lib/x86_64-linux-gnu/libopenblas.so.0", "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
-                  "/usr/lib64/libopenblas.so.0", "/usr/lib/libopenblas.so.0"]
-    return next((c for c in candidates if os.path.exists(c)), None)
 
 
 def machine_info() -> dict:

@@ -238,17 +238,18 @@ def config_from_metadata(from_dict, meta: Mapping[str, Any], path) -> Any:
         raise CheckpointError(f"{path}: bad config in its rvc_bench metadata ({type(err).__name__}: {err})") from None
 
 
-def load_torch_module(module, state: Mapping[str, np.ndarray], what: str) -> None:
-    """Strict load into a torch module: every key consumed, every shape checked, errors name the key."""
+def load_torch_module(module, state: Mapping[str, np.ndarray], what: str):
+    """Strict load into a torch module: every key consumed, every shape checked, errors name the key. Returns it."""
     import torch
 
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     check_shapes(expected, state, what)
     module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=True)
+    return module
 
 
-def load_mlx_module(module, weights: Mapping[str, np.ndarray], what: str) -> None:
-    """Strict load into an MLX module (same checks as the torch side)."""
+def load_mlx_module(module, weights: Mapping[str, np.ndarray], what: str):
+    """Strict load into an MLX module (same checks as the torch side). Returns it."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
@@ -256,6 +257,7 @@ def load_mlx_module(module, weights: Mapping[str, np.ndarray], what: str) -> Non
     check_shapes(expected, weights, what)
     module.load_weights([(k, mx.array(v)) for k, v in weights.items()], strict=True)
     mx.eval(module.parameters())
+    return module
 
 
 def save_torch_checkpoint(path: str | os.PathLike, obj: Any) -> None:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from rvc_bench import blas
 from rvc_bench.audio import MAX_CHANNELS, MIN_SECONDS
 from rvc_bench.fileio import OutputError, check_folder, check_output
 
 PROJECT = Path(__file__).resolve().parents[1]
-STAGES = ("mel", "rmvpe", "hubert", "synth", "pipeline")
+SUITES = ("mel", "rmvpe", "hubert", "synth", "pipeline")  # benchmark suites: each stage, then the whole conversion
+MLX_BLAS_HELP = ("BLAS preloaded into MLX's Linux CPU process: mkl (the mkl wheel), openblas (a system OpenBLAS), "
+                 "bundled (mlx[cpu]'s reference BLAS) or auto (default: mkl, else openblas, else bundled)")
 DEFAULT_LENGTHS = "5"  # seconds; with 5 warm rounds the full-size default run takes ~6 min on a 2-core CPU
 DEFAULT_REPORT = PROJECT / "reports" / "BENCHMARKS.md"  # `run` writes here; `report` into ./reports/
 DEFAULT_REPORT_CWD = Path("reports") / "BENCHMARKS.md"
@@ -72,9 +76,9 @@ def _float_in(low: float, high: float, closed_low: bool):
 
 def _stages(text: str) -> list[str]:
     chosen = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [s for s in chosen if s not in STAGES]
+    unknown = [s for s in chosen if s not in SUITES]
     if unknown or not chosen:
-        raise argparse.ArgumentTypeError(f"unknown stage {unknown[0] if unknown else text!r}: choose from {', '.join(STAGES)}")
+        raise argparse.ArgumentTypeError(f"unknown stage {unknown[0] if unknown else text!r}: choose from {', '.join(SUITES)}")
     return chosen
 
 
@@ -82,38 +86,14 @@ def _stages(text: str) -> list[str]:
 # run
 
 
-def _blas_env(backend: str, choice: str) -> dict[str, str]:
-    """Environment for one backend's benchmark process.
-
-    The Linux mlx[cpu] wheel ships a reference BLAS (~30x slower sgemm than OpenBLAS on this class of CPU); timing
-    MLX with it would compare a crippled build against torch's MKL. So MLX's process preloads a system OpenBLAS when
-    one is installed. torch's process never gets it: a preloaded OpenBLAS also interposes the sgemm symbol that
-    libtorch exports, which made the torch baseline up to 1.8x slower. What each process used is recorded.
-    """
-    from rvc_bench.backends import system_openblas
-
-    env = dict(os.environ)
-    if backend != "mlx" or choice == "bundled" or sys.platform != "linux":
-        return env
-    lib = system_openblas()
-    if lib is None:
-        if choice == "openblas":
-            raise UserError("--mlx-blas openblas: no system OpenBLAS found (Debian/Ubuntu: apt-get install libopenblas0-pthread)")
-        return env
-    if "openblas" not in env.get("LD_PRELOAD", ""):
-        env["LD_PRELOAD"] = " ".join(p for p in (lib, env.get("LD_PRELOAD", "")) if p)
-    return env
-
-
 def _check_weights_dir(folder: Path) -> None:
     """Read the real checkpoints the suites take from --weights-dir (safe and strict), before anything runs."""
-    from rvc_bench.hubert.convert import read_checkpoint
+    from rvc_bench import stages
     from rvc_bench.layout import CheckpointError
-    from rvc_bench.rmvpe.convert import convert_checkpoint
 
     if not folder.is_dir():
         raise UserError(f"--weights-dir {folder} is not a folder")
-    readers = {"rmvpe.pt": convert_checkpoint, "hubert_base.pt": lambda path: read_checkpoint(path, "full")}
+    readers = {"rmvpe.pt": stages.RMVPE.convert.read, "hubert_base.pt": lambda path: stages.HUBERT.convert.read(path, "full")}
     present = [name for name in readers if (folder / name).is_file()]
     if not present:
         raise UserError(f"--weights-dir {folder} holds neither {' nor '.join(readers)}")
@@ -133,8 +113,9 @@ def _check_report(path: Path, named: bool, force: bool, store: Path) -> None:
         check_output(out, sorted(store.glob("run-*.parquet")), force=force or not named)
 
 
-def _check_run(args, backends: list[str]) -> None:
-    """Every option of `run`, checked before the first benchmark starts (so a bad one costs nothing)."""
+def _check_run(args, backends: list[str]) -> dict[str, dict[str, str]]:
+    """Every option of `run`, checked before the first benchmark starts (so a bad one costs nothing). Returns each
+    backend's process environment: only MLX's gets the preloaded BLAS (see rvc_bench/blas.py)."""
     from rvc_bench import fixtures
     from rvc_bench.backends import BackendError, get_backend
 
@@ -143,13 +124,16 @@ def _check_run(args, backends: list[str]) -> None:
             get_backend(name, args.torch_device if name == "torch" else args.mlx_device)
         except BackendError as err:
             raise UserError(str(err)) from None
-        _blas_env(name, args.mlx_blas)  # --mlx-blas openblas without an OpenBLAS is an error now, not after torch ran
     if args.weights_dir:
         _check_weights_dir(Path(args.weights_dir))
     check_folder(fixtures.cache_dir(), "the fixture cache (RVC_BENCH_CACHE)")
     check_folder(args.store, "--store")
     if not args.no_report:
         _check_report(Path(args.report or DEFAULT_REPORT), args.report is not None, args.force, Path(args.store))
+    try:  # --mlx-blas mkl without the wheel is an error now, not after the torch half ran
+        return {backend: blas.process_env(backend, args.mlx_blas) for backend in backends}
+    except blas.BlasError as err:
+        raise UserError(str(err)) from None
 
 
 def cmd_run(args) -> int:
@@ -160,7 +144,7 @@ def cmd_run(args) -> int:
     if not suites.is_dir():
         raise UserError(f"no suites/ folder next to the package ({PROJECT}): run rvc-bench from a source checkout")
     store = Path(args.store).resolve()
-    selected = [str(suites / f"test_{s}.py") for s in args.stages]
+    selected = [str(suites / f"test_bench_{s}.py") for s in args.stages]  # the benchmarks, not the parity tests
     missing = [p for p in selected if not Path(p).is_file()]
     if missing:
         raise UserError(f"suite not found: {missing[0]}")
@@ -168,13 +152,13 @@ def cmd_run(args) -> int:
     unknown = [b for b in backends if b not in ("torch", "mlx")]
     if unknown or not backends:
         raise UserError(f"unknown backend {unknown[0] if unknown else args.backends!r}: choose from torch, mlx")
-    _check_run(args, backends)
+    envs = _check_run(args, backends)
     run_id = f"{uuid.uuid4().hex[:12]}@{datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}"
     print(f"rvc-bench run {run_id.split('@')[0]}: stages {','.join(args.stages)}, lengths {args.lengths} s, "
           f"{args.model_size} models, {args.rounds} warm rounds + {args.warmup} warm-up, one process per backend; "
           f"store {store}", flush=True)
     status = 0
-    for backend in backends:  # one process each, so each gets its own BLAS environment (see _blas_env)
+    for backend in backends:  # one process each, so each gets its own BLAS environment
         cmd = [sys.executable, "-m", "pytest", *selected, "--benchmark-only", "-p", "no:cacheprovider", "-q",
                "--lengths", args.lengths, "--rounds", str(args.rounds), "--warmup", str(args.warmup),
                "--model-size", args.model_size, "--torch-device", args.torch_device, "--mlx-device", args.mlx_device,
@@ -184,8 +168,9 @@ def cmd_run(args) -> int:
             cmd.append("--fresh-process")
         if args.weights_dir:
             cmd += ["--weights-dir", args.weights_dir]
-        print(f"rvc-bench run: {backend} benchmarks", flush=True)
-        code = subprocess.run(cmd, cwd=PROJECT, env=_blas_env(backend, args.mlx_blas)).returncode
+        preload = f" (preloading {blas.select(args.mlx_blas).describe()})" if blas.MARKER in envs[backend] else ""
+        print(f"rvc-bench run: {backend} benchmarks{preload}", flush=True)
+        code = subprocess.run(cmd, cwd=PROJECT, env=envs[backend]).returncode
         if code not in (0, 1):  # 1 = some tests failed (their rows are still stored); other codes: nothing ran
             raise UserError(f"the {backend} benchmarks did not run to the end: pytest exited with status {code} "
                             "(its output is above)")
@@ -243,36 +228,19 @@ def cmd_gate(args) -> int:
 # convert
 
 
-def detect_kind(obj, what: str = "checkpoint") -> str:
-    """Which upstream format a loaded checkpoint is, from its top-level structure (not from tensor shapes)."""
-    if isinstance(obj, dict) and "weight" in obj and "config" in obj:
-        return "voice"
-    state = obj.get("model", obj) if isinstance(obj, dict) else None
-    if isinstance(state, dict) and any(str(k).startswith("unet.") for k in state):
-        return "rmvpe"
-    if isinstance(state, dict) and any("pos_conv" in str(k) for k in state):
-        return "hubert"
-    raise UserError(f"{what}: unrecognised checkpoint: expected an RVC voice .pth, rmvpe.pt or hubert_base.pt")
-
-
 def cmd_convert(args) -> int:
+    from rvc_bench import stages
     from rvc_bench.checkpoints import load_pickled
     from rvc_bench.layout import CheckpointError
 
     src, dst = Path(args.checkpoint), Path(args.output) if args.output else Path(args.checkpoint).with_suffix(".safetensors")
     check_output(dst, [src], args.force)
     try:
-        kind = args.kind if args.kind != "auto" else detect_kind(load_pickled(src), str(src))
-        if kind == "rmvpe":
-            from rvc_bench.rmvpe.convert import convert_file
-        elif kind == "hubert":
-            from rvc_bench.hubert.convert import convert_file
-        else:
-            from rvc_bench.synth.convert import convert_file
-        convert_file(src, dst)
+        stage = stages.recognise(load_pickled(src), str(src)) if args.kind == "auto" else stages.get(args.kind)
+        stage.convert.convert_file(src, dst)
     except CheckpointError as err:
         raise UserError(str(err)) from None
-    print(f"converted {kind} checkpoint {src} -> {dst}")
+    print(f"converted {stage.name} checkpoint {src} -> {dst}")
     return 0
 
 
@@ -280,36 +248,101 @@ def cmd_convert(args) -> int:
 # doctor
 
 
+def _device_fix(name: str, dev: str) -> str:
+    """The command that makes a missing device available here, or why none can."""
+    if sys.platform == "darwin" and os.uname().machine == "arm64":
+        return "pip install -U torch (MPS needs macOS >= 12.3)" if dev == "mps" \
+            else "none here: MLX sees no Metal GPU (a virtual machine?)"
+    if dev == "mps" or sys.platform == "darwin":
+        return "none here: needs a Mac with Apple Silicon"
+    if not os.path.exists("/proc/driver/nvidia/version"):
+        return "none here: no NVIDIA GPU" + (" (Metal needs a Mac with Apple Silicon)" if name == "mlx" else "")
+    if name == "mlx":
+        return "pip install -e '.[cuda]'"
+    return "pip install --force-reinstall 'torch>=2.6,<2.14' (PyPI's Linux x86_64 torch wheels are CUDA builds)"
+
+
+def _mlx_blas_child(choice: str) -> dict:
+    """MLX's BLAS and sgemm speed in a fresh process started the way `rvc-bench run` starts MLX's."""
+    code = "import json; from rvc_bench import blas; print(json.dumps(blas.mlx_cpu_blas()))"
+    proc = subprocess.run([sys.executable, "-c", code], env=blas.process_env("mlx", choice), capture_output=True,
+                          text=True, timeout=300)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"MLX does not start with --mlx-blas {choice} (broken install?): {tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def cmd_doctor(args) -> int:
+    """One screen: what this machine will measure, what is missing and the command that fixes each."""
     from rvc_bench import backends as B
 
-    print(f"machine: {B.cpu_model()}, {os.cpu_count()} cores, {sys.platform} {os.uname().machine}, Python {sys.version.split()[0]}")
+    versions = {"torch": None, "mlx": None}
+    for mod in versions:
+        try:
+            versions[mod] = __import__(f"{mod}.core" if mod == "mlx" else mod, fromlist=["_"]).__version__
+        except ImportError:
+            pass
+    print(f"machine: {B.cpu_model()}, {os.cpu_count()} cores, {sys.platform} {os.uname().machine}, Python "
+          f"{sys.version.split()[0]}, torch {versions['torch'] or 'missing'}, mlx {versions['mlx'] or 'missing'}")
+    fixes = []
     rows = []
     for name, devices in (("torch", B.TORCH_DEVICES), ("mlx", B.MLX_DEVICES)):
         available = B.torch_devices() if name == "torch" else B.mlx_devices()
         for dev in devices:
             ok = dev in available
             rows.append((f"{name}:{dev}", "yes" if ok else "no", "" if ok else B.available_reason(name, dev)))
+            if not ok and versions[name]:
+                fixes.append((f"{name}:{dev}", _device_fix(name, dev)))
     width = max(len(r[0]) for r in rows)
     for label, ok, why in rows:
-        print(f"  {label:<{width}}  {ok:<3}  {why}")
-    if "cpu" in B.mlx_devices():
-        info = B.mlx_cpu_blas()
-        print(f"MLX CPU BLAS in this process: {info['mlx_cpu_blas']} ({info['mlx_cpu_sgemm_gflops']} GFLOP/s, 512x512 sgemm)")
-        lib = B.system_openblas()
-        if sys.platform == "linux":
-            print(f"system OpenBLAS: {lib}; `rvc-bench run` preloads it for MLX (--mlx-blas bundled to opt out)" if lib
-                  else "system OpenBLAS: not found; MLX CPU runs ~30x slower matmuls (apt-get install libopenblas0-pthread)")
+        print(f"  {label:<{width}}  {ok:<3}  {why}".rstrip())
+    for name in ("torch", "mlx"):
+        if not versions[name]:
+            fixes.append((name, "pip install -e ."))
+    best = [f"{n}:{(B.torch_devices() if n == 'torch' else B.mlx_devices())[0]}" for n in ("torch", "mlx") if versions[n]]
+    print("`rvc-bench run` measures: " + " against ".join(best))
+
+    if "cpu" in B.mlx_devices() and "cpu" in B.torch_devices():
+        torch_info, here = blas.torch_cpu_blas(), blas.mlx_cpu_blas()
+        print(f"CPU BLAS, fp32 {blas.PROBE_N}x{blas.PROBE_N} matmul (a loaded machine measures less):")
+        print(f"  torch:cpu                    {torch_info['torch_cpu_sgemm_gflops']:7.1f} GFLOP/s  {torch_info['torch_blas']}")
+        print(f"  mlx:cpu in this process      {here['mlx_cpu_sgemm_gflops']:7.1f} GFLOP/s  {here['mlx_cpu_blas']}")
+        preload = blas.select("auto")
+        if preload is not None:
+            child = _mlx_blas_child("auto")
+            print(f"  mlx:cpu in `rvc-bench run`   {child['mlx_cpu_sgemm_gflops']:7.1f} GFLOP/s  {child['mlx_cpu_blas']} "
+                  f"({child['mlx_cpu_blas_path']}); also `rvc-bench infer --backend mlx`")
+            if here["mlx_cpu_blas_path"] != child["mlx_cpu_blas_path"]:
+                env = " ".join(f"{k}={v}" for k, v in {"LD_PRELOAD": preload.path, **preload.env}.items())
+                fixes.append(("MLX BLAS in `pytest suites/` run directly",
+                              f"{env} python -m pytest suites/ --benchmark-only --backends mlx "
+                              "(then --backends torch without it: the preload would replace torch's sgemm)"))
+        elif sys.platform.startswith("linux"):
+            fixes.append(("fast BLAS for MLX", "pip install mkl" if os.uname().machine == "x86_64"
+                          else "apt-get install libopenblas0-pthread"))
     if "mps" in B.torch_devices():
         print(f"PYTORCH_ENABLE_MPS_FALLBACK={os.environ.get('PYTORCH_ENABLE_MPS_FALLBACK', '0')} "
               "(needed only by torch builds without MPS stft)")
-    best = [f"torch:{B.torch_devices()[0]}" if B.torch_devices() else None, f"mlx:{B.mlx_devices()[0]}" if B.mlx_devices() else None]
-    print("default devices: " + ", ".join(b for b in best if b))
+    if fixes:
+        print("missing here, and the fix:")
+        for what, fix in fixes:
+            print(f"  {what}: {fix}")
     return 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # infer
+
+
+def _synthetic_checkpoint(flag: str, stage, size: str) -> Path:
+    from rvc_bench import fixtures
+
+    cache = check_folder(fixtures.cache_dir(), "the fixture cache (RVC_BENCH_CACHE)")
+    path = stage.checkpoint(cache, size)
+    print(f"rvc-bench infer: no {flag} given: using the synthetic {size}-size checkpoint {path} (random weights, "
+          f"generated into {cache})", file=sys.stderr)
+    return path
 
 
 def cmd_infer(args) -> int:
@@ -320,16 +353,26 @@ def cmd_infer(args) -> int:
 
     import numpy as np
 
-    from rvc_bench import audio, fixtures, pipeline, retrieval
+    from rvc_bench import audio, pipeline, retrieval, stages
     from rvc_bench.backends import BackendError, get_backend
     from rvc_bench.layout import CheckpointError
+
+    if args.hubert is None and not args.synthetic_models:  # random weights would make noise that looks like output
+        raise UserError("no --hubert: pass the content encoder (hubert_base.pt, or a Hugging Face ContentVec folder), "
+                        "or --synthetic-models to run on random synthetic weights (timing, tests)")
+    if args.backend == "mlx" and args.own_process and blas.MARKER not in os.environ:
+        # LD_PRELOAD takes effect only at process start: restart this command once in MLX's BLAS environment (the
+        # marker it sets stops a second restart). Never for torch (see rvc_bench/blas.py).
+        try:
+            env = blas.process_env("mlx", args.mlx_blas)
+        except blas.BlasError as err:
+            raise UserError(str(err)) from None
+        if blas.MARKER in env:
+            os.execve(sys.executable, [sys.executable, "-m", "rvc_bench.cli", *sys.argv[1:]], env)
 
     opts = pipeline.Options(f0_up_key=args.f0_up_key, index_rate=args.index_rate, protect=args.protect,
                             rms_mix_rate=args.rms_mix_rate, sid=args.sid, seed=args.seed,
                             deterministic=args.deterministic, resample_sr=args.resample_sr)
-    if args.hubert is None and not args.synthetic_models:  # random weights would make noise that looks like output
-        raise UserError("no --hubert: pass the content encoder (hubert_base.pt, or a Hugging Face ContentVec folder), "
-                        "or --synthetic-models to run on random synthetic weights (timing, tests)")
     try:
         opts.check()
         out = check_output(args.output, [args.voice, args.input, args.index, args.hubert, args.rmvpe], args.force)
@@ -339,16 +382,12 @@ def cmd_infer(args) -> int:
         x, source = audio.read_audio(args.input)
         backend = get_backend(args.backend, args.torch_device if args.backend == "torch" else args.mlx_device)
         index = retrieval.load_index(args.index) if args.index else None  # read even when --index-rate 0 skips it
+        hubert_preset = stages.PIPELINE_HUBERT[args.model_size]
         hubert, rmvpe = args.hubert, args.rmvpe
-        if args.synthetic_models and (hubert is None or rmvpe is None):
-            cache = check_folder(fixtures.cache_dir(), "the fixture cache (RVC_BENCH_CACHE)")
-            synthetic = pipeline.synthetic_checkpoints(cache, args.model_size)
-            for flag, given, path in (("--hubert", hubert, synthetic[0]), ("--rmvpe", rmvpe, synthetic[1])):
-                if given is None:
-                    print(f"rvc-bench infer: no {flag} given: using the synthetic {args.model_size}-size checkpoint "
-                          f"{path} (random weights, generated into {cache})", file=sys.stderr)
-            hubert, rmvpe = hubert or synthetic[0], rmvpe or synthetic[1]
-        models = pipeline.load_models(backend, args.voice, hubert, rmvpe, args.model_size)
+        if args.synthetic_models:
+            hubert = hubert or _synthetic_checkpoint("--hubert", stages.HUBERT, hubert_preset)
+            rmvpe = rmvpe or _synthetic_checkpoint("--rmvpe", stages.RMVPE, args.model_size)
+        models = pipeline.load_models(backend, args.voice, hubert, rmvpe, hubert_preset)
         t0 = time.perf_counter()
         result = pipeline.convert(models, x, opts, index)
         seconds = time.perf_counter() - t0
@@ -358,8 +397,11 @@ def cmd_infer(args) -> int:
         audio.write_audio(out, result.audio, result.sr)  # the int16 samples RVC returns; atomic
     except (audio.AudioError, CheckpointError, retrieval.RetrievalError, pipeline.OptionError, BackendError) as err:
         raise UserError(str(err)) from None
+    ran = backend.label
+    if backend.device == "cpu":
+        ran += f" (BLAS: {blas.mlx_blas_in_process()[0] if args.backend == 'mlx' else blas.torch_blas_in_process()})"
     print(f"rvc-bench infer: converted {x.size / audio.SAMPLE_RATE:.2f} s ({source} -> {audio.SAMPLE_RATE} Hz mono) "
-          f"in {seconds:.2f} s on {backend.label} -> {out} ({result.sr} Hz, {result.seconds:.2f} s, "
+          f"in {seconds:.2f} s on {ran} -> {out} ({result.sr} Hz, {result.seconds:.2f} s, "
           f"{len(result.cuts) + 1} chunk(s))")
     return 0
 
@@ -374,15 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the benchmark suites into the store, then regenerate the report")
     r.add_argument("--lengths", type=_lengths, default=DEFAULT_LENGTHS,
                    help=f"audio lengths in seconds (default {DEFAULT_LENGTHS}; the original grid is 5,60,300)")
-    r.add_argument("--stages", type=_stages, default=list(STAGES), help="comma-separated subset of " + ",".join(STAGES))
+    r.add_argument("--stages", type=_stages, default=list(SUITES), help="comma-separated subset of " + ",".join(SUITES))
     r.add_argument("--rounds", type=_int_at_least(1), default=5, help="warm timed rounds (default 5)")
     r.add_argument("--warmup", type=_int_at_least(0), default=1, help="warm-up rounds (default 1)")
     r.add_argument("--model-size", choices=("full", "tiny"), default="full")
     r.add_argument("--torch-device", default="auto", help="mps, cuda or cpu (default: best available)")
     r.add_argument("--mlx-device", default="auto", help="gpu or cpu (default: best available)")
     r.add_argument("--backends", default=None, help="comma-separated subset of torch,mlx")
-    r.add_argument("--mlx-blas", choices=("auto", "openblas", "bundled"), default="auto",
-                   help="BLAS for MLX's Linux CPU backend (auto: system OpenBLAS if installed)")
+    r.add_argument("--mlx-blas", choices=blas.CHOICES, default="auto", help=MLX_BLAS_HELP)
     r.add_argument("--fresh-process", action="store_true", help="also measure each benchmark in a fresh process (RSS)")
     r.add_argument("--weights-dir", default=None, help="folder with real upstream checkpoints")
     r.add_argument("--store", default=str(PROJECT / "reports" / "store"))
@@ -413,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("checkpoint")
     c.add_argument("-o", "--output", default=None, help="output .safetensors (default: the checkpoint's name with "
                    ".safetensors)")
-    c.add_argument("--kind", choices=("auto", "rmvpe", "hubert", "voice"), default="auto")
+    c.add_argument("--kind", choices=("auto", "rmvpe", "hubert", "synth"), default="auto",
+                   help="the checkpoint's stage (default: recognised from its structure)")
     c.add_argument("--force", action="store_true", help="replace an existing output file")
     c.set_defaults(func=cmd_convert)
 
@@ -433,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--backend", choices=("torch", "mlx"), default="torch")
     i.add_argument("--torch-device", default="auto", help="mps, cuda or cpu (default: best available)")
     i.add_argument("--mlx-device", default="auto", help="gpu or cpu (default: best available)")
+    i.add_argument("--mlx-blas", choices=blas.CHOICES, default="auto", help=MLX_BLAS_HELP)
     i.add_argument("--index", default=None, help="the voice's added_IVF*_Flat_nprobe_1_*.index (needs faiss-cpu)")
     i.add_argument("--hubert", default=None, help="the content encoder: hubert_base.pt (required, unless "
                    "--synthetic-models)")
@@ -461,6 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Only the command itself may restart its process (infer); a caller of main() keeps its own process and BLAS.
+    args.own_process = argv is None
     try:
         return args.func(args)
     except (UserError, OutputError) as err:

@@ -69,7 +69,7 @@ PROBE_ENV = "RVC_BENCH_PROBE_OUT"
 
 
 def run_probe(nodeid: str, extra_args: list[str], timeout_s: float = 1800) -> dict:
-    """Run `nodeid` in a fresh pytest process in probe mode; return {"cold_s", "rss_peak"}."""
+    """Run `nodeid` in a fresh pytest process in probe mode; return {"cold_s", "rss_peak", "frameworks"}."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,4 +85,7 @@ def run_probe(nodeid: str, extra_args: list[str], timeout_s: float = 1800) -> di
 
 
 def write_probe_result(cold_s: float) -> None:
-    Path(os.environ[PROBE_ENV]).write_text(json.dumps({"cold_s": cold_s, "rss_peak": max_rss_bytes()}))
+    # Which frameworks the process holds when its peak RSS is read: a probe must hold only the one it measures.
+    frameworks = [name for name in ("torch", "mlx") if name in sys.modules]
+    Path(os.environ[PROBE_ENV]).write_text(json.dumps({"cold_s": cold_s, "rss_peak": max_rss_bytes(),
+                                                       "frameworks": frameworks}))

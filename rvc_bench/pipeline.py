@@ -3,7 +3,8 @@
 
 One code path for both backends. The numpy glue (peak guard, high-pass, split points, padding, the chunk loop,
 pitch post-processing, retrieval blend, 2x upsample, protect, RMS mix, int16 scaling) lives here; the three
-networks are called through a small adapter per backend (TorchModels / MLXModels) that takes and returns numpy:
+networks are loaded through the stage registry (rvc_bench.stages) and called through `Models`, which takes and
+returns numpy by way of the backend adapter:
 
     pitch(audio [N] f32) -> f0 [N // 160 + 1] Hz        RMVPE (mel + network on the backend, decode in numpy)
     features(audio [L] f32) -> [F, C] f32                HuBERT / ContentVec (v1: 256-d, v2: 768-d)
@@ -19,7 +20,6 @@ librosa's default (soxr_hq) that upstream uses there. Not implemented: f0 method
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -27,7 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rvc_bench import stages
 from rvc_bench.audio import HOP, SAMPLE_RATE, highpass, peak_guard, resample, validate
+from rvc_bench.layout import CheckpointError
+from rvc_bench.rmvpe.decode import coarse_pitch, transpose
 
 # ---------------------------------------------------------------------------------------------------------------
 # Options
@@ -192,134 +195,53 @@ def chunk_noise(cfg, frames: int, seed: int, chunk: int) -> tuple[np.ndarray, np
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Backend adapters: numpy in, numpy out; they hold the models.
+# The three networks on one backend: numpy in, numpy out
 
 
-class TorchModels:
-    """HuBERT, RMVPE (pitch models only) and the synthesizer as torch twins on one device."""
+class Models:
+    """HuBERT, RMVPE (pitch models only) and the synthesizer on one backend (an rvc_bench.backends adapter, whose
+    from_numpy / to_numpy move the arrays). The twins take the same time-major inputs, so nothing here is
+    framework-specific."""
 
-    name = "torch"
-
-    def __init__(self, hubert, rmvpe, synth, device: str = "cpu"):
-        import torch
-
-        self.torch = torch
-        self.hubert, self.rmvpe, self.synth = hubert, rmvpe, synth
-        self.cfg = synth.cfg
-        self.dev = torch.device(device)
-
-    def _t(self, a: np.ndarray):
-        return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.dev)
-
-    def pitch(self, audio: np.ndarray) -> np.ndarray:
-        return self.rmvpe(self._t(audio))[1]
-
-    def features(self, audio: np.ndarray) -> np.ndarray:
-        return self.hubert.features(self._t(audio)[None], self.cfg.version)[0].cpu().numpy()
-
-    def synthesize(self, phone, pitch, pitchf, sid, eps=None, sine_noise=None) -> np.ndarray:
-        torch = self.torch
-        t = lambda a: None if a is None else self._t(a)[None]  # noqa: E731
-        with torch.inference_mode():
-            audio = self.synth.infer(t(phone), torch.tensor([phone.shape[0]], device=self.dev), t(pitch), t(pitchf),
-                                     torch.tensor([sid], device=self.dev), None if eps is None else t(eps.T),
-                                     t(sine_noise))  # [1, 1, T * upp]
-        return audio[0, 0].cpu().numpy()
-
-
-class MLXModels:
-    """The same three networks as MLX twins (channels-last; they run on MLX's default device)."""
-
-    name = "mlx"
-
-    def __init__(self, hubert, rmvpe, synth):
-        import mlx.core as mx
-
-        self.mx = mx
+    def __init__(self, backend, hubert, rmvpe, synth):
+        self.backend = backend
         self.hubert, self.rmvpe, self.synth = hubert, rmvpe, synth
         self.cfg = synth.cfg
 
     def pitch(self, audio: np.ndarray) -> np.ndarray:
-        return self.rmvpe(self.mx.array(audio))[1]
+        return self.rmvpe(self.backend.from_numpy(audio))[1]
 
     def features(self, audio: np.ndarray) -> np.ndarray:
-        return np.array(self.hubert.features(self.mx.array(audio)[None], self.cfg.version)[0])
+        return self.backend.to_numpy(self.hubert.features(self.backend.from_numpy(audio[None]), self.cfg.version)[0])
 
     def synthesize(self, phone, pitch, pitchf, sid, eps=None, sine_noise=None) -> np.ndarray:
-        mx = self.mx
-        a = lambda x: None if x is None else mx.array(x)[None]  # noqa: E731
-        audio = self.synth.infer(a(phone), None, None if pitch is None else a(pitch.astype(np.int32)), a(pitchf),
-                                 mx.array([sid]), a(eps), a(sine_noise))  # [1, T * upp, 1]; no lengths: all valid
-        return np.array(audio).reshape(-1)
-
-
-Models = TorchModels | MLXModels
-
-# A tiny ContentVec whose outputs have the widths the synthesizer expects (768 / 256): the "tiny" hubert preset is
-# 64 / 16 wide, which no synthesizer config takes. One 768-wide layer (v1 and v2 both read it) keeps it cheap on
-# MLX's reference-BLAS CPU build. Used by tests and `rvc-bench infer --model-size tiny`.
-TINY_HUBERT_CHANGES = dict(embed_dim=768, final_dim=256, pos_conv_groups=16, layers=1, v1_layer=1)
-
-
-def hubert_config(size: str):
-    from rvc_bench.hubert import get_config
-
-    return dataclasses.replace(get_config("tiny"), **TINY_HUBERT_CHANGES) if size == "tiny" else get_config(size)
-
-
-def synthetic_checkpoints(cache_dir: str | os.PathLike, size: str) -> tuple[Path, Path]:
-    """(hubert, rmvpe) synthetic checkpoints in the real formats for "full" or "tiny" (see hubert_config),
-    generated into cache_dir on first use. Random weights: timing and parity, not meaningful audio."""
-    from rvc_bench.hubert import synthetic as hubert_synthetic
-    from rvc_bench.rmvpe import synthetic as rmvpe_synthetic
-
-    if size == "full":
-        hubert = hubert_synthetic.ensure_checkpoint(cache_dir, "full")
-    else:
-        hubert = Path(cache_dir) / "checkpoints" / "hubert-tiny768-1layer-seed0-float16.pt"
-        if not hubert.is_file():
-            hubert_synthetic.write_fairseq(hubert, hubert_config("tiny"), seed=0)
-    return hubert, rmvpe_synthetic.ensure_checkpoint(cache_dir, size)
+        batch = lambda a: None if a is None else self.backend.from_numpy(a[None])  # noqa: E731
+        sid = self.backend.from_numpy(np.array([sid]))
+        audio = self.synth.infer(batch(phone), None, batch(pitch), batch(pitchf), sid, batch(eps),
+                                 batch(sine_noise))  # no lengths: every frame is valid
+        return self.backend.to_numpy(audio).reshape(-1)
 
 
 def load_models(backend, voice: str | os.PathLike, hubert: str | os.PathLike, rmvpe: str | os.PathLike | None,
-                hubert_size: str = "full") -> Models:
-    """The adapter for `backend` (an rvc_bench.backends adapter: name and device) holding the three models.
+                hubert_config: str = "full") -> Models:
+    """The three models on `backend` (an rvc_bench.backends adapter), each through its stage's loader.
 
-    voice: RVC voice .pth (or, for MLX, a converted .safetensors); hubert: hubert_base.pt-style checkpoint of
-    `hubert_size` ("full" or "tiny", see hubert_config); rmvpe: rmvpe.pt, needed by pitch models only.
-    Errors (missing files, bad or mismatched checkpoints) are CheckpointError with one-line messages.
+    voice: RVC voice .pth (or, for MLX, a converted .safetensors); hubert: hubert_base.pt-style checkpoint of the
+    HuBERT preset `hubert_config`; rmvpe: rmvpe.pt, needed by pitch models only. Errors (missing files, bad or
+    mismatched checkpoints) are CheckpointError with one-line messages.
     """
-    from rvc_bench.layout import CheckpointError
-    from rvc_bench.synth import convert as synth_convert
-
     for what, path in (("voice model", voice), ("HuBERT checkpoint", hubert), ("RMVPE checkpoint", rmvpe)):
         if path is not None and not Path(path).is_file():
             raise CheckpointError(f"{what} not found: {path}")
-    cfg_h = hubert_config(hubert_size)
-    if backend.name == "torch":
-        from rvc_bench.hubert import model_torch as hubert_torch
-        from rvc_bench.rmvpe import model_torch as rmvpe_torch
-
-        synth = synth_convert.load_torch(voice).to(backend.dev)
-        if synth.cfg.f0 and rmvpe is None:
-            raise CheckpointError(f"{voice}: a pitch model needs an RMVPE checkpoint (rmvpe.pt), none given")
-        rm = rmvpe_torch.RMVPE(rmvpe_torch.load(rmvpe).to(backend.dev)) if synth.cfg.f0 else None
-        models = TorchModels(hubert_torch.load_model(hubert, cfg_h, device=backend.dev), rm, synth, backend.device)
-    else:
-        from rvc_bench.hubert import model_mlx as hubert_mlx
-        from rvc_bench.rmvpe import model_mlx as rmvpe_mlx
-
-        synth = synth_convert.load_mlx(voice)
-        if synth.cfg.f0 and rmvpe is None:
-            raise CheckpointError(f"{voice}: a pitch model needs an RMVPE checkpoint (rmvpe.pt), none given")
-        rm = rmvpe_mlx.RMVPE(rmvpe_mlx.load(rmvpe)) if synth.cfg.f0 else None
-        models = MLXModels(hubert_mlx.load_model(hubert, cfg_h), rm, synth)
-    width = cfg_h.final_dim if synth.cfg.version == "v1" else cfg_h.embed_dim
+    synth = stages.SYNTH.load(backend, voice)
+    if synth.cfg.f0 and rmvpe is None:
+        raise CheckpointError(f"{voice}: a pitch model needs an RMVPE checkpoint (rmvpe.pt), none given")
+    hub = stages.HUBERT.load(backend, hubert, config=hubert_config)
+    width = hub.cfg.final_dim if synth.cfg.version == "v1" else hub.cfg.embed_dim
     if width != synth.cfg.phone_channels:
         raise CheckpointError(f"HuBERT {synth.cfg.version} features are {width}-d but the voice model expects "
                               f"{synth.cfg.phone_channels}-d")
-    return models
+    return Models(backend, hub, stages.RMVPE.load(backend, rmvpe) if synth.cfg.f0 else None, synth)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -360,8 +282,6 @@ def convert(models: Models, audio: np.ndarray, opts: Options = Options(), index=
     p_len = audio_pad.shape[0] // HOP
     f0 = pitch = pitchf = None
     if cfg.f0:  # once, on the whole padded audio
-        from rvc_bench.rmvpe.decode import coarse_pitch, transpose
-
         f0 = transpose(models.pitch(audio_pad.astype(np.float32))[:p_len], opts.f0_up_key)
         pitch, pitchf = coarse_pitch(f0), f0.astype(np.float32)
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from rvc_bench import fixtures, measure
+from rvc_bench import blas, fixtures, measure
 from rvc_bench.audio import MIN_SECONDS
 from rvc_bench.backends import BACKENDS, BackendError, get_backend, machine_info
 from rvc_bench.store import Run
@@ -97,6 +97,23 @@ class BenchSession:
 
 def pytest_configure(config):
     config.stash[_SESSION] = BenchSession(config)
+
+
+def pytest_report_header(config):
+    """Which BLAS each CPU backend resolved in this process: `pytest suites/` run directly does not get the BLAS
+    that `rvc-bench run` preloads for MLX, so say so where it shows."""
+    lines = []
+    for label, d in config.stash[_SESSION].descriptions.items():
+        if d.get("mlx_cpu_blas"):
+            lines.append(f"rvc-bench: {label} BLAS: {d['mlx_cpu_blas']} ({d['mlx_cpu_sgemm_gflops']} GFLOP/s sgemm "
+                         f"{blas.PROBE_N})")
+            if not blas.preloaded() and blas.select("auto") is not None:
+                lines.append("rvc-bench: `rvc-bench run` preloads a faster BLAS for MLX; `rvc-bench doctor` prints "
+                             "the command that gives it to pytest")
+        elif d.get("torch_blas"):
+            lines.append(f"rvc-bench: {label} BLAS: {d['torch_blas']} ({d['torch_cpu_sgemm_gflops']} GFLOP/s sgemm "
+                         f"{blas.PROBE_N})")
+    return lines
 
 
 def pytest_generate_tests(metafunc):

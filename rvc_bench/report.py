@@ -107,6 +107,7 @@ def machines_section(summary: pd.DataFrame, runs: dict) -> str:
         desc = "; ".join(
             f"{lbl}: {d.get('device_name', '?')}, {d.get('backend')} {d.get('torch_version') or d.get('mlx_version')}"
             + (f", BLAS {d['torch_blas']}" if d.get("torch_blas") else "")
+            + (f" ({d['torch_cpu_sgemm_gflops']} GFLOP/s sgemm 512)" if d.get("torch_cpu_sgemm_gflops") else "")
             + (f", BLAS: {d['mlx_cpu_blas']} ({d['mlx_cpu_sgemm_gflops']} GFLOP/s sgemm 512)" if d.get("mlx_cpu_blas") else "")
             for lbl, d in sorted(backends.items()))
         opts = meta.get("options", {})

@@ -1,5 +1,6 @@
 """The whole conversion (spec §1, §4, §7): MLX against torch end to end, the numpy glue against hand-computed values,
-retrieval with real faiss files, `rvc-bench infer` end to end and on bad input, and the benchmark.
+retrieval with real faiss files, `rvc-bench infer` end to end and on bad input (the benchmark, and the helpers and
+bounds it shares with these tests, are in test_bench_pipeline.py).
 
 Tolerances (fp32, CPU, identical numpy noise injected on both sides; measured on AMD EPYC, 2 cores):
 - f0 tracks. The twins' RMVPE salience differs by ~1e-6, so where both agree on the frame their f0 differ by
@@ -24,45 +25,27 @@ Tolerances (fp32, CPU, identical numpy noise injected on both sides; measured on
 from __future__ import annotations
 
 import dataclasses
-import functools
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from test_bench_pipeline import SNR_E2E_DB, VARIANT, bench_index, check_twins, checkpoints, models, snr
 
-from rvc_bench import parity, pipeline, retrieval
+from rvc_bench import parity, pipeline, retrieval, stages
 from rvc_bench.audio import HOP, SAMPLE_RATE, AudioError, highpass, peak_guard
-from rvc_bench.backends import get_backend
 from rvc_bench.fixtures import cache_dir, generate
+from rvc_bench.hubert import get_config
 from rvc_bench.synth import synthetic as synth_synthetic
 
-SNR_E2E_DB = 50.0
-SNR_BENCH_DB = 40.0
 SNR_SAME_F0_DB = 90.0
 SNR_NONO_DB = 90.0
-CENTS_P95 = 0.05
-VOICING_DISAGREEMENT = 0.01
-JUMP_CENTS = 50.0  # a frame further apart than this is a pitch jump (mir_eval's raw pitch tolerance)
-
-VARIANT = "v2-40k"
+TINY_HUBERT = get_config(stages.PIPELINE_HUBERT["tiny"])
 SPLIT_WINDOWS = pipeline.Windows(x_pad=0.5, x_query=0.3, x_center=1.2, x_max=1.5)  # a 3.3 s clip -> 3 chunks
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tiny models, shared
-
-
-@functools.lru_cache(maxsize=None)
-def checkpoints(size: str = "tiny") -> tuple:
-    return pipeline.synthetic_checkpoints(cache_dir(), size)
-
-
-@functools.lru_cache(maxsize=None)
-def models(backend_name: str, variant: str = VARIANT, size: str = "tiny", device: str = "cpu"):
-    hubert, rmvpe = checkpoints(size)
-    voice = synth_synthetic.ensure_checkpoint(cache_dir(), variant, size)
-    return pipeline.load_models(get_backend(backend_name, device), voice, hubert, rmvpe, size)
+# Tiny models, shared (models() and checkpoints() are in test_bench_pipeline.py)
 
 
 @pytest.fixture(scope="module")
@@ -75,27 +58,6 @@ def tiny_index(tmp_path_factory) -> retrieval.FeatureIndex:
 
 def clip(seconds: float = 2.0, seed: int = 1) -> np.ndarray:
     return generate(seconds, seed=seed).audio
-
-
-def snr(test, ref) -> float:
-    return parity.tensor_metrics(test, ref)["snr_db"]
-
-
-def check_twins(out: pipeline.Conversion, ref: pipeline.Conversion, snr_db: float, what: str) -> dict:
-    """Assert f0 agreement, and waveform SNR >= snr_db when the f0 tracks agree on every frame (see the top)."""
-    f0 = parity.pitch_metrics(out.f0, ref.f0)
-    flips = int(np.sum((out.f0 > 0) != (ref.f0 > 0)))
-    both = (out.f0 > 0) & (ref.f0 > 0)
-    jumps = int(np.sum(np.abs(parity.hz_to_cents(out.f0[both]) - parity.hz_to_cents(ref.f0[both])) > JUMP_CENTS))
-    got = snr(out.waveform, ref.waveform)
-    summary = dict(snr_db=got, voicing_flips=flips, pitch_jumps=jumps, cents_p50=f0["cents_p50"],
-                   cents_p95=f0["cents_p95"])
-    print(f"\n{what}: " + ", ".join(f"{k} {v:.3g}" for k, v in summary.items()))
-    assert f0["voicing_disagreement"] <= VOICING_DISAGREEMENT, f0
-    assert f0["raw_pitch_accuracy"] >= 1 - VOICING_DISAGREEMENT, f0
-    if flips == 0 and jumps == 0:
-        assert f0["cents_p95"] <= CENTS_P95 and got >= snr_db, summary
-    return summary
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -320,9 +282,8 @@ def test_mlx_matches_torch_end_to_end(tiny_index):
     out = pipeline.convert(models("mlx"), audio, opts, tiny_index)
     assert out.sr == ref.sr == 1000 and out.audio.dtype == np.int16
     # One chunk: 2 s + 2 x 1 s reflect padding; output = 2F frames x upp minus the padding at the output rate.
-    hub = pipeline.hubert_config("tiny")
     n_pad = audio.size + 2 * SAMPLE_RATE
-    assert out.audio.shape == ref.audio.shape == (2 * hub.num_frames(n_pad) * 10 - 2 * 1000,)
+    assert out.audio.shape == ref.audio.shape == (2 * TINY_HUBERT.num_frames(n_pad) * 10 - 2 * 1000,)
     assert ref.f0.shape == (n_pad // HOP,) and 0.2 < np.mean(ref.f0 > 0) < 0.8  # voiced and unvoiced frames
     assert out.cuts == ref.cuts == []
     summary = check_twins(out, ref, SNR_E2E_DB, f"tiny {VARIANT} end to end")
@@ -373,7 +334,7 @@ def test_long_input_is_split_into_independent_chunks():
     x = highpass(peak_guard(audio))
     assert ref.cuts == [c // HOP * HOP for c in pipeline.split_points(x, w)] and len(ref.cuts) == 2
     # Each chunk: audio_pad[s : t + 2 t_pad + 160] (last: to the end) -> 2F frames, minus x_pad on both sides.
-    hub, upp, n_pad = pipeline.hubert_config("tiny"), models("torch").cfg.upp, audio.size + 2 * w.t_pad
+    hub, upp, n_pad = TINY_HUBERT, models("torch").cfg.upp, audio.size + 2 * w.t_pad
     starts, ends = [0] + ref.cuts, [c + 2 * w.t_pad + HOP for c in ref.cuts] + [n_pad]
     expected = sum(2 * hub.num_frames(e - s) * upp - 2 * w.t_pad_tgt(ref.sr) for s, e in zip(starts, ends))
     assert ref.audio.size == expected
@@ -399,7 +360,7 @@ def test_index_protect_and_noise_change_the_output(tiny_index):
     # Sub-second input: the 1 s reflect padding is longer than the audio (numpy reflects repeatedly, as upstream).
     short = pipeline.convert(tm, clip(0.25), base, tiny_index)
     n_pad = int(0.25 * SAMPLE_RATE) + 2 * SAMPLE_RATE
-    assert short.audio.size == 2 * pipeline.hubert_config("tiny").num_frames(n_pad) * tm.cfg.upp - 2 * short.sr
+    assert short.audio.size == 2 * TINY_HUBERT.num_frames(n_pad) * tm.cfg.upp - 2 * short.sr
     with pytest.raises(pipeline.OptionError, match="sid 3 is out of range"):
         pipeline.convert(tm, audio, dataclasses.replace(base, sid=3))
     with pytest.raises(AudioError, match="silent"):
@@ -428,7 +389,7 @@ def test_cli_infer_end_to_end(tmp_path, capsys, tiny_index):
 
     audio = clip(1.0, seed=8)
     src = _wav(tmp_path / "in.wav", audio)
-    voice = synth_synthetic.ensure_checkpoint(cache_dir(), VARIANT, "tiny")
+    voice = synth_synthetic.ensure_checkpoint(cache_dir(), "tiny")
     common = ["--model-size", "tiny", "--synthetic-models", "--seed", "3", "--index", tiny_index.path,
               "--f0-up-key", "-2", "--index-rate", "0.5", "--protect", "0.2", "--rms-mix-rate", "0.5"]
     written = {}
@@ -478,7 +439,7 @@ def bad_inputs(tmp_path_factory):
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_cli_infer_bad_input(case, bad_inputs, capsys):
     make, message = BAD_INPUTS[case]
-    voice = str(synth_synthetic.ensure_checkpoint(cache_dir(), VARIANT, "tiny"))
+    voice = str(synth_synthetic.ensure_checkpoint(cache_dir(), "tiny"))
     args = [voice if a == "VOICE" else a for a in make(bad_inputs)]
     out = bad_inputs / f"out-{case.replace(' ', '-')}.wav"
     assert _infer(*args, "-o", out, "--model-size", "tiny", "--synthetic-models") == 2
@@ -510,39 +471,3 @@ def test_full_size_end_to_end_parity():
     print(f"\nfull {VARIANT} 5 s: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     summary = check_twins(out, ref, SNR_E2E_DB, f"full {VARIANT} 5 s")
     assert summary["voicing_flips"] == summary["pitch_jumps"] == 0  # measured on this clip
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Benchmark: the whole conversion of bench.audio(seconds), models loaded beforehand
-
-
-@functools.lru_cache(maxsize=None)
-def bench_index(size: str) -> retrieval.FeatureIndex:
-    """Seeded stand-in for a voice's index (v2: 768-d). Full: 10 000 vectors (a few minutes of training audio)."""
-    n = 10_000 if size == "full" else 500
-    return retrieval.load_index(retrieval.ensure_synthetic_index(cache_dir(), 768, n=n, seed=0))
-
-
-def test_bench_pipeline(benchmark, bench, backend_name, seconds):
-    size = bench.model_size
-    be = bench.backend(backend_name)
-    m = models(backend_name, VARIANT, size, be.device)
-    index = bench_index(size)
-    audio = bench.audio(seconds).audio
-    opts = pipeline.Options(seed=0)
-    out = bench.measure(benchmark, be, lambda x: pipeline.convert(m, x, opts, index), (audio,), stage="pipeline",
-                        variant=VARIANT, seconds=seconds)
-
-    def torch_reference():
-        if backend_name == "torch" and be.device == "cpu":
-            return out
-        return pipeline.convert(models("torch", VARIANT, size), audio, opts, index)
-
-    ref = bench.reference(("pipeline", VARIANT, size, seconds), torch_reference)
-    # Spectral metrics need >= 1200-sample windows: the tiny models' 1 kHz output is too short for them.
-    metrics = (parity.audio_metrics if size == "full" else parity.tensor_metrics)(out.waveform, ref.waveform,
-                                                                                  *([ref.sr] if size == "full" else []))
-    f0 = parity.pitch_metrics(out.f0, ref.f0)
-    bench.record_parity({**metrics, **{f"f0_{k}": v for k, v in f0.items()}})
-    assert out.sr == ref.sr and out.audio.shape == ref.audio.shape
-    check_twins(out, ref, SNR_BENCH_DB, f"pipeline {size} {seconds:g} s {backend_name}")

@@ -1,5 +1,6 @@
 """RMVPE pitch stage: decoding, checkpoint format and strict loading, MLX-vs-torch parity of the network and of the
-whole stage, chunked inference, the fast MLX pieces against MLX's own ops, and the benchmark over the length grid.
+whole stage, chunked inference (the benchmark is in test_bench_rmvpe.py; the MLX fast layers are tested in
+tests/test_mlx_kernels.py).
 
 Tolerances (MLX against torch, fp32, same weights). Measured on AMD EPYC, 2 cores, mlx 0.32.4, torch 2.13:
 - network only (both fed torch's log-mel): tiny max |Δsalience| <= 2.4e-6 (0.1-20 s); full size 5 s 6.8e-6,
@@ -17,10 +18,10 @@ import io
 import pickle
 
 import mlx.core as mx
-import mlx.nn as mnn
 import numpy as np
 import pytest
 import torch
+from test_bench_rmvpe import CENTS_P50, E2E_MAX_ABS, VOICING_DISAGREEMENT
 
 from rvc_bench import parity
 from rvc_bench.checkpoints import load_pickled, load_safetensors, save_torch_checkpoint
@@ -34,15 +35,14 @@ from rvc_bench.rmvpe.config import THRESHOLD, RMVPEConfig, preset
 # Network parity (same log-mel into both twins). Tiny: 8x the measured 2.4e-6. Full: the issue's bound.
 NET_MAX_ABS = {"tiny": 2e-5, "full": 1e-4}
 NET_PEARSON = 0.999999
-# Whole stage (own log-mel each): ~3x the measured 3.0e-4 / 5.6e-4; the log-mel difference dominates (see above).
-E2E_MAX_ABS = 2e-3
+# Whole stage (own log-mel each): E2E_MAX_ABS = 2e-3, ~3x the measured 3.0e-4 / 5.6e-4; the log-mel difference
+# dominates (see above).
 E2E_PEARSON = 0.9999
 # f0 derived from those saliences. Voicing: the threshold can only flip frames whose peak lies within the salience
-# error of 0.03; none did in any measured clip (<= 0.1 % allowed: 0 frames at 5 s). |Δcents| on jointly voiced
-# frames: measured p50 <= 1e-3, p95 <= 1e-2 cents; one argmax flip between near-equal bins moves a frame by
-# hundreds of cents, so p95 and RPA get room for a few such frames in long clips.
-VOICING_DISAGREEMENT = 1e-3
-CENTS_P50 = 1.0  # the issue's bound
+# error of 0.03; none did in any measured clip (VOICING_DISAGREEMENT = 0.1 % allowed: 0 frames at 5 s). |Δcents| on
+# jointly voiced frames: measured p50 <= 1e-3, p95 <= 1e-2 cents (CENTS_P50 = 1, the issue's bound); one argmax flip
+# between near-equal bins moves a frame by hundreds of cents, so p95 and RPA get room for a few such frames in long
+# clips. E2E_MAX_ABS, VOICING_DISAGREEMENT and CENTS_P50 are defined in test_bench_rmvpe.py, which asserts them too.
 CENTS_P95 = 1.0
 RAW_PITCH_ACCURACY = 0.99
 # Chunked vs whole-sequence inference, chunk 256 with the default overlap (config.default_overlap): measured full
@@ -63,12 +63,12 @@ def checkpoint(size: str):
 
 @functools.lru_cache(maxsize=None)
 def torch_model(size: str) -> model_torch.E2E:
-    return model_torch.load(checkpoint(size))
+    return convert.load_torch(checkpoint(size)).model
 
 
 @functools.lru_cache(maxsize=None)
 def mlx_model(size: str) -> model_mlx.E2E:
-    return model_mlx.load(checkpoint(size))
+    return convert.load_mlx(checkpoint(size)).model
 
 
 def torch_log_mel(audio: np.ndarray) -> torch.Tensor:
@@ -225,8 +225,8 @@ def _write(tmp_path, state, name="rmvpe.pt"):
 
 def _both_loaders(path):
     """Each way a checkpoint enters the project; every one must fail the same way."""
-    yield lambda: model_torch.load(path)
-    yield lambda: model_mlx.load(path)
+    yield lambda: convert.load_torch(path)
+    yield lambda: convert.load_mlx(path)
     yield lambda: convert.convert_file(path, path.with_suffix(".safetensors"))
 
 
@@ -267,7 +267,7 @@ def test_pickled_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     path.write_bytes(buf.getvalue())
     with pytest.raises((CheckpointError, pickle.UnpicklingError)):
-        convert.convert_checkpoint(path)
+        convert.read(path)
 
 
 def test_convert_file_round_trip(tmp_path):
@@ -277,7 +277,7 @@ def test_convert_file_round_trip(tmp_path):
     assert not any("num_batches_tracked" in k for k in weights)
     assert weights["fc.0.gru.l0_reverse.bhn"].shape == (16,)
     mel = torch_log_mel(generate(1.0, seed=5).audio)
-    from_file = model_mlx.load(dst)
+    from_file = convert.load_mlx(dst).model
     x = mx.array(mel.numpy().transpose(0, 2, 1))
     np.testing.assert_array_equal(np.array(from_file.mel2hidden(x)), np.array(mlx_model("tiny").mel2hidden(x)))
 
@@ -341,43 +341,6 @@ def test_chunked_matches_whole_full(net):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The MLX fast paths against MLX's own ops and torch
-
-
-def test_fused_bigru_matches_mlx_gru_and_torch():
-    # Two stacked bidirectional layers, batch 2: every index of the fused loop is exercised.
-    torch.manual_seed(0)
-    ref = torch.nn.GRU(12, 8, num_layers=2, batch_first=True, bidirectional=True).eval()
-    x = torch.randn(2, 37, 12)
-    with torch.inference_mode():
-        expected = ref(x)[0].numpy()
-    state = {f"fc.0.gru.{k}": v.numpy() for k, v in ref.state_dict().items()}
-    mlx_gru = model_mlx.GRUStack(12, 8, 2)
-    weights = {k.removeprefix("fc.0.gru."): v for k, v in convert.state_to_mlx_gru(state).items()}
-    mlx_gru.load_weights(list((k, mx.array(v)) for k, v in weights.items()), strict=True)
-    fused = np.array(mlx_gru(mx.array(x.numpy()), fused=True))
-    reference = np.array(mlx_gru(mx.array(x.numpy()), fused=False))
-    assert np.abs(fused - expected).max() < 1e-6  # fp32 rounding only (measured ~2e-7)
-    assert np.abs(reference - expected).max() < 1e-6
-
-
-def test_cpu_conv_transpose_matches_mlx_op_and_torch():
-    torch.manual_seed(0)
-    ref = torch.nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1, bias=False)
-    x = torch.randn(2, 6, 5, 7)
-    with torch.inference_mode():
-        expected = ref(x).numpy().transpose(0, 2, 3, 1)
-    ct = model_mlx.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1, bias=False)
-    ct.weight = mx.array(ref.weight.detach().numpy().transpose(1, 2, 3, 0))
-    xm = mx.array(x.numpy().transpose(0, 2, 3, 1))
-    with mx.stream(mx.cpu):
-        fast = np.array(ct(xm))
-    native = np.array(mnn.ConvTranspose2d.__call__(ct, xm))
-    assert fast.shape == expected.shape == (2, 10, 14, 4)
-    assert np.abs(fast - native).max() < 1e-5 and np.abs(fast - expected).max() < 1e-5  # measured ~6e-7
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Real weights (--weights-dir with rmvpe.pt)
 
 
@@ -386,11 +349,11 @@ def test_real_weights_parity_and_accuracy(bench):
     path = bench.weights_dir / "rmvpe.pt"
     if not path.is_file():
         pytest.skip(f"no rmvpe.pt in {bench.weights_dir}")
-    tm, mm = model_torch.load(path), model_mlx.load(path)
-    assert tm.cfg == preset("full")
+    tm, mm = convert.load_torch(path), convert.load_mlx(path)
+    assert tm.model.cfg == mm.model.cfg == preset("full")
     clip = generate(5.0, seed=0)
-    s_ref, f_ref = model_torch.RMVPE(tm)(torch.from_numpy(clip.audio))
-    s_out, f_out = model_mlx.RMVPE(mm)(mx.array(clip.audio))
+    s_ref, f_ref = tm(torch.from_numpy(clip.audio))
+    s_out, f_out = mm(mx.array(clip.audio))
     assert_salience_close(s_out, s_ref, E2E_MAX_ABS, E2E_PEARSON)
     assert_f0_close(f_out, f_ref)
     # Against the fixture's known contour (harmonic tones, noise bursts, silence). Not measured here (no weights on
@@ -399,36 +362,3 @@ def test_real_weights_parity_and_accuracy(bench):
         m = parity.pitch_metrics(f0, clip.f0)
         assert m["raw_pitch_accuracy"] >= 0.9 and m["voicing_recall"] >= 0.9, m
         assert m["voicing_false_alarm"] <= 0.2, m
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Benchmark: log-mel + network + decode on the backend, timed as one call
-
-
-@functools.lru_cache(maxsize=4)
-def _bench_model(backend_name: str, device: str, size: str):
-    if backend_name == "torch":
-        return model_torch.RMVPE(model_torch.load(checkpoint(size)).to(torch.device(device)))
-    return model_mlx.RMVPE(model_mlx.load(checkpoint(size)))
-
-
-def _torch_reference(size: str, audio: np.ndarray):
-    return model_torch.RMVPE(torch_model(size))(torch.from_numpy(audio))  # CPU fp32
-
-
-def test_bench_rmvpe(benchmark, bench, backend_name, seconds):
-    be = bench.backend(backend_name)
-    size = bench.model_size
-    clip = bench.audio(seconds)
-    rmvpe = _bench_model(backend_name, be.device, size)
-    x = be.from_numpy(clip.audio)
-    salience, f0 = bench.measure(benchmark, be, rmvpe, (x,), stage="rmvpe", variant="e2e", seconds=seconds)
-    # The reference is torch on CPU in fp32: the torch-cpu run's own output when it ran first, else computed here.
-    own = (salience, f0) if backend_name == "torch" and be.device == "cpu" else None
-    s_ref, f_ref = bench.reference(("rmvpe", size, seconds), lambda: own or _torch_reference(size, clip.audio))
-    sal_metrics = parity.tensor_metrics(salience, s_ref)
-    f0_metrics = parity.pitch_metrics(f0, f_ref)
-    bench.record_parity({**sal_metrics, **f0_metrics})
-    assert salience.shape == (clip.audio.size // 160 + 1, 360)
-    assert sal_metrics["max_abs"] <= E2E_MAX_ABS, sal_metrics
-    assert f0_metrics["voicing_disagreement"] <= VOICING_DISAGREEMENT and f0_metrics["cents_p50"] <= CENTS_P50, f0_metrics

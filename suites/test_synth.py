@@ -1,5 +1,6 @@
 """Synthesizer stage (spec §5, §6): twins against each other with injected noise, the pieces against closed forms,
-checkpoint reading (strict, both weight-norm styles, refusals), conversion round trip, and the benchmark.
+checkpoint reading (strict, both weight-norm styles, refusals), conversion round trip (the benchmark is in
+test_bench_synth.py; the MLX fast layers are tested in tests/test_mlx_kernels.py).
 
 Tolerances, all from measurements of this code (fp32, CPU):
 - twin parity, tiny configs: >= 116 dB SNR measured on every intermediate of all 12 variants (the twins run the
@@ -22,6 +23,7 @@ import pickle
 
 import numpy as np
 import pytest
+from test_bench_synth import SNR_FULL_DB
 
 from rvc_bench import parity
 from rvc_bench.fixtures import cache_dir, generate
@@ -29,21 +31,25 @@ from rvc_bench.layout import CheckpointError
 from rvc_bench.synth import convert, synthetic
 from rvc_bench.synth.config import NAMES, SIZES, VARIANTS, SynthConfig, parse_name, preset
 
-SNR_TINY_DB = 80.0
-SNR_FULL_DB = 60.0
+SNR_TINY_DB = 80.0  # SNR_FULL_DB (60 dB), which the benchmark asserts too, is in test_bench_synth.py
 INTERMEDIATES = ("m_p", "logs_p", "z", "har", "audio")
-MAX_WINDOW_FRAMES = 4100  # spec §1, fp32 row: x_max = 41 s windows of 100 frames/s
 
 
 @functools.lru_cache(maxsize=None)
 def tiny_voice(name: str) -> convert.VoiceCheckpoint:
-    return convert.read_voice(synthetic.ensure_checkpoint(cache_dir(), name, "tiny"))
+    return convert.read_voice(synthetic.ensure_checkpoint(cache_dir(), "tiny", variant=name))
+
+
+def twins(voice: convert.VoiceCheckpoint):
+    """Both twins of one checkpoint, read once (what convert.load_torch / load_mlx do, without reading twice)."""
+    from rvc_bench.synth import model_mlx, model_torch
+
+    return model_torch.load(voice.state, voice.config), model_mlx.load(convert.to_mlx(voice.state), voice.config)
 
 
 @functools.lru_cache(maxsize=None)
 def tiny_twins(name: str):
-    voice = tiny_voice(name)
-    return convert.load_torch(voice), convert.load_mlx(voice)
+    return twins(tiny_voice(name))
 
 
 def f0_track(frames: int, seed: int = 3) -> np.ndarray:
@@ -198,83 +204,6 @@ def test_relative_attention_matches_closed_form(frames):
     assert np.abs(out_m - ref).max() < 5e-6
 
 
-# ---- CPU conv rewrites against MLX's native ops -------------------------------------------------------------------
-# model_mlx runs dilated convs space-to-batch and ConvTranspose1d polyphase on the CPU (plain stride-1 convs). They sum
-# the same fp32 terms, the ConvTranspose in another order. Measured on these random O(1) cases: dilated bit-identical,
-# ConvTranspose max |diff| <= 2.2e-7 of max |ref|; a misplaced tap, phase or crop gives O(1) (an unflipped polyphase
-# kernel fails every case). Bound: float32, 1e-5 relative to max |ref|.
-CONV_REWRITE_RTOL = 1e-5
-
-
-def _conv_case(rng, length: int, kernel: int):
-    import mlx.core as mx
-
-    x = mx.array(rng.standard_normal((2, length, 5)).astype(np.float32))  # batch 2, Cin 5 != Cout 6: order checks
-    w = mx.array(rng.standard_normal((6, kernel, 5)).astype(np.float32))  # MLX layout [Cout, K, Cin]
-    return x, w
-
-
-def _assert_rewrite_matches(out, ref):
-    out, ref = np.array(out), np.array(ref)
-    assert out.shape == ref.shape
-    assert np.abs(out - ref).max() <= CONV_REWRITE_RTOL * np.abs(ref).max()
-
-
-@pytest.mark.parametrize("length", [1, 16, 37, 64])  # 16, 37, 64: not multiples of 3 or 5; 1: all padding
-@pytest.mark.parametrize("dilation", [1, 2, 3, 5])
-@pytest.mark.parametrize("kernel", [3, 7, 11])  # ResBlock1 kernels (and dilations 1, 3, 5)
-def test_dilated_conv_space_to_batch_matches_mlx(kernel, dilation, length):
-    import mlx.core as mx
-
-    from rvc_bench.synth.model_mlx import conv1d_space_to_batch
-
-    x, w = _conv_case(np.random.default_rng(kernel * 100 + dilation * 10 + length), length, kernel)
-    same = (kernel * dilation - dilation) // 2  # the ResBlock padding
-    paddings = [p for p in (same, 0, 2) if length + 2 * p - dilation * (kernel - 1) >= 1]
-    assert same in paddings
-    for padding in paddings:
-        ref = mx.conv1d(x, w, 1, padding, dilation)
-        _assert_rewrite_matches(conv1d_space_to_batch(x, w, padding, dilation), ref)
-
-
-@pytest.mark.parametrize("length", [1, 7, 13])  # 7, 13: not multiples of any stride
-@pytest.mark.parametrize("kernel,stride,padding", [
-    (16, 10, 3), (16, 8, 4), (4, 2, 1), (20, 10, 5), (24, 12, 6), (16, 6, 5), (16, 4, 6),  # full-size ups
-    (9, 5, 2), (5, 3, 1), (6, 4, 1), (12, 6, 3), (8, 4, 2), (8, 2, 3),  # tiny-config ups
-    (7, 2, 0), (3, 4, 0), (16, 10, 0), (5, 1, 2),  # off-config: no padding, kernel < stride, stride 1
-])
-def test_conv_transpose_polyphase_matches_mlx(kernel, stride, padding, length):
-    import mlx.core as mx
-
-    from rvc_bench.synth.model_mlx import conv_transpose1d_polyphase
-
-    x, w = _conv_case(np.random.default_rng(kernel * 100 + stride * 10 + length), length, kernel)
-    ref = mx.conv_transpose1d(x, w, stride, padding)
-    assert ref.shape[1] == (length - 1) * stride + kernel - 2 * padding
-    _assert_rewrite_matches(conv_transpose1d_polyphase(x, w, stride, padding), ref)
-
-
-def test_conv_modules_keep_mlx_parameters_and_numbers():
-    import mlx.core as mx
-    import mlx.nn as nn
-    from mlx.utils import tree_flatten
-
-    from rvc_bench.synth import model_mlx
-
-    rng = np.random.default_rng(0)
-    x = mx.array(rng.standard_normal((1, 29, 6)).astype(np.float32))
-    pairs = [(model_mlx.Conv1d(6, 4, 7, dilation=3, padding=9), nn.Conv1d(6, 4, 7, dilation=3, padding=9)),
-             (model_mlx.ConvTranspose1d(6, 4, 16, 10, padding=3), nn.ConvTranspose1d(6, 4, 16, 10, padding=3))]
-    with mx.stream(mx.cpu):  # the rewrites are selected on the CPU device only
-        assert model_mlx._on_cpu()
-        for ours, native in pairs:
-            params = tree_flatten(ours.parameters())
-            assert [(k, v.shape) for k, v in params] == [(k, v.shape) for k, v in tree_flatten(native.parameters())]
-            native.load_weights([(k, v + 0.1) for k, v in params], strict=True)  # nonzero bias
-            ours.load_weights([(k, v + 0.1) for k, v in params], strict=True)
-            _assert_rewrite_matches(ours(x), native(x))
-
-
 # ---- twin parity -----------------------------------------------------------------------------------------------
 
 
@@ -302,13 +231,11 @@ def test_twin_parity_tiny_zero_noise_and_partial_length():
     kt, km = model_torch.prepare(inputs), model_mlx.prepare(inputs)
     kt["phone_lengths"] = torch.tensor([valid])
     km["phone_lengths"] = mx.array([valid])
-    with torch.inference_mode():
-        ref = tm.infer(**kt)[0, 0].numpy()
+    ref = tm.infer(**kt)[0, 0].numpy()
     out = np.array(mm.infer(**km)[0, :, 0])
     assert parity.tensor_metrics(out, ref)["snr_db"] >= SNR_TINY_DB
-    # the mask matters: the same call with all frames valid differs
-    with torch.inference_mode():
-        full = tm.infer(**model_torch.prepare(inputs))[0, 0].numpy()
+    # the mask matters: the same call with all frames valid (no lengths) differs
+    full = tm.infer(**model_torch.prepare(inputs))[0, 0].numpy()
     assert parity.tensor_metrics(full, ref)["snr_db"] < 20
 
 
@@ -320,16 +247,15 @@ def test_random_noise_is_drawn_when_not_injected():
     tm, mm = tiny_twins("v2-40k")
     kw = model_torch.prepare(synthetic.make_inputs(tm.cfg, f0_track(20), seed=2))
     del kw["eps"], kw["sine_noise"]
-    with torch.inference_mode():
-        a, b = tm.infer(**kw), tm.infer(**kw)
+    a, b = tm.infer(**kw), tm.infer(**kw)
     assert not torch.equal(a, b)  # upstream behaviour: two draws differ
 
 
 @pytest.mark.full_size
 @pytest.mark.parametrize("name", [*VARIANTS, "v1-40k-nono"])
 def test_twin_parity_full_size(name):
-    voice = convert.read_voice(synthetic.ensure_checkpoint(cache_dir(), name, "full"))
-    tm, mm = convert.load_torch(voice), convert.load_mlx(voice)
+    voice = convert.read_voice(synthetic.ensure_checkpoint(cache_dir(), "full", variant=name))
+    tm, mm = twins(voice)
     inputs = synthetic.make_inputs(voice.config, f0_track(100), seed=0)  # 1 s
     ref, out = run_twins(tm, mm, inputs)
     got = snrs(out, ref)
@@ -344,9 +270,9 @@ def test_twin_parity_full_size(name):
 def test_synthetic_checkpoint_is_the_real_format(tmp_path):
     from rvc_bench.checkpoints import load_pickled
 
-    path = synthetic.ensure_checkpoint(tmp_path, "v1-48k", "tiny", seed=5)
+    path = synthetic.ensure_checkpoint(tmp_path, "tiny", seed=5, variant="v1-48k")
     mtime = path.stat().st_mtime_ns
-    assert synthetic.ensure_checkpoint(tmp_path, "v1-48k", "tiny", seed=5) == path
+    assert synthetic.ensure_checkpoint(tmp_path, "tiny", seed=5, variant="v1-48k") == path
     assert path.stat().st_mtime_ns == mtime  # cached, not rewritten
     ckpt = load_pickled(path)
     assert set(ckpt) == {"weight", "config", "info", "sr", "f0", "version"}
@@ -356,10 +282,10 @@ def test_synthetic_checkpoint_is_the_real_format(tmp_path):
     assert {str(v.dtype) for v in weight.values()} == {"torch.float16"}
     assert "dec.ups.0.weight_g" in weight and "dec.ups.0.weight_v" in weight and "dec.ups.0.weight" not in weight
     assert weight["dec.ups.0.weight_g"].shape[0] == weight["dec.ups.0.weight_v"].shape[0]  # per input channel
-    other = load_pickled(synthetic.ensure_checkpoint(tmp_path, "v1-48k", "tiny", seed=6))["weight"]
+    other = load_pickled(synthetic.ensure_checkpoint(tmp_path, "tiny", seed=6, variant="v1-48k"))["weight"]
     assert not np.array_equal(weight["emb_g.weight"].numpy(), other["emb_g.weight"].numpy())
     with pytest.raises(ValueError, match="v3-40k"):
-        synthetic.ensure_checkpoint(tmp_path, "v3-40k", "tiny")
+        synthetic.ensure_checkpoint(tmp_path, "tiny", variant="v3-40k")
 
 
 @pytest.mark.parametrize("name", ["v2-40k", "v1-32k-nono"])
@@ -464,11 +390,12 @@ def test_pickled_code_is_never_run(tmp_path):
 
 @pytest.mark.parametrize("name", ["v1-32k", "v2-48k-nono"])
 def test_convert_file_round_trip(tmp_path, name):
+    from rvc_bench.checkpoints import load_safetensors
     from rvc_bench.synth import model_mlx
 
-    src = synthetic.ensure_checkpoint(cache_dir(), name, "tiny")
+    src = synthetic.ensure_checkpoint(cache_dir(), "tiny", variant=name)
     dst = convert.convert_file(src, tmp_path / f"{name}.safetensors")
-    meta = convert.read_converted_meta(dst)
+    meta = load_safetensors(dst)[1]
     assert SynthConfig.from_dict(meta["config"]) == tiny_voice(name).config
     assert (meta["stage"], meta["sr"], meta["version"]) == ("synth", name.split("-")[1], name.split("-")[0])
     reloaded = convert.load_mlx(dst)
@@ -482,7 +409,7 @@ def test_convert_file_round_trip(tmp_path, name):
 def test_converted_file_with_a_missing_key_fails_naming_it(tmp_path):
     from rvc_bench.checkpoints import load_safetensors, save_safetensors
 
-    dst = convert.convert_file(synthetic.ensure_checkpoint(cache_dir(), "v2-40k", "tiny"), tmp_path / "a.safetensors")
+    dst = convert.convert_file(synthetic.ensure_checkpoint(cache_dir(), "tiny"), tmp_path / "a.safetensors")
     weights, meta = load_safetensors(dst)
     del weights["dec.ups.1.weight"]
     save_safetensors(tmp_path / "b.safetensors", weights, meta)
@@ -494,7 +421,7 @@ def test_converted_file_with_a_missing_key_fails_naming_it(tmp_path):
 def test_convert_file_round_trip_full_size(tmp_path):
     from rvc_bench.synth import model_mlx, model_torch
 
-    src = synthetic.ensure_checkpoint(cache_dir(), "v2-40k", "full")
+    src = synthetic.ensure_checkpoint(cache_dir(), "full")
     reloaded = convert.load_mlx(convert.convert_file(src, tmp_path / "v2-40k.safetensors"))
     inputs = synthetic.make_inputs(reloaded.cfg, f0_track(50), seed=9)
     out = model_mlx.run(reloaded, inputs)
@@ -502,73 +429,3 @@ def test_convert_file_round_trip_full_size(tmp_path):
     np.testing.assert_array_equal(out["audio"], direct["audio"])
     ref = model_torch.run(convert.load_torch(src), inputs)
     assert parity.tensor_metrics(out["audio"], ref["audio"])["snr_db"] >= SNR_FULL_DB
-
-
-# ---- benchmark -------------------------------------------------------------------------------------------------
-
-
-def windows(frames: int, max_frames: int = MAX_WINDOW_FRAMES) -> list[tuple[int, int]]:
-    """The pipeline's windowing (spec §1): consecutive chunks of at most 41 s, each synthesised on its own."""
-    return [(s, min(s + max_frames, frames)) for s in range(0, frames, max_frames)]
-
-
-def _chunk(inputs: synthetic.SynthInputs, s: int, e: int, upp: int) -> synthetic.SynthInputs:
-    return synthetic.SynthInputs(inputs.phone[s:e], inputs.pitch[s:e], inputs.pitchf[s:e], inputs.eps[s:e],
-                                 inputs.sine_noise[s * upp:e * upp])
-
-
-def windowed_synth(backend_name: str, path, inputs: synthetic.SynthInputs, device=None):
-    """(fn, args): fn(chunks) synthesises every window and concatenates; args hold the prepared device inputs."""
-    if backend_name == "torch":
-        import torch
-
-        from rvc_bench.synth import model_torch
-
-        model = convert.load_torch(path).to(device)
-        chunks = [model_torch.prepare(_chunk(inputs, s, e, model.cfg.upp), device) for s, e in windows(inputs.frames)]
-
-        def fn(chunks):
-            with torch.inference_mode():
-                return torch.cat([model.infer(**kw) for kw in chunks], dim=-1)  # [1, 1, N]
-    else:
-        import mlx.core as mx
-
-        from rvc_bench.synth import model_mlx
-
-        model = convert.load_mlx(path)
-        chunks = [model_mlx.prepare(_chunk(inputs, s, e, model.cfg.upp)) for s, e in windows(inputs.frames)]
-
-        def fn(chunks):
-            return mx.concatenate([model.infer(**kw) for kw in chunks], axis=1)  # [1, N, 1]
-    return fn, (chunks,)
-
-
-def test_windows_cover_the_frames_once():
-    assert windows(100) == [(0, 100)]
-    assert windows(8300) == [(0, 4100), (4100, 8200), (8200, 8300)]
-
-
-def test_bench_synth(benchmark, bench, backend_name, seconds):
-    variant = "v2-40k"
-    path = synthetic.ensure_checkpoint(bench.cache_dir, variant, bench.model_size)
-    cfg = preset(variant, bench.model_size)
-    frames = int(round(seconds * 100))
-    inputs = synthetic.make_inputs(cfg, bench.audio(seconds).f0[:frames], seed=0)
-    be = bench.backend(backend_name)
-    fn, args = windowed_synth(backend_name, path, inputs, getattr(be, "dev", None))
-    out = bench.measure(benchmark, be, fn, args, stage="synth", variant=variant, seconds=seconds)
-    audio = be.to_numpy(out).reshape(-1)
-    assert audio.shape == (frames * cfg.upp,)
-
-    def torch_reference():
-        if backend_name == "torch":
-            return audio
-        ref_fn, ref_args = windowed_synth("torch", path, inputs)
-        return ref_fn(*ref_args).numpy().reshape(-1)
-
-    ref = bench.reference(("synth", variant, bench.model_size, seconds), torch_reference)
-    # spectral metrics need windows of >= 1200 samples: only the full-size rates give enough
-    full = bench.model_size == "full"
-    metrics = parity.audio_metrics(audio, ref, cfg.sr) if full else parity.tensor_metrics(audio, ref)
-    bench.record_parity(metrics)
-    assert metrics["snr_db"] >= SNR_FULL_DB

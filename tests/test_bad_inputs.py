@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from rvc_bench import audio, cli, fixtures, pipeline, retrieval, store
+from rvc_bench import audio, cli, fixtures, retrieval, stages, store
 from rvc_bench.synth import synthetic as synth_synthetic
 
 MARKER = "PWNED"
@@ -56,8 +56,8 @@ def _voice(**changes) -> dict:
 def make_inputs(d: Path) -> None:
     """The good inputs every case starts from, plus one bad file of each kind the cases name."""
     cache = fixtures.cache_dir()
-    hubert, rmvpe = pipeline.synthetic_checkpoints(cache, "tiny")
-    shutil.copy(synth_synthetic.ensure_checkpoint(cache, "v2-40k", "tiny"), d / "voice.pth")
+    hubert, rmvpe = stages.pipeline_checkpoints(cache, "tiny")
+    shutil.copy(synth_synthetic.ensure_checkpoint(cache, "tiny"), d / "voice.pth")
     shutil.copy(hubert, d / "hubert_base.pt")
     shutil.copy(rmvpe, d / "rmvpe.pt")
     clip = fixtures.generate(0.5, seed=4).audio
@@ -144,13 +144,13 @@ CASES = {
                                                                                              "state dict of tensors")),
     "convert rmvpe as hubert": Case(lambda d: ["convert", d / "rmvpe.pt", "--kind", "hubert"], ("rmvpe.pt",
                                                                                                "HuBERT")),
-    "convert hubert as voice": Case(lambda d: ["convert", d / "hubert_base.pt", "--kind", "voice"],
+    "convert hubert as voice": Case(lambda d: ["convert", d / "hubert_base.pt", "--kind", "synth"],
                                     ("not an RVC voice model", "hubert_base.pt")),
     "convert NaN weights": Case(lambda d: ["convert", d / "nan_voice.pth"], ("NaN", "dec.conv_post.weight",
                                                                              "nan_voice.pth")),
     "convert rate not the decoder's": Case(lambda d: ["convert", d / "sr_voice.pth"], ("sample rate 1100",
                                                                                        "sr_voice.pth")),
-    "convert weight is a list": Case(lambda d: ["convert", d / "list_weight.pth", "--kind", "voice"],
+    "convert weight is a list": Case(lambda d: ["convert", d / "list_weight.pth", "--kind", "synth"],
                                      ("'weight'", "list_weight.pth")),
     "convert short config": Case(lambda d: ["convert", d / "short_config.pth"], ("config", "short_config.pth")),
     "convert missing key": Case(lambda d: ["convert", d / "missing_key.pth"], ("dec.conv_post.weight",
@@ -168,7 +168,7 @@ CASES = {
                                         ("not writable", "readonly"), skip_as_root=True),
     # infer: checkpoints in the wrong place, broken voices
     "infer hubert as --rmvpe": Case(lambda d: INFER(d, "--rmvpe", d / "hubert_base.pt"),
-                                    ("hubert_base.pt", "not a tensor")),
+                                    ("hubert_base.pt", "the rmvpe.pt format")),
     "infer rmvpe as --hubert": Case(lambda d: INFER(d, "--hubert", d / "rmvpe.pt"), ("rmvpe.pt", "HuBERT")),
     "infer rmvpe as the voice": Case(lambda d: ["infer", d / "rmvpe.pt", d / "in.wav", "-o", d / "o.wav", *SYNTHETIC],
                                      ("not an RVC voice model", "rmvpe.pt")),

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from rvc_bench import backends, cli
+from rvc_bench import backends, blas, cli
+from rvc_bench import store as store_mod
 
 
 def rvc(*args, **kw):
@@ -22,6 +23,13 @@ def test_run_then_report_is_byte_identical(tmp_path):
     files = sorted(store.glob("run-*.parquet"))
     assert [f.name.rsplit("-", 1)[1] for f in files] == ["mlx.parquet", "torch.parquet"]
     assert len({f.name.rsplit("-", 2)[1] for f in files}) == 1
+    if sys.platform == "linux":  # each process recorded the BLAS it resolved: MLX's the preload, torch's its own
+        (meta,) = store_mod.read(store).runs.values()
+        mlx, torch = meta["backends"]["mlx:cpu"], meta["backends"]["torch:cpu"]
+        preload = blas.select("auto")
+        assert preload is None or mlx["mlx_cpu_blas_path"] == preload.path
+        assert mlx["mlx_cpu_sgemm_gflops"] > 0 and torch["torch_cpu_sgemm_gflops"] > 0
+        assert "own build" in torch["torch_blas"] and "interposed" not in torch["torch_blas"]
     first = rep.read_bytes()
     figures = {p.name: p.read_bytes() for p in (rep.parent / "figures").iterdir()}
     assert b"| mel " in first and b"numpy-float64" in first and len(figures) == 2
@@ -83,10 +91,14 @@ def test_doctor_lists_devices_with_reasons():
             assert f"{name}:{dev}" in proc.stdout and backends.available_reason(name, dev) in proc.stdout
 
 
-def test_detect_kind_uses_structure():
-    assert cli.detect_kind({"weight": {}, "config": []}) == "voice"
-    assert cli.detect_kind({"unet.encoder.bn.weight": 0}) == "rmvpe"
-    assert cli.detect_kind({"model": {"encoder.pos_conv.0.bias": 0}}) == "hubert"
+def test_convert_recognises_the_stage_and_writes_loadable_weights(tmp_path):
+    from rvc_bench import converted, fixtures, stages
+
+    for stage in (stages.RMVPE, stages.SYNTH):
+        src, dst = stage.checkpoint(fixtures.cache_dir(), "tiny"), tmp_path / f"{stage.name}.safetensors"
+        proc = rvc("convert", str(src), "-o", str(dst))
+        assert proc.returncode == 0 and f"converted {stage.name} checkpoint" in proc.stdout, proc.stderr
+        assert converted.read(dst, stage.name) is not None
 
 
 def test_infer_output_format_follows_the_extension(tmp_path, capsys):
@@ -94,10 +106,9 @@ def test_infer_output_format_follows_the_extension(tmp_path, capsys):
     import numpy as np
     import soundfile as sf
 
-    from rvc_bench import fixtures
-    from rvc_bench.synth import synthetic
+    from rvc_bench import fixtures, stages
 
-    voice = synthetic.ensure_checkpoint(fixtures.cache_dir(), "v2-40k", "tiny")
+    voice = stages.SYNTH.checkpoint(fixtures.cache_dir(), "tiny")
     src = tmp_path / "in.wav"
     sf.write(src, fixtures.generate(0.5, seed=5).audio, 16000, subtype="FLOAT")
     heads = {"wav": b"RIFF", "flac": b"fLaC", "ogg": b"OggS"}
@@ -122,7 +133,7 @@ def test_infer_converts_a_44k1_stereo_wav_and_a_22k05_mono_flac(tmp_path, capsys
     from rvc_bench import audio, fixtures
     from rvc_bench.synth import synthetic
 
-    voice = synthetic.ensure_checkpoint(fixtures.cache_dir(), "v2-40k", "tiny")
+    voice = synthetic.ensure_checkpoint(fixtures.cache_dir(), "tiny")
     clip = fixtures.generate(0.6, seed=7).audio
     stereo = np.stack([audio.resample(clip, 16000, 44100), 0.5 * audio.resample(clip[::-1], 16000, 44100)], axis=1)
     sf.write(tmp_path / "stereo.wav", stereo, 44100, subtype="PCM_16")

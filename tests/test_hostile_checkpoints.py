@@ -23,15 +23,12 @@ import numpy as np
 import pytest
 import torch
 
-from rvc_bench import checkpoints, cli, fixtures, pipeline
+from rvc_bench import checkpoints, cli, fixtures, stages
 from rvc_bench.hubert import convert as hubert_convert
-from rvc_bench.hubert import model_mlx as hubert_mlx
-from rvc_bench.hubert import model_torch as hubert_torch
+from rvc_bench.hubert.config import get_config
 from rvc_bench.hubert import synthetic as hubert_synthetic
 from rvc_bench.layout import CheckpointError
 from rvc_bench.rmvpe import convert as rmvpe_convert
-from rvc_bench.rmvpe import model_mlx as rmvpe_mlx
-from rvc_bench.rmvpe import model_torch as rmvpe_torch
 from rvc_bench.synth import convert as synth_convert
 from rvc_bench.synth import synthetic as synth_synthetic
 
@@ -40,12 +37,12 @@ from rvc_bench.synth import synthetic as synth_synthetic
 
 LOADERS = {
     "checkpoints.load_pickled": checkpoints.load_pickled,
-    "rmvpe convert_checkpoint": rmvpe_convert.convert_checkpoint,
-    "rmvpe torch load": rmvpe_torch.load,
-    "rmvpe mlx load": rmvpe_mlx.load,
-    "hubert read_checkpoint": lambda p: hubert_convert.read_checkpoint(p, "tiny"),
-    "hubert torch load_model": lambda p: hubert_torch.load_model(p, "tiny"),
-    "hubert mlx load_model": lambda p: hubert_mlx.load_model(p, "tiny"),
+    "rmvpe read": rmvpe_convert.read,
+    "rmvpe load_torch": rmvpe_convert.load_torch,
+    "rmvpe load_mlx": rmvpe_convert.load_mlx,
+    "hubert read": lambda p: hubert_convert.read(p, "tiny"),
+    "hubert load_torch": lambda p: hubert_convert.load_torch(p, config="tiny"),
+    "hubert load_mlx": lambda p: hubert_convert.load_mlx(p, config="tiny"),
     "voice read_voice": synth_convert.read_voice,
     "voice load_torch": synth_convert.load_torch,
     "voice load_mlx": synth_convert.load_mlx,
@@ -57,7 +54,7 @@ CLI_PATHS = {  # argv for a checkpoint file F, in a folder of good inputs W (see
     "convert": lambda f, w: ["convert", f, "-o", w.out(".safetensors")],
     "convert --kind rmvpe": lambda f, w: ["convert", f, "-o", w.out(".safetensors"), "--kind", "rmvpe"],
     "convert --kind hubert": lambda f, w: ["convert", f, "-o", w.out(".safetensors"), "--kind", "hubert"],
-    "convert --kind voice": lambda f, w: ["convert", f, "-o", w.out(".safetensors"), "--kind", "voice"],
+    "convert --kind synth": lambda f, w: ["convert", f, "-o", w.out(".safetensors"), "--kind", "synth"],
     "infer VOICE torch": lambda f, w: ["infer", f, w.wav, "-o", w.out(".wav"), *SYNTHETIC],
     "infer VOICE mlx": lambda f, w: ["infer", f, w.wav, "-o", w.out(".wav"), "--backend", "mlx", *SYNTHETIC],
     "infer --hubert torch": lambda f, w: ["infer", w.voice, w.wav, "-o", w.out(".wav"), "--hubert", f, *SYNTHETIC],
@@ -93,8 +90,8 @@ class World:
         import soundfile as sf
 
         self.root = root
-        self.voice = synth_synthetic.ensure_checkpoint(fixtures.cache_dir(), "v2-40k", "tiny")
-        pipeline.synthetic_checkpoints(fixtures.cache_dir(), "tiny")  # the default --hubert/--rmvpe, cached
+        self.voice = synth_synthetic.ensure_checkpoint(fixtures.cache_dir(), "tiny")
+        stages.pipeline_checkpoints(fixtures.cache_dir(), "tiny")  # the default --hubert/--rmvpe, cached
         self.given = None  # the checkpoint file as the last CLI call named it
         self.wav = root / "in.wav"
         sf.write(self.wav, fixtures.generate(0.5, seed=3).audio, 16000, subtype="FLOAT")
@@ -419,7 +416,7 @@ def _omegaconf(value, c, parent=None):
 
 def write_fairseq_hubert(path: Path, monkeypatch, **model_cfg_changes) -> Path:
     """The tiny ContentVec `infer --model-size tiny` uses, saved as a fairseq hubert_base.pt."""
-    cfg = pipeline.hubert_config("tiny")
+    cfg = get_config("tiny-768")
     sections = hubert_synthetic.fairseq_cfg(cfg)
     sections["model"].update(model_cfg_changes)
     classes = _omegaconf_classes(monkeypatch)
@@ -442,10 +439,10 @@ def test_fairseq_hubert_with_omegaconf_cfg_loads_as_plain_data(tmp_path, monkeyp
     assert obj["cfg"]["model"]["encoder_layers"] == 1 and obj["cfg"]["task"]["labels"] == ["km"]
     assert obj["args"]["arch"] == "hubert" and obj["task_state"]["dictionaries"][0]["symbols"][4] == "0"
     _assert_plain(obj)
-    tiny = pipeline.hubert_config("tiny")
-    state, cfg = hubert_convert.read_checkpoint(path, tiny)
+    tiny = get_config("tiny-768")
+    state, cfg = hubert_convert.read(path, tiny)
     assert cfg == tiny and state["final_proj.weight"].dtype == np.float32
-    assert hubert_torch.load_model(path, tiny).cfg == tiny
+    assert hubert_convert.load_torch(path, config=tiny).cfg == tiny
     out = tmp_path / "out.wav"  # the whole conversion, through the CLI
     code, err = run_cli(["infer", world.voice, world.wav, "-o", out, "--hubert", path, "--backend", "mlx", *SYNTHETIC],
                         capsys)
@@ -453,7 +450,7 @@ def test_fairseq_hubert_with_omegaconf_cfg_loads_as_plain_data(tmp_path, monkeyp
     # The cfg is read, not just survived: a cfg that contradicts the model is refused, naming the field.
     bad = write_fairseq_hubert(tmp_path / "heads.pt", monkeypatch, encoder_attention_heads=5)
     with pytest.raises(CheckpointError, match="encoder_attention_heads"):
-        hubert_convert.read_checkpoint(bad, tiny)
+        hubert_convert.read(bad, tiny)
 
 
 def _data_pkl(path: Path) -> bytes:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+
+from rvc_bench.stage_config import StageConfig
 
 SAMPLE_RATE = 16000  # Hz; the content encoder only ever sees 16 kHz mono
 T_MAX_SECONDS = 41.0  # longest window the pipeline feeds in fp32 (spec §1, x_max of the fp32 row)
@@ -17,7 +18,7 @@ _FULL_CONVS = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
 
 
 @dataclass(frozen=True)
-class HubertConfig:
+class HubertConfig(StageConfig):
     conv_layers: tuple[tuple[int, int, int], ...] = _FULL_CONVS
     embed_dim: int = 768  # transformer width
     ffn_dim: int = 3072
@@ -30,17 +31,8 @@ class HubertConfig:
     v1_layer: int = 9  # RVC v1 reads this layer, then final_proj
     eps: float = 1e-5  # every LayerNorm / GroupNorm
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "HubertConfig":
-        """Build from a dict (e.g. safetensors metadata); unknown keys are dropped."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        if "conv_layers" in kw:
-            kw["conv_layers"] = tuple(tuple(int(n) for n in layer) for layer in kw["conv_layers"])
-        return cls(**kw)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    def __post_init__(self):
+        object.__setattr__(self, "conv_layers", tuple(tuple(int(n) for n in layer) for layer in self.conv_layers))
 
     @property
     def conv_dim(self) -> int:
@@ -94,15 +86,19 @@ class HubertConfig:
         return spans
 
 
+_TINY = HubertConfig(
+    conv_layers=((32, 10, 5),) + ((32, 3, 2),) * 4 + ((32, 2, 2),) * 2,
+    embed_dim=64, ffn_dim=128, heads=4, layers=2, pos_conv_kernel=16, pos_conv_groups=4,
+    final_dim=16, num_label_embs=24, v1_layer=1,
+)
 PRESETS: dict[str, HubertConfig] = {
     # hubert_base.pt / ContentVec legacy: 94.7 M parameters.
     "full": HubertConfig(),
     # CI size: same strides (same frame rate and window arithmetic), small widths; v1 reads layer 1 of 2.
-    "tiny": HubertConfig(
-        conv_layers=((32, 10, 5),) + ((32, 3, 2),) * 4 + ((32, 2, 2),) * 2,
-        embed_dim=64, ffn_dim=128, heads=4, layers=2, pos_conv_kernel=16, pos_conv_groups=4,
-        final_dim=16, num_label_embs=24, v1_layer=1,
-    ),
+    "tiny": _TINY,
+    # The tiny pipeline's content encoder: "tiny" with the output widths a synthesizer takes (768 for v2, 256 for v1).
+    # One 768-wide layer (v1 and v2 both read it) keeps it cheap on MLX's reference-BLAS CPU build.
+    "tiny-768": dataclasses.replace(_TINY, embed_dim=768, final_dim=256, pos_conv_groups=16, layers=1, v1_layer=1),
 }
 
 

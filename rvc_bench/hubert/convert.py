@@ -4,6 +4,10 @@ Two source layouts are accepted (spec §2): fairseq's `hubert_base.pt` (a dict w
 Hugging Face Transformers' `HubertModel` names (optionally under a `hubert.` prefix) with RVC's `final_proj`. Both
 are read into one canonical state: fairseq names, float32, the positional conv's weight norm folded. The torch twin
 loads that state as it is; the MLX twin gets the same names with channels-last conv weights.
+
+The stage's one entry point for files: `load_torch(path, config=...)`, `load_mlx(path, config=...)` and
+`convert_file(src, dst, config=...)`; `config` names the preset (shapes do not show the heads or the strides). The
+model modules are imported inside the loaders only, so importing this module imports no framework.
 """
 
 from __future__ import annotations
@@ -15,9 +19,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from rvc_bench import layout
-from rvc_bench.checkpoints import (config_from_metadata, load_pickled, load_safetensors, save_safetensors,
-                                   to_numpy_state)
+from rvc_bench import converted, layout
+from rvc_bench.checkpoints import load_pickled, load_safetensors, to_numpy_state
 from rvc_bench.hubert.config import FAIRSEQ_FIELDS, HubertConfig, get_config
 from rvc_bench.layout import CheckpointError
 
@@ -136,6 +139,12 @@ def source_shapes(cfg: HubertConfig, layout_name: str, wn_style: str | None, unu
 # Reading
 
 
+def recognise(obj: Any) -> bool:
+    """Whether an unpickled object is a HuBERT checkpoint: fairseq (state under "model") or HF names."""
+    state = obj.get("model", obj) if isinstance(obj, Mapping) else None
+    return isinstance(state, Mapping) and any("pos_conv" in str(k) for k in state)
+
+
 def detect_layout(state: Mapping[str, Any], what: str = "hubert checkpoint") -> str:
     for name, marker in _MARKERS.items():
         if marker in state:
@@ -167,7 +176,7 @@ def canonical_state(raw: Mapping[str, Any], cfg: HubertConfig, what: str = "hube
     return layout.fold_weight_norms(state, lambda module: 2)  # check_shapes allowed g/v on POS_CONV only
 
 
-def mlx_weights(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def to_mlx(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Canonical state -> MLX weights: same names; the 3-D (conv) weights become channels-last."""
     return {k: layout.conv1d(v) if v.ndim == 3 else v for k, v in state.items()}
 
@@ -192,19 +201,19 @@ def check_fairseq_cfg(model_cfg: Mapping[str, Any], cfg: HubertConfig, what: str
             raise CheckpointError(f"{what}: cfg.model.{name} = {value!r}; only {required!r} is supported")
 
 
-def read_checkpoint(src: str | os.PathLike, config: str | HubertConfig = "full") -> tuple[dict[str, np.ndarray], HubertConfig]:
+def read(path: str | os.PathLike, config: str | HubertConfig = "full") -> tuple[dict[str, np.ndarray], HubertConfig]:
     """Any supported source file -> (canonical torch-layout state, config).
 
-    `.safetensors` written by convert_file carry their own config and MLX layouts (use load_mlx_weights for those);
-    other `.safetensors` are read as torch-layout state dicts (HF `model.safetensors`). Everything else goes through
-    the safe pickle loader.
+    `.safetensors` written by convert_file carry their own config and MLX layouts (load_mlx reads those); other
+    `.safetensors` are read as torch-layout state dicts (HF `model.safetensors`). Everything else goes through the
+    safe pickle loader.
     """
-    path, cfg = Path(src), get_config(config)
+    path, cfg = Path(path), get_config(config)
     what = str(path)
     if path.suffix == ".safetensors":
         weights, meta = load_safetensors(path)
         if meta.get("stage") == STAGE:
-            raise CheckpointError(f"{path}: already converted to MLX layout; load it with model_mlx.load_model")
+            raise CheckpointError(f"{path}: already converted to MLX layout; load it with load_mlx")
         return canonical_state(weights, cfg, what), cfg
     obj = load_pickled(path)
     if not isinstance(obj, Mapping):
@@ -217,24 +226,30 @@ def read_checkpoint(src: str | os.PathLike, config: str | HubertConfig = "full")
     return canonical_state(obj, cfg, what), cfg
 
 
-def load_mlx_weights(src: str | os.PathLike, config: str | HubertConfig = "full") -> tuple[dict[str, np.ndarray], HubertConfig]:
-    """MLX weights + config from a converted `.safetensors` (its metadata gives the config; `config` is not used) or
-    from any source checkpoint (converted in memory). The model's strict load checks every key and shape."""
-    path = Path(src)
-    if path.suffix == ".safetensors":
-        weights, meta = load_safetensors(path)
-        if meta.get("stage") == STAGE:
-            return weights, config_from_metadata(HubertConfig.from_dict, meta, path)
-        cfg = get_config(config)
-        return mlx_weights(canonical_state(weights, cfg, str(path))), cfg
-    state, cfg = read_checkpoint(path, config)
-    return mlx_weights(state), cfg
+def load_torch(path: str | os.PathLike, device: str = "cpu", config: str | HubertConfig = "full"):
+    """fairseq `hubert_base.pt` or an HF-layout checkpoint -> torch HubertModel (fp32, eval) on `device`."""
+    from rvc_bench.hubert import model_torch
+
+    state, cfg = read(path, config)
+    return model_torch.load(state, cfg, str(path)).to(device)
+
+
+def load_mlx(path: str | os.PathLike, config: str | HubertConfig = "full"):
+    """A converted `.safetensors` (config from its metadata), or a fairseq / HF checkpoint converted in memory."""
+    from rvc_bench.hubert import model_mlx
+
+    weights, cfg = converted.mlx_weights(path, STAGE, HubertConfig, lambda p: read(p, config), to_mlx)
+    return model_mlx.load(weights, cfg, str(path))
 
 
 def convert_file(src: str | os.PathLike, dst: str | os.PathLike, config: str | HubertConfig = "full") -> Path:
-    """`rvc-bench convert hubert_base.pt -o hubert.safetensors`: MLX weights + config, written atomically."""
-    state, cfg = read_checkpoint(src, config)
-    dst = Path(dst)
-    save_safetensors(dst, mlx_weights(state), {"stage": STAGE, "layout": "mlx", "config": cfg.to_dict(),
-                                                "source": Path(src).name})
-    return dst
+    """`rvc-bench convert hubert_base.pt -o hubert.safetensors`: MLX weights + config, written atomically.
+
+    The weights are strictly loaded into the MLX twin before anything is written, so a file that exists loads.
+    """
+    from rvc_bench.hubert import model_mlx
+
+    state, cfg = read(src, config)
+    weights = to_mlx(state)
+    model_mlx.load(weights, cfg, str(src))
+    return converted.write(dst, STAGE, weights, cfg.to_dict(), source=Path(src).name)

@@ -2,16 +2,18 @@
 
 Same class and attribute names as the torch twin (= fairseq's state-dict names); fairseq's nn.Sequential slots are
 plain lists so that `conv_layers.0.2.weight` and `pos_conv.0.weight` keep their indices. Activations are [B, T, C]
-from the waveform on: there is no layout change inside the stage.
+from the waveform on: there is no layout change inside the stage. Files are read by convert.py; this module sees
+only numpy weights.
 """
 
 from __future__ import annotations
 
 import math
-import os
+from typing import Mapping
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 from rvc_bench.checkpoints import load_mlx_module
 from rvc_bench.hubert.config import T_MAX_SECONDS, HubertConfig
@@ -196,16 +198,10 @@ def upsample2x(feats):
     return mx.repeat(feats, 2, axis=1)
 
 
-def build_model(weights, cfg: HubertConfig) -> HubertModel:
+def build(cfg: HubertConfig) -> HubertModel:
+    return HubertModel(cfg).eval()
+
+
+def load(weights: Mapping[str, np.ndarray], cfg: HubertConfig, what: str = "hubert (mlx)") -> HubertModel:
     """A HubertModel holding MLX-layout weights (strict: every key and shape checked)."""
-    model = HubertModel(cfg)
-    load_mlx_module(model, weights, "hubert (mlx)")
-    return model.eval()
-
-
-def load_model(src: str | os.PathLike, config: str | HubertConfig = "full") -> HubertModel:
-    """A converted `.safetensors` (config from its metadata), or a fairseq / HF checkpoint converted in memory."""
-    from rvc_bench.hubert.convert import load_mlx_weights
-
-    weights, cfg = load_mlx_weights(src, config)
-    return build_model(weights, cfg)
+    return load_mlx_module(build(cfg), weights, what)

@@ -2,13 +2,15 @@
 
 Attribute names are fairseq's state-dict names, so the canonical state from convert.py loads as it is. Inference
 only: post-LN encoder, no masking, no dropout, no padding mask (RVC passes an all-False one). Activations are
-[B, T, C] between blocks, as fairseq's are [T, B, C]; the conv front end is [B, C, T] as in fairseq.
+[B, T, C] between blocks, as fairseq's are [T, B, C]; the conv front end is [B, C, T] as in fairseq. Files are read
+by convert.py; this module sees only numpy weights.
 """
 
 from __future__ import annotations
 
-import os
+from typing import Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -166,16 +168,10 @@ def upsample2x(feats):
     return F.interpolate(feats.permute(0, 2, 1), scale_factor=2).permute(0, 2, 1)
 
 
-def build_model(state, cfg: HubertConfig, device: str | torch.device = "cpu") -> HubertModel:
+def build(cfg: HubertConfig) -> HubertModel:
+    return HubertModel(cfg).eval().requires_grad_(False)
+
+
+def load(weights: Mapping[str, np.ndarray], cfg: HubertConfig, what: str = "hubert (torch)") -> HubertModel:
     """A HubertModel in eval mode holding the canonical state (strict: every key and shape checked)."""
-    model = HubertModel(cfg)
-    load_torch_module(model, state, "hubert (torch)")
-    return model.to(device).eval().requires_grad_(False)
-
-
-def load_model(src: str | os.PathLike, config: str | HubertConfig = "full", device: str | torch.device = "cpu") -> HubertModel:
-    """fairseq `hubert_base.pt` or an HF-layout checkpoint -> torch model (fp32)."""
-    from rvc_bench.hubert.convert import read_checkpoint
-
-    state, cfg = read_checkpoint(src, config)
-    return build_model(state, cfg, device)
+    return load_torch_module(build(cfg), weights, what)

@@ -3,9 +3,11 @@ inference constants (padding multiple, voicing threshold)."""
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Mapping
+
+from rvc_bench.layout import CheckpointError
+from rvc_bench.stage_config import StageConfig
 
 PAD_MULTIPLE = 32  # frames: the log-mel is zero-padded to a multiple of this before the U-Net (WebUI mel2hidden)
 THRESHOLD = 0.03  # salience at or below this is unvoiced (the value the RVC pipeline passes; decode's default is 0.05)
@@ -13,7 +15,7 @@ N_BINS = 360  # pitch bins, 20 cents apart
 
 
 @dataclass(frozen=True)
-class RMVPEConfig:
+class RMVPEConfig(StageConfig):
     n_mels: int = 128  # width of the U-Net input (mel bins)
     en_de_layers: int = 5  # encoder/decoder depth; each level halves T and the mel axis
     inter_layers: int = 4  # bottleneck ResEncoderBlocks
@@ -48,17 +50,6 @@ class RMVPEConfig:
         and 0.79 with none; tiny (256 frames) 1.1e-6 on 10 s, 1.1e-5 with 128, 0.27 with none.
         """
         return 32 * self.kernel_size[0] ** self.en_de_layers
-
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any]) -> "RMVPEConfig":
-        """Build from a mapping, dropping keys this config does not know (e.g. metadata written by other tools)."""
-        known = inspect.signature(cls).parameters
-        return cls(**{k: v for k, v in params.items() if k in known})
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["kernel_size"] = list(self.kernel_size)
-        return d
 
 
 PRESETS: dict[str, RMVPEConfig] = {
@@ -98,8 +89,6 @@ def infer_config(state: Mapping[str, Any]) -> RMVPEConfig:
 
     Used to open a checkpoint whose size is not known in advance, e.g. a real rmvpe.pt (-> the "full" config).
     """
-    from rvc_bench.layout import CheckpointError
-
     def count(prefix: str) -> int:
         n = 0
         while any(k.startswith(f"{prefix}.{n}.") for k in state):

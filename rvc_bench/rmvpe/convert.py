@@ -1,8 +1,10 @@
-"""rmvpe.pt (torch state dict) -> MLX weights: one name table, layout rules from rvc_bench.layout, strict.
+"""rmvpe.pt (a bare torch state dict) -> checked numpy state -> torch twin, MLX weights, or a converted .safetensors.
 
-Strict means: the state dict must hold exactly the keys and shapes of E2E(config) in torch (num_batches_tracked
-included, and consumed here by name), and the result must load into the MLX twin with nothing missing or extra.
-Every error names the key.
+The stage's one entry point for files: `load_torch(path)` and `load_mlx(path)` give the RMVPE stage (audio -> f0)
+on either framework, `convert_file(src, dst)` writes the MLX weights. Strict: the state dict must hold exactly the
+keys and shapes of E2E(config) in torch (num_batches_tracked included, and consumed here by name), and the MLX
+weights must load into the MLX twin with nothing missing or extra. Every error names the key. The model modules are
+imported inside the loaders only, so importing this module imports no framework.
 """
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from rvc_bench import layout
-from rvc_bench.checkpoints import load_pickled, save_safetensors, to_numpy_state
+from rvc_bench import converted, layout
+from rvc_bench.checkpoints import load_pickled, to_numpy_state
 from rvc_bench.layout import CheckpointError
 from rvc_bench.rmvpe.config import RMVPEConfig, infer_config
+
+STAGE = "rmvpe"
 
 # torch key pattern -> what happens to it. Every key of E2E matches exactly one rule (tested), so order is irrelevant.
 _NAME_TABLE: list[tuple[re.Pattern, str]] = [
@@ -55,12 +59,27 @@ def rule_for(key: str) -> str:
     raise CheckpointError(f"no conversion rule for key {key!r}")
 
 
-def state_to_mlx(state: Mapping[str, np.ndarray], cfg: RMVPEConfig | None = None,
-                 what: str = "RMVPE state dict") -> tuple[dict[str, np.ndarray], RMVPEConfig]:
-    """Numpy torch state dict -> (MLX weights, config). Checks every key and shape against E2E(cfg) first."""
-    state = {k: np.asarray(v) for k, v in state.items()}
-    cfg = cfg or infer_config(state)
-    layout.check_shapes(expected_torch_shapes(cfg), state, what)
+def recognise(obj: Any) -> bool:
+    """Whether an unpickled object is an rmvpe.pt: a bare state dict with the U-Net's keys."""
+    return isinstance(obj, Mapping) and any(str(k).startswith("unet.") for k in obj)
+
+
+def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], RMVPEConfig]:
+    """rmvpe.pt -> (numpy state in torch layout, config read from its keys), checked against E2E(config).
+
+    Read with the safe loader: no pickled code runs.
+    """
+    state = load_pickled(path)
+    if not isinstance(state, Mapping) or not all(hasattr(v, "shape") for v in state.values()):
+        raise CheckpointError(f"{path}: expected a bare state dict of tensors (the rmvpe.pt format)")
+    state = to_numpy_state(state, str(path))
+    cfg = infer_config(state)
+    layout.check_shapes(expected_torch_shapes(cfg), state, str(path))
+    return state, cfg
+
+
+def to_mlx(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Checked torch-layout state -> MLX weights: counters dropped, convs channels-last, the BiGRU regrouped."""
     out: dict[str, np.ndarray] = {}
     gru: dict[str, np.ndarray] = {}
     for key, value in state.items():
@@ -71,11 +90,11 @@ def state_to_mlx(state: Mapping[str, np.ndarray], cfg: RMVPEConfig | None = None
             gru[key] = value
             continue
         out[key] = _LAYOUT[rule](value.astype(np.float32, copy=False))
-    out.update(state_to_mlx_gru(gru))
-    return out, cfg
+    out.update(gru_to_mlx(gru))
+    return out
 
 
-def state_to_mlx_gru(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def gru_to_mlx(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """torch `fc.0.gru.{weight,bias}_{ih,hh}_l<k>[_reverse]` -> MLX `fc.0.gru.l<k>[_reverse].{Wx,Wh,b,bhn}`."""
     parts: dict[str, dict[str, np.ndarray]] = {}
     for key, value in state.items():
@@ -94,23 +113,31 @@ def state_to_mlx_gru(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def convert_checkpoint(src_pt: str | os.PathLike, cfg: RMVPEConfig | None = None) -> tuple[dict[str, np.ndarray], RMVPEConfig]:
-    """rmvpe.pt -> (MLX weights, config), read with the safe loader (no arbitrary pickled code runs)."""
-    state = load_pickled(src_pt)
-    if not isinstance(state, Mapping) or not all(hasattr(v, "shape") for v in state.values()):
-        raise CheckpointError(f"{src_pt}: expected a bare state dict of tensors (the rmvpe.pt format)")
-    return state_to_mlx(to_numpy_state(state, str(src_pt)), cfg, what=str(src_pt))
+def load_torch(path: str | os.PathLike, device: str = "cpu", **rmvpe_opts):
+    """The torch RMVPE stage (model_torch.RMVPE around E2E, eval mode) on `device`; rmvpe_opts: chunk_frames,
+    overlap_frames."""
+    from rvc_bench.rmvpe import model_torch
+
+    state, cfg = read(path)
+    return model_torch.RMVPE(model_torch.load(state, cfg, str(path)).to(device), **rmvpe_opts)
 
 
-def convert_file(src_pt: str | os.PathLike, dst_safetensors: str | os.PathLike, cfg: RMVPEConfig | None = None) -> Path:
+def load_mlx(path: str | os.PathLike, **rmvpe_opts):
+    """The MLX RMVPE stage (model_mlx.RMVPE around E2E) from a converted .safetensors or an rmvpe.pt."""
+    from rvc_bench.rmvpe import model_mlx
+
+    weights, cfg = converted.mlx_weights(path, STAGE, RMVPEConfig, read, to_mlx)
+    return model_mlx.RMVPE(model_mlx.load(weights, cfg, str(path)), **rmvpe_opts)
+
+
+def convert_file(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """`rvc-bench convert rmvpe.pt -o rmvpe.safetensors`: strict conversion, config stored in the metadata.
 
     The weights are strictly loaded into the MLX twin before anything is written, so a file that exists loads.
     """
-    from rvc_bench.rmvpe.model_mlx import load
+    from rvc_bench.rmvpe import model_mlx
 
-    weights, cfg = convert_checkpoint(src_pt, cfg)
-    load(weights, cfg)
-    dst = Path(dst_safetensors)
-    save_safetensors(dst, weights, {"stage": "rmvpe", "config": cfg.to_dict(), "source": Path(src_pt).name})
-    return dst
+    state, cfg = read(src)
+    weights = to_mlx(state)
+    model_mlx.load(weights, cfg, str(src))
+    return converted.write(dst, STAGE, weights, cfg.to_dict(), source=Path(src).name)

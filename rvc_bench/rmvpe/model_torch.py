@@ -1,14 +1,12 @@
 """RMVPE in PyTorch (spec §3): DeepUnet + BiGRU + Linear + Sigmoid, the baseline twin.
 
-Class and attribute names follow the upstream state dict of `rmvpe.pt`, so a real file loads unchanged. The forward
+Class and attribute names follow the upstream state dict of `rmvpe.pt`, so its weights load unchanged. The forward
 pass performs the same operations as the reference (one transpose in, one out, nothing else), so it runs as fast as
-the original on the same device.
+the original on the same device. Files are read by convert.py; this module sees only numpy weights.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -16,10 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rvc_bench.checkpoints import load_pickled, load_torch_module, to_numpy_state
+from rvc_bench.checkpoints import load_torch_module
 from rvc_bench.mel.model_torch import MelSpectrogram
-from rvc_bench.rmvpe.config import PAD_MULTIPLE, THRESHOLD, RMVPEConfig, chunk_windows, infer_config
+from rvc_bench.rmvpe.config import PAD_MULTIPLE, THRESHOLD, RMVPEConfig, chunk_windows
 from rvc_bench.rmvpe.decode import decode
+
+
+def _chain(layers, x):
+    """Apply `layers` in order (an nn.ModuleList keeps the upstream parameter names)."""
+    for layer in layers:
+        x = layer(x)
+    return x
 
 
 class ConvBlockRes(nn.Module):
@@ -40,9 +45,7 @@ class ConvBlockRes(nn.Module):
             self.shortcut = nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, in, T, M] -> [B, out, T, M]
-        if self.is_shortcut:
-            return self.conv(x) + self.shortcut(x)
-        return self.conv(x) + x
+        return self.conv(x) + (self.shortcut(x) if self.is_shortcut else x)
 
 
 class ResEncoderBlock(nn.Module):
@@ -50,15 +53,14 @@ class ResEncoderBlock(nn.Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, n_blocks, momentum=0.01, eps=1e-5):
         super().__init__()
-        self.conv = nn.ModuleList([ConvBlockRes(in_channels, out_channels, momentum, eps)]
-                                  + [ConvBlockRes(out_channels, out_channels, momentum, eps) for _ in range(n_blocks - 1)])
+        self.conv = nn.ModuleList(ConvBlockRes(out_channels if i else in_channels, out_channels, momentum, eps)
+                                  for i in range(n_blocks))
         self.kernel_size = kernel_size
         if kernel_size is not None:
             self.pool = nn.AvgPool2d(kernel_size=kernel_size)
 
     def forward(self, x):
-        for conv in self.conv:
-            x = conv(x)
+        x = _chain(self.conv, x)
         if self.kernel_size is not None:
             return x, self.pool(x)  # skip [B, C, T, M], pooled [B, C, T/2, M/2]
         return x
@@ -69,8 +71,8 @@ class Encoder(nn.Module):
         super().__init__()
         self.bn = nn.BatchNorm2d(cfg.in_channels, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
         channels = [cfg.in_channels] + [cfg.en_out_channels * 2**i for i in range(cfg.en_de_layers)]
-        self.layers = nn.ModuleList([ResEncoderBlock(channels[i], channels[i + 1], cfg.kernel_size, cfg.n_blocks,
-                                                     cfg.bn_momentum, cfg.bn_eps) for i in range(cfg.en_de_layers)])
+        self.layers = nn.ModuleList(ResEncoderBlock(channels[i], channels[i + 1], cfg.kernel_size, cfg.n_blocks,
+                                                    cfg.bn_momentum, cfg.bn_eps) for i in range(cfg.en_de_layers))
         self.out_channel = channels[-1]
 
     def forward(self, x):  # [B, 1, T, 128] -> [B, 256, T/32, 4], skips (finest first)
@@ -85,14 +87,11 @@ class Encoder(nn.Module):
 class Intermediate(nn.Module):
     def __init__(self, in_channels, out_channels, n_inters, n_blocks, momentum=0.01, eps=1e-5):
         super().__init__()
-        self.layers = nn.ModuleList([ResEncoderBlock(in_channels, out_channels, None, n_blocks, momentum, eps)]
-                                    + [ResEncoderBlock(out_channels, out_channels, None, n_blocks, momentum, eps)
-                                       for _ in range(n_inters - 1)])
+        self.layers = nn.ModuleList(ResEncoderBlock(out_channels if i else in_channels, out_channels, None, n_blocks,
+                                                    momentum, eps) for i in range(n_inters))
 
     def forward(self, x):  # [B, 256, T/32, 4] -> [B, 512, T/32, 4]
-        for layer in self.layers:
-            x = layer(x)
-        return x
+        return _chain(self.layers, x)
 
 
 class ResDecoderBlock(nn.Module):
@@ -107,26 +106,23 @@ class ResDecoderBlock(nn.Module):
             nn.BatchNorm2d(out_channels, eps=eps, momentum=momentum),
             nn.ReLU(),
         )
-        self.conv2 = nn.ModuleList([ConvBlockRes(out_channels * 2, out_channels, momentum, eps)]
-                                   + [ConvBlockRes(out_channels, out_channels, momentum, eps) for _ in range(n_blocks - 1)])
+        self.conv2 = nn.ModuleList(ConvBlockRes(out_channels if i else 2 * out_channels, out_channels, momentum, eps)
+                                   for i in range(n_blocks))
 
     def forward(self, x, skip):  # [B, in, t, m], skip [B, out, 2t, 2m] -> [B, out, 2t, 2m]
-        x = torch.cat((self.conv1(x), skip), dim=1)
-        for conv in self.conv2:
-            x = conv(x)
-        return x
+        return _chain(self.conv2, torch.cat((self.conv1(x), skip), dim=1))  # channels: [upsampled, skip]
 
 
 class Decoder(nn.Module):
     def __init__(self, in_channels, n_decoders, stride, n_blocks, momentum=0.01, eps=1e-5):
         super().__init__()
         channels = [in_channels // 2**i for i in range(n_decoders + 1)]
-        self.layers = nn.ModuleList([ResDecoderBlock(channels[i], channels[i + 1], stride, n_blocks, momentum, eps)
-                                     for i in range(n_decoders)])
+        self.layers = nn.ModuleList(ResDecoderBlock(channels[i], channels[i + 1], stride, n_blocks, momentum, eps)
+                                    for i in range(n_decoders))
 
     def forward(self, x, skips):  # skips are consumed coarsest first
-        for i, layer in enumerate(self.layers):
-            x = layer(x, skips[-1 - i])
+        for layer, skip in zip(self.layers, reversed(skips)):
+            x = layer(x, skip)
         return x
 
 
@@ -180,32 +176,27 @@ class E2E(nn.Module):
         """
         n_frames = mel.shape[-1]
         if chunk_frames is None:
-            return self.forward(_pad_frames(mel, n_frames))[:, :n_frames]
+            return self.forward(pad_frames(mel, n_frames))[:, :n_frames]
         overlap_frames = self.cfg.default_overlap if overlap_frames is None else overlap_frames
         out = []
         for lo, hi, keep_lo, keep_hi in chunk_windows(n_frames, chunk_frames, overlap_frames):
-            out.append(self.forward(_pad_frames(mel[..., lo:hi], hi - lo))[:, keep_lo:keep_hi])
+            out.append(self.forward(pad_frames(mel[..., lo:hi], hi - lo))[:, keep_lo:keep_hi])
         return torch.cat(out, dim=1)
 
 
-def _pad_frames(mel: torch.Tensor, n_frames: int) -> torch.Tensor:
+def pad_frames(mel: torch.Tensor, n_frames: int) -> torch.Tensor:
     n_pad = -n_frames % PAD_MULTIPLE
     return F.pad(mel, (0, n_pad), mode="constant") if n_pad else mel
 
 
-def load(source: str | os.PathLike | Mapping[str, np.ndarray], cfg: RMVPEConfig | None = None) -> E2E:
-    """rmvpe.pt (a bare state dict; read with the safe loader) or a numpy state dict -> E2E in eval mode.
+def build(cfg: RMVPEConfig) -> E2E:
+    return E2E(cfg).eval().requires_grad_(False)
 
-    Strict: every key consumed (num_batches_tracked included), every shape checked; errors name the key.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        state = to_numpy_state(load_pickled(Path(source)), str(source))
-        what = str(source)
-    else:
-        state, what = dict(source), "RMVPE state dict"
-    model = E2E(cfg or infer_config(state))
-    load_torch_module(model, state, what)
-    return model.eval()
+
+def load(weights: Mapping[str, np.ndarray], cfg: RMVPEConfig, what: str = "RMVPE (torch)") -> E2E:
+    """E2E in eval mode holding `weights` (torch layout, numpy). Strict: every key consumed (num_batches_tracked
+    included), every shape checked; errors name the key."""
+    return load_torch_module(build(cfg), weights, what)
 
 
 class RMVPE:

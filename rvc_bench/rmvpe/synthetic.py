@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rvc_bench.checkpoints import save_torch_checkpoint
+from rvc_bench.fixtures import generate
 from rvc_bench.rmvpe.config import THRESHOLD, RMVPEConfig, preset
 
 GENERATOR_VERSION = 2  # bump when the recipe changes, so cached files are regenerated
@@ -36,9 +37,8 @@ def build_state(cfg: RMVPEConfig, seed: int = 0) -> OrderedDict:
     """A seeded random E2E state dict (torch tensors, fp32) with the key set of upstream rmvpe.pt."""
     import torch
 
-    from rvc_bench.fixtures import generate
     from rvc_bench.mel.model_torch import MelSpectrogram
-    from rvc_bench.rmvpe.model_torch import E2E, _pad_frames
+    from rvc_bench.rmvpe.model_torch import E2E, pad_frames
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -56,7 +56,7 @@ def build_state(cfg: RMVPEConfig, seed: int = 0) -> OrderedDict:
 
             clip = generate(CALIBRATION_SECONDS, CALIBRATION_SEED)
             mel = MelSpectrogram()(torch.from_numpy(clip.audio).unsqueeze(0))  # [1, 128, T]
-            mel = _pad_frames(mel, mel.shape[-1])
+            mel = pad_frames(mel, mel.shape[-1])
 
             # 1) Running stats = what each layer sees (cumulative average over one pass, momentum=None).
             for bn in bns:

@@ -7,10 +7,11 @@ Variant names: "v{1,2}-{32,40,48}k" with pitch (NSF-HiFiGAN decoder), "...-nono"
 
 from __future__ import annotations
 
-import inspect
 import math
-from dataclasses import asdict, dataclass, replace
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+from rvc_bench.stage_config import StageConfig
 
 # Constants upstream hard-codes (not in the config list).
 WINDOW_SIZE = 10  # relative attention: positions j-i in [-10, 10] get an embedding, others none
@@ -34,7 +35,7 @@ CONFIG_FIELDS = ("spec_channels", "segment_size", "inter_channels", "hidden_chan
 
 
 @dataclass(frozen=True)
-class SynthConfig:
+class SynthConfig(StageConfig):
     spec_channels: int = 1025  # sizes only enc_q (posterior encoder, training only, absent from voice files)
     segment_size: int = 32  # training only
     inter_channels: int = 192  # latent z channels
@@ -133,19 +134,6 @@ class SynthConfig:
         d = self.to_dict()
         return [d[k] for k in CONFIG_FIELDS]
 
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any]) -> "SynthConfig":
-        """Build from a mapping, dropping keys this config does not know."""
-        known = inspect.signature(cls).parameters
-        return cls(**{k: v for k, v in params.items() if k in known})
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in ("resblock_kernel_sizes", "upsample_rates", "upsample_kernel_sizes"):
-            d[k] = list(d[k])
-        d["resblock_dilation_sizes"] = [list(x) for x in d["resblock_dilation_sizes"]]
-        return d
-
 
 # ---- presets -------------------------------------------------------------------------------------------------
 # Per-rate decoder shapes of the shipped configs (spec §5.1): (spec_channels, upsample_rates, upsample_kernel_sizes).
@@ -171,6 +159,7 @@ _TINY = dict(inter_channels=16, hidden_channels=16, filter_channels=32, n_heads=
              upsample_initial_channel=32, spk_embed_dim=3, gin_channels=8)
 
 VARIANTS = tuple(f"{v}-{r}" for v in ("v1", "v2") for r in ("32k", "40k", "48k"))
+DEFAULT_VARIANT = "v2-40k"  # the voice the benchmarks and the pipeline's synthetic checkpoints use
 NAMES = VARIANTS + tuple(f"{n}-nono" for n in VARIANTS)
 SIZES = ("full", "tiny")
 

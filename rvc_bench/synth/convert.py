@@ -11,6 +11,10 @@ positional list), `sr`, `f0` (missing -> 1), `version` (missing -> "v1"), `info`
 4. check every key and shape against the torch twin (built on the meta device: no weights allocated).
 The result (`VoiceCheckpoint.state`, torch layout) loads into the torch twin as is; `to_mlx` changes layouts for
 the MLX twin. Errors name the key.
+
+The stage's one entry point for files: `load_torch(path)`, `load_mlx(path)` (also a converted .safetensors) and
+`convert_file(src, dst)`. The model modules are imported inside the loaders only, so importing this module imports
+no framework.
 """
 
 from __future__ import annotations
@@ -23,9 +27,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from rvc_bench import layout
-from rvc_bench.checkpoints import (config_from_metadata, load_pickled, load_safetensors, save_safetensors,
-                                   to_numpy_state)
+from rvc_bench import converted, layout
+from rvc_bench.checkpoints import load_pickled, to_numpy_state
 from rvc_bench.layout import CheckpointError
 from rvc_bench.synth.config import SynthConfig
 
@@ -51,6 +54,11 @@ _RULES = [(re.compile(pattern + r"$"), kind, wn) for pattern, kind, wn in NAME_T
 _LAYOUT: dict[str, Callable[[np.ndarray], np.ndarray]] = {"conv1d": layout.conv1d,
                                                          "conv_transpose1d": layout.conv_transpose1d}
 WEIGHT_NORM_DIM = 0
+
+
+def recognise(obj: Any) -> bool:
+    """Whether an unpickled object is a voice .pth: a dict with the net_g state dict and its config list."""
+    return isinstance(obj, Mapping) and "weight" in obj and "config" in obj
 
 
 def module_rule(module: str) -> tuple[str, bool] | None:
@@ -130,6 +138,12 @@ def read_voice(path: str | os.PathLike) -> VoiceCheckpoint:
     return read_voice_dict(load_pickled(path), what=str(path))
 
 
+def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], SynthConfig]:
+    """A voice `.pth` -> (numpy state in torch layout, config), as read_voice without the metadata."""
+    voice = read_voice(path)
+    return voice.state, voice.config
+
+
 def to_mlx(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Torch-layout (folded) state -> MLX weights: conv layouts changed, everything else copied."""
     out = {}
@@ -140,44 +154,31 @@ def to_mlx(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def load_torch(src: str | os.PathLike | VoiceCheckpoint):
-    """Torch twin (eval) from a voice .pth (or an already read VoiceCheckpoint)."""
+def load_torch(path: str | os.PathLike, device: str = "cpu"):
+    """The torch Synthesizer (eval) of a voice .pth, on `device`."""
     from rvc_bench.synth import model_torch
 
-    voice = src if isinstance(src, VoiceCheckpoint) else read_voice(src)
-    return model_torch.load(voice.state, voice.config, what=f"torch synthesizer {voice.config.name}")
+    state, cfg = read(path)
+    return model_torch.load(state, cfg, str(path)).to(device)
 
 
-def load_mlx(src: str | os.PathLike | VoiceCheckpoint):
-    """MLX twin from a voice .pth, a converted .safetensors (convert_file), or a VoiceCheckpoint."""
+def load_mlx(path: str | os.PathLike):
+    """The MLX Synthesizer of a voice .pth or of a converted .safetensors (convert_file)."""
     from rvc_bench.synth import model_mlx
 
-    if not isinstance(src, VoiceCheckpoint) and Path(src).suffix == ".safetensors":
-        weights, meta = load_safetensors(src)
-        if meta.get("stage") != STAGE or "config" not in meta:
-            raise CheckpointError(f"{src}: not a converted synthesizer (metadata stage={meta.get('stage')!r})")
-        cfg = config_from_metadata(SynthConfig.from_dict, meta, src)
-        return model_mlx.load(weights, cfg, what=str(src))
-    voice = src if isinstance(src, VoiceCheckpoint) else read_voice(src)
-    return model_mlx.load(to_mlx(voice.state), voice.config, what=f"MLX synthesizer {voice.config.name}")
+    weights, cfg = converted.mlx_weights(path, STAGE, SynthConfig, read, to_mlx)
+    return model_mlx.load(weights, cfg, str(path))
 
 
-def read_converted_meta(path: str | os.PathLike) -> dict:
-    """The metadata convert_file wrote (config, source file, sr/f0/version/info)."""
-    return load_safetensors(path)[1]
-
-
-def convert_file(src_pth: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """`rvc-bench convert voice.pth -o voice.safetensors`: MLX weights plus the config in the metadata.
+def convert_file(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """`rvc-bench convert voice.pth -o voice.safetensors`: MLX weights plus the config in the metadata, with the
+    voice's own metadata (sr, f0, version, info ...) beside it.
 
     The weights are strictly loaded into the MLX twin before anything is written, so a file that exists loads.
     """
     from rvc_bench.synth import model_mlx
 
-    voice = read_voice(src_pth)
+    voice = read_voice(src)
     weights = to_mlx(voice.state)
-    model_mlx.load(weights, voice.config, what=str(src_pth))
-    dst = Path(dst)
-    save_safetensors(dst, weights, {**voice.meta, "stage": STAGE, "config": voice.config.to_dict(),
-                                    "source": Path(src_pth).name})
-    return dst
+    model_mlx.load(weights, voice.config, str(src))
+    return converted.write(dst, STAGE, weights, voice.config.to_dict(), **{**voice.meta, "source": Path(src).name})

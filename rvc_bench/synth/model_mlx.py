@@ -1,96 +1,37 @@
 """Synthesizer twin in MLX (spec §5), channels-last [B, T, C] throughout.
 
 Same class, module and parameter names as model_torch.py (= upstream state-dict names), so conversion is layout
-only. Inputs and outputs are channels-last: phone [B, T, C], eps [B, T, inter], audio [B, T * upp, 1]; nothing
-inside transposes between NCL and NLC. Channel splits, flips and concatenations act on the last axis.
+only (convert.py reads the files; this module sees only numpy weights). Inputs and outputs are channels-last: phone
+[B, T, C], eps [B, T, inter], audio [B, T * upp, 1]; nothing inside transposes between NCL and NLC. Channel splits,
+flips and concatenations act on the last axis.
 
-Three choices differ from the torch twin's op sequence, not its numbers:
+Two choices differ from the torch twin's op sequence, not its numbers:
 - relative attention gathers the 2W+1 window directly (take_along_axis) instead of skewing [T, 2T-1] matrices;
-- `phone_lengths=None` means "all frames valid" and skips the mask multiplications, which are identities then
-  (the pipeline always passes full-length chunks of batch 1);
-- on the CPU device, dilated convs run space-to-batch and ConvTranspose1d runs polyphase, both as plain stride-1
-  convs (MLX's CPU backend has no fast kernel for either; see `Conv1d` / `ConvTranspose1d` below).
+- the dilated convs and the ConvTranspose1d upsamplers are the layers of rvc_bench.mlx_kernels (same parameters as
+  the stock ones), which run them as plain stride-1 convs on the CPU, where MLX has no fast kernel for either.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Mapping
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from rvc_bench.checkpoints import load_mlx_module
+from rvc_bench.mlx_kernels import PolyphaseConvTranspose1d, SpaceToBatchConv1d
 from rvc_bench.synth.config import (FLOW_DILATION_RATE, FLOW_KERNEL, FLOW_LAYERS, LRELU_SLOPE, LRELU_SLOPE_POST,
                                     N_FLOWS, NOISE_STD, PRIOR_NOISE_SCALE, SINE_AMP, WINDOW_SIZE, SynthConfig)
 
 
+def sequence_mask(lengths: mx.array, t: int) -> mx.array:
+    return mx.arange(t)[None, :] < lengths[:, None]  # [B, T] bool
+
+
 def _masked(x, mask):
     return x if mask is None else x * mask
-
-
-# ---- convolutions on the CPU -----------------------------------------------------------------------------------
-# MLX's CPU backend (measured on 0.32.4, Linux) runs dilated convs and transposed convs (which it implements as
-# input-dilated convs) on a slow generic path, 20-75x slower than the two rewrites below, which compute the same sums
-# with plain stride-1 mx.conv1d calls; that was most of the full synthesizer's time. GPU backends (Metal, CUDA) have
-# real kernels for both ops, so there the native ops stay.
-
-
-def _on_cpu() -> bool:
-    return mx.default_device() == mx.cpu
-
-
-def conv1d_space_to_batch(x, w, padding: int, dilation: int):
-    """mx.conv1d(x, w, padding=padding, dilation=dilation) as a non-dilated conv over the `dilation` interleaved
-    phases x[r::d], stacked on the batch axis. x [B, T, Cin], w [Cout, K, Cin] -> [B, T + 2p - d(K-1), Cout]."""
-    b, t, c = x.shape
-    d, k = dilation, w.shape[1]
-    t_out = t + 2 * padding - d * (k - 1)
-    q = -(-(t + 2 * padding) // d)  # samples per phase (the padded input is extended to q * d)
-    x = mx.pad(x, [(0, 0), (padding, q * d - t - padding), (0, 0)])  # [B, q*d, Cin]
-    x = x.reshape(b, q, d, c).transpose(0, 2, 1, 3).reshape(b * d, q, c)  # [B*d, q, Cin], row r = phase r
-    y = mx.conv1d(x, w)  # [B*d, q-K+1, Cout]: y_r[m] = sum_j w[j] x_pad[(m + j) d + r]
-    y = y.reshape(b, d, q - k + 1, -1).transpose(0, 2, 1, 3).reshape(b, (q - k + 1) * d, -1)  # interleave
-    return y[:, :t_out]
-
-
-def conv_transpose1d_polyphase(x, w, stride: int, padding: int):
-    """mx.conv_transpose1d(x, w, stride, padding) as a stride-1 conv with stride * Cout output channels followed by
-    an interleave. x [B, T, Cin], w [Cout, K, Cin] -> [B, (T-1)s + K - 2p, Cout].
-
-    y[n] = sum_i x[i] w[n + p - i s]; with n + p = a s + r (0 <= r < s) the taps that meet are w[j s + r] at
-    i = a - j, so y[a s + r - p] = sum_j x[a - j] w[j s + r]: phase r is a plain conv of x with kernel w[r::s]."""
-    b, t, _ = x.shape
-    cout, k, cin = w.shape
-    s = stride
-    taps = -(-k // s)  # taps per phase
-    t_out = (t - 1) * s + k - 2 * padding
-    a = -(-(t_out + padding) // s)  # phase outputs needed
-    # kernel [s*Cout, taps, Cin]: channel r*Cout + o, correlation tap u = taps-1-j holds w[o, j*s + r]
-    wp = mx.pad(w, [(0, 0), (0, taps * s - k), (0, 0)]).reshape(cout, taps, s, cin)[:, ::-1]
-    wp = wp.transpose(2, 0, 1, 3).reshape(s * cout, taps, cin)
-    x = mx.pad(x, [(0, 0), (taps - 1, max(0, a - t)), (0, 0)])  # x[a - j] for j < taps, zeros outside [0, T)
-    y = mx.conv1d(x, wp)[:, :a]  # [B, a, s*Cout]
-    return y.reshape(b, a * s, cout)[:, padding:padding + t_out]  # row a*s + r is y[a s + r - p]
-
-
-class Conv1d(nn.Conv1d):
-    """nn.Conv1d (same parameters) that runs a dilated conv space-to-batch on the CPU."""
-
-    def __call__(self, x):
-        if self.dilation == 1 or self.stride != 1 or self.groups != 1 or not _on_cpu():
-            return super().__call__(x)
-        y = conv1d_space_to_batch(x, self.weight, self.padding, self.dilation)
-        return y + self.bias if "bias" in self else y
-
-
-class ConvTranspose1d(nn.ConvTranspose1d):
-    """nn.ConvTranspose1d (same parameters, weight [Cout, K, Cin]) that runs polyphase on the CPU."""
-
-    def __call__(self, x):
-        if self.dilation != 1 or self.output_padding != 0 or not _on_cpu():
-            return super().__call__(x)
-        y = conv_transpose1d_polyphase(x, self.weight, self.stride, self.padding)
-        return y + self.bias if "bias" in self else y
 
 
 # ---- text encoder (attentions) ---------------------------------------------------------------------------------
@@ -224,24 +165,27 @@ class WN(nn.Module):
         super().__init__()
         self.hidden, self.n_layers = hidden, n_layers
         self.cond_layer = nn.Conv1d(gin_channels, 2 * hidden * n_layers, 1)
-        self.in_layers, self.res_skip_layers = [], []
+        self.in_layers = []
+        self.res_skip_layers = []
         for i in range(n_layers):
             d = dilation_rate ** i
-            self.in_layers.append(Conv1d(hidden, 2 * hidden, kernel_size, dilation=d,
-                                            padding=(kernel_size * d - d) // 2))
+            self.in_layers.append(SpaceToBatchConv1d(hidden, 2 * hidden, kernel_size, dilation=d,
+                                                     padding=(kernel_size * d - d) // 2))
             self.res_skip_layers.append(nn.Conv1d(hidden, 2 * hidden if i < n_layers - 1 else hidden, 1))
 
     def __call__(self, x, x_mask, g):  # [B, T, H], [B, T, 1] or None, [B, 1, gin]
         h = self.hidden
         g = self.cond_layer(g)  # [B, 1, 2H * L]
-        output = None
+        output = mx.zeros_like(x)
         for i, (in_layer, res_skip) in enumerate(zip(self.in_layers, self.res_skip_layers)):
             a = in_layer(x) + g[..., 2 * h * i:2 * h * (i + 1)]
-            rs = res_skip(mx.tanh(a[..., :h]) * mx.sigmoid(a[..., h:]))
-            skip = rs[..., h:] if i < self.n_layers - 1 else rs
-            output = skip if output is None else output + skip
+            acts = mx.tanh(a[..., :h]) * mx.sigmoid(a[..., h:])
+            rs = res_skip(acts)
             if i < self.n_layers - 1:
                 x = _masked(x + rs[..., :h], x_mask)
+                output = output + rs[..., h:]
+            else:
+                output = output + rs
         return _masked(output, x_mask)
 
 
@@ -277,7 +221,7 @@ class ResidualCouplingBlock(nn.Module):
             self.flows.append(ResidualCouplingLayer(channels, hidden, gin_channels))
             self.flows.append(Flip())
 
-    def __call__(self, x, x_mask, g):
+    def __call__(self, x, x_mask, g):  # reverse=True
         for flow in reversed(self.flows):
             x = flow(x, x_mask, g)
         return x
@@ -291,9 +235,10 @@ class ResBlock1(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int, dilation: tuple[int, ...]):
         super().__init__()
-        self.convs1 = [Conv1d(channels, channels, kernel_size, dilation=d, padding=(kernel_size * d - d) // 2)
-                       for d in dilation]
-        self.convs2 = [nn.Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2) for _ in dilation]
+        self.convs1 = [SpaceToBatchConv1d(channels, channels, kernel_size, dilation=d,
+                                          padding=(kernel_size * d - d) // 2) for d in dilation]
+        self.convs2 = [nn.Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2)
+                       for _ in dilation]
 
     def __call__(self, x):
         for c1, c2 in zip(self.convs1, self.convs2):
@@ -346,19 +291,21 @@ class Generator(nn.Module):
         uic = cfg.upsample_initial_channel
         self.num_kernels = len(cfg.resblock_kernel_sizes)
         self.conv_pre = nn.Conv1d(cfg.inter_channels, uic, 7, padding=3)
-        self.ups, self.resblocks = [], []
+        self.ups = []
+        self.resblocks = []
         for i, (u, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes)):
             ch = cfg.stage_channels[i]
-            self.ups.append(ConvTranspose1d(uic // 2 ** i, ch, k, u, padding=(k - u) // 2))
-            self.resblocks.extend(ResBlock1(ch, rk, rd) for rk, rd in zip(cfg.resblock_kernel_sizes,
-                                                                          cfg.resblock_dilation_sizes))
+            self.ups.append(PolyphaseConvTranspose1d(uic // 2 ** i, ch, k, u, padding=(k - u) // 2))
+            for rk, rd in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes):
+                self.resblocks.append(ResBlock1(ch, rk, rd))
         self.conv_post = nn.Conv1d(cfg.stage_channels[-1], 1, 7, padding=3, bias=False)
         self.cond = nn.Conv1d(cfg.gin_channels, uic, 1)
         if cfg.f0:
             self.m_source = SourceModuleHnNSF(cfg.sr, cfg.upp)
             last = len(cfg.upsample_rates) - 1  # the last stage is already at the output rate: a 1x1 conv
-            self.noise_convs = [nn.Conv1d(1, ch, 2 * s, stride=s, padding=s // 2) if i < last else nn.Conv1d(1, ch, 1)
-                                for i, (ch, s) in enumerate(zip(cfg.stage_channels, cfg.noise_strides))]
+            self.noise_convs = [
+                nn.Conv1d(1, ch, 2 * s, stride=s, padding=s // 2) if i < last else nn.Conv1d(1, ch, 1)
+                for i, (ch, s) in enumerate(zip(cfg.stage_channels, cfg.noise_strides))]
 
     def __call__(self, x, g, f0=None, noise=None, intermediates=None):  # z [B, T, inter], g [B, 1, gin], f0 [B, T]
         har = None
@@ -407,12 +354,11 @@ class Synthesizer(nn.Module):
             sid = mx.zeros((b,), dtype=mx.int32)
         x_mask = None
         if phone_lengths is not None:
-            x_mask = (mx.arange(t)[None, :] < phone_lengths[:, None]).astype(phone.dtype)[..., None]  # [B, T, 1]
+            x_mask = sequence_mask(phone_lengths, t)[..., None].astype(phone.dtype)  # [B, T, 1]
         inter = {} if return_intermediates else None
         g = self.emb_g(sid)[:, None, :]  # [B, 1, gin]
         m_p, logs_p = self.enc_p(phone, pitch if self.cfg.f0 else None, x_mask)
-        if eps is None:
-            eps = mx.random.normal(m_p.shape)
+        eps = mx.random.normal(m_p.shape) if eps is None else eps
         z_p = _masked(m_p + mx.exp(logs_p) * eps * PRIOR_NOISE_SCALE, x_mask)
         z = self.flow(z_p, x_mask, g)
         audio = self.dec(_masked(z, x_mask), g, nsff0 if self.cfg.f0 else None, sine_noise, inter)
@@ -421,33 +367,24 @@ class Synthesizer(nn.Module):
         inter.update(m_p=m_p, logs_p=logs_p, z=z, audio=audio)
         return audio, inter
 
-    def __call__(self, *args, **kwargs):
-        return self.infer(*args, **kwargs)
-
 
 def build(cfg: SynthConfig) -> Synthesizer:
-    model = Synthesizer(cfg)
-    model.eval()
-    return model
+    return Synthesizer(cfg).eval()
 
 
-def load(weights, cfg: SynthConfig, what: str = "MLX synthesizer") -> Synthesizer:
-    """A Synthesizer with MLX-layout `weights` (numpy) loaded strictly."""
-    from rvc_bench.checkpoints import load_mlx_module
-
-    model = build(cfg)
-    load_mlx_module(model, weights, what)
-    return model
+def load(weights: Mapping[str, np.ndarray], cfg: SynthConfig, what: str = "synthesizer (mlx)") -> Synthesizer:
+    """A Synthesizer with `weights` (MLX layout, weight norm folded, numpy) loaded strictly, in eval mode."""
+    return load_mlx_module(build(cfg), weights, what)
 
 
 # ---- stage boundary: numpy in, numpy out -------------------------------------------------------------------------
 
 
 def prepare(inputs) -> dict:
-    """SynthInputs (time-major numpy) -> infer() keyword arguments, batch 1 (already channels-last)."""
-    a = lambda x: mx.array(x)[None]  # noqa: E731
-    return dict(phone=a(inputs.phone), pitch=a(inputs.pitch.astype("int32")), nsff0=a(inputs.pitchf),
-                eps=a(inputs.eps), sine_noise=a(inputs.sine_noise))
+    """SynthInputs (time-major numpy) -> infer() keyword arguments, batch 1."""
+    a = lambda x: mx.array(np.ascontiguousarray(x))[None]  # noqa: E731
+    return dict(phone=a(inputs.phone), pitch=a(inputs.pitch), nsff0=a(inputs.pitchf), eps=a(inputs.eps),
+                sine_noise=a(inputs.sine_noise))
 
 
 def run(model: Synthesizer, inputs) -> dict:

@@ -1,21 +1,28 @@
 """Synthesizer twin in PyTorch, the baseline (spec §5): TextEncoder -> prior sample -> reversed flow -> decoder.
 
 Layout is upstream's, channels-first [B, C, T], and so are module and parameter names, so a voice checkpoint loads
-after weight norm is folded (convert.py). The numerics follow upstream op for op, with two deliberate differences:
+after weight norm is folded (convert.py, which reads the files; this module sees only numpy weights). The numerics
+follow upstream op for op, with three deliberate differences:
 - weight norm is folded once at load time instead of recomputed on every call (same weights, less work);
 - the SineGen phase is computed in its closed form (see `SineGen`), which is the same signal as upstream's
-  cumsum / linear-interpolation / wrap-detection formulation, without its float32 accumulation error.
-Randomness is injectable: `eps` ([B, inter, T]) and `sine_noise` ([B, T * upp]) replace the two draws that matter.
+  cumsum / linear-interpolation / wrap-detection formulation, without its float32 accumulation error;
+- `phone_lengths=None` means "all frames valid" and skips the mask multiplications, which are identities then
+  (the pipeline always passes full-length chunks of batch 1).
+Randomness is injectable: `eps` ([B, T, inter]) and `sine_noise` ([B, T * upp]) replace the two draws that matter.
+Every input of `Synthesizer.infer` is time-major, as in the MLX twin; the channels-first layout starts inside.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Mapping
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from rvc_bench.checkpoints import load_torch_module
 
 from rvc_bench.synth.config import (FLOW_DILATION_RATE, FLOW_KERNEL, FLOW_LAYERS, LRELU_SLOPE, LRELU_SLOPE_POST,
                                     N_FLOWS, NOISE_STD, PRIOR_NOISE_SCALE, SINE_AMP, WINDOW_SIZE, SynthConfig)
@@ -23,6 +30,10 @@ from rvc_bench.synth.config import (FLOW_DILATION_RATE, FLOW_KERNEL, FLOW_LAYERS
 
 def sequence_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
     return torch.arange(t, device=lengths.device)[None, :] < lengths[:, None]  # [B, T] bool
+
+
+def _masked(x, mask):
+    return x if mask is None else x * mask
 
 
 # ---- text encoder (attentions) ---------------------------------------------------------------------------------
@@ -86,7 +97,7 @@ class MultiHeadAttention(nn.Module):
         x = F.pad(x, (t, 0))
         return x.view(b, h, t, 2 * t)[:, :, :, 1:]
 
-    def forward(self, x, attn_mask):  # x [B, C, T], attn_mask [B, 1, T, T]
+    def forward(self, x, attn_mask):  # x [B, C, T], attn_mask [B, 1, T, T] or None
         b, c, t = x.shape
         # [B, C, T] -> [B, H, T, d]; channel index = head * d + k, as upstream's view(b, h, d, t)
         q = self.conv_q(x).view(b, self.n_heads, self.k_channels, t).transpose(2, 3)
@@ -96,7 +107,8 @@ class MultiHeadAttention(nn.Module):
         scores = torch.matmul(q, k.transpose(-2, -1))  # [B, H, T, T]
         rel_k = self._relative_embeddings(self.emb_rel_k, t)  # [1, 2T-1, d]
         scores = scores + self._rel_to_abs(torch.matmul(q, rel_k.unsqueeze(0).transpose(-2, -1)))
-        scores = scores.masked_fill(attn_mask == 0, -1e4)
+        if attn_mask is not None:
+            scores = scores.masked_fill(attn_mask == 0, -1e4)
         p = F.softmax(scores, dim=-1)
         out = torch.matmul(p, v)
         rel_v = self._relative_embeddings(self.emb_rel_v, t)
@@ -111,9 +123,9 @@ class FFN(nn.Module):
         self.conv_1 = nn.Conv1d(channels, filter_channels, kernel_size, padding=kernel_size // 2)
         self.conv_2 = nn.Conv1d(filter_channels, channels, kernel_size, padding=kernel_size // 2)
 
-    def forward(self, x, x_mask):  # [B, C, T], [B, 1, T]
-        x = torch.relu(self.conv_1(x * x_mask))
-        return self.conv_2(x * x_mask) * x_mask
+    def forward(self, x, x_mask):  # [B, C, T], [B, 1, T] or None
+        x = torch.relu(self.conv_1(_masked(x, x_mask)))
+        return _masked(self.conv_2(_masked(x, x_mask)), x_mask)
 
 
 class Encoder(nn.Module):
@@ -126,13 +138,15 @@ class Encoder(nn.Module):
         self.ffn_layers = nn.ModuleList(FFN(hidden, filter_channels, kernel_size) for _ in range(n_layers))
         self.norm_layers_2 = nn.ModuleList(LayerNorm(hidden) for _ in range(n_layers))
 
-    def forward(self, x, x_mask):  # [B, C, T], [B, 1, T]
-        attn_mask = x_mask.unsqueeze(2) * x_mask.unsqueeze(-1)  # [B, 1, T, T]
-        x = x * x_mask
+    def forward(self, x, x_mask):  # [B, C, T], [B, 1, T] or None
+        attn_mask = None
+        if x_mask is not None:
+            attn_mask = x_mask.unsqueeze(2) * x_mask.unsqueeze(-1)  # [B, 1, T, T]
+        x = _masked(x, x_mask)
         for attn, norm1, ffn, norm2 in zip(self.attn_layers, self.norm_layers_1, self.ffn_layers, self.norm_layers_2):
             x = norm1(x + attn(x, attn_mask))
             x = norm2(x + ffn(x, x_mask))
-        return x * x_mask
+        return _masked(x, x_mask)
 
 
 class TextEncoder(nn.Module):
@@ -147,15 +161,14 @@ class TextEncoder(nn.Module):
         self.encoder = Encoder(cfg.hidden_channels, cfg.filter_channels, cfg.n_heads, cfg.n_layers, cfg.kernel_size)
         self.proj = nn.Conv1d(cfg.hidden_channels, 2 * cfg.inter_channels, 1)
 
-    def forward(self, phone, pitch, lengths):  # [B, T, C], [B, T] long or None, [B]
+    def forward(self, phone, pitch, x_mask):  # [B, T, C], [B, T] long or None, [B, 1, T] or None
         x = self.emb_phone(phone)
         if pitch is not None:
             x = x + self.emb_pitch(pitch)
         x = F.leaky_relu(x * math.sqrt(self.hidden), LRELU_SLOPE).transpose(1, -1)  # [B, H, T]
-        x_mask = sequence_mask(lengths, x.shape[2]).unsqueeze(1).to(x.dtype)  # [B, 1, T]
-        x = self.encoder(x * x_mask, x_mask)
-        m, logs = torch.chunk(self.proj(x) * x_mask, 2, dim=1)
-        return m, logs, x_mask
+        x = self.encoder(_masked(x, x_mask), x_mask)
+        m, logs = torch.chunk(_masked(self.proj(x), x_mask), 2, dim=1)
+        return m, logs
 
 
 # ---- flow (modules) --------------------------------------------------------------------------------------------
@@ -176,7 +189,7 @@ class WN(nn.Module):
                                             padding=(kernel_size * d - d) // 2))
             self.res_skip_layers.append(nn.Conv1d(hidden, 2 * hidden if i < n_layers - 1 else hidden, 1))
 
-    def forward(self, x, x_mask, g):  # [B, H, T], [B, 1, T], [B, gin, 1]
+    def forward(self, x, x_mask, g):  # [B, H, T], [B, 1, T] or None, [B, gin, 1]
         h = self.hidden
         g = self.cond_layer(g)  # [B, 2H * L, 1]
         output = torch.zeros_like(x)
@@ -185,11 +198,11 @@ class WN(nn.Module):
             acts = torch.tanh(a[:, :h]) * torch.sigmoid(a[:, h:])
             rs = res_skip(acts)
             if i < self.n_layers - 1:
-                x = (x + rs[:, :h]) * x_mask
+                x = _masked(x + rs[:, :h], x_mask)
                 output = output + rs[:, h:]
             else:
                 output = output + rs
-        return output * x_mask
+        return _masked(output, x_mask)
 
 
 class ResidualCouplingLayer(nn.Module):
@@ -204,9 +217,9 @@ class ResidualCouplingLayer(nn.Module):
 
     def forward(self, x, x_mask, g):  # reverse=True
         x0, x1 = torch.split(x, [self.half, self.half], 1)
-        h = self.pre(x0) * x_mask
-        m = self.post(self.enc(h, x_mask, g)) * x_mask
-        return torch.cat([x0, (x1 - m) * x_mask], 1)  # logs == 0: exp(-logs) == 1
+        h = _masked(self.pre(x0), x_mask)
+        m = _masked(self.post(self.enc(h, x_mask, g)), x_mask)
+        return torch.cat([x0, _masked(x1 - m, x_mask)], 1)  # logs == 0: exp(-logs) == 1
 
 
 class Flip(nn.Module):
@@ -245,8 +258,7 @@ class ResBlock1(nn.Module):
 
     def forward(self, x):
         for c1, c2 in zip(self.convs1, self.convs2):
-            xt = c2(F.leaky_relu(c1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
-            x = xt + x
+            x = c2(F.leaky_relu(c1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE)) + x
         return x
 
 
@@ -277,10 +289,9 @@ class SineGen(nn.Module):
         phase = phase - torch.floor(phase)
         sine = SINE_AMP * torch.sin(2 * math.pi * phase)
         uv = (f0 > 0).to(f0.dtype).unsqueeze(-1)  # [B, T, 1], held over the frame like upstream's nearest upsample
-        if noise is None:
-            noise = torch.randn_like(sine)
+        noise = torch.randn_like(sine) if noise is None else noise.view(b, t, self.upp)
         noise_amp = uv * NOISE_STD + (1 - uv) * (SINE_AMP / 3)
-        e = sine * uv + noise_amp * noise.view(b, t, self.upp)
+        e = sine * uv + noise_amp * noise
         return e.reshape(b, t * self.upp, 1)  # [B, T * upp, 1]
 
 
@@ -352,23 +363,28 @@ class Synthesizer(nn.Module):
         self.flow = ResidualCouplingBlock(cfg.inter_channels, cfg.hidden_channels, cfg.gin_channels)
         self.emb_g = nn.Embedding(cfg.spk_embed_dim, cfg.gin_channels)
 
-    def infer(self, phone, phone_lengths, pitch=None, nsff0=None, sid=None, eps=None, sine_noise=None,
+    @torch.inference_mode()
+    def infer(self, phone, phone_lengths=None, pitch=None, nsff0=None, sid=None, eps=None, sine_noise=None,
               return_intermediates: bool = False):
-        """phone [B, T, C] float, phone_lengths [B] long, pitch [B, T] long and nsff0 [B, T] Hz (pitch models
-        only), sid [B] long (default speaker 0); eps [B, inter, T] and sine_noise [B, T * upp] replace the random
-        draws (zeros make the output deterministic). Returns audio [B, 1, T * upp], or (audio, intermediates)."""
+        """phone [B, T, C] float, phone_lengths [B] long or None (all valid), pitch [B, T] long and nsff0 [B, T] Hz
+        (pitch models only), sid [B] long (default speaker 0); eps [B, T, inter] and sine_noise [B, T * upp] replace
+        the random draws (zeros make the output deterministic). Returns audio [B, 1, T * upp], or
+        (audio, intermediates)."""
         if self.cfg.f0 and (pitch is None or nsff0 is None):
             raise ValueError("this is a pitch model: pass pitch and nsff0")
+        b, t = phone.shape[:2]
         if sid is None:
-            sid = torch.zeros(phone.shape[0], dtype=torch.long, device=phone.device)
+            sid = torch.zeros(b, dtype=torch.long, device=phone.device)
+        x_mask = None
+        if phone_lengths is not None:
+            x_mask = sequence_mask(phone_lengths, t).unsqueeze(1).to(phone.dtype)  # [B, 1, T]
         inter = {} if return_intermediates else None
         g = self.emb_g(sid).unsqueeze(-1)  # [B, gin, 1]
-        m_p, logs_p, x_mask = self.enc_p(phone, pitch if self.cfg.f0 else None, phone_lengths)
-        if eps is None:
-            eps = torch.randn_like(m_p)
-        z_p = (m_p + torch.exp(logs_p) * eps * PRIOR_NOISE_SCALE) * x_mask
+        m_p, logs_p = self.enc_p(phone, pitch if self.cfg.f0 else None, x_mask)
+        eps = torch.randn_like(m_p) if eps is None else eps.transpose(1, 2)
+        z_p = _masked(m_p + torch.exp(logs_p) * eps * PRIOR_NOISE_SCALE, x_mask)
         z = self.flow(z_p, x_mask, g)
-        audio = self.dec(z * x_mask, g, nsff0 if self.cfg.f0 else None, sine_noise, inter)
+        audio = self.dec(_masked(z, x_mask), g, nsff0 if self.cfg.f0 else None, sine_noise, inter)
         if inter is None:
             return audio
         inter.update(m_p=m_p, logs_p=logs_p, z=z, audio=audio)
@@ -376,31 +392,26 @@ class Synthesizer(nn.Module):
 
 
 def build(cfg: SynthConfig) -> Synthesizer:
-    return Synthesizer(cfg).eval()
+    return Synthesizer(cfg).eval().requires_grad_(False)
 
 
-def load(state, cfg: SynthConfig, what: str = "synthesizer") -> Synthesizer:
-    """A Synthesizer with `state` (torch layout, weight norm folded, numpy) loaded strictly, in eval mode."""
-    from rvc_bench.checkpoints import load_torch_module
-
-    model = build(cfg)
-    load_torch_module(model, state, what)
-    return model.eval()
+def load(weights: Mapping[str, np.ndarray], cfg: SynthConfig, what: str = "synthesizer (torch)") -> Synthesizer:
+    """A Synthesizer with `weights` (torch layout, weight norm folded, numpy) loaded strictly, in eval mode."""
+    return load_torch_module(build(cfg), weights, what)
 
 
 # ---- stage boundary: numpy in, numpy out -------------------------------------------------------------------------
 
 
-def prepare(inputs, device="cpu", lengths: bool = True) -> dict:
-    """SynthInputs (time-major numpy) -> infer() keyword arguments, batch 1, channels-first where upstream is."""
+def prepare(inputs, device="cpu") -> dict:
+    """SynthInputs (time-major numpy) -> infer() keyword arguments, batch 1."""
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)[None]  # noqa: E731
-    return dict(phone=t(inputs.phone), phone_lengths=torch.tensor([inputs.frames], device=device),
-                pitch=t(inputs.pitch), nsff0=t(inputs.pitchf), eps=t(inputs.eps.T), sine_noise=t(inputs.sine_noise))
+    return dict(phone=t(inputs.phone), pitch=t(inputs.pitch), nsff0=t(inputs.pitchf), eps=t(inputs.eps),
+                sine_noise=t(inputs.sine_noise))
 
 
 def run(model: Synthesizer, inputs) -> dict:
     """One deterministic call; returns audio [T * upp], har [T * upp] (pitch models), m_p, logs_p, z [T, inter]."""
-    with torch.inference_mode():
-        _, inter = model.infer(**prepare(inputs, next(model.parameters()).device), return_intermediates=True)
+    _, inter = model.infer(**prepare(inputs, next(model.parameters()).device), return_intermediates=True)
     out = {k: v[0].detach().cpu().float().numpy() for k, v in inter.items()}
     return {k: (v.T if k in ("m_p", "logs_p", "z") else v.reshape(-1)) for k, v in out.items()}

@@ -23,7 +23,9 @@ import numpy as np
 
 from rvc_bench.checkpoints import save_torch_checkpoint
 from rvc_bench.layout import WEIGHT_NORM_STYLES
-from rvc_bench.synth.config import NAMES, SynthConfig, parse_name, preset
+from rvc_bench.rmvpe.decode import coarse_pitch
+from rvc_bench.synth.config import DEFAULT_VARIANT, NAMES, SynthConfig, parse_name, preset
+from rvc_bench.synth.convert import expected_torch_shapes, is_weight_normed
 
 GENERATOR_VERSION = 1  # bump when the recipe changes, so cached files are regenerated
 WN_STYLES = WEIGHT_NORM_STYLES
@@ -89,8 +91,6 @@ def build_weight(cfg: SynthConfig, seed: int = 0, wn_style: str = "legacy") -> d
     """net_g state dict (torch fp16 tensors, upstream key names, weight norm split into g/v, no enc_q)."""
     import torch
 
-    from rvc_bench.synth.convert import expected_torch_shapes, is_weight_normed
-
     g_suffix, v_suffix = WN_STYLES[wn_style]
     rng = np.random.default_rng(seed)
     out = {}
@@ -116,17 +116,17 @@ def make_checkpoint(name: str, size: str = "full", seed: int = 0, wn_style: str 
             "info": f"synthetic rvc-bench {name} {size} seed {seed}", "sr": rate, "f0": int(f0), "version": version}
 
 
-def checkpoint_path(cache_dir: str | Path, name: str, size: str, seed: int = 0) -> Path:
-    return Path(cache_dir) / "checkpoints" / f"synth-{name}-{size}-seed{seed}-v{GENERATOR_VERSION}.pth"
+def checkpoint_path(cache_dir: str | Path, size: str, seed: int = 0, variant: str = DEFAULT_VARIANT) -> Path:
+    return Path(cache_dir) / "checkpoints" / f"synth-{variant}-{size}-seed{seed}-v{GENERATOR_VERSION}.pth"
 
 
-def ensure_checkpoint(cache_dir: str | Path, name: str, size: str, seed: int = 0) -> Path:
-    """Path of the synthetic voice .pth for (variant name, "full"/"tiny", seed), generated on first use."""
-    if name not in NAMES:
-        parse_name(name)  # raises with the list of names
-    path = checkpoint_path(cache_dir, name, size, seed)
+def ensure_checkpoint(cache_dir: str | Path, size: str, seed: int = 0, variant: str = DEFAULT_VARIANT) -> Path:
+    """Path of the synthetic voice .pth for ("full"/"tiny", seed, variant name), generated on first use."""
+    if variant not in NAMES:
+        parse_name(variant)  # raises with the list of names
+    path = checkpoint_path(cache_dir, size, seed, variant)
     if not path.is_file():
-        save_torch_checkpoint(path, make_checkpoint(name, size, seed))
+        save_torch_checkpoint(path, make_checkpoint(variant, size, seed))
     return path
 
 
@@ -167,8 +167,6 @@ def smooth_features(frames: int, channels: int, seed: int = 0) -> np.ndarray:
 
 def make_inputs(cfg: SynthConfig, f0: np.ndarray, seed: int = 0, zero_noise: bool = False) -> SynthInputs:
     """Seeded inputs for len(f0) frames: smooth random features, coarse pitch from f0 (spec §3), injected noise."""
-    from rvc_bench.rmvpe.decode import coarse_pitch
-
     f0 = np.asarray(f0, dtype=np.float32)
     frames = f0.shape[0]
     eps, sine_noise = make_noise(cfg, frames, seed + 1, zero_noise)

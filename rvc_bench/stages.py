@@ -1,0 +1,104 @@
+"""The stage registry: what each stage of RVC inference is, said once for the pipeline, the suites and the CLI.
+
+A stage has a name (the run store's `stage` column; its suites are suites/test_<name>.py for parity and
+suites/test_bench_<name>.py for speed), a title, its config presets, its convert module and its synthetic checkpoint
+generator. The convert module is the only code that reads the stage's files, and every stage's has the same calls:
+
+    load_torch(path, device="cpu", **stage_opts)   the torch model (RMVPE: the audio -> f0 stage around E2E)
+    load_mlx(path, **stage_opts)                   the MLX model, also from a converted .safetensors
+    convert_file(src, dst, **stage_opts)           upstream file -> converted .safetensors (strict)
+    recognise(obj)                                 is this unpickled object the stage's upstream format?
+
+(stage_opts: HuBERT's `config` preset, which shapes cannot reveal; RMVPE's chunking.) The synthetic module's
+`ensure_checkpoint(cache, size)` writes a seeded checkpoint in the upstream format. The log-mel front end has no
+weights, so it has neither.
+
+Importing this module imports neither torch nor MLX; a loader imports its framework when it is called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from rvc_bench.hubert import config as hubert_config
+from rvc_bench.hubert import convert as hubert_convert
+from rvc_bench.hubert import synthetic as hubert_synthetic
+from rvc_bench.layout import CheckpointError
+from rvc_bench.rmvpe import config as rmvpe_config
+from rvc_bench.rmvpe import convert as rmvpe_convert
+from rvc_bench.rmvpe import synthetic as rmvpe_synthetic
+from rvc_bench.synth import config as synth_config
+from rvc_bench.synth import convert as synth_convert
+from rvc_bench.synth import synthetic as synth_synthetic
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    title: str
+    presets: tuple[str, ...] = ()
+    convert: ModuleType | None = None
+    synthetic: ModuleType | None = None
+
+    def load(self, backend, path: str | os.PathLike, **stage_opts) -> Any:
+        """The stage's model from `path` on `backend` (an rvc_bench.backends adapter: its name and device)."""
+        if backend.name == "torch":
+            return self.convert.load_torch(path, device=backend.device, **stage_opts)
+        return self.convert.load_mlx(path, **stage_opts)
+
+    def checkpoint(self, cache: str | os.PathLike, size: str) -> Path:
+        """The seeded synthetic checkpoint of preset `size` in the upstream format, generated into `cache`."""
+        return self.synthetic.ensure_checkpoint(cache, size)
+
+    def checkpoint_for(self, backend_name: str, path: str | os.PathLike, cache: str | os.PathLike,
+                       **stage_opts) -> Path:
+        """The file `backend_name` loads `path` from: `path` itself for torch; for MLX the same weights converted
+        once into cache/converted/, so that an MLX process never imports torch (which unpickling needs) and its
+        fresh-process memory is MLX's alone. Keyed by the source's path, size and mtime."""
+        path = Path(path)
+        if backend_name != "mlx" or path.suffix == ".safetensors":
+            return path
+        stat = path.resolve().stat()
+        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{sorted(stage_opts.items())}"
+        dst = Path(cache) / "converted" / f"{path.stem}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.safetensors"
+        if not dst.is_file():
+            self.convert.convert_file(path, dst, **stage_opts)
+        return dst
+
+
+MEL = Stage("mel", "Log-mel (RMVPE front end)")
+RMVPE = Stage("rmvpe", "RMVPE pitch", tuple(rmvpe_config.PRESETS), rmvpe_convert, rmvpe_synthetic)
+HUBERT = Stage("hubert", "HuBERT/ContentVec features", tuple(hubert_config.PRESETS), hubert_convert,
+               hubert_synthetic)
+SYNTH = Stage("synth", "RVC synthesis", synth_config.SIZES, synth_convert, synth_synthetic)
+STAGES: dict[str, Stage] = {s.name: s for s in (MEL, RMVPE, HUBERT, SYNTH)}
+
+# The content encoder of a pipeline of each size: the tiny HuBERT preset is 64 wide, which no synthesizer takes.
+PIPELINE_HUBERT = {"full": "full", "tiny": "tiny-768"}
+
+
+def get(name: str) -> Stage:
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise ValueError(f"unknown stage {name!r}: choose one of {', '.join(STAGES)}") from None
+
+
+def recognise(obj: Any, what: str = "checkpoint") -> Stage:
+    """The stage whose upstream checkpoint format an unpickled object is, from its structure (not tensor shapes)."""
+    for stage in STAGES.values():
+        if stage.convert is not None and stage.convert.recognise(obj):
+            return stage
+    raise CheckpointError(f"{what}: unrecognised checkpoint: expected an RVC voice .pth, rmvpe.pt or hubert_base.pt")
+
+
+def pipeline_checkpoints(cache: str | os.PathLike, size: str) -> tuple[Path, Path]:
+    """(hubert, rmvpe) synthetic checkpoints in the real formats for a pipeline of `size` ("full" or "tiny"; the
+    HuBERT preset is PIPELINE_HUBERT[size]), generated into `cache` on first use. Random weights: timing and
+    parity, not meaningful audio."""
+    return HUBERT.checkpoint(cache, PIPELINE_HUBERT[size]), RMVPE.checkpoint(cache, size)
