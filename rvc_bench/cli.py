@@ -230,13 +230,13 @@ def cmd_gate(args) -> int:
 
 def cmd_convert(args) -> int:
     from rvc_bench import stages
-    from rvc_bench.checkpoints import load_pickled
     from rvc_bench.layout import CheckpointError
 
-    src, dst = Path(args.checkpoint), Path(args.output) if args.output else Path(args.checkpoint).with_suffix(".safetensors")
+    src = Path(args.checkpoint)
+    dst = Path(args.output) if args.output else src.parent / f"{src.name if src.is_dir() else src.stem}.safetensors"
     check_output(dst, [src], args.force)
     try:
-        stage = stages.recognise(load_pickled(src), str(src)) if args.kind == "auto" else stages.get(args.kind)
+        stage = stages.recognise_path(src) if args.kind == "auto" else stages.get(args.kind)
         stage.convert.convert_file(src, dst)
     except CheckpointError as err:
         raise UserError(str(err)) from None
@@ -356,6 +356,7 @@ def cmd_infer(args) -> int:
     from rvc_bench import audio, pipeline, retrieval, stages
     from rvc_bench.backends import BackendError, get_backend
     from rvc_bench.layout import CheckpointError
+    from rvc_bench.synth.convert import DEFAULT_EMBEDDER, read_metadata
 
     if args.hubert is None and not args.synthetic_models:  # random weights would make noise that looks like output
         raise UserError("no --hubert: pass the content encoder (hubert_base.pt, or a Hugging Face ContentVec folder), "
@@ -388,6 +389,10 @@ def cmd_infer(args) -> int:
             hubert = hubert or _synthetic_checkpoint("--hubert", stages.HUBERT, hubert_preset)
             rmvpe = rmvpe or _synthetic_checkpoint("--rmvpe", stages.RMVPE, args.model_size)
         models = pipeline.load_models(backend, args.voice, hubert, rmvpe, hubert_preset)
+        embedder = read_metadata(args.voice).get("embedder_model", DEFAULT_EMBEDDER)
+        if embedder != DEFAULT_EMBEDDER:  # the features must come from the encoder the voice was trained on
+            print(f"rvc-bench infer: note: {args.voice} was trained on {embedder!r} features (its embedder_model), "
+                  f"not ContentVec's: --hubert must be that encoder, or the conversion is wrong", file=sys.stderr)
         t0 = time.perf_counter()
         result = pipeline.convert(models, x, opts, index)
         seconds = time.perf_counter() - t0
@@ -450,8 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="significance level of the Mann-Whitney test, in (0, 1) (default 0.01)")
     g.set_defaults(func=cmd_gate)
 
-    c = sub.add_parser("convert", help="convert rmvpe.pt, hubert_base.pt or a voice .pth to MLX safetensors")
-    c.add_argument("checkpoint")
+    c = sub.add_parser("convert", help="convert rmvpe.pt, hubert_base.pt (or a Hugging Face ContentVec folder) or a "
+                       "voice .pth to MLX safetensors")
+    c.add_argument("checkpoint", help="the upstream file (a folder: Hugging Face config.json + weights)")
     c.add_argument("-o", "--output", default=None, help="output .safetensors (default: the checkpoint's name with "
                    ".safetensors)")
     c.add_argument("--kind", choices=("auto", "rmvpe", "hubert", "synth"), default="auto",
@@ -477,9 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--mlx-device", default="auto", help="gpu or cpu (default: best available)")
     i.add_argument("--mlx-blas", choices=blas.CHOICES, default="auto", help=MLX_BLAS_HELP)
     i.add_argument("--index", default=None, help="the voice's added_IVF*_Flat_nprobe_1_*.index (needs faiss-cpu)")
-    i.add_argument("--hubert", default=None, help="the content encoder: hubert_base.pt (required, unless "
-                   "--synthetic-models)")
-    i.add_argument("--rmvpe", default=None, help="rmvpe.pt (required by voices with pitch, unless --synthetic-models)")
+    i.add_argument("--hubert", default=None, help="the content encoder: hubert_base.pt or a Hugging Face ContentVec "
+                   "folder (required, unless --synthetic-models)")
+    i.add_argument("--rmvpe", default=None, help="rmvpe.pt or the same keys in a .safetensors (required by voices "
+                   "with pitch, unless --synthetic-models)")
     i.add_argument("--synthetic-models", action="store_true",
                    help="use seeded random HuBERT/RMVPE checkpoints (generated into the fixture cache) for those "
                    "not given: for timing and tests; the output is not a conversion")

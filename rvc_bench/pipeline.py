@@ -226,12 +226,13 @@ def load_models(backend, voice: str | os.PathLike, hubert: str | os.PathLike, rm
                 hubert_config: str = "full") -> Models:
     """The three models on `backend` (an rvc_bench.backends adapter), each through its stage's loader.
 
-    voice: RVC voice .pth (or, for MLX, a converted .safetensors); hubert: hubert_base.pt-style checkpoint of the
-    HuBERT preset `hubert_config`; rmvpe: rmvpe.pt, needed by pitch models only. Errors (missing files, bad or
-    mismatched checkpoints) are CheckpointError with one-line messages.
+    voice: RVC voice .pth (or, for MLX, a converted .safetensors); hubert: hubert_base.pt-style checkpoint or Hugging
+    Face folder of the HuBERT preset `hubert_config`; rmvpe: rmvpe.pt (or its keys in a .safetensors), needed by
+    pitch models only. Errors (missing files, bad or mismatched checkpoints) are CheckpointError with one-line
+    messages.
     """
     for what, path in (("voice model", voice), ("HuBERT checkpoint", hubert), ("RMVPE checkpoint", rmvpe)):
-        if path is not None and not Path(path).is_file():
+        if path is not None and not Path(path).exists():  # a HuBERT may be a folder; the loaders check the rest
             raise CheckpointError(f"{what} not found: {path}")
     synth = stages.SYNTH.load(backend, voice)
     if synth.cfg.f0 and rmvpe is None:

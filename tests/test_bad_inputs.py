@@ -19,8 +19,10 @@ import faiss
 import numpy as np
 import pytest
 import torch
+from safetensors.numpy import save_file
 
 from rvc_bench import audio, cli, fixtures, retrieval, stages, store
+from rvc_bench.hubert import synthetic as hubert_synthetic
 from rvc_bench.synth import synthetic as synth_synthetic
 
 MARKER = "PWNED"
@@ -116,6 +118,10 @@ def make_inputs(d: Path) -> None:
     run.write(d / "store")
     (d / "store" / "run-99991231T235959Z-ffffffffffff-all.parquet").write_bytes(b"PAR1 but not really")
     (d / "empty_store").mkdir()
+    (d / "no_config_hubert").mkdir()
+    hubert_synthetic.write_hf_folder(d / "small_hubert", "tiny", seed=0)  # 64 wide: not the pipeline's HuBERT
+    save_file({"x": np.ones(2, np.float32)}, d / "odd.safetensors")
+    torch.save({**_voice(), "vocoder": "RefineGAN", "embedder_model": "contentvec"}, d / "refinegan.pth")
     weights = d / "weights"
     weights.mkdir()
     shutil.copy(d / "voice.pth", weights / "rmvpe.pt")
@@ -134,7 +140,7 @@ CASES = {
     "convert random bytes": Case(lambda d: ["convert", d / "random.pth"], ("not a readable", "random.pth")),
     "convert truncated zip": Case(lambda d: ["convert", d / "truncated.pth"], ("not a readable", "truncated.pth")),
     "convert a folder": Case(lambda d: ["convert", d / "folder.pth", "-o", d / "n.safetensors"],
-                             ("not a file", "folder.pth")),
+                             ("folder.pth", "folder without config.json")),
     "convert missing file": Case(lambda d: ["convert", d / "nope.pth"], ("not found", "nope.pth")),
     "convert TorchScript": Case(lambda d: ["convert", d / "script.pth"], ("TorchScript", "script.pth")),
     "convert payload": Case(lambda d: ["convert", d / "evil.pth"], ("refusing to load global", "evil.pth")),
@@ -170,6 +176,20 @@ CASES = {
     "infer hubert as --rmvpe": Case(lambda d: INFER(d, "--rmvpe", d / "hubert_base.pt"),
                                     ("hubert_base.pt", "the rmvpe.pt format")),
     "infer rmvpe as --hubert": Case(lambda d: INFER(d, "--hubert", d / "rmvpe.pt"), ("rmvpe.pt", "HuBERT")),
+    "infer --hubert folder without config.json": Case(lambda d: INFER(d, "--hubert", d / "no_config_hubert"),
+                                                      ("no_config_hubert", "folder without config.json")),
+    "infer --hubert folder of another size": Case(lambda d: INFER(d, "--hubert", d / "small_hubert"),
+                                                  ("small_hubert/config.json", "hidden_size = 64, expected 768")),
+    "infer --rmvpe unknown safetensors": Case(lambda d: INFER(d, "--rmvpe", d / "odd.safetensors"),
+                                              ("odd.safetensors", "missing key 'fc.0.gru.weight_hh_l0'")),
+    "infer --rmvpe a converted voice": Case(lambda d: INFER(d, "--rmvpe", d / "bogus.safetensors"),
+                                            ("bogus.safetensors", "converted 'synth' weights")),
+    "infer RefineGAN voice": Case(lambda d: ["infer", d / "refinegan.pth", d / "in.wav", "-o", d / "o.wav",
+                                             *SYNTHETIC], ("refinegan.pth", "vocoder 'RefineGAN' is not supported")),
+    "convert unknown safetensors": Case(lambda d: ["convert", d / "odd.safetensors", "-o", d / "n.safetensors"],
+                                        ("odd.safetensors", "unrecognised checkpoint")),
+    "convert a converted file": Case(lambda d: ["convert", d / "bogus.safetensors", "-o", d / "n.safetensors"],
+                                     ("bogus.safetensors", "already converted")),
     "infer rmvpe as the voice": Case(lambda d: ["infer", d / "rmvpe.pt", d / "in.wav", "-o", d / "o.wav", *SYNTHETIC],
                                      ("not an RVC voice model", "rmvpe.pt")),
     "infer NaN voice": Case(lambda d: ["infer", d / "nan_voice.pth", d / "in.wav", "-o", d / "o.wav", *SYNTHETIC],
