@@ -2,8 +2,8 @@
 resample; and resampling the output.
 
 The references are ffmpeg's own results, computed once with PyAV (which bundles ffmpeg's libraries) and stored in
-tests/data/ffmpeg_load.npz, so the tests need no ffmpeg. To recompute them: `pip install av`, then
-`python tests/test_audio.py` (the last test here redoes the comparison live when `av` is installed).
+tests/data/ffmpeg_load.npz, so the tests need no ffmpeg. To recompute them: `pip install -e .[ffmpeg]` (PyAV), then
+`python tests/test_audio.py` (the live test here redoes the comparison when `av` is installed).
 """
 
 from __future__ import annotations
