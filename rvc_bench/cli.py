@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from rvc_bench import blas
-from rvc_bench.audio import MIN_SECONDS
+from rvc_bench.audio import MAX_CHANNELS, MIN_SECONDS
 from rvc_bench.fileio import OutputError, check_folder, check_output
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -255,13 +255,13 @@ def cmd_gate(args) -> int:
 
 def cmd_convert(args) -> int:
     from rvc_bench import stages
-    from rvc_bench.checkpoints import load_pickled
     from rvc_bench.layout import CheckpointError
 
-    src, dst = Path(args.checkpoint), Path(args.output) if args.output else Path(args.checkpoint).with_suffix(".safetensors")
+    src = Path(args.checkpoint)
+    dst = Path(args.output) if args.output else src.parent / f"{src.name if src.is_dir() else src.stem}.safetensors"
     check_output(dst, [src], args.force)
     try:
-        stage = stages.recognise(load_pickled(src), str(src)) if args.kind == "auto" else stages.get(args.kind)
+        stage = stages.recognise_path(src) if args.kind == "auto" else stages.get(args.kind)
         stage.convert.convert_file(src, dst)
     except CheckpointError as err:
         raise UserError(str(err)) from None
@@ -372,8 +372,9 @@ def _synthetic_checkpoint(flag: str, stage, size: str) -> Path:
 
 
 def cmd_infer(args) -> int:
-    """The whole conversion on one backend: VOICE + 16 kHz INPUT.wav -> OUT (.wav, .flac, .ogg) at the voice's
-    sample rate. Everything that can be checked before the conversion is: a bad output path costs nothing."""
+    """The whole conversion on one backend: VOICE + INPUT (any rate and channel count, read as upstream's ffmpeg
+    loader reads it) -> OUT (.wav, .flac, .ogg) at the voice's sample rate or --resample-sr. Everything that can be
+    checked before the conversion is: a bad output path costs nothing."""
     import time
 
     import numpy as np
@@ -381,7 +382,11 @@ def cmd_infer(args) -> int:
     from rvc_bench import audio, pipeline, retrieval, stages
     from rvc_bench.backends import BackendError, get_backend
     from rvc_bench.layout import CheckpointError
+    from rvc_bench.synth.convert import DEFAULT_EMBEDDER, read_metadata
 
+    if args.hubert is None and not args.synthetic_models:  # random weights would make noise that looks like output
+        raise UserError("no --hubert: pass the content encoder (hubert_base.pt, or a Hugging Face ContentVec folder), "
+                        "or --synthetic-models to run on random synthetic weights (timing, tests)")
     if args.backend == "mlx" and args.own_process and blas.MARKER not in os.environ:
         # LD_PRELOAD takes effect only at process start: restart this command once in MLX's BLAS environment (the
         # marker it sets stops a second restart). Never for torch (see rvc_bench/blas.py).
@@ -393,20 +398,27 @@ def cmd_infer(args) -> int:
             os.execve(sys.executable, [sys.executable, "-m", "rvc_bench.cli", *sys.argv[1:]], env)
 
     opts = pipeline.Options(f0_up_key=args.f0_up_key, index_rate=args.index_rate, protect=args.protect,
-                            rms_mix_rate=args.rms_mix_rate, sid=args.sid, seed=args.seed)
+                            rms_mix_rate=args.rms_mix_rate, sid=args.sid, seed=args.seed,
+                            deterministic=args.deterministic, resample_sr=args.resample_sr)
     try:
         opts.check()
         out = check_output(args.output, [args.voice, args.input, args.index, args.hubert, args.rmvpe], args.force)
         audio.output_format(out)
         if not Path(args.voice).is_file():
             raise UserError(f"voice model not found: {args.voice}")
-        x = audio.read_wav(args.input)
+        x, source = audio.read_audio(args.input)
         backend = get_backend(args.backend, args.torch_device if args.backend == "torch" else args.mlx_device)
         index = retrieval.load_index(args.index) if args.index else None  # read even when --index-rate 0 skips it
         hubert_preset = stages.PIPELINE_HUBERT[args.model_size]
-        hubert = args.hubert or _synthetic_checkpoint("--hubert", stages.HUBERT, hubert_preset)
-        rmvpe = args.rmvpe or _synthetic_checkpoint("--rmvpe", stages.RMVPE, args.model_size)
+        hubert, rmvpe = args.hubert, args.rmvpe
+        if args.synthetic_models:
+            hubert = hubert or _synthetic_checkpoint("--hubert", stages.HUBERT, hubert_preset)
+            rmvpe = rmvpe or _synthetic_checkpoint("--rmvpe", stages.RMVPE, args.model_size)
         models = pipeline.load_models(backend, args.voice, hubert, rmvpe, hubert_preset)
+        embedder = read_metadata(args.voice).get("embedder_model", DEFAULT_EMBEDDER)
+        if embedder != DEFAULT_EMBEDDER:  # the features must come from the encoder the voice was trained on
+            print(f"rvc-bench infer: note: {args.voice} was trained on {embedder!r} features (its embedder_model), "
+                  f"not ContentVec's: --hubert must be that encoder, or the conversion is wrong", file=sys.stderr)
         t0 = time.perf_counter()
         result = pipeline.convert(models, x, opts, index)
         seconds = time.perf_counter() - t0
@@ -419,8 +431,9 @@ def cmd_infer(args) -> int:
     ran = backend.label
     if backend.device == "cpu":
         ran += f" (BLAS: {blas.mlx_blas_in_process()[0] if args.backend == 'mlx' else blas.torch_blas_in_process()})"
-    print(f"rvc-bench infer: converted {x.size / audio.SAMPLE_RATE:.2f} s in {seconds:.2f} s on {ran} "
-          f"-> {out} ({result.sr} Hz, {result.seconds:.2f} s, {len(result.cuts) + 1} chunk(s))")
+    print(f"rvc-bench infer: converted {x.size / audio.SAMPLE_RATE:.2f} s ({source} -> {audio.SAMPLE_RATE} Hz mono) "
+          f"in {seconds:.2f} s on {ran} -> {out} ({result.sr} Hz, {result.seconds:.2f} s, "
+          f"{len(result.cuts) + 1} chunk(s))")
     return 0
 
 
@@ -478,8 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
                    f"slowdown (default {DEFAULT_MAX_SLOWDOWN})")
     g.set_defaults(func=cmd_gate)
 
-    c = sub.add_parser("convert", help="convert rmvpe.pt, hubert_base.pt or a voice .pth to MLX safetensors")
-    c.add_argument("checkpoint")
+    c = sub.add_parser("convert", help="convert rmvpe.pt, hubert_base.pt (or a Hugging Face ContentVec folder) or a "
+                       "voice .pth to MLX safetensors")
+    c.add_argument("checkpoint", help="the upstream file (a folder: Hugging Face config.json + weights)")
     c.add_argument("-o", "--output", default=None, help="output .safetensors (default: the checkpoint's name with "
                    ".safetensors)")
     c.add_argument("--kind", choices=("auto", "rmvpe", "hubert", "synth"), default="auto",
@@ -490,11 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="which backends and devices this machine can run, and why not")
     d.set_defaults(func=cmd_doctor)
 
-    i = sub.add_parser("infer", help="convert a 16 kHz mono wav with an RVC voice model (whole pipeline, one backend)",
+    i = sub.add_parser("infer", help="convert an audio file with an RVC voice model (whole pipeline, one backend)",
                        description="RVC conversion as the WebUI's vc_single does it (RMVPE pitch, fp32 windows). The "
-                       "output stays at the voice model's sample rate (resampling is not implemented).")
+                       "input is read as upstream's ffmpeg loader reads it: downmixed to mono with ffmpeg's weights "
+                       "((L+R)/sqrt 2 for stereo) and resampled to 16 kHz with ffmpeg's default resampler.")
     i.add_argument("voice", help="RVC voice model .pth (MLX also takes a .safetensors from `rvc-bench convert`)")
-    i.add_argument("input", help="16 kHz mono wav")
+    i.add_argument("input", help="audio file: wav, flac, ogg (anything libsndfile reads), any sample rate, 1 to "
+                   f"{MAX_CHANNELS} channels, int or float samples")
     i.add_argument("-o", "--output", required=True,
                    help="output .wav or .flac (16-bit PCM: RVC's int16 result as it is) or .ogg (Vorbis)")
     i.add_argument("--force", action="store_true", help="replace an existing output file")
@@ -503,16 +519,27 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--mlx-device", default="auto", help="gpu or cpu (default: best available)")
     i.add_argument("--mlx-blas", choices=blas.CHOICES, default="auto", help=MLX_BLAS_HELP)
     i.add_argument("--index", default=None, help="the voice's added_IVF*_Flat_nprobe_1_*.index (needs faiss-cpu)")
-    i.add_argument("--hubert", default=None, help="hubert_base.pt (default: a synthetic checkpoint from the cache)")
-    i.add_argument("--rmvpe", default=None, help="rmvpe.pt (default: a synthetic checkpoint from the cache)")
+    i.add_argument("--hubert", default=None, help="the content encoder: hubert_base.pt or a Hugging Face ContentVec "
+                   "folder (required, unless --synthetic-models)")
+    i.add_argument("--rmvpe", default=None, help="rmvpe.pt or the same keys in a .safetensors (required by voices "
+                   "with pitch, unless --synthetic-models)")
+    i.add_argument("--synthetic-models", action="store_true",
+                   help="use seeded random HuBERT/RMVPE checkpoints (generated into the fixture cache) for those "
+                   "not given: for timing and tests; the output is not a conversion")
     i.add_argument("--f0-up-key", type=int, default=0, help="transpose in semitones (default 0)")
     i.add_argument("--index-rate", type=float, default=0.75, help="retrieval blend 0..1 (default 0.75)")
     i.add_argument("--protect", type=float, default=0.33, help="protect unvoiced frames 0..0.5 (0.5: off; default 0.33)")
     i.add_argument("--rms-mix-rate", type=float, default=0.25, help="loudness envelope mix 0..1 (1: off; default 0.25)")
     i.add_argument("--sid", type=_int_at_least(0), default=0, help="speaker id (default 0)")
-    i.add_argument("--seed", type=_int_at_least(0), default=None,
-                   help="draw the synthesis noise in numpy from this seed (same output on both backends); "
-                   "default: each backend's own unseeded noise, as RVC")
+    noise = i.add_mutually_exclusive_group()
+    noise.add_argument("--seed", type=_int_at_least(0), default=None,
+                       help="draw the synthesis noise in numpy from this seed (same output on both backends); "
+                       "default: each backend's own unseeded noise, as RVC")
+    noise.add_argument("--deterministic", action="store_true",
+                       help="zero synthesis noise (reproducible, same on both backends; not what RVC outputs)")
+    i.add_argument("--resample-sr", type=_int_at_least(0), default=0,
+                   help="output sample rate in Hz, >= 16000 (default 0: the voice's rate); resampled with the "
+                   "input's resampler (ffmpeg's), not librosa's soxr_hq as upstream")
     i.add_argument("--model-size", choices=("full", "tiny"), default="full", help=argparse.SUPPRESS)  # tests
     i.set_defaults(func=cmd_infer)
     return p

@@ -1,4 +1,5 @@
-"""The whole RVC conversion (spec §1, §4, §7) on one backend: 16 kHz audio -> converted waveform at the voice's rate.
+"""The whole RVC conversion (spec §1, §4, §7) on one backend: 16 kHz audio -> converted waveform at the voice's rate
+(or resample_sr).
 
 One code path for both backends. The numpy glue (peak guard, high-pass, split points, padding, the chunk loop,
 pitch post-processing, retrieval blend, 2x upsample, protect, RMS mix, int16 scaling) lives here; the three
@@ -13,7 +14,8 @@ Windowing constants are the fp32 row of Config.params_config (x_pad 1, x_query 6
 Noise: with `seed`, the prior noise eps and the NSF source noise of chunk i are drawn in numpy from
 default_rng([seed, i]) and injected, so both backends synthesise from identical noise; `deterministic=True` injects
 zeros; neither: each backend draws its own (upstream behaviour, not reproducible).
-Not implemented: resample_sr (the output stays at the model's rate), f0 methods other than RMVPE, f0 files, fp16.
+resample_sr resamples the output with the resampler that reads the input (ffmpeg's, see audio.resample), not with
+librosa's default (soxr_hq) that upstream uses there. Not implemented: f0 methods other than RMVPE, f0 files, fp16.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from rvc_bench import stages
-from rvc_bench.audio import HOP, SAMPLE_RATE, highpass, peak_guard, validate
+from rvc_bench.audio import HOP, SAMPLE_RATE, highpass, peak_guard, resample, validate
 from rvc_bench.layout import CheckpointError
 from rvc_bench.rmvpe.decode import coarse_pitch, transpose
 
@@ -66,6 +68,9 @@ class Windows:
                              f"{self.x_max}")
 
 
+MAX_RESAMPLE_SR = 192000  # Hz; upstream resamples to any rate >= 16 kHz, this bounds a typo
+
+
 @dataclass(frozen=True)
 class Options:
     """vc_single's user parameters (WebUI defaults) plus the noise source."""
@@ -76,7 +81,8 @@ class Options:
     rms_mix_rate: float = 0.25  # 1 keeps the output's own loudness envelope, 0 imposes the input's
     sid: int = 0  # speaker id
     seed: int | None = None  # numpy noise per chunk (identical on both backends)
-    deterministic: bool = False  # zero noise
+    deterministic: bool = False  # zero noise (takes precedence over seed)
+    resample_sr: int = 0  # output rate; 0 (or the voice's rate) keeps the voice's rate
     windows: Windows = field(default_factory=Windows)
 
     def check(self) -> None:
@@ -91,14 +97,17 @@ class Options:
         within("f0_up_key", -48.0, 48.0)
         if self.sid < 0:
             raise OptionError(f"sid must be >= 0, got {self.sid}")
+        if self.resample_sr != 0 and not SAMPLE_RATE <= self.resample_sr <= MAX_RESAMPLE_SR:
+            raise OptionError(f"resample_sr must be 0 (the voice's rate) or in [{SAMPLE_RATE}, {MAX_RESAMPLE_SR}] Hz, "
+                              f"got {self.resample_sr}")
         self.windows.check()
 
 
 @dataclass
 class Conversion:
     audio: np.ndarray  # int16 [M] at sr: what vc_single returns
-    waveform: np.ndarray  # float32 [M]: the same before int16 scaling (after the RMS mix)
-    sr: int
+    waveform: np.ndarray  # float32 [M]: the same before int16 scaling (after the RMS mix and any resampling)
+    sr: int  # the voice's rate, or resample_sr
     f0: np.ndarray | None  # float64 [p_len]: transposed f0 (Hz, 0 = unvoiced) over the padded audio; None for nono
     cuts: list[int] = field(default_factory=list)  # chunk boundaries (samples of the padded audio, on the 160 grid)
 
@@ -217,16 +226,17 @@ def load_models(backend, voice: str | os.PathLike, hubert: str | os.PathLike, rm
                 hubert_config: str = "full") -> Models:
     """The three models on `backend` (an rvc_bench.backends adapter), each through its stage's loader.
 
-    voice: RVC voice .pth (or, for MLX, a converted .safetensors); hubert: hubert_base.pt-style checkpoint of the
-    HuBERT preset `hubert_config`; rmvpe: rmvpe.pt, needed by pitch models only. Errors (missing files, bad or
-    mismatched checkpoints) are CheckpointError with one-line messages.
+    voice: RVC voice .pth (or, for MLX, a converted .safetensors); hubert: hubert_base.pt-style checkpoint or Hugging
+    Face folder of the HuBERT preset `hubert_config`; rmvpe: rmvpe.pt (or its keys in a .safetensors), needed by
+    pitch models only. Errors (missing files, bad or mismatched checkpoints) are CheckpointError with one-line
+    messages.
     """
     for what, path in (("voice model", voice), ("HuBERT checkpoint", hubert), ("RMVPE checkpoint", rmvpe)):
-        if path is not None and not Path(path).is_file():
+        if path is not None and not Path(path).exists():  # a HuBERT may be a folder; the loaders check the rest
             raise CheckpointError(f"{what} not found: {path}")
     synth = stages.SYNTH.load(backend, voice)
     if synth.cfg.f0 and rmvpe is None:
-        raise CheckpointError("a pitch model needs an RMVPE checkpoint")
+        raise CheckpointError(f"{voice}: a pitch model needs an RMVPE checkpoint (rmvpe.pt), none given")
     hub = stages.HUBERT.load(backend, hubert, config=hubert_config)
     width = hub.cfg.final_dim if synth.cfg.version == "v1" else hub.cfg.embed_dim
     if width != synth.cfg.phone_channels:
@@ -300,4 +310,7 @@ def convert(models: Models, audio: np.ndarray, opts: Options = Options(), index=
     out = np.concatenate(pieces)
     if opts.rms_mix_rate != 1:
         out = rms_mix(out, cfg.sr, x, opts.rms_mix_rate)
-    return Conversion(audio=to_int16(out), waveform=out, sr=cfg.sr, f0=f0, cuts=bounds)
+    sr = cfg.sr
+    if opts.resample_sr and opts.resample_sr != sr:  # spec §7.5: before the int16 scaling
+        out, sr = resample(out, sr, opts.resample_sr), opts.resample_sr
+    return Conversion(audio=to_int16(out), waveform=out, sr=sr, f0=f0, cuts=bounds)

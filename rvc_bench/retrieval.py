@@ -81,7 +81,9 @@ class FeatureIndex:
         self.path = path
         self.dim = int(index.d)
         if index.ntotal == 0:
-            hint = " (a 'trained_' file holds no vectors: use the matching 'added_' file)" if "trained" in path else ""
+            name = Path(path).name
+            hint = (f": RVC's 'trained_' index is the empty trained quantizer; pass the 'added_' file trained beside it "
+                    f"({name.replace('trained', 'added', 1)})" if "trained" in name else "")
             raise RetrievalError(f"{path}: the index holds no vectors{hint}")
         self.database = index.reconstruct_n(0, index.ntotal).astype(np.float32, copy=False)  # [n, d]
 

@@ -97,6 +97,23 @@ def recognise(obj: Any, what: str = "checkpoint") -> Stage:
     raise CheckpointError(f"{what}: unrecognised checkpoint: expected an RVC voice .pth, rmvpe.pt or hubert_base.pt")
 
 
+def recognise_path(path: str | os.PathLike) -> Stage:
+    """The stage of an upstream checkpoint on disk: a folder is a Hugging Face HuBERT/ContentVec (the only stage
+    shipped that way); a .safetensors or a pickle is recognised from its keys (a converted file is refused: it is
+    already the output of `convert`)."""
+    from rvc_bench.checkpoints import load_pickled, load_safetensors
+
+    path = Path(path)
+    if path.is_dir():
+        return HUBERT
+    if path.suffix == ".safetensors":
+        weights, meta = load_safetensors(path)
+        if "stage" in meta:
+            raise CheckpointError(f"{path}: already converted ({meta['stage']!r} weights in MLX layout)")
+        return recognise(weights, str(path))
+    return recognise(load_pickled(path), str(path))
+
+
 def pipeline_checkpoints(cache: str | os.PathLike, size: str) -> tuple[Path, Path]:
     """(hubert, rmvpe) synthetic checkpoints in the real formats for a pipeline of `size` ("full" or "tiny"; the
     HuBERT preset is PIPELINE_HUBERT[size]), generated into `cache` on first use. Random weights: timing and

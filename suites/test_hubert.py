@@ -201,6 +201,80 @@ def test_hf_layout_gives_identical_outputs(tiny_ckpt, tiny_models, tmp_path, suf
         assert np.array_equal(np.array(mm_hf.features(mx.array(x), version)), np.array(mm.features(mx.array(x), version)))
 
 
+@pytest.mark.parametrize("weights,wn_style", [("model.safetensors", "parametrizations"),
+                                              ("pytorch_model.bin", "legacy")])
+def test_hf_folder_gives_the_features_of_the_same_weights_in_fairseq_layout(tiny_ckpt, tiny_models, tmp_path,
+                                                                           weights, wn_style):
+    """A folder as transformers' save_pretrained writes it (config.json + weights), on both backends and through
+    `convert`: the features are exactly those of the fairseq file holding the same weights."""
+    import json
+
+    folder = synthetic.write_hf_folder(tmp_path / "contentvec", "tiny", seed=0, weights=weights, wn_style=wn_style)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["config.json", weights])
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "hubert"
+    x = audio(1.5)
+    tm, mm = tiny_models
+    tm_hf, mm_hf = convert.load_torch(folder, config="tiny"), convert.load_mlx(folder, config="tiny")
+    mm_conv = convert.load_mlx(convert.convert_file(folder, tmp_path / "cv.safetensors", config="tiny"))
+    for version in ("v1", "v2"):
+        ref = tm.features(torch.from_numpy(x), version)
+        assert torch.equal(tm_hf.features(torch.from_numpy(x), version), ref)
+        ref_mlx = np.array(mm.features(mx.array(x), version))
+        assert np.array_equal(np.array(mm_hf.features(mx.array(x), version)), ref_mlx)
+        assert np.array_equal(np.array(mm_conv.features(mx.array(x), version)), ref_mlx)
+
+
+def _folder_with(tmp_path, name, edit):
+    folder = synthetic.write_hf_folder(tmp_path / name, "tiny", seed=0)
+    edit(folder)
+    return folder
+
+
+def _edit_config(**changes):
+    def edit(folder):
+        import json
+
+        cfg = json.loads((folder / "config.json").read_text())
+        cfg.update(changes)
+        (folder / "config.json").write_text(json.dumps(cfg))
+    return edit
+
+
+@pytest.mark.parametrize("edit,match", [
+    (_edit_config(hidden_size=1024), r"config.json: hidden_size = 1024, expected 64"),
+    (_edit_config(num_attention_heads=8), r"num_attention_heads = 8, expected 4"),  # shapes cannot show heads
+    (_edit_config(conv_stride=[5, 2, 2, 2, 2, 2, 1]), r"conv_stride = \[5, 2, 2, 2, 2, 2, 1\], expected"),
+    (_edit_config(do_stable_layer_norm=True), r"do_stable_layer_norm = True; only False is supported"),
+    (_edit_config(feat_extract_norm="layer"), r"feat_extract_norm = 'layer'; only 'group' is supported"),
+    (_edit_config(model_type="wav2vec2"), r"model_type = 'wav2vec2'; only 'hubert' is supported"),
+    (lambda f: (f / "config.json").unlink(), r"contentvec: a folder without config.json"),
+    (lambda f: (f / "config.json").write_text("{not json"), r"config.json: not a readable JSON file"),
+    (lambda f: (f / "config.json").write_text("[1, 2]"), r"config.json: expected a JSON object, found list"),
+    (lambda f: (f / "model.safetensors").unlink(), r"contentvec: no model.safetensors or pytorch_model.bin$"),
+    (lambda f: [(f / "model.safetensors").rename(f / "model-00001-of-00002.safetensors"),
+                (f / "model.safetensors.index.json").write_text("{}")], r"sharded weights are not supported"),
+    (lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 16), r"model.safetensors: not a readable safetensors"),
+])
+def test_hf_folder_errors_name_the_file_and_field(tmp_path, edit, match):
+    folder = _folder_with(tmp_path, "contentvec", edit)
+    with pytest.raises(CheckpointError, match=match):
+        convert.read(folder, "tiny")
+
+
+def test_hf_folder_weights_are_checked_strictly(tmp_path):
+    """The folder's weights go through the same strict check as a file: a missing key is named as HF spells it."""
+    from safetensors.numpy import load_file, save_file
+
+    def drop_key(folder):
+        weights = load_file(folder / "model.safetensors")
+        del weights["encoder.layers.1.feed_forward.output_dense.bias"]
+        save_file(weights, folder / "model.safetensors")
+
+    with pytest.raises(CheckpointError, match=r"model.safetensors \(hf layout\): missing key "
+                                              r"'encoder.layers.1.feed_forward.output_dense.bias'"):
+        convert.read(_folder_with(tmp_path, "contentvec", drop_key), "tiny")
+
+
 def test_hf_prefix_and_name_table_round_trip():
     cfg = get_config("tiny")
     fs = synthetic.fairseq_state(cfg, seed=1)

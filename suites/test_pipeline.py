@@ -198,7 +198,7 @@ def test_index_errors(tmp_path, monkeypatch):
     trained = faiss.index_factory(8, "IVF2,Flat")
     trained.train(retrieval.synthetic_vectors(100, 8))
     faiss.write_index(trained, str(tmp_path / "trained_IVF2_Flat_nprobe_1_x_v2.index"))
-    with pytest.raises(retrieval.RetrievalError, match="holds no vectors.*'added_'"):
+    with pytest.raises(retrieval.RetrievalError, match=r"holds no vectors.*'added_'.*\(added_IVF2_Flat_nprobe_1_x_v2"):
         retrieval.load_index(tmp_path / "trained_IVF2_Flat_nprobe_1_x_v2.index")
     monkeypatch.setitem(sys.modules, "faiss", None)  # as if faiss-cpu were not installed
     with pytest.raises(retrieval.RetrievalError, match="pip install faiss-cpu"):
@@ -251,9 +251,23 @@ def test_options_are_checked():
     for bad, match in ((dict(index_rate=1.5), "index_rate"), (dict(protect=0.7), "protect"),
                        (dict(rms_mix_rate=-0.1), "rms_mix_rate"), (dict(f0_up_key=float("nan")), "f0_up_key"),
                        (dict(windows=pipeline.Windows(x_pad=0.333)), "x_pad"),
-                       (dict(windows=pipeline.Windows(x_query=40.0)), "x_query < x_center")):
+                       (dict(windows=pipeline.Windows(x_query=40.0)), "x_query < x_center"),
+                       (dict(resample_sr=8000), "resample_sr"), (dict(resample_sr=10 ** 6), "resample_sr")):
         with pytest.raises(pipeline.OptionError, match=match):
             pipeline.Options(**bad).check()
+
+
+def test_resample_sr_resamples_before_the_int16_scaling():
+    """Spec §7.5: the output is resampled (here with the input's resampler), then scaled to int16."""
+    from rvc_bench.audio import resample
+
+    tm, audio = models("torch"), clip(1.0, seed=9)
+    base = pipeline.Options(deterministic=True)
+    ref = pipeline.convert(tm, audio, base)
+    out = pipeline.convert(tm, audio, dataclasses.replace(base, resample_sr=16000))
+    assert out.sr == 16000 and ref.sr == tm.cfg.sr != 16000
+    np.testing.assert_array_equal(out.waveform, resample(ref.waveform, ref.sr, 16000))
+    np.testing.assert_array_equal(out.audio, pipeline.to_int16(out.waveform))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -375,8 +389,8 @@ def test_cli_infer_end_to_end(tmp_path, capsys, tiny_index):
     audio = clip(1.0, seed=8)
     src = _wav(tmp_path / "in.wav", audio)
     voice = synth_synthetic.ensure_checkpoint(cache_dir(), "tiny")
-    common = ["--model-size", "tiny", "--seed", "3", "--index", tiny_index.path, "--f0-up-key", "-2",
-              "--index-rate", "0.5", "--protect", "0.2", "--rms-mix-rate", "0.5"]
+    common = ["--model-size", "tiny", "--synthetic-models", "--seed", "3", "--index", tiny_index.path,
+              "--f0-up-key", "-2", "--index-rate", "0.5", "--protect", "0.2", "--rms-mix-rate", "0.5"]
     written = {}
     for backend in ("torch", "mlx"):
         out = tmp_path / "out" / f"{backend}.wav"
@@ -396,7 +410,7 @@ def test_cli_infer_end_to_end(tmp_path, capsys, tiny_index):
 BAD_INPUTS = {
     "missing input": (lambda d: ["VOICE", d / "nope.wav"], "audio file not found"),
     "unreadable wav": (lambda d: ["VOICE", d / "text.wav"], "unreadable audio"),
-    "wrong sample rate": (lambda d: ["VOICE", d / "sr22050.wav"], "sample rate 22050 Hz"),
+    "nine channels": (lambda d: ["VOICE", d / "nine.wav"], "9 channels"),
     "silent audio": (lambda d: ["VOICE", d / "silent.wav"], "silent"),
     "missing voice": (lambda d: [d / "nope.pth", d / "ok.wav"], "voice model not found"),
     "not a voice": (lambda d: [checkpoints()[1], d / "ok.wav"], "not an RVC voice model"),
@@ -415,7 +429,7 @@ BAD_INPUTS = {
 def bad_inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("bad")
     _wav(d / "ok.wav", clip(0.5))
-    _wav(d / "sr22050.wav", np.zeros(22050, np.float32) + 0.1, 22050)
+    _wav(d / "nine.wav", np.full((SAMPLE_RATE, 9), 0.1, np.float32))
     _wav(d / "silent.wav", np.zeros(SAMPLE_RATE, np.float32))
     (d / "text.wav").write_text("RIFF? no")
     return d
@@ -427,7 +441,7 @@ def test_cli_infer_bad_input(case, bad_inputs, capsys):
     voice = str(synth_synthetic.ensure_checkpoint(cache_dir(), "tiny"))
     args = [voice if a == "VOICE" else a for a in make(bad_inputs)]
     out = bad_inputs / f"out-{case.replace(' ', '-')}.wav"
-    assert _infer(*args, "-o", out, "--model-size", "tiny") == 2
+    assert _infer(*args, "-o", out, "--model-size", "tiny", "--synthetic-models") == 2
     lines = capsys.readouterr().err.splitlines()
     # Only the notes about synthetic checkpoints may come before the one error line.
     assert all(line.startswith("rvc-bench infer: no --") for line in lines[:-1]), lines
@@ -437,7 +451,7 @@ def test_cli_infer_bad_input(case, bad_inputs, capsys):
 
 def test_cli_infer_exit_status_in_a_real_process(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "rvc_bench.cli", "infer", "voice.pth", str(tmp_path / "x.wav"),
-                           "-o", str(tmp_path / "o.wav")], capture_output=True, text=True)
+                           "-o", str(tmp_path / "o.wav"), "--synthetic-models"], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr == "rvc-bench: error: voice model not found: voice.pth\n"
 
 

@@ -271,6 +271,34 @@ def test_convert_file_round_trip(tmp_path):
     np.testing.assert_array_equal(np.array(from_file.mel2hidden(x)), np.array(mlx_model("tiny").mel2hidden(x)))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_rmvpe_keys_in_a_safetensors_load_like_rmvpe_pt(tmp_path, tiny_state, dtype):
+    """The same state dict as rmvpe.pt, saved with safetensors (as forks ship it, fp32 or fp16): the same model on
+    both backends, the same converted file, and the same strict key check."""
+    from safetensors.torch import save_file
+
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tiny_state.items()}
+    save_file(state, tmp_path / "rmvpe.safetensors", metadata={"format": "pt"})
+    pt = _write(tmp_path, state)
+    mel = torch_log_mel(generate(1.0, seed=5).audio)
+    x = mx.array(mel.numpy().transpose(0, 2, 1))
+    with torch.inference_mode():
+        assert torch.equal(convert.load_torch(tmp_path / "rmvpe.safetensors").model.mel2hidden(mel),
+                           convert.load_torch(pt).model.mel2hidden(mel))
+    np.testing.assert_array_equal(np.array(convert.load_mlx(tmp_path / "rmvpe.safetensors").model.mel2hidden(x)),
+                                  np.array(convert.load_mlx(pt).model.mel2hidden(x)))
+    a = load_safetensors(convert.convert_file(tmp_path / "rmvpe.safetensors", tmp_path / "a.safetensors"))[0]
+    b = load_safetensors(convert.convert_file(pt, tmp_path / "b.safetensors"))[0]
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    del state["fc.0.gru.bias_hh_l0_reverse"]
+    save_file(state, tmp_path / "broken.safetensors")
+    for load in _both_loaders(tmp_path / "broken.safetensors"):
+        with pytest.raises(CheckpointError, match=r"broken.safetensors: missing key 'fc.0.gru.bias_hh_l0_reverse'"):
+            load()
+    with pytest.raises(CheckpointError, match="converted 'rmvpe' weights in MLX layout.*only the MLX backend"):
+        convert.load_torch(tmp_path / "a.safetensors")  # ours: for the MLX twin only
+
+
 def test_every_key_has_exactly_one_conversion_rule():
     for size in ("tiny", "full"):
         for key in convert.expected_torch_shapes(preset(size)):

@@ -366,6 +366,29 @@ def test_bad_checkpoints_fail_naming_the_problem(tmp_path, mutate, message):
     assert not (tmp_path / "out.safetensors").exists()  # nothing half-written
 
 
+# The metadata Applio's extract_model adds to a voice .pth (spec §6), beside the classic keys.
+APPLIO_METADATA = {"epoch": 300, "step": 12000, "creation_date": "2025-01-02T03:04:05.678901",
+                   "model_hash": "9f" * 32, "overtrain_info": "None", "dataset_length": 412, "model_name": "singer",
+                   "author": "someone", "embedder_model": "contentvec", "speakers_id": 0, "vocoder": "HiFi-GAN"}
+
+
+def test_applio_voice_loads_as_the_classic_one_and_keeps_its_metadata(tmp_path):
+    from rvc_bench.checkpoints import save_torch_checkpoint
+
+    classic = synthetic.make_checkpoint("v2-40k", "tiny", seed=0)
+    save_torch_checkpoint(tmp_path / "classic.pth", classic)
+    save_torch_checkpoint(tmp_path / "applio.pth", {**classic, **APPLIO_METADATA})
+    a, b = convert.read_voice(tmp_path / "applio.pth"), convert.read_voice(tmp_path / "classic.pth")
+    assert a.config == b.config and a.state.keys() == b.state.keys()
+    assert all(np.array_equal(a.state[k], b.state[k]) for k in a.state)
+    assert APPLIO_METADATA.items() <= a.meta.items()
+    converted = convert.convert_file(tmp_path / "applio.pth", tmp_path / "applio.safetensors")
+    for path in (tmp_path / "applio.pth", converted):  # read without building the model (infer's embedder check)
+        meta = convert.read_metadata(path)
+        assert meta["embedder_model"] == "contentvec" and meta["vocoder"] == "HiFi-GAN" and meta["epoch"] == 300
+    assert "embedder_model" not in convert.read_metadata(tmp_path / "classic.pth")
+
+
 def test_weight_norm_on_a_plain_module_is_refused():
     def split_conv_pre(c):
         w = c["weight"].pop("dec.conv_pre.weight")

@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import faiss
 import numpy as np
 import pytest
 import torch
+from safetensors.numpy import save_file
 
 from rvc_bench import audio, cli, fixtures, retrieval, stages, store
+from rvc_bench.hubert import synthetic as hubert_synthetic
 from rvc_bench.synth import synthetic as synth_synthetic
 
 MARKER = "PWNED"
@@ -66,7 +69,11 @@ def make_inputs(d: Path) -> None:
     _write_wav(d / "nan.wav", np.full(clip.size, np.nan, np.float32))
     _write_wav(d / "short.wav", clip[:800])
     _write_wav(d / "empty.wav", clip[:0])
-    _write_wav(d / "sr22050.wav", clip, sr=22050)
+    _write_wav(d / "nine_channels.wav", np.repeat(clip[:, None], 9, axis=1))
+    _write_wav(d / "short_44k.wav", np.repeat(clip[:3900, None], 2, axis=1), sr=44100)  # 0.088 s: too short at 16 kHz
+    _write_wav(d / "zeros_48k.flac", np.zeros((24000, 2), np.float32), sr=48000, subtype="PCM_16")
+    _write_wav(d / "nan_right.wav", np.stack([clip, np.where(np.arange(clip.size) == 99, np.nan, clip)], axis=1),
+               sr=22050)
     (d / "text.wav").write_text("not audio")
     (d / "empty.pth").write_bytes(b"")
     (d / "random.pth").write_bytes(np.random.default_rng(0).bytes(4096))
@@ -101,6 +108,9 @@ def make_inputs(d: Path) -> None:
 
     save_safetensors(d / "bogus.safetensors", {"x": np.ones(2, np.float32)}, {"stage": "synth", "config": [1, 2]})
     retrieval.write_index(d / "v2.index", retrieval.synthetic_vectors(200, 768, seed=1))
+    trained = faiss.index_factory(768, "IVF4,Flat")  # what RVC's training writes before adding the vectors
+    trained.train(retrieval.synthetic_vectors(200, 768, seed=1))
+    faiss.write_index(trained, str(d / "trained_IVF4_Flat_nprobe_1_voice_v2.index"))
     (d / "garbage.index").write_bytes(b"\x00" * 64)
     run = store.Run(machine_id="m-1", meta={"machine": {}})
     run.add(stage="mel", variant="x", backend="mlx", device="cpu", device_name="cpu", dtype="float32",
@@ -110,6 +120,10 @@ def make_inputs(d: Path) -> None:
     newest.mkdir(parents=True)
     (newest / "broken.parquet").write_bytes(b"PAR1 but not really")
     (d / "empty_store").mkdir()
+    (d / "no_config_hubert").mkdir()
+    hubert_synthetic.write_hf_folder(d / "small_hubert", "tiny", seed=0)  # 64 wide: not the pipeline's HuBERT
+    save_file({"x": np.ones(2, np.float32)}, d / "odd.safetensors")
+    torch.save({**_voice(), "vocoder": "RefineGAN", "embedder_model": "contentvec"}, d / "refinegan.pth")
     weights = d / "weights"
     weights.mkdir()
     shutil.copy(d / "voice.pth", weights / "rmvpe.pt")
@@ -117,7 +131,8 @@ def make_inputs(d: Path) -> None:
 
 
 TINY = ("--model-size", "tiny")
-INFER = lambda d, *rest: ["infer", d / "voice.pth", d / "in.wav", "-o", d / "o.wav", *TINY, *rest]  # noqa: E731
+SYNTHETIC = (*TINY, "--synthetic-models")  # infer: synthetic HuBERT/RMVPE
+INFER = lambda d, *rest: ["infer", d / "voice.pth", d / "in.wav", "-o", d / "o.wav", *SYNTHETIC, *rest]  # noqa: E731
 RUN = lambda d, *rest: ["run", "--stages", "mel", "--lengths", "0.5", *TINY, "--store", d / "new_store",  # noqa: E731
                         "--report", d / "new.md", *rest]
 
@@ -127,7 +142,7 @@ CASES = {
     "convert random bytes": Case(lambda d: ["convert", d / "random.pth"], ("not a readable", "random.pth")),
     "convert truncated zip": Case(lambda d: ["convert", d / "truncated.pth"], ("not a readable", "truncated.pth")),
     "convert a folder": Case(lambda d: ["convert", d / "folder.pth", "-o", d / "n.safetensors"],
-                             ("not a file", "folder.pth")),
+                             ("folder.pth", "folder without config.json")),
     "convert missing file": Case(lambda d: ["convert", d / "nope.pth"], ("not found", "nope.pth")),
     "convert TorchScript": Case(lambda d: ["convert", d / "script.pth"], ("TorchScript", "script.pth")),
     "convert payload": Case(lambda d: ["convert", d / "evil.pth"], ("refusing to load global", "evil.pth")),
@@ -163,54 +178,86 @@ CASES = {
     "infer hubert as --rmvpe": Case(lambda d: INFER(d, "--rmvpe", d / "hubert_base.pt"),
                                     ("hubert_base.pt", "the rmvpe.pt format")),
     "infer rmvpe as --hubert": Case(lambda d: INFER(d, "--hubert", d / "rmvpe.pt"), ("rmvpe.pt", "HuBERT")),
-    "infer rmvpe as the voice": Case(lambda d: ["infer", d / "rmvpe.pt", d / "in.wav", "-o", d / "o.wav", *TINY],
+    "infer --hubert folder without config.json": Case(lambda d: INFER(d, "--hubert", d / "no_config_hubert"),
+                                                      ("no_config_hubert", "folder without config.json")),
+    "infer --hubert folder of another size": Case(lambda d: INFER(d, "--hubert", d / "small_hubert"),
+                                                  ("small_hubert/config.json", "hidden_size = 64, expected 768")),
+    "infer --rmvpe unknown safetensors": Case(lambda d: INFER(d, "--rmvpe", d / "odd.safetensors"),
+                                              ("odd.safetensors", "missing key 'fc.0.gru.weight_hh_l0'")),
+    "infer --rmvpe a converted voice": Case(lambda d: INFER(d, "--rmvpe", d / "bogus.safetensors"),
+                                            ("bogus.safetensors", "converted 'synth' weights")),
+    "infer RefineGAN voice": Case(lambda d: ["infer", d / "refinegan.pth", d / "in.wav", "-o", d / "o.wav",
+                                             *SYNTHETIC], ("refinegan.pth", "vocoder 'RefineGAN' is not supported")),
+    "convert unknown safetensors": Case(lambda d: ["convert", d / "odd.safetensors", "-o", d / "n.safetensors"],
+                                        ("odd.safetensors", "unrecognised checkpoint")),
+    "convert a converted file": Case(lambda d: ["convert", d / "bogus.safetensors", "-o", d / "n.safetensors"],
+                                     ("bogus.safetensors", "already converted")),
+    "infer rmvpe as the voice": Case(lambda d: ["infer", d / "rmvpe.pt", d / "in.wav", "-o", d / "o.wav", *SYNTHETIC],
                                      ("not an RVC voice model", "rmvpe.pt")),
-    "infer NaN voice": Case(lambda d: ["infer", d / "nan_voice.pth", d / "in.wav", "-o", d / "o.wav", *TINY],
+    "infer NaN voice": Case(lambda d: ["infer", d / "nan_voice.pth", d / "in.wav", "-o", d / "o.wav", *SYNTHETIC],
                             ("NaN", "nan_voice.pth")),
     "infer rate not the decoder's": Case(lambda d: ["infer", d / "sr_voice.pth", d / "in.wav", "-o", d / "o.wav",
-                                                    *TINY], ("sample rate 1100", "sr_voice.pth")),
+                                                    *SYNTHETIC], ("sample rate 1100", "sr_voice.pth")),
     "infer voice that outputs silence": Case(lambda d: ["infer", d / "silent_voice.pth", d / "in.wav", "-o",
-                                                        d / "o.wav", "--backend", "mlx", *TINY],
+                                                        d / "o.wav", "--backend", "mlx", *SYNTHETIC],
                                              ("gave silence", "silent_voice.pth", "o.wav not written")),
     "infer payload voice (mlx)": Case(lambda d: ["infer", d / "evil.pth", d / "in.wav", "-o", d / "o.wav",
-                                                 "--backend", "mlx", *TINY], ("refusing to load global", "evil.pth")),
+                                                 "--backend", "mlx", *SYNTHETIC],
+                                     ("refusing to load global", "evil.pth")),
     "infer bogus converted voice": Case(lambda d: ["infer", d / "bogus.safetensors", d / "in.wav", "-o",
-                                                   d / "o.wav", "--backend", "mlx", *TINY],
+                                                   d / "o.wav", "--backend", "mlx", *SYNTHETIC],
                                         ("config", "bogus.safetensors")),
     # infer: outputs
-    "infer -o .mp3": Case(lambda d: INFER(d)[:4] + [d / "o.mp3", *TINY], ("unsupported output format", "o.mp3")),
-    "infer -o a folder": Case(lambda d: INFER(d)[:4] + [d / "out.wav", *TINY], ("is a folder", "out.wav")),
-    "infer -o the input": Case(lambda d: INFER(d)[:4] + [d / "in.wav", "--force", *TINY],
+    "infer -o .mp3": Case(lambda d: INFER(d)[:4] + [d / "o.mp3", *SYNTHETIC], ("unsupported output format", "o.mp3")),
+    "infer -o a folder": Case(lambda d: INFER(d)[:4] + [d / "out.wav", *SYNTHETIC], ("is a folder", "out.wav")),
+    "infer -o the input": Case(lambda d: INFER(d)[:4] + [d / "in.wav", "--force", *SYNTHETIC],
                                ("is the input", "in.wav")),
-    "infer -o the voice": Case(lambda d: INFER(d)[:4] + [d / "voice.pth", "--force", *TINY],
+    "infer -o the voice": Case(lambda d: INFER(d)[:4] + [d / "voice.pth", "--force", *SYNTHETIC],
                                ("is the input", "voice.pth")),
-    "infer -o existing": Case(lambda d: INFER(d)[:4] + [d / "existing.wav", *TINY], ("exists", "existing.wav")),
-    "infer -o read-only folder": Case(lambda d: INFER(d)[:4] + [d / "readonly" / "o.wav", *TINY],
+    "infer -o existing": Case(lambda d: INFER(d)[:4] + [d / "existing.wav", *SYNTHETIC], ("exists", "existing.wav")),
+    "infer -o read-only folder": Case(lambda d: INFER(d)[:4] + [d / "readonly" / "o.wav", *SYNTHETIC],
                                       ("not writable", "readonly"), skip_as_root=True),
     # infer: audio
-    "infer one-LSB input": Case(lambda d: ["infer", d / "voice.pth", d / "quiet.wav", "-o", d / "o.wav", *TINY],
+    "infer one-LSB input": Case(lambda d: ["infer", d / "voice.pth", d / "quiet.wav", "-o", d / "o.wav", *SYNTHETIC],
                                 ("silent", "quiet.wav")),
-    "infer all-zero input": Case(lambda d: ["infer", d / "voice.pth", d / "zeros.wav", "-o", d / "o.wav", *TINY],
+    "infer all-zero input": Case(lambda d: ["infer", d / "voice.pth", d / "zeros.wav", "-o", d / "o.wav", *SYNTHETIC],
                                  ("silent", "zeros.wav")),
-    "infer NaN input": Case(lambda d: ["infer", d / "voice.pth", d / "nan.wav", "-o", d / "o.wav", *TINY],
+    "infer NaN input": Case(lambda d: ["infer", d / "voice.pth", d / "nan.wav", "-o", d / "o.wav", *SYNTHETIC],
                             ("NaN", "nan.wav")),
-    "infer too short": Case(lambda d: ["infer", d / "voice.pth", d / "short.wav", "-o", d / "o.wav", *TINY],
+    "infer too short": Case(lambda d: ["infer", d / "voice.pth", d / "short.wav", "-o", d / "o.wav", *SYNTHETIC],
                             ("too short", "short.wav")),
-    "infer empty wav": Case(lambda d: ["infer", d / "voice.pth", d / "empty.wav", "-o", d / "o.wav", *TINY],
+    "infer empty wav": Case(lambda d: ["infer", d / "voice.pth", d / "empty.wav", "-o", d / "o.wav", *SYNTHETIC],
                             ("empty", "empty.wav")),
-    "infer 22050 Hz": Case(lambda d: ["infer", d / "voice.pth", d / "sr22050.wav", "-o", d / "o.wav", *TINY],
-                           ("sample rate 22050", "sr22050.wav")),
-    "infer text as wav": Case(lambda d: ["infer", d / "voice.pth", d / "text.wav", "-o", d / "o.wav", *TINY],
+    "infer 9 channels": Case(lambda d: ["infer", d / "voice.pth", d / "nine_channels.wav", "-o", d / "o.wav",
+                                        *SYNTHETIC], ("9 channels", "nine_channels.wav")),
+    "infer too short after resampling": Case(lambda d: ["infer", d / "voice.pth", d / "short_44k.wav", "-o",
+                                                        d / "o.wav", *SYNTHETIC], ("too short", "short_44k.wav")),
+    "infer silent 48 kHz stereo": Case(lambda d: ["infer", d / "voice.pth", d / "zeros_48k.flac", "-o", d / "o.wav",
+                                                  *SYNTHETIC], ("silent", "zeros_48k.flac")),
+    "infer NaN in one channel": Case(lambda d: ["infer", d / "voice.pth", d / "nan_right.wav", "-o", d / "o.wav",
+                                                *SYNTHETIC], ("NaN", "nan_right.wav")),
+    "infer text as wav": Case(lambda d: ["infer", d / "voice.pth", d / "text.wav", "-o", d / "o.wav", *SYNTHETIC],
                               ("unreadable audio", "text.wav")),
     # infer: options and the index
     "infer missing index, rate 0": Case(lambda d: INFER(d, "--index", d / "nope.index", "--index-rate", "0"),
                                         ("not found", "nope.index")),
+    "infer trained_ index": Case(lambda d: INFER(d, "--index", d / "trained_IVF4_Flat_nprobe_1_voice_v2.index"),
+                                 ("holds no vectors", "added_IVF4_Flat_nprobe_1_voice_v2.index")),
     "infer garbage index": Case(lambda d: INFER(d, "--index", d / "garbage.index"), ("faiss", "garbage.index")),
     "infer sid out of range": Case(lambda d: INFER(d, "--sid", "5"), ("sid 5 is out of range",)),
     "infer negative sid": Case(lambda d: INFER(d, "--sid", "-1"), ("--sid", "at least 0")),
     "infer negative seed": Case(lambda d: INFER(d, "--seed", "-3"), ("--seed", "at least 0")),
     "infer index-rate nan": Case(lambda d: INFER(d, "--index-rate", "nan"), ("index_rate",)),
     "infer f0-up-key 100": Case(lambda d: INFER(d, "--f0-up-key", "100"), ("f0_up_key",)),
+    "infer seed and deterministic": Case(lambda d: INFER(d, "--seed", "1", "--deterministic"),
+                                         ("--deterministic", "not allowed with", "--seed")),
+    "infer resample-sr 8000": Case(lambda d: INFER(d, "--resample-sr", "8000"), ("resample_sr", "8000")),
+    "infer resample-sr text": Case(lambda d: INFER(d, "--resample-sr", "48k"), ("--resample-sr", "48k")),
+    "infer without --hubert": Case(lambda d: ["infer", d / "voice.pth", d / "in.wav", "-o", d / "o.wav", *TINY],
+                                   ("--hubert", "--synthetic-models")),
+    "infer pitch voice without --rmvpe": Case(lambda d: ["infer", d / "voice.pth", d / "in.wav", "-o", d / "o.wav",
+                                                         "--hubert", d / "hubert_base.pt", *TINY],
+                                              ("voice.pth", "pitch model", "RMVPE")),
     "infer mlx gpu": Case(lambda d: INFER(d, "--backend", "mlx", "--mlx-device", "gpu"), ("gpu", "not available")),
     "infer cache is a file": Case(lambda d: INFER(d), ("RVC_BENCH_CACHE", "afile", "not a folder"),
                                   env={"RVC_BENCH_CACHE": "afile"}),
@@ -312,7 +359,7 @@ def test_a_failing_write_is_one_line_too(inputs, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(audio, "atomic_write_bytes", refuse)
     out = tmp_path / "o.wav"
     code = cli.main(["infer", str(inputs / "voice.pth"), str(inputs / "in.wav"), "-o", str(out), "--backend", "mlx",
-                     *TINY])
+                     *SYNTHETIC])
     last = capsys.readouterr().err.splitlines()[-1]
     assert code == 1 and last == f"rvc-bench: error: {out}: Permission denied", last
     assert not out.exists()

@@ -119,7 +119,7 @@ def test_infer_restarts_itself_once_for_mlx_only(backend, choice, marked, restar
         monkeypatch.delenv(blas.MARKER, raising=False)
     # A missing voice stops the command right after the point where it would restart.
     argv = ["rvc-bench", "infer", str(tmp_path / "nope.pth"), "in.wav", "-o", "out.wav", "--backend", backend,
-            "--mlx-blas", choice]
+            "--mlx-blas", choice, "--synthetic-models"]
     monkeypatch.setattr(sys, "argv", argv)
     if restarts:
         with pytest.raises(Restarted):
@@ -146,7 +146,8 @@ def test_infer_with_mlx_runs_on_the_preloaded_blas(tmp_path):
     voice = synthetic.ensure_checkpoint(fixtures.cache_dir(), "tiny")
     sf.write(tmp_path / "in.wav", fixtures.clip(0.5).audio, 16000, subtype="FLOAT")
     proc = subprocess.run([sys.executable, "-m", "rvc_bench.cli", "infer", str(voice), str(tmp_path / "in.wav"), "-o",
-                           str(tmp_path / "out.wav"), "--model-size", "tiny", "--backend", "mlx"],
+                           str(tmp_path / "out.wav"), "--model-size", "tiny", "--synthetic-models", "--backend",
+                           "mlx"],
                           capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != blas.MARKER})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"on mlx:cpu (BLAS: {blas.name_library(blas.select('auto').path)}" in proc.stdout

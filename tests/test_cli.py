@@ -100,10 +100,88 @@ def test_infer_output_format_follows_the_extension(tmp_path, capsys):
     for ext in heads:
         out = tmp_path / f"out.{ext}"
         assert cli.main(["infer", str(voice), str(src), "-o", str(out), "--seed", "1", "--model-size", "tiny",
-                         "--backend", "mlx"]) == 0  # MLX: the faster of the two on a small CPU
+                         "--synthetic-models", "--backend", "mlx"]) == 0  # MLX: the faster of the two on a small CPU
         assert out.read_bytes()[:4] == heads[ext]
     wav, sr = sf.read(tmp_path / "out.wav", dtype="int16")
     info = sf.info(tmp_path / "out.wav")
     assert info.subtype == "PCM_16" and sr == 1000 and np.any(wav)
     np.testing.assert_array_equal(sf.read(tmp_path / "out.flac", dtype="int16")[0], wav)
     capsys.readouterr()
+
+
+def test_infer_converts_a_44k1_stereo_wav_and_a_22k05_mono_flac(tmp_path, capsys):
+    """Each converts to exactly what its 16 kHz mono reading (audio.read_audio, written as a float wav) converts to;
+    --deterministic makes runs comparable; --resample-sr sets the output rate."""
+    import numpy as np
+    import soundfile as sf
+
+    from rvc_bench import audio, fixtures
+    from rvc_bench.synth import synthetic
+
+    voice = synthetic.ensure_checkpoint(fixtures.cache_dir(), "tiny")
+    clip = fixtures.generate(0.6, seed=7).audio
+    stereo = np.stack([audio.resample(clip, 16000, 44100), 0.5 * audio.resample(clip[::-1], 16000, 44100)], axis=1)
+    sf.write(tmp_path / "stereo.wav", stereo, 44100, subtype="PCM_16")
+    sf.write(tmp_path / "mono.flac", audio.resample(clip, 16000, 22050), 22050, subtype="PCM_24")
+    common = ["--model-size", "tiny", "--synthetic-models", "--deterministic", "--backend", "mlx"]
+
+    def infer(src, out, *extra):
+        assert cli.main(["infer", str(voice), str(src), "-o", str(tmp_path / out), *common, *extra]) == 0
+        return sf.read(tmp_path / out, dtype="int16")
+
+    outputs = {}
+    for name, described in (("stereo.wav", "44100 Hz, 2 channels, WAV PCM_16"),
+                            ("mono.flac", "22050 Hz, 1 channel, FLAC PCM_24")):
+        x, _ = audio.read_audio(tmp_path / name)
+        sf.write(tmp_path / f"{name}.16k.wav", x, 16000, subtype="FLOAT")
+        outputs[name], sr = infer(tmp_path / name, f"{name}.out.wav")
+        assert described in capsys.readouterr().out
+        want, _ = infer(tmp_path / f"{name}.16k.wav", f"{name}.16k.out.wav")
+        assert sr == 1000 and np.any(outputs[name])
+        np.testing.assert_array_equal(outputs[name], want)
+    resampled, sr = infer(tmp_path / "stereo.wav", "48k.wav", "--resample-sr", "48000")
+    assert sr == 48000 and resampled.size == -(-outputs["stereo.wav"].size * 48000 // 1000)
+    capsys.readouterr()
+
+
+def test_infer_and_convert_take_real_world_layouts(tmp_path, capsys):
+    """A Hugging Face ContentVec folder and an rmvpe .safetensors give the output of the same weights as
+    hubert_base.pt and rmvpe.pt; `convert` recognises both; a voice trained on another embedder is reported."""
+    import numpy as np
+    import soundfile as sf
+    from safetensors.torch import save_file
+
+    from rvc_bench import converted, fixtures, stages
+    from rvc_bench.checkpoints import load_pickled, save_torch_checkpoint
+    from rvc_bench.hubert import get_config, synthetic
+
+    cache = fixtures.cache_dir()
+    voice = stages.SYNTH.checkpoint(cache, "tiny")
+    hubert_pt, rmvpe_pt = stages.pipeline_checkpoints(cache, "tiny")  # fp16, seed 0, preset tiny-768
+    folder = synthetic.write_hf_folder(tmp_path / "contentvec", get_config(stages.PIPELINE_HUBERT["tiny"]), seed=0)
+    save_file(load_pickled(rmvpe_pt), tmp_path / "rmvpe.safetensors", metadata={"format": "pt"})
+    sf.write(tmp_path / "in.wav", fixtures.generate(0.5, seed=5).audio, 16000, subtype="FLOAT")
+
+    def infer(out, voice_path, hubert, rmvpe):
+        assert cli.main(["infer", str(voice_path), str(tmp_path / "in.wav"), "-o", str(tmp_path / out), "--hubert",
+                         str(hubert), "--rmvpe", str(rmvpe), "--model-size", "tiny", "--deterministic",
+                         "--backend", "mlx"]) == 0
+        return sf.read(tmp_path / out, dtype="int16")[0]
+
+    upstream = infer("upstream.wav", voice, hubert_pt, rmvpe_pt)
+    np.testing.assert_array_equal(infer("layouts.wav", voice, folder, tmp_path / "rmvpe.safetensors"), upstream)
+    assert "note" not in capsys.readouterr().err  # a voice without embedder_model: ContentVec
+    save_torch_checkpoint(tmp_path / "spin.pth", {**load_pickled(voice), "embedder_model": "spin"})
+    infer("spin.wav", tmp_path / "spin.pth", folder, rmvpe_pt)
+    assert "spin.pth was trained on 'spin' features (its embedder_model)" in capsys.readouterr().err
+
+    dst = tmp_path / "rmvpe-converted.safetensors"
+    assert cli.main(["convert", str(tmp_path / "rmvpe.safetensors"), "-o", str(dst)]) == 0
+    assert "converted rmvpe checkpoint" in capsys.readouterr().out and converted.read(dst, "rmvpe") is not None
+    assert cli.main(["convert", str(dst), "-o", str(tmp_path / "again.safetensors")]) == 2
+    assert "already converted ('rmvpe' weights" in capsys.readouterr().err
+    # `convert` reads a folder as a HuBERT (the full preset: this tiny one is refused by its config, field named).
+    assert stages.recognise_path(folder) is stages.HUBERT
+    assert cli.main(["convert", str(folder)]) == 2
+    assert "contentvec/config.json: intermediate_size = 128, expected 3072" in capsys.readouterr().err
+    assert not (tmp_path / "contentvec.safetensors").exists()

@@ -49,19 +49,20 @@ LOADERS = {
 }
 
 TINY = ["--model-size", "tiny"]
+SYNTHETIC = [*TINY, "--synthetic-models"]  # infer: synthetic HuBERT/RMVPE where none is given
 CLI_PATHS = {  # argv for a checkpoint file F, in a folder of good inputs W (see `world`)
     "convert": lambda f, w: ["convert", f, "-o", w.out(".safetensors")],
     "convert --kind rmvpe": lambda f, w: ["convert", f, "-o", w.out(".safetensors"), "--kind", "rmvpe"],
     "convert --kind hubert": lambda f, w: ["convert", f, "-o", w.out(".safetensors"), "--kind", "hubert"],
     "convert --kind synth": lambda f, w: ["convert", f, "-o", w.out(".safetensors"), "--kind", "synth"],
-    "infer VOICE torch": lambda f, w: ["infer", f, w.wav, "-o", w.out(".wav"), *TINY],
-    "infer VOICE mlx": lambda f, w: ["infer", f, w.wav, "-o", w.out(".wav"), "--backend", "mlx", *TINY],
-    "infer --hubert torch": lambda f, w: ["infer", w.voice, w.wav, "-o", w.out(".wav"), "--hubert", f, *TINY],
+    "infer VOICE torch": lambda f, w: ["infer", f, w.wav, "-o", w.out(".wav"), *SYNTHETIC],
+    "infer VOICE mlx": lambda f, w: ["infer", f, w.wav, "-o", w.out(".wav"), "--backend", "mlx", *SYNTHETIC],
+    "infer --hubert torch": lambda f, w: ["infer", w.voice, w.wav, "-o", w.out(".wav"), "--hubert", f, *SYNTHETIC],
     "infer --hubert mlx": lambda f, w: ["infer", w.voice, w.wav, "-o", w.out(".wav"), "--hubert", f,
-                                        "--backend", "mlx", *TINY],
-    "infer --rmvpe torch": lambda f, w: ["infer", w.voice, w.wav, "-o", w.out(".wav"), "--rmvpe", f, *TINY],
+                                        "--backend", "mlx", *SYNTHETIC],
+    "infer --rmvpe torch": lambda f, w: ["infer", w.voice, w.wav, "-o", w.out(".wav"), "--rmvpe", f, *SYNTHETIC],
     "infer --rmvpe mlx": lambda f, w: ["infer", w.voice, w.wav, "-o", w.out(".wav"), "--rmvpe", f,
-                                       "--backend", "mlx", *TINY],
+                                       "--backend", "mlx", *SYNTHETIC],
     "run --weights-dir rmvpe.pt": lambda f, w: ["run", "--weights-dir", w.weights_dir(f, "rmvpe.pt"), "--stages",
                                                 "mel", *TINY, "--store", w.out(""), "--report", w.out(".md")],
     "run --weights-dir hubert_base.pt": lambda f, w: ["run", "--weights-dir", w.weights_dir(f, "hubert_base.pt"),
@@ -443,7 +444,7 @@ def test_fairseq_hubert_with_omegaconf_cfg_loads_as_plain_data(tmp_path, monkeyp
     assert cfg == tiny and state["final_proj.weight"].dtype == np.float32
     assert hubert_convert.load_torch(path, config=tiny).cfg == tiny
     out = tmp_path / "out.wav"  # the whole conversion, through the CLI
-    code, err = run_cli(["infer", world.voice, world.wav, "-o", out, "--hubert", path, "--backend", "mlx", *TINY],
+    code, err = run_cli(["infer", world.voice, world.wav, "-o", out, "--hubert", path, "--backend", "mlx", *SYNTHETIC],
                         capsys)
     assert code == 0 and out.is_file(), err
     # The cfg is read, not just survived: a cfg that contradicts the model is refused, naming the field.

@@ -121,3 +121,27 @@ FAIRSEQ_FIELDS = {
     "conv_pos_groups": "pos_conv_groups",
     "final_dim": "final_dim",
 }
+
+# A Hugging Face folder's config.json (transformers' HubertConfig, as save_pretrained writes it): the fields that
+# size the model, by our name, and the architecture flags shapes cannot reveal, with the only values RVC's
+# ContentVec has (absent fields take transformers' defaults, which are these).
+HF_FIELDS = {
+    "hidden_size": "embed_dim",
+    "intermediate_size": "ffn_dim",
+    "num_attention_heads": "heads",
+    "num_hidden_layers": "layers",
+    "num_conv_pos_embeddings": "pos_conv_kernel",
+    "num_conv_pos_embedding_groups": "pos_conv_groups",
+    "classifier_proj_size": "final_dim",  # RVC's final_proj: Linear(hidden_size, classifier_proj_size)
+    "layer_norm_eps": "eps",
+}
+HF_REQUIRED = {
+    "model_type": "hubert",
+    "feat_extract_norm": "group",  # GroupNorm on the first conv only (fairseq extractor_mode "default")
+    "do_stable_layer_norm": False,  # post-LN transformer
+    "conv_bias": False,
+    "feat_extract_activation": "gelu",
+    "hidden_act": "gelu",
+    "feat_proj_layer_norm": True,
+    "conv_pos_batch_norm": False,
+}

@@ -1,7 +1,8 @@
 """Checkpoint reading and conversion for ContentVec / HuBERT-base: one name table, strict shapes, layout rules.
 
 Two source layouts are accepted (spec §2): fairseq's `hubert_base.pt` (a dict with "model" plus config objects) and
-Hugging Face Transformers' `HubertModel` names (optionally under a `hubert.` prefix) with RVC's `final_proj`. Both
+Hugging Face Transformers' `HubertModel` names (optionally under a `hubert.` prefix) with RVC's `final_proj`, as a
+state-dict file or as the folder save_pretrained writes (config.json + model.safetensors or pytorch_model.bin). Both
 are read into one canonical state: fairseq names, float32, the positional conv's weight norm folded. The torch twin
 loads that state as it is; the MLX twin gets the same names with channels-last conv weights.
 
@@ -12,6 +13,7 @@ model modules are imported inside the loaders only, so importing this module imp
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -21,7 +23,7 @@ import numpy as np
 
 from rvc_bench import converted, layout
 from rvc_bench.checkpoints import load_pickled, load_safetensors, to_numpy_state
-from rvc_bench.hubert.config import FAIRSEQ_FIELDS, HubertConfig, get_config
+from rvc_bench.hubert.config import FAIRSEQ_FIELDS, HF_FIELDS, HF_REQUIRED, HubertConfig, get_config
 from rvc_bench.layout import CheckpointError
 
 STAGE = "hubert"
@@ -201,15 +203,60 @@ def check_fairseq_cfg(model_cfg: Mapping[str, Any], cfg: HubertConfig, what: str
             raise CheckpointError(f"{what}: cfg.model.{name} = {value!r}; only {required!r} is supported")
 
 
-def read(path: str | os.PathLike, config: str | HubertConfig = "full") -> tuple[dict[str, np.ndarray], HubertConfig]:
-    """Any supported source file -> (canonical torch-layout state, config).
+# The weights file of a save_pretrained folder, in the order transformers prefers them (safetensors by default since
+# transformers 4.35).
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
-    `.safetensors` written by convert_file carry their own config and MLX layouts (load_mlx reads those); other
-    `.safetensors` are read as torch-layout state dicts (HF `model.safetensors`). Everything else goes through the
-    safe pickle loader.
+
+def check_hf_config(hf: Mapping[str, Any], cfg: HubertConfig, what: str) -> None:
+    """Cross-check a Hugging Face config.json against the config we build, as check_fairseq_cfg does for fairseq:
+    the sizes must be the preset's, the architecture flags ContentVec's."""
+    for name, required in HF_REQUIRED.items():
+        if hf.get(name, required) != required:
+            raise CheckpointError(f"{what}: {name} = {hf[name]!r}; only {required!r} is supported")
+    for name, ours in HF_FIELDS.items():
+        if name in hf and hf[name] != getattr(cfg, ours):
+            raise CheckpointError(f"{what}: {name} = {hf[name]!r}, expected {getattr(cfg, ours)!r}")
+    for i, name in enumerate(("conv_dim", "conv_kernel", "conv_stride")):
+        expected = [layer[i] for layer in cfg.conv_layers]
+        if name in hf and hf[name] != expected:
+            raise CheckpointError(f"{what}: {name} = {hf[name]!r}, expected {expected!r}")
+
+
+def read_folder(folder: Path, cfg: HubertConfig) -> dict[str, np.ndarray]:
+    """A save_pretrained folder (config.json + model.safetensors or pytorch_model.bin) -> the canonical state."""
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{folder}: a folder without config.json, not a Hugging Face model folder")
+    try:
+        hf = json.loads(config_file.read_bytes())
+    except (OSError, ValueError) as err:  # ValueError: bad JSON or bad UTF-8
+        raise CheckpointError(f"{config_file}: not a readable JSON file ({type(err).__name__}: {err})") from None
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{config_file}: expected a JSON object, found {type(hf).__name__}")
+    check_hf_config(hf, cfg, str(config_file))
+    weights = next((folder / name for name in HF_WEIGHTS if (folder / name).is_file()), None)
+    if weights is None:
+        sharded = any(folder.glob("*.index.json"))
+        raise CheckpointError(f"{folder}: no {' or '.join(HF_WEIGHTS)}"
+                              + (" (sharded weights are not supported)" if sharded else ""))
+    raw = load_safetensors(weights)[0] if weights.suffix == ".safetensors" else load_pickled(weights)
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(f"{weights}: expected a state dict, found {type(raw).__name__}")
+    return canonical_state(raw, cfg, str(weights))
+
+
+def read(path: str | os.PathLike, config: str | HubertConfig = "full") -> tuple[dict[str, np.ndarray], HubertConfig]:
+    """Any supported source -> (canonical torch-layout state, config).
+
+    A folder is read as save_pretrained writes it (read_folder). `.safetensors` written by convert_file carry their
+    own config and MLX layouts (load_mlx reads those); other `.safetensors` are read as torch-layout state dicts (HF
+    `model.safetensors`). Everything else goes through the safe pickle loader.
     """
     path, cfg = Path(path), get_config(config)
     what = str(path)
+    if path.is_dir():
+        return read_folder(path, cfg), cfg
     if path.suffix == ".safetensors":
         weights, meta = load_safetensors(path)
         if meta.get("stage") == STAGE:
@@ -227,7 +274,8 @@ def read(path: str | os.PathLike, config: str | HubertConfig = "full") -> tuple[
 
 
 def load_torch(path: str | os.PathLike, device: str = "cpu", config: str | HubertConfig = "full"):
-    """fairseq `hubert_base.pt` or an HF-layout checkpoint -> torch HubertModel (fp32, eval) on `device`."""
+    """fairseq `hubert_base.pt`, an HF-layout checkpoint or an HF folder -> torch HubertModel (fp32, eval) on
+    `device`."""
     from rvc_bench.hubert import model_torch
 
     state, cfg = read(path, config)
@@ -235,7 +283,8 @@ def load_torch(path: str | os.PathLike, device: str = "cpu", config: str | Huber
 
 
 def load_mlx(path: str | os.PathLike, config: str | HubertConfig = "full"):
-    """A converted `.safetensors` (config from its metadata), or a fairseq / HF checkpoint converted in memory."""
+    """A converted `.safetensors` (config from its metadata), or a fairseq / HF checkpoint or HF folder converted in
+    memory."""
     from rvc_bench.hubert import model_mlx
 
     weights, cfg = converted.mlx_weights(path, STAGE, HubertConfig, lambda p: read(p, config), to_mlx)
@@ -243,7 +292,8 @@ def load_mlx(path: str | os.PathLike, config: str | HubertConfig = "full"):
 
 
 def convert_file(src: str | os.PathLike, dst: str | os.PathLike, config: str | HubertConfig = "full") -> Path:
-    """`rvc-bench convert hubert_base.pt -o hubert.safetensors`: MLX weights + config, written atomically.
+    """`rvc-bench convert hubert_base.pt -o hubert.safetensors` (or an HF folder): MLX weights + config, written
+    atomically.
 
     The weights are strictly loaded into the MLX twin before anything is written, so a file that exists loads.
     """

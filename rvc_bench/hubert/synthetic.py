@@ -3,20 +3,22 @@
 `write_fairseq` writes what RVC ships as assets/hubert/hubert_base.pt: a torch.save'd dict with the state dict under
 "model" (legacy weight_g/weight_v on the positional conv, plus the unused mask_emb and label_embs_concat), a plain
 dict "cfg" and an argparse.Namespace "args" (loaded through an inert stand-in, see rvc_bench.checkpoints). `write_hf`
-writes the same weights under Hugging Face Transformers names. Values are random but scaled so that every block
-carries signal.
+writes the same weights under Hugging Face Transformers names, `write_hf_folder` a whole folder as transformers'
+save_pretrained writes it (config.json + model.safetensors or pytorch_model.bin). Values are random but scaled so
+that every block carries signal.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from rvc_bench.checkpoints import save_torch_checkpoint
-from rvc_bench.hubert.config import HubertConfig, get_config
+from rvc_bench.hubert.config import HF_FIELDS, HF_REQUIRED, HubertConfig, get_config
 from rvc_bench.hubert.convert import KNOWN_UNUSED, POS_CONV, WN_SUFFIXES, source_shapes, to_hf_name
 
 # The real hubert_base.pt stores fp16; tiny test files use the same dtype so CI exercises the widening to fp32.
@@ -112,6 +114,37 @@ def write_hf(path: str | os.PathLike, cfg: str | HubertConfig = "full", seed: in
     else:
         save_torch_checkpoint(path, _torch_dict(state, dtype))
     return path
+
+
+def hf_config(cfg: HubertConfig, dtype: str = DEFAULT_DTYPE) -> dict:
+    """config.json of a ContentVec saved by transformers' save_pretrained (HubertModel plus RVC's final_proj):
+    every field of its HubertConfig, including the training-only ones a loader must ignore."""
+    out = {"architectures": ["HubertModelWithFinalProj"], **HF_REQUIRED,
+           **{hf: getattr(cfg, ours) for hf, ours in HF_FIELDS.items()},
+           "conv_dim": [c for c, _, _ in cfg.conv_layers], "conv_kernel": [k for _, k, _ in cfg.conv_layers],
+           "conv_stride": [s for _, _, s in cfg.conv_layers], "num_feat_extract_layers": len(cfg.conv_layers),
+           "activation_dropout": 0.1, "apply_spec_augment": True, "attention_dropout": 0.1, "bos_token_id": 1,
+           "ctc_loss_reduction": "sum", "ctc_zero_infinity": False, "eos_token_id": 2, "feat_proj_dropout": 0.0,
+           "final_dropout": 0.1, "hidden_dropout": 0.1, "initializer_range": 0.02, "layerdrop": 0.1,
+           "mask_feature_length": 10, "mask_feature_min_masks": 0, "mask_feature_prob": 0.0, "mask_time_length": 10,
+           "mask_time_min_masks": 2, "mask_time_prob": 0.05, "pad_token_id": 0, "torch_dtype": dtype,
+           "transformers_version": "4.46.3", "use_weighted_layer_sum": False, "vocab_size": 32}
+    return dict(sorted(out.items()))  # transformers writes its keys sorted
+
+
+def write_hf_folder(folder: str | os.PathLike, cfg: str | HubertConfig = "full", seed: int = 0,
+                    dtype: str = DEFAULT_DTYPE, weights: str = "model.safetensors",
+                    wn_style: str = "parametrizations") -> Path:
+    """A folder as save_pretrained writes it: config.json plus `weights` ("model.safetensors", the default since
+    transformers 4.35, or "pytorch_model.bin"), with the weights of write_fairseq(cfg, seed)."""
+    from rvc_bench.fileio import atomic_write_bytes
+
+    folder, cfg = Path(folder), get_config(cfg)
+    if weights not in ("model.safetensors", "pytorch_model.bin"):
+        raise ValueError(f"weights must be model.safetensors or pytorch_model.bin, got {weights!r}")
+    write_hf(folder / weights, cfg, seed, dtype, wn_style)
+    atomic_write_bytes(folder / "config.json", (json.dumps(hf_config(cfg, dtype), indent=2) + "\n").encode())
+    return folder
 
 
 def ensure_checkpoint(cache_dir: str | os.PathLike, size: str = "tiny", seed: int = 0, dtype: str = DEFAULT_DTYPE,

@@ -1,4 +1,5 @@
-"""rmvpe.pt (a bare torch state dict) -> checked numpy state -> torch twin, MLX weights, or a converted .safetensors.
+"""rmvpe.pt (a bare torch state dict; also the same keys in a .safetensors) -> checked numpy state -> torch twin,
+MLX weights, or a converted .safetensors.
 
 The stage's one entry point for files: `load_torch(path)` and `load_mlx(path)` give the RMVPE stage (audio -> f0)
 on either framework, `convert_file(src, dst)` writes the MLX weights. Strict: the state dict must hold exactly the
@@ -17,7 +18,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from rvc_bench import converted, layout
-from rvc_bench.checkpoints import load_pickled, to_numpy_state
+from rvc_bench.checkpoints import load_pickled, load_safetensors, to_numpy_state
 from rvc_bench.layout import CheckpointError
 from rvc_bench.rmvpe.config import RMVPEConfig, infer_config
 
@@ -65,15 +66,26 @@ def recognise(obj: Any) -> bool:
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], RMVPEConfig]:
-    """rmvpe.pt -> (numpy state in torch layout, config read from its keys), checked against E2E(config).
+    """rmvpe.pt, or a .safetensors holding its keys -> (numpy state in torch layout, config read from its keys),
+    checked against E2E(config).
 
-    Read with the safe loader: no pickled code runs.
+    Read with the safe loaders: no pickled code runs.
     """
-    state = load_pickled(path)
-    if not isinstance(state, Mapping) or not all(hasattr(v, "shape") for v in state.values()):
-        raise CheckpointError(f"{path}: expected a bare state dict of tensors (the rmvpe.pt format)")
-    state = to_numpy_state(state, str(path))
-    cfg = infer_config(state)
+    if Path(path).suffix == ".safetensors":
+        state, meta = load_safetensors(path)
+        if "stage" in meta:  # our converted file: MLX layout
+            raise CheckpointError(f"{path}: converted {meta['stage']!r} weights in MLX layout, not an rmvpe.pt state "
+                                  "dict" + ("; only the MLX backend loads it" if meta["stage"] == STAGE else ""))
+        state = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in state.items()}  # fp16 -> fp32
+    else:
+        state = load_pickled(path)
+        if not isinstance(state, Mapping) or not all(hasattr(v, "shape") for v in state.values()):
+            raise CheckpointError(f"{path}: expected a bare state dict of tensors (the rmvpe.pt format)")
+        state = to_numpy_state(state, str(path))
+    try:
+        cfg = infer_config(state)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     layout.check_shapes(expected_torch_shapes(cfg), state, str(path))
     return state, cfg
 
@@ -123,7 +135,8 @@ def load_torch(path: str | os.PathLike, device: str = "cpu", **rmvpe_opts):
 
 
 def load_mlx(path: str | os.PathLike, **rmvpe_opts):
-    """The MLX RMVPE stage (model_mlx.RMVPE around E2E) from a converted .safetensors or an rmvpe.pt."""
+    """The MLX RMVPE stage (model_mlx.RMVPE around E2E) from a converted .safetensors, an rmvpe.pt, or its keys in a
+    .safetensors."""
     from rvc_bench.rmvpe import model_mlx
 
     weights, cfg = converted.mlx_weights(path, STAGE, RMVPEConfig, read, to_mlx)

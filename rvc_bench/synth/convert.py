@@ -34,6 +34,9 @@ from rvc_bench.synth.config import SynthConfig
 
 STAGE = "synth"
 SUPPORTED_VOCODERS = ("HiFi-GAN",)  # Applio's name for the classic NSF HiFi-GAN; "MRF HiFi-GAN", "RefineGAN" differ
+# Applio's name for the content encoder RVC trains on (hubert_base.pt); voices without `embedder_model` used it too.
+# Others ("spin", "chinese-hubert-base", "custom" ...) need their own encoder at inference.
+DEFAULT_EMBEDDER = "contentvec"
 
 # Module name -> what its `.weight` is. Twins share names, so this table is the whole conversion: conv weights
 # change layout, everything else (Linear, Embedding, biases, LayerNorm gamma/beta, relative embeddings) is copied.
@@ -136,6 +139,18 @@ def read_voice_dict(ckpt: Any, what: str = "voice checkpoint") -> VoiceCheckpoin
 def read_voice(path: str | os.PathLike) -> VoiceCheckpoint:
     """Read a voice `.pth` safely and strictly (see the module docstring)."""
     return read_voice_dict(load_pickled(path), what=str(path))
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """A voice's metadata (sr, f0, version, info; Applio's epoch, embedder_model, vocoder ...) as JSON-safe values,
+    without building the model: from a .pth, or from the metadata of a converted .safetensors."""
+    found = converted.read(path, STAGE)
+    if found is not None:
+        return found[1]
+    ckpt = load_pickled(path)
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f"{path}: not an RVC voice model (a {type(ckpt).__name__}, not a dict)")
+    return {k: _plain(v) for k, v in ckpt.items() if k not in ("weight", "config")}
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], SynthConfig]:
