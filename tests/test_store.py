@@ -108,3 +108,15 @@ def test_part_file_is_plain_json(tmp_path):
 
 def test_git_state_outside_a_repository(tmp_path):
     assert store.git_state(tmp_path) == ("unknown", False)
+
+
+def test_a_run_that_stored_nothing_is_discarded_and_one_that_did_is_kept(tmp_path):
+    empty, kept = make_run(), make_run()
+    for run in (empty, kept):
+        store.write_run_plan(tmp_path / "s", run.machine_id, run.run_id, run.started_at, {"backends": ["torch"]})
+        run.write_part(tmp_path / "s", "torch", ["t"])
+    add_times(kept, "torch", [1.0])
+    kept.flush(tmp_path / "s", "t")
+    assert store.discard_if_empty(tmp_path / "s", empty.machine_id, empty.run_id)
+    assert not store.discard_if_empty(tmp_path / "s", kept.machine_id, kept.run_id)
+    assert list(store.read(tmp_path / "s").runs) == [kept.run_id]
