@@ -332,7 +332,7 @@ def summary(secs: list[Section], pubs: pd.DataFrame) -> str:
 
 
 def backend_text(desc: dict) -> str:
-    version = desc.get("torch_version") or desc.get("mlx_version") or desc.get("version") or ""
+    version = desc.get(f"{desc.get('backend')}_version") or desc.get("version") or ""
     text = f"{desc.get('label', desc.get('backend', '?'))} {version}".strip()
     extra = [str(desc[k]) for k in ("torch_blas", "mlx_cpu_blas") if desc.get(k)]
     gflops = desc.get("mlx_cpu_sgemm_gflops") or desc.get("torch_cpu_sgemm_gflops")
