@@ -59,12 +59,16 @@ def sig(x: float, digits: int = 3) -> str:
     return f"{round(x, decimals):.{max(decimals, 0)}f}"
 
 
-def fmt_time(s: float) -> str:
-    if s is None or not np.isfinite(s):
+def _scaled(x: float, units: tuple) -> str:
+    """x in the largest unit it reaches (else the smallest), three significant figures."""
+    if x is None or not np.isfinite(x):
         return "–"
-    for scale, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "µs")):
-        if abs(s) >= scale or unit == "µs":
-            return f"{sig(s / scale)} {unit}"
+    scale, unit = next(((scale, unit) for scale, unit in units if abs(x) >= scale), units[-1])
+    return f"{sig(x / scale)} {unit}"
+
+
+def fmt_time(s: float) -> str:
+    return _scaled(s, ((1, "s"), (1e-3, "ms"), (1e-6, "µs")))
 
 
 def fmt_time_iqr(med: float, q1: float, q3: float) -> str:
@@ -74,12 +78,7 @@ def fmt_time_iqr(med: float, q1: float, q3: float) -> str:
 
 
 def fmt_bytes(b: float) -> str:
-    if b is None or not np.isfinite(b):
-        return "–"
-    for scale, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if b >= scale:
-            return f"{sig(b / scale)} {unit}"
-    return f"{sig(b)} B"
+    return _scaled(b, ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"), (1, "B")))
 
 
 def fmt_ratio(r: float, lo: float, hi: float) -> str:
