@@ -306,22 +306,24 @@ class Bench:
                            f"warm median {median:.3g} s over {len(warm)} rounds")
         return m.output
 
-    def record_parity(self, metrics: dict[str, float], reference: str = "torch") -> None:
-        """Store parity numbers next to the measurement just taken, each with its bound from the tolerance table
-        and whether it holds, then fail the test if any bound is broken (skipped for the reference backend)."""
+    def record_parity(self, metrics: dict[str, float], reference: str = "torch",
+                      check: str | None = tolerances.BENCHMARK) -> None:
+        """Store parity numbers next to the measurement just taken, each with its bound from the tolerance table's
+        `check` and whether it holds, then fail the test if any bound is broken (skipped for the reference backend).
+        check=None: measured only, stored without a bound (e.g. a variant kept to show what it costs)."""
         if self._current is None:
             raise RuntimeError("record_parity() must follow measure()")
         if self.session.probe_mode or self._current["backend"] == reference:
             return
         stage = self._current["stage"]
-        bounds = tolerances.bounds(stage)
+        bounds = tolerances.bounds(stage, check) if check else {}
         for name, value in metrics.items():
             b = bounds.get(name)
             self._add(metric=f"parity.{name}", value=value, unit="", reference=reference,
                       bound=b.bound if b else float("nan"), bound_op=b.op if b else "",
                       within_bound=b.holds(value) if b else None)
         self._benchmark.extra_info.update({f"parity_{k}": v for k, v in metrics.items()})
-        broken = tolerances.broken(stage, tolerances.BENCHMARK, metrics)
+        broken = tolerances.broken(stage, check, metrics) if check else []
         assert not broken, f"{stage}/{self._current['variant']} parity: " + "; ".join(broken)
 
     def flush(self) -> None:

@@ -84,6 +84,12 @@ def parity(rows: pd.DataFrame) -> pd.DataFrame:
     return par.assign(metric=par.metric.str.removeprefix("parity."))
 
 
+def same_backend_reference(reference) -> bool:
+    """Whether a parity value was computed against another variant of the same backend ("mlx whole", as the
+    chunking benchmarks store it) rather than against a reference backend ("torch", "numpy-float64")."""
+    return isinstance(reference, str) and " " in reference
+
+
 def runs_of(table: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(table.sort_values(["started_at", "run_id"]).run_id))
 

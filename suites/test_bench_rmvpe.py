@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import numpy as np
 
+import pytest
+
 from rvc_bench import parity, stages
+from rvc_bench.rmvpe.config import CHUNK_FRAMES
 
 _MODELS: dict = {}
 
+# Chunking variants beside the default ("e2e": inputs longer than one window of CHUNK_FRAMES + 2 overlaps run in
+# overlapped chunks), for the report's chunking table: the whole sequence in one call, and chunks without overlap,
+# among them the original port's 32k frames (measured rows, never offered as a default). Their parity is against the
+# same backend: the whole row against the default's output (what the bounded default costs), the others against
+# the whole sequence.
+CHUNKING = {"e2e": {}, "whole": {"chunk_frames": None},
+            f"chunked-{CHUNK_FRAMES}-no-overlap": {"chunk_frames": CHUNK_FRAMES, "overlap_frames": 0},
+            "chunked-32768-no-overlap": {"chunk_frames": 32768, "overlap_frames": 0}}
 
-def rmvpe(backend, cache, size: str):
+
+def rmvpe(backend, cache, size: str, variant: str = "e2e"):
     """The RMVPE stage (audio -> salience, f0) of the synthetic checkpoint of `size` on `backend`, kept per session."""
-    key = (backend.label, size)
+    key = (backend.label, size, variant)
     if key not in _MODELS:
         path = stages.RMVPE.checkpoint_for(backend.name, stages.RMVPE.checkpoint(cache, size), cache)
-        _MODELS[key] = stages.RMVPE.load(backend, path)
+        _MODELS[key] = stages.RMVPE.load(backend, path, **CHUNKING[variant])
     return _MODELS[key]
 
 
@@ -46,3 +58,23 @@ def test_bench_rmvpe(benchmark, bench, backend_name, seconds):
     # The table's "benchmark" bounds (measurements in test_rmvpe.py): salience of the whole stage, each backend with
     # its own log-mel, and the f0 decoded from it.
     bench.record_parity({**sal_metrics, **f0_metrics})
+    bench.reference(("rmvpe-own", be.label, size, seconds, "e2e"), lambda: salience)
+
+
+@pytest.mark.parametrize("variant", [v for v in CHUNKING if v != "e2e"])
+def test_bench_rmvpe_chunking(benchmark, bench, backend_name, seconds, variant):
+    be = bench.backend(backend_name)
+    size = bench.model_size
+    clip = bench.audio(seconds)
+    x = be.from_numpy(clip.audio)
+    model = rmvpe(be, bench.cache_dir, size, variant)
+    salience, _ = bench.measure(benchmark, be, model, (x,), stage="rmvpe", variant=variant, seconds=seconds)
+    against = "e2e" if variant == "whole" else "whole"
+    ref = bench.reference(("rmvpe-own", be.label, size, seconds, against),
+                          lambda: rmvpe(be, bench.cache_dir, size, against)(x)[0])
+    if variant == "whole":
+        bench.reference(("rmvpe-own", be.label, size, seconds, "whole"), lambda: salience)
+    # Against the same backend: the default's chunks are held to the "chunked" bounds; no-overlap rows are measured
+    # only (they show what dropping the overlap costs: 0.93 max |Δsalience| at 20 s, see test_rmvpe.py).
+    bench.record_parity(parity.tensor_metrics(salience, ref), reference=f"{backend_name} {against}",
+                        check="chunked" if variant == "whole" else None)

@@ -1,17 +1,29 @@
 """Synthesizer benchmark: the v2-40k voice over the length grid, windowed like the pipeline (41 s chunks).
 
+"The synthesizer at 300 s" is the synthesizer over the pipeline's windows: one call over 300 s would need T x T
+relative attention (> 20 GiB at 30 000 frames), and the pipeline never makes such a call. Both backends run the decoder
+in time tiles of the MLX CPU default (tiling.TILE_FRAMES_CPU), so their rows time the same work; the variant names the
+tile. A `-whole` variant (one decoder pass per window) is measured beside it for the report's chunking table, where
+it fits: MLX's CPU convolutions need > 24 GB for one pass over a 41 s window.
+
 No framework is imported at module level: each backend's model comes from the stage registry's loader, MLX's from
 the checkpoint converted once to .safetensors, so a benchmark process imports only the framework it measures.
 """
 
 from __future__ import annotations
 
+import pytest
+
 from rvc_bench import parity, stages
 from rvc_bench.backends import get_backend
 from rvc_bench.synth import synthetic
 from rvc_bench.synth.config import DEFAULT_VARIANT, preset
+from rvc_bench.synth.tiling import TILE_FRAMES_CPU
 
 MAX_WINDOW_FRAMES = 4100  # spec §1, fp32 row: x_max = 41 s windows of 100 frames/s
+TILED = f"{DEFAULT_VARIANT}-tile{TILE_FRAMES_CPU}"
+WHOLE = f"{DEFAULT_VARIANT}-whole"
+MLX_CPU_WHOLE_MAX_FRAMES = 1000  # one decoder pass: 4.6 GiB (MLX counter) at 10 s on the CPU, > 24 GB at 41 s
 
 
 def windows(frames: int, max_frames: int = MAX_WINDOW_FRAMES) -> list[tuple[int, int]]:
@@ -24,9 +36,11 @@ def _chunk(inputs: synthetic.SynthInputs, s: int, e: int, upp: int) -> synthetic
                                  inputs.sine_noise[s * upp:e * upp])
 
 
-def windowed_synth(backend, path, inputs: synthetic.SynthInputs):
-    """(fn, args): fn(chunks) synthesises every window and concatenates; args hold the prepared device inputs."""
+def windowed_synth(backend, path, inputs: synthetic.SynthInputs, tile_frames: int | None = TILE_FRAMES_CPU):
+    """(fn, args): fn(chunks) synthesises every window and concatenates; args hold the prepared device inputs.
+    tile_frames: the decoder's time tiles (None: one pass per window)."""
     model = stages.SYNTH.load(backend, path)
+    model.tile_frames = tile_frames
     if backend.name == "torch":
         import torch
 
@@ -45,7 +59,11 @@ def windowed_synth(backend, path, inputs: synthetic.SynthInputs):
         chunks = [model_mlx.prepare(_chunk(inputs, s, e, model.cfg.upp)) for s, e in windows(inputs.frames)]
 
         def fn(chunks):
-            return mx.concatenate([model.infer(**kw) for kw in chunks], axis=1)  # [1, N, 1]
+            out = []
+            for kw in chunks:  # each window evaluated before the next is built: the peak is one window's
+                out.append(model.infer(**kw))
+                mx.eval(out[-1])
+            return mx.concatenate(out, axis=1)  # [1, N, 1]
     return fn, (chunks,)
 
 
@@ -54,24 +72,39 @@ def test_windows_cover_the_frames_once():
     assert windows(8300) == [(0, 4100), (4100, 8200), (8200, 8300)]
 
 
-def test_bench_synth(benchmark, bench, backend_name, seconds):
+@pytest.mark.parametrize("variant", [TILED, WHOLE])
+def test_bench_synth(benchmark, bench, backend_name, seconds, variant):
     path = stages.SYNTH.checkpoint(bench.cache_dir, bench.model_size)
     cfg = preset(DEFAULT_VARIANT, bench.model_size)
     frames = int(round(seconds * 100))
-    inputs = synthetic.make_inputs(cfg, bench.audio(seconds).f0[:frames], seed=0)
     be = bench.backend(backend_name)
-    fn, args = windowed_synth(be, stages.SYNTH.checkpoint_for(be.name, path, bench.cache_dir), inputs)
-    out = bench.measure(benchmark, be, fn, args, stage="synth", variant=DEFAULT_VARIANT, seconds=seconds)
+    tile = TILE_FRAMES_CPU if variant == TILED else None
+    if tile is None and be.name == "mlx" and be.device == "cpu" and min(frames, MAX_WINDOW_FRAMES) > \
+            MLX_CPU_WHOLE_MAX_FRAMES:
+        pytest.skip(f"one decoder pass over a {min(frames, MAX_WINDOW_FRAMES) / 100:g} s window does not fit in "
+                    "memory on the MLX CPU device")
+    inputs = synthetic.make_inputs(cfg, bench.audio(seconds).f0[:frames], seed=0)
+    fn, args = windowed_synth(be, stages.SYNTH.checkpoint_for(be.name, path, bench.cache_dir), inputs, tile)
+    out = bench.measure(benchmark, be, fn, args, stage="synth", variant=variant, seconds=seconds)
     audio = be.to_numpy(out).reshape(-1)
     assert audio.shape == (frames * cfg.upp,)
+    if variant == WHOLE:
+        # Against the tiled output of the same backend (what the tiles cost): the "tiles" bound of the table.
+        tiled_fn, tiled_args = windowed_synth(be, stages.SYNTH.checkpoint_for(be.name, path, bench.cache_dir),
+                                              inputs)
+        tiled = bench.reference(("synth-own", be.label, bench.model_size, seconds, TILED),
+                                lambda: be.to_numpy(tiled_fn(*tiled_args)).reshape(-1))
+        bench.record_parity(parity.tensor_metrics(tiled, audio), reference=f"{backend_name} {TILED}", check="tiles")
+        return
+    bench.reference(("synth-own", be.label, bench.model_size, seconds, TILED), lambda: audio)
 
     def torch_reference():
         if backend_name == "torch":
             return audio
-        ref_fn, ref_args = windowed_synth(get_backend("torch", "cpu"), path, inputs)
+        ref_fn, ref_args = windowed_synth(get_backend("torch", "cpu"), path, inputs, tile)
         return ref_fn(*ref_args).numpy().reshape(-1)
 
-    ref = bench.reference(("synth", DEFAULT_VARIANT, bench.model_size, seconds), torch_reference)
+    ref = bench.reference(("synth", variant, bench.model_size, seconds), torch_reference)
     # spectral metrics need windows of >= 1200 samples: only the full-size rates give enough
     full = bench.model_size == "full"
     metrics = parity.audio_metrics(audio, ref, cfg.sr) if full else parity.tensor_metrics(audio, ref)

@@ -348,6 +348,33 @@ def test_chunked_matches_whole_tiny(net):
     assert np.abs(net("tiny", mel, chunk_frames=256, overlap_frames=0) - whole).max() > 100 * bound
 
 
+def test_bounded_chunk_runs_whole_what_one_window_covers():
+    assert rconfig.bounded_chunk(4096 + 2 * 1024, 4096, 1024) is None  # one window covers it: whole
+    assert rconfig.bounded_chunk(4096 + 2 * 1024 + 1, 4096, 1024) == 4096
+    assert rconfig.bounded_chunk(10**6, None, 1024) is None  # chunking off
+
+
+@pytest.mark.parametrize("backend", ["torch", "mlx"])
+def test_stage_chunks_long_inputs_by_default(backend):
+    """The RMVPE stage's chunk_frames is a default: inputs longer than one window (chunk + 2 overlaps) run chunked,
+    shorter ones whole, with the same plan on both twins. Tiny (overlap 256), chunk 256: one window is 768 frames."""
+    if backend == "torch":
+        stage = model_torch.RMVPE(torch_model("tiny"), chunk_frames=256)
+        array, mel_of = torch.from_numpy, lambda a: torch_log_mel(a)
+        net = lambda mel, **kw: net_torch("tiny", mel, **kw)  # noqa: E731
+    else:
+        stage = model_mlx.RMVPE(mlx_model("tiny"), chunk_frames=256)
+        array, mel_of = mx.array, lambda a: stage.mel(mx.array(a))[None]
+        net = lambda mel, **kw: np.array(mlx_model("tiny").mel2hidden(mel, **kw)[0])  # noqa: E731
+    for seconds, chunked in ((7.0, False), (10.0, True)):  # 701 and 1001 frames
+        audio = generate(seconds, seed=0).audio
+        mel = mel_of(audio)
+        got = np.asarray(stage.salience(array(audio)))
+        np.testing.assert_array_equal(got, net(mel, chunk_frames=256) if chunked else net(mel))
+    assert model_torch.RMVPE(torch_model("tiny")).chunk_frames == rconfig.CHUNK_FRAMES
+    assert model_mlx.RMVPE(mlx_model("tiny")).chunk_frames == rconfig.CHUNK_FRAMES
+
+
 @pytest.mark.full_size
 @pytest.mark.parametrize("net", [net_torch, net_mlx], ids=["torch", "mlx"])
 def test_chunked_matches_whole_full(net):

@@ -27,7 +27,7 @@ import pytest
 from rvc_bench import parity, tolerances
 from rvc_bench.fixtures import cache_dir, generate
 from rvc_bench.layout import CheckpointError
-from rvc_bench.synth import convert, synthetic
+from rvc_bench.synth import convert, synthetic, tiling
 from rvc_bench.synth.config import NAMES, SIZES, VARIANTS, SynthConfig, parse_name, preset
 
 SNR_TINY_DB = tolerances.bound("synth", "twins-tiny", "snr_db")  # references/parity_tolerances.csv
@@ -343,7 +343,7 @@ def test_mlx_tiles_by_default_on_the_cpu():
     from rvc_bench.synth import model_mlx, model_torch
 
     cfg = preset("v2-40k", "tiny")
-    assert model_mlx.build(cfg).tile_frames == model_mlx.TILE_FRAMES_CPU > 0
+    assert model_mlx.build(cfg).tile_frames == tiling.TILE_FRAMES_CPU > 0
     assert model_torch.build(cfg).tile_frames is None
 
 

@@ -31,6 +31,19 @@ def test_parity_bound_comes_from_the_table_and_fails_below_it():
     assert gate.exit_status(bad) == 1 and gate.exit_status(ok) == 0
 
 
+def test_parity_against_another_variant_keeps_its_stored_bound():
+    """Chunking rows are compared with another variant of the same backend ("mlx whole"): the gate applies the bound
+    stored with them (their own check), and none to a measured-only row (a variant kept to show what it costs)."""
+    run = run_with([1.0] * 5, [1.0] * 5)
+    common = dict(stage="rmvpe", device="cpu", device_name="cpu", dtype="float32", audio_seconds=60, backend="mlx")
+    run.add(variant="whole", metric="parity.max_abs", value=3e-4, unit="", reference="mlx e2e", bound=1e-4,
+            bound_op="<=", within_bound=False, **common)
+    run.add(variant="chunked-4096-no-overlap", metric="parity.max_abs", value=0.9, unit="", reference="mlx whole",
+            **common)
+    checks = [c for c in gate.evaluate(run.frame(), None) if c.kind == "parity" and "rmvpe" in c.subject]
+    assert [c.status for c in checks] == [gate.FAIL] and "rmvpe/whole" in checks[0].subject
+
+
 def test_every_stage_has_a_bound_including_the_pipeline():
     from rvc_bench import tolerances
 

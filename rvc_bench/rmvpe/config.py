@@ -12,6 +12,9 @@ from rvc_bench.stage_config import StageConfig
 PAD_MULTIPLE = 32  # frames: the log-mel is zero-padded to a multiple of this before the U-Net (WebUI mel2hidden)
 THRESHOLD = 0.03  # salience at or below this is unvoiced (the value the RVC pipeline passes; decode's default is 0.05)
 N_BINS = 360  # pitch bins, 20 cents apart
+# RMVPE's default chunk for long inputs (frames, 41 s: the pipeline's window): bounds peak memory at any length
+# (see bounded_chunk); measured costs in README "Long audio".
+CHUNK_FRAMES = 4096
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,16 @@ def chunk_windows(n_frames: int, chunk_frames: int, overlap_frames: int) -> list
         lo, hi = max(0, start - overlap_frames), min(n_frames, start + chunk_frames + overlap_frames)
         plan.append((lo, hi, start - lo, min(start + chunk_frames, n_frames) - lo))
     return plan
+
+
+def bounded_chunk(n_frames: int, chunk_frames: int | None, overlap_frames: int) -> int | None:
+    """The chunk the RMVPE stage runs `n_frames` in: None (whole sequence) when chunking is off or when one window
+    of chunk_frames plus the overlap on each side covers the input (whole inference then needs no more memory than
+    one chunk, and matches upstream exactly); else chunk_frames. So the peak is that of one such window at any length.
+    """
+    if chunk_frames is None or n_frames <= chunk_frames + 2 * overlap_frames:
+        return None
+    return chunk_frames
 
 
 def infer_config(state: Mapping[str, Any]) -> RMVPEConfig:

@@ -18,7 +18,8 @@ import numpy as np
 from rvc_bench.checkpoints import load_mlx_module
 from rvc_bench.mel.model_mlx import MelSpectrogram
 from rvc_bench.mlx_kernels import BidirectionalGRU, PhaseConvTranspose2d
-from rvc_bench.rmvpe.config import PAD_MULTIPLE, THRESHOLD, RMVPEConfig, chunk_windows
+from rvc_bench.rmvpe.config import (CHUNK_FRAMES, PAD_MULTIPLE, THRESHOLD, RMVPEConfig, bounded_chunk,
+                                   chunk_windows)
 from rvc_bench.rmvpe.decode import decode
 
 
@@ -208,7 +209,10 @@ def load(weights: Mapping[str, np.ndarray], cfg: RMVPEConfig, what: str = "RMVPE
 class RMVPE:
     """Audio (16 kHz mono float32) -> log-mel -> salience -> f0, as the RVC pipeline calls it."""
 
-    def __init__(self, model: E2E, chunk_frames: int | None = None, overlap_frames: int | None = None):
+    def __init__(self, model: E2E, chunk_frames: int | None = CHUNK_FRAMES, overlap_frames: int | None = None):
+        """chunk_frames, overlap_frames: inputs longer than one window of chunk_frames plus the overlap (default
+        cfg.default_overlap) on each side run in such chunks (config.bounded_chunk); chunk_frames=None: always
+        the whole sequence in one call."""
         self.model = model.eval()
         self.mel = MelSpectrogram()
         self.chunk_frames, self.overlap_frames = chunk_frames, overlap_frames
@@ -216,7 +220,8 @@ class RMVPE:
     def salience(self, audio: mx.array) -> mx.array:
         """[N] -> [T, 360], T = N // 160 + 1."""
         mel = self.mel(audio)[None]  # [1, T, 128]
-        return self.model.mel2hidden(mel, self.chunk_frames, self.overlap_frames)[0]
+        overlap = self.model.cfg.default_overlap if self.overlap_frames is None else self.overlap_frames
+        return self.model.mel2hidden(mel, bounded_chunk(mel.shape[1], self.chunk_frames, overlap), overlap)[0]
 
     def __call__(self, audio: mx.array, threshold: float = THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
         """[N] -> (salience [T, 360] float32, f0 [T] Hz float64, 0 = unvoiced), both numpy."""

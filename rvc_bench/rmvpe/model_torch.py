@@ -16,7 +16,8 @@ from torch import nn
 
 from rvc_bench.checkpoints import load_torch_module
 from rvc_bench.mel.model_torch import MelSpectrogram
-from rvc_bench.rmvpe.config import PAD_MULTIPLE, THRESHOLD, RMVPEConfig, chunk_windows
+from rvc_bench.rmvpe.config import (CHUNK_FRAMES, PAD_MULTIPLE, THRESHOLD, RMVPEConfig, bounded_chunk,
+                                   chunk_windows)
 from rvc_bench.rmvpe.decode import decode
 
 
@@ -202,7 +203,10 @@ def load(weights: Mapping[str, np.ndarray], cfg: RMVPEConfig, what: str = "RMVPE
 class RMVPE:
     """Audio (16 kHz mono float32) -> log-mel -> salience -> f0, as the RVC pipeline calls it."""
 
-    def __init__(self, model: E2E, chunk_frames: int | None = None, overlap_frames: int | None = None):
+    def __init__(self, model: E2E, chunk_frames: int | None = CHUNK_FRAMES, overlap_frames: int | None = None):
+        """chunk_frames, overlap_frames: inputs longer than one window of chunk_frames plus the overlap (default
+        cfg.default_overlap) on each side run in such chunks (config.bounded_chunk); chunk_frames=None: always
+        the whole sequence in one call."""
         self.model = model.eval()
         device = next(model.parameters()).device
         self.mel = MelSpectrogram().to(device)
@@ -212,7 +216,8 @@ class RMVPE:
         """[N] -> [T, 360], T = N // 160 + 1."""
         with torch.inference_mode():
             mel = self.mel(audio.unsqueeze(0))  # [1, 128, T]
-            return self.model.mel2hidden(mel, self.chunk_frames, self.overlap_frames)[0]
+            overlap = self.model.cfg.default_overlap if self.overlap_frames is None else self.overlap_frames
+            return self.model.mel2hidden(mel, bounded_chunk(mel.shape[-1], self.chunk_frames, overlap), overlap)[0]
 
     def __call__(self, audio: torch.Tensor, threshold: float = THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
         """[N] -> (salience [T, 360] float32, f0 [T] Hz float64, 0 = unvoiced), both numpy."""

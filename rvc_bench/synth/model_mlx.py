@@ -30,12 +30,6 @@ from rvc_bench.synth.config import (FLOW_DILATION_RATE, FLOW_KERNEL, FLOW_LAYERS
                                     N_FLOWS, NOISE_STD, PRIOR_NOISE_SCALE, SINE_AMP, WINDOW_SIZE, SynthConfig)
 
 
-# Default decoder tile on the CPU device, in 10 ms frames (tiling.py). Measured on full-size v2-40k (MLX 0.32.4 CPU,
-# 2-core AMD EPYC, MKL sgemm preloaded, shared machine): one pass peaks at 4.6 GiB (MLX counter) at 10 s and does not
-# fit 24 GB at 41 s; tiles of 100 / 250 / 500 / 1000 frames peak at 0.58 / 1.27 / 2.41 / 4.70 GiB at 41 s, as at
-# 10 s. Interleaved medians: a 41 s window in 124 s (250), 125 s (500), 141 s (1000); 10 s in 26.8 s (250) against
-# 28.9 s in one pass. 250 is as fast as any and half the memory of 500.
-TILE_FRAMES_CPU = 250
 
 
 def sequence_mask(lengths: mx.array, t: int) -> mx.array:
@@ -364,7 +358,7 @@ class Synthesizer(nn.Module):
         self.dec = Generator(cfg)
         self.flow = ResidualCouplingBlock(cfg.inter_channels, cfg.hidden_channels, cfg.gin_channels)
         self.emb_g = nn.Embedding(cfg.spk_embed_dim, cfg.gin_channels)
-        self.tile_frames = TILE_FRAMES_CPU if on_cpu() else None  # decoder tiles (tiling.py); 0/None: off
+        self.tile_frames = tiling.TILE_FRAMES_CPU if on_cpu() else None  # decoder tiles (tiling.py); 0/None: off
 
     def infer(self, phone, phone_lengths=None, pitch=None, nsff0=None, sid=None, eps=None, sine_noise=None,
               return_intermediates: bool = False):

@@ -14,6 +14,13 @@ import math
 
 from rvc_bench.synth.config import SynthConfig
 
+# Default decoder tile of the MLX twin on the CPU device, in 10 ms frames. Measured on full-size v2-40k (MLX 0.32.4
+# CPU, 2-core AMD EPYC, MKL sgemm preloaded, shared machine): one pass peaks at 4.6 GiB (MLX counter) at 10 s and does not
+# fit 24 GB at 41 s; tiles of 100 / 250 / 500 / 1000 frames peak at 0.58 / 1.27 / 2.41 / 4.70 GiB at 41 s, as at
+# 10 s. Interleaved medians: a 41 s window in 124 s (250), 125 s (500), 141 s (1000); 10 s in 26.8 s (250) against
+# 28.9 s in one pass. 250 is as fast as any and half the memory of 500.
+TILE_FRAMES_CPU = 250
+
 CONV_PRE_PAD = 3  # conv_pre and conv_post: kernel 7, "same" padding
 CONV_POST_PAD = 3
 
