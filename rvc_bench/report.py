@@ -182,9 +182,9 @@ class Section:
         return s if variant is None else s[s.variant == variant]
 
     def main_variant(self, stage: str) -> str | None:
-        """The variant a stage's tables show: the plain (non-chunked) one measured at the most lengths."""
+        """The variant a stage's tables show: the plain one (not a chunking variant) measured at the most lengths."""
         s = self.stage_lines(stage)
-        s = s[~s.variant.str.startswith("chunked")]
+        s = s[~s.variant.map(chunking_variant)]
         if s.empty:
             return None
         counts = s.groupby("variant").audio_seconds.nunique()
@@ -483,23 +483,74 @@ def mel_table(sec: Section, pubs: pd.DataFrame) -> str:
                    f"included). {NOTE_TIME}\n\n") + table(recs)
 
 
+def chunking_variant(variant: str) -> bool:
+    """A variant measured for the chunking table ("chunked-*", "whole", "*-whole"), beside a stage's main one."""
+    return variant.startswith("chunked") or variant.endswith("whole")
+
+
+CHUNKING_STAGES = {"rmvpe": "RMVPE: whole sequence against chunked", "synth": "Synthesizer: decoder in one pass "
+                   "against time tiles"}
+CHUNKING_NOTE = ("Each row is the stage on one backend; max abs Δ is against another variant of the same backend (the "
+                 "one named): for RMVPE the salience (the default `e2e` runs inputs longer than one window of 4096 "
+                 "frames + 1024 of overlap per side (full size) in such chunks, shorter ones whole), for the synthesizer the "
+                 "waveform.")
+
+
 def chunking_table(sec: Section) -> str:
-    head = "### RMVPE chunking: whole sequence against chunked\n\n"
-    s = sec.stage_lines("rmvpe")
-    chunked = s[s.variant.str.startswith("chunked")]
-    if chunked.empty:
-        return head + empty("no chunked RMVPE variant (`chunked-*`) beside the whole-sequence one",
-                            f"{RUN} --stages rmvpe --lengths 60,300")
-    par = results.parity(sec.rows)
+    out = []
+    for stage, title in CHUNKING_STAGES.items():
+        head = f"#### {title}\n\n"
+        s = sec.stage_lines(stage)
+        if not s.variant.map(chunking_variant).any():
+            out.append(head + empty(f"no chunking variant of {stage} beside its main one",
+                                    f"{RUN} --stages {stage} --lengths 5,60,300"))
+            continue
+        par = results.parity(sec.rows)
+        par = par[par.reference.map(results.same_backend_reference) & (par.metric == "max_abs")]
+        recs = []
+        for r in s.sort_values(["audio_seconds", "backend", "device", "variant"]).itertuples():
+            p = par[(par.stage == stage) & (par.variant == r.variant) & (par.audio_seconds == r.audio_seconds)
+                    & (par.backend == r.backend) & (par.device == r.device)]
+            recs.append({"audio": fmt_len(r.audio_seconds), "backend": col(r.backend, r.device),
+                         "variant": f"`{r.variant}`", "time": fmt_time_iqr(r.median, r.q1, r.q3),
+                         "framework peak": fmt_bytes(r.mem), "RSS Δ peak": fmt_bytes(r.rss),
+                         "max abs Δ": f"{sig(p.value.iloc[0])} vs `{p.reference.iloc[0]}`" if len(p) else "–"})
+        out.append(head + table(recs))
+    return f"### Chunking: whole against chunked\n\n{CHUNKING_NOTE} {NOTE_TIME}\n\n" + "\n".join(out)
+
+
+SCALING_STAGES = ("rmvpe", "hubert", "synth", "pipeline")
+SCALING_NOTE = ("Time(5 min) / time(5 s) of the main variant's median, against the linear 60× (goal: within ±15 %); "
+                "peak memory at 5 min over 1 min (goal: ≤ 1.2×, flat past one window), by the framework's counter "
+                "and the process's RSS Δ. Each ratio is formed inside one machine's runs.")
+
+
+def ratio_text(num: float, den: float, goal: float | None = None) -> str:
+    if not (results.finite(num) and results.finite(den)) or den <= 0:
+        return "–"
+    r = num / den
+    return f"{sig(r)}×" + (f" ({(r / goal - 1) * 100:+.0f} %)" if goal else "")
+
+
+def scaling_table(sec: Section) -> str:
+    head = "### Scaling with length\n\n"
     recs = []
-    for r in s[s.audio_seconds.isin(set(chunked.audio_seconds))].itertuples():
-        p = par[(par.stage == "rmvpe") & (par.variant == r.variant) & (par.audio_seconds == r.audio_seconds)
-                & (par.backend == r.backend) & (par.metric == "max_abs")]
-        recs.append({"variant": f"`{r.variant}`", "backend": col(r.backend, r.device), "audio": fmt_len(r.audio_seconds),
-                     "time": fmt_time_iqr(r.median, r.q1, r.q3), "framework peak": fmt_bytes(r.mem),
-                     "RSS Δ peak": fmt_bytes(r.rss),
-                     "max abs Δ salience": f"{sig(p.value.iloc[0])} vs {p.reference.iloc[0]}" if len(p) else "–"})
-    return head + f"{NOTE_TIME}\n\n" + table(recs)
+    for stage in SCALING_STAGES:
+        variant = sec.main_variant(stage)
+        if variant is None:
+            continue
+        for b, d in sec.columns():
+            c5, c60, c300 = (sec.cell(stage, variant, t, b, d) for t in (5.0, 60.0, 300.0))
+            if c300 is None:
+                continue
+            get = lambda c, k: c[k] if c is not None else math.nan  # noqa: E731
+            recs.append({"stage": TITLES[stage], "variant": f"`{variant}`", "backend": col(b, d),
+                         "time 5 min / 5 s (linear 60×)": ratio_text(get(c300, "median"), get(c5, "median"), 60),
+                         "framework peak 5 min / 1 min": ratio_text(get(c300, "mem"), get(c60, "mem")),
+                         "RSS Δ 5 min / 1 min": ratio_text(get(c300, "rss"), get(c60, "rss"))})
+    if not recs:
+        return head + empty("no stage measured at 5 min", f"{RUN} --lengths 5,60,300")
+    return head + f"{SCALING_NOTE}\n\n" + table(recs)
 
 
 def memory_table(sec: Section, stage: str, pubs: pd.DataFrame) -> str:
@@ -617,7 +668,7 @@ def machine_section(sec: Section, pubs: pd.DataFrame, figures: dict) -> str:
     parts = [f"## {sec.title}\n\nRuns " + ", ".join(f"`{r}`" for r in results.runs_of(sec.lines)) + ".\n",
              hardware_table(sec),
              speed_table(sec, "rmvpe", pubs, "RMVPE pitch detection"),
-             pipeline_table(sec, pubs), components_table(sec, pubs), mel_table(sec, pubs), chunking_table(sec),
+             pipeline_table(sec, pubs), components_table(sec, pubs), mel_table(sec, pubs), chunking_table(sec), scaling_table(sec),
              memory_section(sec, pubs), first_run_table(sec, pubs), accuracy_section(sec, pubs)]
     for stage in ("hubert", "synth"):
         if sec.main_variant(stage):

@@ -211,3 +211,42 @@ def test_across_machines_shows_absolute_times_side_by_side_and_never_a_ratio(tmp
     for text in ("400 ms", "800 ms", "1.20 s", "2.40 s", "`box-a` MLX (cpu)", "`box-b` PyTorch (cpu)"):
         assert text in across
     assert "×" not in across.split("\n\n", 2)[2]  # the table: times only
+
+
+def _rows(run, stage, variant, backend, seconds, time_s, mem, rss, **extra):
+    common = dict(stage=stage, variant=variant, backend=backend, device="cpu", device_name="cpu", dtype="float32",
+                  audio_seconds=seconds)
+    for i in range(3):
+        run.add(metric="time_warm", value=time_s * (1 + 0.01 * i), unit="s", round=i, **common)
+    run.add(metric="mem_framework_peak", value=mem, unit="bytes", **common)
+    run.add(metric="rss_peak_delta", value=rss, unit="bytes", **common)
+    for name, (value, reference) in extra.items():
+        run.add(metric=f"parity.{name}", value=value, unit="", reference=reference, **common)
+
+
+def test_scaling_and_chunking_tables_from_a_synthetic_store(tmp_path):
+    """Report logic on hand-made rows (not measurements): time(5 min)/time(5 s) against 60x, memory at 5 min over
+    1 min, per stage and backend of the main variant; chunking variants in their own table with their parity."""
+    gib = 2**30
+    for stage, variant in (("rmvpe", "e2e"), ("rmvpe", "whole"), ("rmvpe", "chunked-4096-no-overlap"),
+                           ("synth", "v2-40k-tile250"), ("synth", "v2-40k-whole")):
+        run = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
+        for backend in ("torch", "mlx"):
+            # e2e: 5 s in 1 s, 5 min in 69 s (+15 %); memory 3 GiB at 1 min, 3.3 GiB at 5 min; RSS 4 -> 8 GiB
+            times = {5.0: 1.0, 60.0: 12.0, 300.0: 69.0 if variant == "e2e" else 61.0}
+            mems = {5.0: 1 * gib, 60.0: 3 * gib, 300.0: 3.3 * gib if variant == "e2e" else 13 * gib}
+            for t in (5.0, 60.0, 300.0):
+                extra = {"max_abs": (7.7e-6, f"{backend} e2e")} if variant == "whole" else \
+                    {"max_abs": (0.93, f"{backend} whole")} if "no-overlap" in variant else {}
+                _rows(run, stage, variant, backend, t, times[t], mems[t], 4 * gib if t < 300 else 8 * gib, **extra)
+        run.flush(tmp_path, f"{stage}-{variant}")
+    doc = report.render(tmp_path).text
+    scaling = doc[doc.index("### Scaling with length"):doc.index("### Memory")]
+    rmvpe = [line for line in scaling.splitlines() if line.startswith("| RMVPE")]
+    assert len(rmvpe) == 2 and all("`e2e`" in line for line in rmvpe)  # main variant only, one row per backend
+    assert all("69.0× (+15 %)" in line and "1.10×" in line and "2.00×" in line for line in rmvpe)
+    assert "| RVC synthesis" in scaling and "HuBERT" not in scaling  # no hubert rows stored
+    chunking = doc[doc.index("### Chunking"):doc.index("### Scaling with length")]
+    assert "| 5 min   | MLX (cpu)     | `whole`" in chunking and "7.70e-6 vs `mlx e2e`" in chunking
+    assert "0.930 vs `torch whole`" in chunking and "`v2-40k-whole`" in chunking
+    assert "`e2e`" in chunking  # the default beside the variants it is compared with
