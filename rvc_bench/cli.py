@@ -47,6 +47,20 @@ def _lengths(text: str) -> str:
     return ",".join(f"{v:g}" for v in values)
 
 
+def _counts(low: int):
+    """--rounds / --warmup: one whole number >= low, or one per length (checked against --lengths in `run`)."""
+    def parse(text: str) -> str:
+        from rvc_bench.measure import per_length
+
+        try:
+            per_length(text, len(text.split(",")), low, "the count")
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return text
+
+    return parse
+
+
 def _int_at_least(low: int):
     def parse(text: str) -> int:
         try:
@@ -157,13 +171,21 @@ def cmd_run(args) -> int:
         label = machine.machine_label(args.machine_label)
     except ValueError as err:
         raise UserError(f"--machine-label: {err}") from None
+    from rvc_bench.measure import compact, per_length
+
+    n_lengths = len(args.lengths.split(","))
+    try:
+        rounds, warmup = (per_length(args.rounds, n_lengths, 1, "--rounds"),
+                          per_length(args.warmup, n_lengths, 0, "--warmup"))
+    except ValueError as err:
+        raise UserError(str(err)) from None
     run_id, started_at = run_store.new_run_id()
     machine_id = machine.machine_id(machine.machine_info(), label)
     # The plan first: if a backend's process dies, the report can tell the run is incomplete.
     store_existed = store.exists()
     run_store.write_run_plan(store, machine_id, run_id, started_at, {
         "backends": backends, "stages": args.stages, "lengths": [float(x) for x in args.lengths.split(",")],
-        "model_size": args.model_size, "rounds": args.rounds, "warmup": args.warmup,
+        "model_size": args.model_size, "rounds": compact(rounds), "warmup": compact(warmup),
         "fresh_process": args.fresh_process})
     print(f"rvc-bench run {run_id} on machine {machine_id}: stages {','.join(args.stages)}, lengths {args.lengths} s, "
           f"{args.model_size} models, {args.rounds} warm rounds + {args.warmup} warm-up, one process per backend; "
@@ -453,10 +475,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lengths", type=_lengths, default=DEFAULT_LENGTHS,
                    help=f"audio lengths in seconds (default {DEFAULT_LENGTHS}; the original grid is 5,60,300)")
     r.add_argument("--stages", type=_stages, default=list(SUITES), help="comma-separated subset of " + ",".join(SUITES))
-    r.add_argument("--rounds", type=_int_at_least(1), default=DEFAULT_ROUNDS,
-                   help=f"timed rounds (default {DEFAULT_ROUNDS})")
-    r.add_argument("--warmup", type=_int_at_least(0), default=DEFAULT_WARMUP,
-                   help=f"warm-up rounds (default {DEFAULT_WARMUP})")
+    r.add_argument("--rounds", type=_counts(1), default=str(DEFAULT_ROUNDS),
+                   help=f"timed rounds (default {DEFAULT_ROUNDS}); one per length of --lengths (e.g. 7,3,2) times "
+                   "long lengths fewer times")
+    r.add_argument("--warmup", type=_counts(0), default=str(DEFAULT_WARMUP),
+                   help=f"warm-up rounds (default {DEFAULT_WARMUP}); one, or one per length")
     r.add_argument("--model-size", choices=("full", "tiny"), default="full")
     r.add_argument("--torch-device", default="auto", help="mps, cuda or cpu (default: best available)")
     r.add_argument("--mlx-device", default="auto", help="gpu or cpu (default: best available)")

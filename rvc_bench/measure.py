@@ -24,6 +24,27 @@ from rvc_bench.backends import Backend
 DEFAULT_ROUNDS = 7  # timed rounds per benchmark (README: "Rounds, intervals and the gate")
 DEFAULT_WARMUP = 1  # untimed rounds between the cold call and the timed ones
 
+
+def per_length(text, n_lengths: int, low: int, what: str) -> list[int]:
+    """--rounds / --warmup: one count for every length ("7") or one per length of --lengths ("7,3,2"), so that a
+    long grid can time its longest lengths fewer times. Raises ValueError with a one-line message."""
+    try:
+        counts = [int(x) for x in str(text).split(",")]
+    except ValueError:
+        raise ValueError(f"{what} must be whole numbers separated by commas, got {text!r}") from None
+    if any(c < low for c in counts):
+        raise ValueError(f"{what} must be at least {low}, got {text!r}")
+    if len(counts) == 1:
+        return counts * n_lengths
+    if len(counts) != n_lengths:
+        raise ValueError(f"{what} gives {len(counts)} counts for {n_lengths} lengths: give one, or one per length")
+    return counts
+
+
+def compact(counts: list[int]) -> int | list[int]:
+    """Per-length counts as stored in a run's options: one number when every length has the same."""
+    return counts[0] if len(set(counts)) == 1 else counts
+
 # ---------------------------------------------------------------------------------------------------------------
 # Process memory: Linux has an exact, resettable high-water mark; elsewhere a sampling thread stands in.
 

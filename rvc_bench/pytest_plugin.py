@@ -37,10 +37,11 @@ def pytest_addoption(parser):
     g.addoption("--backends", default=",".join(BACKENDS), help="comma-separated subset of " + ",".join(BACKENDS))
     g.addoption("--lengths", default=None, help="audio lengths in seconds, comma-separated (default: 5 with "
                 "--benchmark-only, else 1); the original grid is 5,60,300")
-    g.addoption("--rounds", type=int, default=DEFAULT_ROUNDS,
-                help=f"warm timed rounds per benchmark (default {DEFAULT_ROUNDS})")
-    g.addoption("--warmup", type=int, default=DEFAULT_WARMUP,
-                help=f"warm-up rounds before the timed ones (default {DEFAULT_WARMUP})")
+    g.addoption("--rounds", default=str(DEFAULT_ROUNDS),
+                help=f"warm timed rounds per benchmark (default {DEFAULT_ROUNDS}); one per length of --lengths "
+                "(e.g. 7,3,2) times long lengths fewer times")
+    g.addoption("--warmup", default=str(DEFAULT_WARMUP),
+                help=f"warm-up rounds before the timed ones (default {DEFAULT_WARMUP}); one, or one per length")
     g.addoption("--model-size", choices=("tiny", "full"), default=None,
                 help="model configs (default: full with --benchmark-only, else tiny)")
     g.addoption("--weights-dir", default=None, help="folder with real rmvpe.pt / hubert_base.pt / voice .pth files")
@@ -72,9 +73,11 @@ class BenchSession:
         if unknown or not self.backend_names:
             raise pytest.UsageError(f"--backends: unknown backend {unknown[0] if unknown else '(none)'!r}; "
                                     f"choose from {', '.join(BACKENDS)}")
-        self.rounds, self.warmup = opt("rounds"), opt("warmup")
-        if self.rounds < 1 or self.warmup < 0:
-            raise pytest.UsageError("--rounds must be >= 1 and --warmup >= 0")
+        try:  # per length, aligned with self.lengths
+            self.rounds = measure.per_length(opt("rounds"), len(self.lengths), 1, "--rounds")
+            self.warmup = measure.per_length(opt("warmup"), len(self.lengths), 0, "--warmup")
+        except ValueError as err:
+            raise pytest.UsageError(str(err)) from None
         self.devices = {"torch": opt("torch_device"), "mlx": opt("mlx_device")}
         store = opt("store") or ("reports/store" if bench_only else None)
         self.store_dir = (config.rootpath / store) if store else None
@@ -120,7 +123,8 @@ class BenchSession:
             self._run = Run(machine_id=machine.machine_id(info, self.machine_label), model_size=self.model_size,
                             run_id=run_id, started_at=started_at, git_commit=commit, git_dirty=dirty, meta={
                                 "machine": info, "machine_label": self.machine_label, "options": {
-                                    "lengths": self.lengths, "rounds": self.rounds, "warmup": self.warmup,
+                                    "lengths": self.lengths, "rounds": measure.compact(self.rounds),
+                                    "warmup": measure.compact(self.warmup),
                                     "model_size": self.model_size, "backends": self.backend_names,
                                     "weights_dir": str(self.weights_dir) if self.weights_dir else None,
                                     "fresh_process": self.fresh_process}})
@@ -285,7 +289,8 @@ class Bench:
         if session.probe_mode:
             measure.write_probe_result(m.cold_s)
             return m.output
-        warm = measure.warm_rounds(benchmark, backend, fn, args, session.rounds, session.warmup)
+        i = session.lengths.index(seconds)
+        warm = measure.warm_rounds(benchmark, backend, fn, args, session.rounds[i], session.warmup[i])
         self._add(metric="time_cold", value=m.cold_s, unit="s")
         for i, t in enumerate(warm):
             self._add(metric="time_warm", value=t, unit="s", round=i)

@@ -96,6 +96,11 @@ def fmt_len(s: float) -> str:
     return f"{s:g} s" if s < 60 or s % 60 else f"{s / 60:g} min"
 
 
+def fmt_counts(counts) -> str:
+    """Rounds of a run: one number, or one per length ("7/3/2", in the order of the run's lengths)."""
+    return "/".join(map(str, counts)) if isinstance(counts, list) else str(counts)
+
+
 def table(records: list[dict]) -> str:
     """Markdown from records; a column a record lacks shows "–"."""
     return pd.DataFrame(records).fillna("–").to_markdown(index=False, disable_numparse=True) + "\n"
@@ -356,7 +361,7 @@ def runs_section(st: run_store.Store) -> str:
             "machine": f"`{info.machine_id}`", "run": f"`{info.run_id}`", "started (UTC)": info.started_at,
             "commit": (rows.git_commit.iloc[0][:10] + (" (dirty)" if rows.git_dirty.iloc[0] else "")) if len(rows)
             else "–",
-            "models": ", ".join(sizes), "rounds": f"{opts.get('rounds', '?')} + {opts.get('warmup', '?')} warm-up",
+            "models": ", ".join(sizes), "rounds": f"{fmt_counts(opts.get('rounds', '?'))} + {fmt_counts(opts.get('warmup', '?'))} warm-up",
             "backends": "; ".join(backend_text(d) for _, d in sorted(info.backends.items())) or "–",
             "status": "complete" if not missing else "**incomplete**: " + "; ".join(missing),
         })

@@ -1,6 +1,7 @@
 """The measuring core: the sync charges lazy work to the timed region, memory counters see allocations."""
 
 import numpy as np
+import pytest
 
 from rvc_bench import measure
 from rvc_bench.backends import MLXBackend, get_backend
@@ -108,3 +109,12 @@ def test_warm_rounds_keep_every_round(benchmark):
     be = get_backend("torch", "cpu")
     times = measure.warm_rounds(benchmark, be, lambda: sum(range(1000)), (), rounds=4, warmup=2)
     assert len(times) == 4 and all(t > 0 for t in times)
+
+
+def test_rounds_per_length():
+    assert measure.per_length("7", 3, 1, "--rounds") == [7, 7, 7]
+    assert measure.per_length("7,3,2", 3, 1, "--rounds") == [7, 3, 2]
+    assert measure.compact([7, 7, 7]) == 7 and measure.compact([7, 3, 2]) == [7, 3, 2]
+    for text, n in (("7,3", 3), ("0", 1), ("x", 1)):
+        with pytest.raises(ValueError, match="--rounds"):
+            measure.per_length(text, n, 1, "--rounds")
