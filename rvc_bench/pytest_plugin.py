@@ -99,6 +99,13 @@ class BenchSession:
         self.stored = 0  # benchmark files written
         self._run: Run | None = None
 
+    def rounds_for(self, seconds: float) -> tuple[int, int]:
+        """(timed rounds, warm-up) at `seconds`: its own counts when it is one of --lengths, else the most given."""
+        if seconds in self.lengths:
+            i = self.lengths.index(seconds)
+            return self.rounds[i], self.warmup[i]
+        return max(self.rounds), max(self.warmup)
+
     def backend(self, name: str):
         """The backend adapter, built (and its framework imported) on first use."""
         if name not in self.backends:
@@ -289,8 +296,7 @@ class Bench:
         if session.probe_mode:
             measure.write_probe_result(m.cold_s)
             return m.output
-        i = session.lengths.index(seconds)
-        warm = measure.warm_rounds(benchmark, backend, fn, args, session.rounds[i], session.warmup[i])
+        warm = measure.warm_rounds(benchmark, backend, fn, args, *session.rounds_for(seconds))
         self._add(metric="time_cold", value=m.cold_s, unit="s")
         for i, t in enumerate(warm):
             self._add(metric="time_warm", value=t, unit="s", round=i)
