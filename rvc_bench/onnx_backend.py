@@ -100,6 +100,7 @@ class OnnxBackend(Backend):
         so.intra_op_num_threads = self.threads
         so.execution_mode = self.ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3  # errors only: ORT warns on every run whose shapes differ from the export example
+        so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")  # for placement()
         return so
 
     def session(self, path: str | os.PathLike):
@@ -111,6 +112,14 @@ class OnnxBackend(Backend):
             raise BackendError(f"onnxruntime could not start {self.provider} for {path} "
                                f"(the session has {', '.join(session.get_providers())})")
         return session
+
+    @staticmethod
+    def placement(session) -> dict[str, int]:
+        """Graph nodes per execution provider in `session` (what a cuda or coreml row really ran on the device)."""
+        counts: dict[str, int] = {}
+        for subgraph in session.get_provider_graph_assignment_info():
+            counts[subgraph.ep_name] = counts.get(subgraph.ep_name, 0) + len(subgraph.get_nodes())
+        return counts
 
     def from_numpy(self, x: np.ndarray, dtype=None) -> np.ndarray:
         # Runners feed host arrays on every provider: ORT copies them to the device inside Run (IO binding, which

@@ -4,7 +4,7 @@ ONNX runner checks before it runs a file (ours or an upstream export).
 Export: torch.onnx.export(dynamo=True) at a fixed opset 18. The TorchScript exporter (dynamo=False, deprecated
 since torch 2.9) cannot export the mel front end at all: it has no complex STFT. Opset 18 is the dynamo exporter's
 native opset (torch 2.13 translates to it without a version conversion), has STFT (17+), and is what upstream RVC's
-own synthesizer export uses; onnxruntime >= 1.14 runs it.
+own synthesizer export uses.
 
 One fix-up after every export: the exporter annotates intermediate values with shapes taken from its fake-tensor
 trace, and for nn.GRU (RMVPE's BiGRU) that trace keeps the example's frame count as a fixed size. ONNX Runtime's

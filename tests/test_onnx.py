@@ -199,6 +199,8 @@ def test_device_choice_options_and_description():
     assert d["device"] == "cpu" and d["device_name"] and d["onnxruntime_version"]
     assert d["onnx_providers"] == "CPUExecutionProvider" and d["onnx_graph_optimization"] == "ORT_ENABLE_ALL"
     assert d["onnx_intra_op_threads"] == physical_cores()
+    placement = backend.placement(backend.session(mel_path()))
+    assert list(placement) == [backend.provider] and placement[backend.provider] > 0
     options = backend.session_options()
     assert options.intra_op_num_threads == physical_cores()
     assert str(options.graph_optimization_level).endswith("ORT_ENABLE_ALL")
