@@ -99,7 +99,6 @@ class OnnxBackend(Backend):
         so.graph_optimization_level = getattr(self.ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION)
         so.intra_op_num_threads = self.threads
         so.execution_mode = self.ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3  # errors only: ORT warns on every run whose shapes differ from the export example
         so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")  # for placement()
         return so
 
