@@ -50,7 +50,7 @@ def parity_checks(rows: pd.DataFrame) -> list[Check]:
     checks = []
     par = results.parity(rows)
     for r in par.sort_values(["machine_id", "stage", "variant", "audio_seconds", "backend", "metric"]).itertuples():
-        b = tolerances.bounds(r.stage).get(r.metric)
+        b = tolerances.bounds(r.stage, tolerances.BENCHMARK, r.backend).get(r.metric)
         if b is None:
             continue
         checks.append(Check("parity", f"{r.stage}/{r.variant} {r.backend}({r.device}) {r.audio_seconds:g}s "

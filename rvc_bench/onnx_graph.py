@@ -14,7 +14,9 @@ inputs and outputs are declared from the runner's contract (`Port`), with named 
 
 Cache: exports live in <cache>/onnx/, named by stage and variant plus a key hashed from the source checkpoint's
 SHA-256, the opset, the torch and onnxscript versions and EXPORT_VERSION, so a changed checkpoint or exporter
-re-exports. The same facts, and the stage's config, are written into the file's metadata_props.
+re-exports. The same facts, and the stage's config, are written into the file's metadata_props. The key is computed
+from package metadata, so finding a cached export imports neither torch nor the exporter; `ensure_exported` makes a
+missing one in a child process, so that a process measuring ONNX Runtime never runs (or imports) torch for it.
 """
 
 from __future__ import annotations
@@ -22,14 +24,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from rvc_bench.fileio import atomic_write_bytes
 from rvc_bench.layout import CheckpointError
 
 OPSET = 18
-EXPORT_VERSION = 1  # bump when an export wrapper changes what a graph computes, so cached exports are redone
+EXPORT_VERSION = 2  # bump when an export wrapper changes what a graph computes, so cached exports are redone
 META_PREFIX = "rvc_bench."
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(double)": "float64",
               "tensor(int32)": "int32", "tensor(float16)": "float16", "tensor(bool)": "bool"}
@@ -114,19 +120,19 @@ def open_session(path: str | os.PathLike, backend, stage: str) -> tuple[object, 
 
 
 def exporter_versions() -> dict:
-    import onnxscript
-    import torch
-
-    return {"opset": OPSET, "torch": torch.__version__, "onnxscript": onnxscript.__version__,
-            "export_version": EXPORT_VERSION}
+    versions = {}
+    for dist in ("torch", "onnxscript"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {"opset": OPSET, **versions, "export_version": EXPORT_VERSION}
 
 
 def export(module, args: tuple, path: str | os.PathLike, inputs: Sequence[Port], outputs: Sequence[Port],
            dynamic_shapes: Mapping[str, dict | None], metadata: Mapping[str, object]) -> Path:
     """Export `module(*args)` (forward's parameters named like `inputs`) to `path`, atomically."""
     import torch
-
-    from rvc_bench.checkpoints import atomic_write_bytes
 
     with torch.no_grad():
         program = torch.onnx.export(module.eval(), args, dynamo=True, opset_version=OPSET, verbose=False,
@@ -151,26 +157,62 @@ def export(module, args: tuple, path: str | os.PathLike, inputs: Sequence[Port],
     return path
 
 
-def file_sha256(path: str | os.PathLike) -> str:
+def source_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a checkpoint file, or of a checkpoint folder (a Hugging Face ContentVec): its files' names and
+    contents."""
+    path = Path(path)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+        if path.is_dir():
+            h.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
     return h.hexdigest()
+
+
+def export_path(cache_dir: str | os.PathLike, stage: str, variant: str, source: str | os.PathLike | None) -> Path:
+    """<cache>/onnx/<stage>-<variant>-<key>.onnx: key hashes the source checkpoint's SHA-256 (None for graphs
+    without weights, e.g. mel), the variant and exporter_versions(). Imports nothing heavy."""
+    digest = source_sha256(source) if source is not None else ""
+    key_src = json.dumps({"source_sha256": digest, "variant": variant, **exporter_versions()}, sort_keys=True)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
+    return Path(cache_dir) / "onnx" / f"{stage}-{variant}-{key}.onnx"
 
 
 def cached_export(cache_dir: str | os.PathLike, stage: str, variant: str, source: str | os.PathLike | None,
                   export_to: Callable[[Path, dict], object]) -> Path:
-    """<cache>/onnx/<stage>-<variant>-<key>.onnx, exported by `export_to(path, metadata)` on first use.
-
-    key hashes the source checkpoint's SHA-256 (None for graphs without weights, e.g. mel), the variant and
-    exporter_versions(); metadata carries the source's name and hash into the file.
-    """
-    digest = file_sha256(source) if source is not None else ""
-    key_src = json.dumps({"source_sha256": digest, "variant": variant, **exporter_versions()}, sort_keys=True)
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
-    path = Path(cache_dir) / "onnx" / f"{stage}-{variant}-{key}.onnx"
+    """export_path(...), exported in this process by `export_to(path, metadata)` on first use; metadata carries
+    the source's name and hash into the file."""
+    path = export_path(cache_dir, stage, variant, source)
     if not path.is_file():
-        meta = {"source": Path(source).name, "source_sha256": digest} if source is not None else {}
+        meta = {"source": Path(source).name, "source_sha256": source_sha256(source)} if source is not None else {}
         export_to(path, meta)
+    return path
+
+
+_CHILD = """import importlib, json, sys
+from rvc_bench.layout import CheckpointError
+try:
+    importlib.import_module(sys.argv[1]).ensure(*json.loads(sys.argv[2]), **json.loads(sys.argv[3]))
+except CheckpointError as err:
+    sys.exit(f"rvc-bench: error: {err}")
+"""
+
+
+def ensure_exported(path: Path, module: str, *args, **kwargs) -> Path:
+    """`path`, made by `module.ensure(*args, **kwargs)` in a fresh interpreter when missing: the calling process
+    (which may be measuring ONNX Runtime) never imports torch or runs its exporter. A bad checkpoint is the child's
+    one-line CheckpointError; any other failure names the export and the child's last line."""
+    if path.is_file():
+        return path
+    print(f"rvc-bench: exporting {path.name} to ONNX (once; cached in {path.parent})", file=sys.stderr, flush=True)
+    proc = subprocess.run([sys.executable, "-c", _CHILD, module, json.dumps([str(a) if isinstance(a, Path) else a
+                                                                           for a in args]), json.dumps(kwargs)],
+                          capture_output=True, text=True)
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    if proc.returncode != 0 and tail.startswith("rvc-bench: error: "):
+        raise CheckpointError(tail.removeprefix("rvc-bench: error: "))
+    if proc.returncode != 0 or not path.is_file():
+        raise OnnxModelError(f"ONNX export of {path.name} failed (status {proc.returncode}): {tail}")
     return path

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -56,25 +55,40 @@ def export(model, version: str, path: str | os.PathLike, metadata: dict | None =
                               **(metadata or {})})
 
 
-def ensure(checkpoint: str | os.PathLike, load_torch: Callable, version: str = "v2",
-           cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cached export of `checkpoint`'s `version` features; `load_torch(checkpoint)` gives the torch model on a
-    miss."""
-    from rvc_bench.fixtures import cache_dir as default_cache
+def _variant(checkpoint: str | os.PathLike, config: str, version: str) -> str:
+    width(get_config(config), version)  # an unknown version or preset fails before any hashing or export
+    return f"{Path(checkpoint).stem}-{config}-{version}"
 
-    width(get_config("full"), version)  # an unknown version fails before any hashing or export
-    return onnx_graph.cached_export(cache_dir or default_cache(), STAGE, f"{Path(checkpoint).stem}-{version}",
-                                    checkpoint, lambda path, meta: export(load_torch(checkpoint), version, path, meta))
+
+def export_path(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike, config: str = "full",
+                version: str = "v2") -> Path:
+    """Where the export of `checkpoint`'s `version` features (HuBERT preset `config`) is cached."""
+    return onnx_graph.export_path(cache_dir, STAGE, _variant(checkpoint, config, version), checkpoint)
+
+
+def ensure(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike, config: str = "full",
+           version: str = "v2") -> Path:
+    """The cached export, made in this process from the torch twin on first use (imports torch)."""
+    from rvc_bench.hubert.convert import load_torch
+
+    return onnx_graph.cached_export(cache_dir, STAGE, _variant(checkpoint, config, version), checkpoint,
+                                    lambda path, meta: export(load_torch(checkpoint, config=config), version, path,
+                                                              meta))
+
+
+def exported(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike, config: str = "full",
+             version: str = "v2") -> Path:
+    """The cached export, made in a child process on first use (this process imports no torch)."""
+    return onnx_graph.ensure_exported(export_path(checkpoint, cache_dir, config, version), __name__, checkpoint,
+                                      cache_dir, config=config, version=version)
 
 
 class HubertModel:
     """RVC content features of one version: features / features_windowed as the twins' (source [B, N])."""
 
-    def __init__(self, path: str | os.PathLike, backend=None, cfg: HubertConfig | str = "full"):
-        from rvc_bench.onnx_backend import OnnxBackend
-
-        self.backend = backend or OnnxBackend()
-        self.session, self.meta = onnx_graph.open_session(path, self.backend, STAGE)
+    def __init__(self, path: str | os.PathLike, backend, cfg: HubertConfig | str = "full"):
+        self.backend = backend
+        self.session, self.meta = onnx_graph.open_session(path, backend, STAGE)
         if self.meta:
             self.cfg = get_config(HubertConfig.from_dict(json.loads(self.meta["config"])))
             self.version = self.meta["version"]
@@ -116,6 +130,12 @@ class HubertModel:
         return np.concatenate([self.features(source[:, a:b], version) for a, b in spans], axis=1)
 
 
-def load(path: str | os.PathLike, backend=None, cfg: HubertConfig | str = "full") -> HubertModel:
-    """An exported (or upstream ContentVec) .onnx on an OnnxBackend; `cfg` applies to upstream files only."""
-    return HubertModel(path, backend, cfg)
+def load(path: str | os.PathLike, backend, config: HubertConfig | str = "full", version: str | None = None
+         ) -> HubertModel:
+    """An exported (or upstream ContentVec) .onnx on an OnnxBackend. `config` applies to upstream files only (ours
+    carry theirs); `version`, when given, must be the one the graph computes (one graph per version: ONNX Runtime
+    runs every node of a graph, whatever outputs are asked for, so a graph with both would run v2's layers for v1)."""
+    model = HubertModel(path, backend, config)
+    if version is not None and version != model.version:
+        raise OnnxModelError(f"{path}: the graph computes {model.version} features, not {version}")
+    return model

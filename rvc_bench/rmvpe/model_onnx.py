@@ -4,7 +4,8 @@ numpy in, numpy out.
 
 The graph is the network alone, log-mel [1, 128, T] (T a multiple of 32) -> salience [1, T, 360]: the interface
 of upstream's rmvpe.onnx, which therefore loads here too (its tensor names vary, so it is checked by position).
-The log-mel comes from the mel stage's ONNX graph; padding, cropping and decoding are numpy.
+The log-mel comes from the mel stage's ONNX graph (rvc_bench.mel.model_onnx); padding, cropping and decoding are
+numpy.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -43,22 +43,30 @@ def export(model, path: str | os.PathLike, metadata: dict | None = None) -> Path
                              {"stage": STAGE, "variant": VARIANT, "config": cfg.to_dict(), **(metadata or {})})
 
 
-def ensure(checkpoint: str | os.PathLike, load_torch: Callable, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cached export of `checkpoint` (an rmvpe.pt); `load_torch(checkpoint)` gives the torch E2E on a miss."""
-    from rvc_bench.fixtures import cache_dir as default_cache
+def export_path(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
+    """Where the export of `checkpoint` (an rmvpe.pt, or its keys in a .safetensors) is cached."""
+    return onnx_graph.export_path(cache_dir, STAGE, Path(checkpoint).stem, checkpoint)
 
-    return onnx_graph.cached_export(cache_dir or default_cache(), STAGE, Path(checkpoint).stem, checkpoint,
-                                    lambda path, meta: export(load_torch(checkpoint), path, meta))
+
+def ensure(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
+    """The cached export of `checkpoint`, made in this process from the torch twin on first use (imports torch)."""
+    from rvc_bench.rmvpe.convert import load_torch
+
+    return onnx_graph.cached_export(cache_dir, STAGE, Path(checkpoint).stem, checkpoint,
+                                    lambda path, meta: export(load_torch(checkpoint).model, path, meta))
+
+
+def exported(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
+    """The cached export, made in a child process on first use (this process imports no torch)."""
+    return onnx_graph.ensure_exported(export_path(checkpoint, cache_dir), __name__, checkpoint, cache_dir)
 
 
 class E2E:
     """Log-mel [B, 128, T] (T a multiple of 32) -> salience [B, T, 360], as the twins' E2E."""
 
-    def __init__(self, path: str | os.PathLike, backend=None, cfg: RMVPEConfig | None = None):
-        from rvc_bench.onnx_backend import OnnxBackend
-
-        self.backend = backend or OnnxBackend()
-        self.session, self.meta = onnx_graph.open_session(path, self.backend, STAGE)
+    def __init__(self, path: str | os.PathLike, backend, cfg: RMVPEConfig | None = None):
+        self.backend = backend
+        self.session, self.meta = onnx_graph.open_session(path, backend, STAGE)
         # Our exports carry their config; an upstream rmvpe.onnx is the released model (the "full" preset).
         self.cfg = RMVPEConfig.from_dict(json.loads(self.meta["config"])) if self.meta else (cfg or preset("full"))
         inputs, outputs = ports(self.cfg)
@@ -92,19 +100,11 @@ def _pad_frames(mel: np.ndarray, n_frames: int) -> np.ndarray:
     return np.pad(mel, ((0, 0), (0, 0), (0, n_pad))) if n_pad else mel
 
 
-def load(path: str | os.PathLike, backend=None) -> E2E:
-    """An exported (or upstream) RMVPE .onnx on an OnnxBackend (default: the first available device)."""
-    return E2E(path, backend)
-
-
 class RMVPE:
     """Audio (16 kHz mono float32) -> log-mel -> salience -> f0, as the RVC pipeline calls it."""
 
-    def __init__(self, model: E2E, chunk_frames: int | None = None, overlap_frames: int | None = None, mel=None):
-        from rvc_bench.mel.model_onnx import MelSpectrogram
-
-        self.model = model
-        self.mel = mel or MelSpectrogram(backend=model.backend)
+    def __init__(self, model: E2E, mel, chunk_frames: int | None = None, overlap_frames: int | None = None):
+        self.model, self.mel = model, mel
         self.chunk_frames, self.overlap_frames = chunk_frames, overlap_frames
 
     def salience(self, audio: np.ndarray) -> np.ndarray:
@@ -117,3 +117,11 @@ class RMVPE:
         salience = self.salience(audio)
         return salience, decode(salience, threshold)
 
+
+def load(path: str | os.PathLike, backend, chunk_frames: int | None = None, overlap_frames: int | None = None,
+         cache_dir: str | os.PathLike | None = None) -> RMVPE:
+    """The RMVPE stage from an exported (or upstream) RMVPE .onnx on an OnnxBackend, with the log-mel graph from the
+    export cache (default: the fixture cache), as convert.load_torch gives the torch stage."""
+    from rvc_bench.mel import model_onnx as mel_onnx
+
+    return RMVPE(E2E(path, backend), mel_onnx.load(backend, cache_dir), chunk_frames, overlap_frames)

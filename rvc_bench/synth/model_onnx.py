@@ -3,12 +3,12 @@ sample, reversed flow, NSF-HiFiGAN) with a dynamic frame axis, and run with the 
 out. Both random draws are graph inputs, so parity is deterministic:
 
   rvc-bench layout (our exports)   phone [1, T, C], phone_lengths [1], pitch [1, T] int64, pitchf [1, T] Hz, sid [1],
-                                   eps [1, inter, T], sine_noise [1, T * upp] -> audio [1, 1, T * upp]
+                                   eps [1, T, inter], sine_noise [1, T * upp] -> audio [1, 1, T * upp]
                                    ("-nono" voices: phone, phone_lengths, sid, eps)
   upstream layout (RVC's export)   phone, phone_lengths, pitch, pitchf, ds [1], rnd [1, inter, T] -> audio
 
 An upstream file (SynthesizerTrnMsNSFsidM, pitch voices only) multiplies rnd by nothing where the twins scale eps by
-0.66666, so the runner passes rnd = 0.66666 * eps; it draws the NSF source noise inside the graph, so its output
+0.66666, so the runner passes rnd = 0.66666 * eps (channels first); it draws the NSF source noise inside the graph, so its output
 cannot be reproduced and passing `sine_noise` to it is an error. It carries no config: pass the voice's SynthConfig.
 
 The export traces relative attention on more frames than its window (T > 11), so T >= MIN_FRAMES is required; the
@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -31,7 +30,6 @@ from rvc_bench.synth.config import PRIOR_NOISE_SCALE, WINDOW_SIZE, SynthConfig
 STAGE = "synth"
 MIN_FRAMES = WINDOW_SIZE + 2
 EXAMPLE_FRAMES = 50  # export example; the frame axis is dynamic
-LAYOUTS = ("rvc-bench", "upstream")
 
 
 def ports(cfg: SynthConfig, layout: str = "rvc-bench") -> tuple[tuple[Port, ...], tuple[Port, ...]]:
@@ -42,7 +40,7 @@ def ports(cfg: SynthConfig, layout: str = "rvc-bench") -> tuple[tuple[Port, ...]
     if layout == "upstream":
         return (*phone, *pitch, Port("ds", "int64", (1,)),
                 Port("rnd", "float32", (1, cfg.inter_channels, "frames"))), audio
-    eps = (Port("sid", "int64", (1,)), Port("eps", "float32", (1, cfg.inter_channels, "frames")))
+    eps = (Port("sid", "int64", (1,)), Port("eps", "float32", (1, "frames", cfg.inter_channels)))
     if not cfg.f0:
         return (*phone, *eps), audio
     return (*phone, *pitch, *eps, Port("sine_noise", "float32", (1, "samples"))), audio
@@ -70,11 +68,11 @@ def export(model, path: str | os.PathLike, metadata: dict | None = None) -> Path
     t = EXAMPLE_FRAMES
     example = {"phone": torch.randn(1, t, cfg.phone_channels, generator=g), "phone_lengths": torch.tensor([t]),
                "pitch": torch.randint(1, 256, (1, t), generator=g), "pitchf": 100 + 200 * torch.rand(1, t, generator=g),
-               "sid": torch.tensor([0]), "eps": torch.randn(1, cfg.inter_channels, t, generator=g),
+               "sid": torch.tensor([0]), "eps": torch.randn(1, t, cfg.inter_channels, generator=g),
                "sine_noise": torch.randn(1, t * cfg.upp, generator=g)}
     frames = torch.export.Dim("frames", min=MIN_FRAMES)
     dims = {"phone": {1: frames}, "phone_lengths": None, "pitch": {1: frames}, "pitchf": {1: frames}, "sid": None,
-            "eps": {2: frames}, "sine_noise": {1: cfg.upp * frames}}
+            "eps": {1: frames}, "sine_noise": {1: cfg.upp * frames}}
     inputs, outputs = ports(cfg)
     names = [p.name for p in inputs]
     return onnx_graph.export(Infer() if cfg.f0 else InferNoPitch(), tuple(example[n] for n in names), path, inputs,
@@ -82,23 +80,31 @@ def export(model, path: str | os.PathLike, metadata: dict | None = None) -> Path
                              {"stage": STAGE, "variant": cfg.name, "config": cfg.to_dict(), **(metadata or {})})
 
 
-def ensure(checkpoint: str | os.PathLike, load_torch: Callable, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cached export of a voice `.pth`; `load_torch(checkpoint)` gives the torch Synthesizer on a miss."""
-    from rvc_bench.fixtures import cache_dir as default_cache
+def export_path(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
+    """Where the export of a voice `.pth` is cached."""
+    return onnx_graph.export_path(cache_dir, STAGE, Path(checkpoint).stem, checkpoint)
 
-    return onnx_graph.cached_export(cache_dir or default_cache(), STAGE, Path(checkpoint).stem, checkpoint,
+
+def ensure(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
+    """The cached export, made in this process from the torch twin on first use (imports torch)."""
+    from rvc_bench.synth.convert import load_torch
+
+    return onnx_graph.cached_export(cache_dir, STAGE, Path(checkpoint).stem, checkpoint,
                                     lambda path, meta: export(load_torch(checkpoint), path, meta))
 
 
+def exported(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
+    """The cached export, made in a child process on first use (this process imports no torch)."""
+    return onnx_graph.ensure_exported(export_path(checkpoint, cache_dir), __name__, checkpoint, cache_dir)
+
+
 class Synthesizer:
-    """`infer` as the twins': phone [B, T, C], phone_lengths [B], pitch [B, T] and nsff0 [B, T] (pitch voices), sid
-    [B], eps [B, inter, T], sine_noise [B, T * upp] -> audio [B, 1, T * upp]."""
+    """`infer` as the twins': phone [B, T, C], phone_lengths [B] (None: every frame valid), pitch [B, T] and nsff0
+    [B, T] (pitch voices), sid [B], eps [B, T, inter], sine_noise [B, T * upp] -> audio [B, 1, T * upp]."""
 
-    def __init__(self, path: str | os.PathLike, backend=None, cfg: SynthConfig | None = None):
-        from rvc_bench.onnx_backend import OnnxBackend
-
-        self.backend = backend or OnnxBackend()
-        self.session, self.meta = onnx_graph.open_session(path, self.backend, STAGE)
+    def __init__(self, path: str | os.PathLike, backend, cfg: SynthConfig | None = None):
+        self.backend = backend
+        self.session, self.meta = onnx_graph.open_session(path, backend, STAGE)
         names = {i.name for i in self.session.get_inputs()}
         self.layout = "upstream" if not self.meta and "rnd" in names else "rvc-bench"
         if self.meta:
@@ -119,7 +125,8 @@ class Synthesizer:
         """Whether the NSF source noise is an input (reproducible output) rather than drawn inside the graph."""
         return self.layout == "rvc-bench"
 
-    def infer(self, phone, phone_lengths, pitch=None, nsff0=None, sid=None, eps=None, sine_noise=None) -> np.ndarray:
+    def infer(self, phone, phone_lengths=None, pitch=None, nsff0=None, sid=None, eps=None, sine_noise=None
+              ) -> np.ndarray:
         cfg = self.cfg
         phone = np.asarray(phone, dtype=np.float32)
         b, t = phone.shape[:2]
@@ -131,8 +138,10 @@ class Synthesizer:
             raise ValueError("this upstream-exported synthesizer draws its NSF noise inside the graph: sine_noise "
                              "cannot be injected (its output is not reproducible)")
         sid = np.zeros(b, np.int64) if sid is None else np.asarray(sid, np.int64)
+        if phone_lengths is None:
+            phone_lengths = np.full(b, t, np.int64)  # all frames valid: a mask of ones, as the twins' None
         if eps is None:  # the twins draw these when not given; so does upstream's ONNX inference
-            eps = np.random.standard_normal((b, cfg.inter_channels, t)).astype(np.float32)
+            eps = np.random.standard_normal((b, t, cfg.inter_channels)).astype(np.float32)
         if sine_noise is None and cfg.f0 and self.injects_sine_noise:
             sine_noise = np.random.standard_normal((b, t * cfg.upp)).astype(np.float32)
         out = []
@@ -141,7 +150,8 @@ class Synthesizer:
             if cfg.f0:
                 feed.update(pitch=np.asarray(pitch, np.int64)[i:i + 1], pitchf=np.asarray(nsff0, np.float32)[i:i + 1])
             if self.layout == "upstream":
-                feed.update(ds=sid[i:i + 1], rnd=np.float32(PRIOR_NOISE_SCALE) * np.asarray(eps, np.float32)[i:i + 1])
+                rnd = np.float32(PRIOR_NOISE_SCALE) * np.asarray(eps, np.float32)[i:i + 1].transpose(0, 2, 1)
+                feed.update(ds=sid[i:i + 1], rnd=np.ascontiguousarray(rnd))
             else:
                 feed.update(sid=sid[i:i + 1], eps=np.asarray(eps, np.float32)[i:i + 1])
                 if cfg.f0:
@@ -150,15 +160,22 @@ class Synthesizer:
         return np.concatenate(out)
 
 
-def load(path: str | os.PathLike, backend=None, cfg: SynthConfig | None = None) -> Synthesizer:
+def load(path: str | os.PathLike, backend, cfg: SynthConfig | None = None) -> Synthesizer:
     """An exported (or upstream, with `cfg`) synthesizer .onnx on an OnnxBackend."""
     return Synthesizer(path, backend, cfg)
 
 
+def prepare(inputs) -> dict:
+    """SynthInputs (time-major numpy) -> infer() keyword arguments, batch 1, as the twins' prepare."""
+    b = lambda a: np.ascontiguousarray(a)[None]  # noqa: E731
+    return dict(phone=b(inputs.phone), pitch=b(inputs.pitch), nsff0=b(inputs.pitchf), eps=b(inputs.eps),
+                sine_noise=b(inputs.sine_noise))
+
+
 def run(model: Synthesizer, inputs) -> dict:
-    """One call on SynthInputs (time-major numpy, as the twins' run); returns {"audio": [T * upp]} (the graph has no
-    intermediate outputs)."""
-    noise = inputs.sine_noise[None] if model.cfg.f0 and model.injects_sine_noise else None
-    audio = model.infer(inputs.phone[None], np.array([inputs.frames]), inputs.pitch[None], inputs.pitchf[None],
-                        eps=inputs.eps.T[None], sine_noise=noise)
-    return {"audio": audio.reshape(-1)}
+    """One call on SynthInputs; returns {"audio": [T * upp]} (the graph has no intermediate outputs). An upstream
+    graph draws its own NSF noise, so the inputs' sine_noise is not passed to it."""
+    kwargs = prepare(inputs)
+    if not model.injects_sine_noise:
+        kwargs["sine_noise"] = None
+    return {"audio": model.infer(**kwargs).reshape(-1)}
