@@ -195,8 +195,8 @@ def cmd_run(args) -> int:
         cmd = [sys.executable, "-m", "pytest", *selected, "--benchmark-only", "-p", "no:cacheprovider", "-q",
                "--lengths", args.lengths, "--rounds", str(args.rounds), "--warmup", str(args.warmup),
                "--model-size", args.model_size, "--torch-device", args.torch_device, "--mlx-device", args.mlx_device,
-               "--onnx-device", args.onnx_device, "--backends", backend, "--run-id", f"{run_id}@{started_at}", "--store", str(store),
-               "--machine-label", label,
+               "--onnx-device", args.onnx_device, "--backends", backend, "--run-id", f"{run_id}@{started_at}",
+               "--store", str(store), "--machine-label", label,
                "--benchmark-columns", "median,iqr,rounds", "--benchmark-sort", "name"]
         if args.fresh_process:
             cmd.append("--fresh-process")

@@ -438,3 +438,48 @@ def test_mismatched_files_are_refused_naming_the_mismatch(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     assert "not a loadable ONNX model" in refusal(rmvpe_e2e, tmp_path / "junk.onnx")
     assert "ONNX model not found" in refusal(rmvpe_e2e, tmp_path / "missing.onnx")
+
+
+# ---- end to end through the CLI -----------------------------------------------------------------------------------
+
+
+def test_run_with_onnx_stores_rows_held_to_the_table_and_reports_them(tmp_path):
+    """`rvc-bench run --backends torch,onnx` (tiny models): one process per backend, ONNX Runtime's rows in the same
+    store with parity against torch within the table, and the report's tables naming onnx:cpu."""
+    from rvc_bench import results, store
+
+    proc = subprocess.run([sys.executable, "-m", "rvc_bench.cli", "run", "--stages", "mel,rmvpe", "--lengths", "0.5",
+                           "--rounds", "3", "--model-size", "tiny", "--backends", "torch,onnx",
+                           "--store", str(tmp_path / "store"), "--report", str(tmp_path / "B.md")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = store.read(tmp_path / "store").rows
+    onnx_rows = rows[rows.backend == "onnx"]
+    assert set(onnx_rows.device) == {"cpu"} and set(onnx_rows.stage) == {"mel", "rmvpe"}
+    par = results.parity(rows)
+    held = par[(par.backend == "onnx") & par.within_bound.notna()]
+    assert set(held.stage) == {"mel", "rmvpe"} and held.within_bound.astype(bool).all(), held.to_string()
+    assert (onnx_rows.metric == "time_warm").sum() == 2 * 3  # two benchmarks, three rounds each
+    assert "onnx:cpu" in (tmp_path / "B.md").read_text()
+
+
+def test_infer_with_onnx_matches_torch(tmp_path, capsys):
+    """`rvc-bench infer --backend onnx` on tiny synthetic models: the same conversion as torch's within the
+    end-to-end bounds (the pipeline's f0 check, and the waveform SNR when no frame flips voicing)."""
+    import soundfile as sf
+
+    from rvc_bench import cli, fixtures
+
+    voice = stages.SYNTH.checkpoint(cache_dir(), "tiny")
+    src = tmp_path / "in.wav"
+    sf.write(src, fixtures.generate(1.0, seed=5).audio, 16000, subtype="FLOAT")
+    out = {}
+    for name in ("torch", "onnx"):
+        path = tmp_path / f"{name}.wav"
+        assert cli.main(["infer", str(voice), str(src), "-o", str(path), "--seed", "1", "--model-size", "tiny",
+                         "--synthetic-models", "--backend", name]) == 0
+        out[name] = sf.read(path, dtype="float32")[0]
+    assert "on onnx:cpu (onnxruntime " in capsys.readouterr().out
+    assert out["onnx"].shape == out["torch"].shape and np.any(out["torch"])
+    within_table("pipeline", {"snr_db": parity.tensor_metrics(out["onnx"], out["torch"])["snr_db"]},
+                 check="e2e-f0-agrees", only=("snr_db",))
