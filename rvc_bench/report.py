@@ -357,10 +357,12 @@ def runs_section(st: run_store.Store) -> str:
             "commit": (rows.git_commit.iloc[0][:10] + (" (dirty)" if rows.git_dirty.iloc[0] else "")) if len(rows)
             else "–",
             "models": ", ".join(sizes), "rounds": f"{opts.get('rounds', '?')} + {opts.get('warmup', '?')} warm-up",
+            "wall time": "–" if info.wall_seconds() is None else f"{sig(info.wall_seconds() / 60)} min",
             "backends": "; ".join(backend_text(d) for _, d in sorted(info.backends.items())) or "–",
             "status": "complete" if not missing else "**incomplete**: " + "; ".join(missing),
         })
-    return "## Runs\n\nEvery run in the store. Tables below take, for each measurement, the newest run on that " \
+    return "## Runs\n\nEvery run in the store; wall time: from its start to the end of its last process (loading, " \
+           "synthetic checkpoints and exports made on the way included). Tables below take, for each measurement, the newest run on that " \
            "machine that measured it, and never combine two runs in one ratio.\n\n" + (table(recs) if recs else "")
 
 
