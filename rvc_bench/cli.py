@@ -466,6 +466,8 @@ def cmd_infer(args) -> int:
             hubert = hubert or _synthetic_checkpoint("--hubert", stages.HUBERT, hubert_preset)
             rmvpe = rmvpe or _synthetic_checkpoint("--rmvpe", stages.RMVPE, args.model_size)
         models = pipeline.load_models(backend, args.voice, hubert, rmvpe, hubert_preset)
+        if args.tile_frames is not None:
+            models.synth.tile_frames = args.tile_frames
         embedder = read_metadata(args.voice).get("embedder_model", DEFAULT_EMBEDDER)
         if embedder != DEFAULT_EMBEDDER:  # the features must come from the encoder the voice was trained on
             print(f"rvc-bench infer: note: {args.voice} was trained on {embedder!r} features (its embedder_model), "
@@ -617,6 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--protect", type=float, default=0.33, help="protect unvoiced frames 0..0.5 (0.5: off; default 0.33)")
     i.add_argument("--rms-mix-rate", type=float, default=0.25, help="loudness envelope mix 0..1 (1: off; default 0.25)")
     i.add_argument("--sid", type=_int_at_least(0), default=0, help="speaker id (default 0)")
+    i.add_argument("--tile-frames", type=_int_at_least(0), default=None,
+                   help="synthesizer decoder tiles, in 10 ms frames (0: one pass; default: tiles on the MLX CPU)")
     noise = i.add_mutually_exclusive_group()
     noise.add_argument("--seed", type=_int_at_least(0), default=None,
                        help="draw the synthesis noise in numpy from this seed (same output on both backends); "

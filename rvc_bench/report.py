@@ -59,6 +59,11 @@ def sig(x: float, digits: int = 3) -> str:
     return f"{round(x, decimals):.{max(decimals, 0)}f}"
 
 
+def exact(x: float) -> str:
+    """A stated constant (a parity bound) in its shortest exact form: rounding 0.9999 to 1.000 would misstate it."""
+    return f"{x:g}".replace("e-0", "e-").replace("e+0", "e+")
+
+
 def _scaled(x: float, units: tuple) -> str:
     """x in the largest unit it reaches (else the smallest), three significant figures."""
     if x is None or not np.isfinite(x):
@@ -261,7 +266,7 @@ def parity_verdict(sec: Section, stage: str, variant: str, seconds: float) -> st
     bad = par[~par.within_bound.astype(bool)]
     if bad.empty:
         return f"pass ({len(par)} of {len(par)} within bounds)"
-    return "FAIL: " + "; ".join(f"{r.backend} {r.metric} {sig(r.value)} (bound {r.bound_op} {sig(r.bound)})"
+    return "FAIL: " + "; ".join(f"{r.backend} {r.metric} {sig(r.value)} (bound {r.bound_op} {exact(r.bound)})"
                                 for r in bad.itertuples())
 
 
@@ -572,7 +577,7 @@ def accuracy_section(sec: Section, pubs: pd.DataFrame) -> str:
         metrics = sorted(p.metric.unique(), key=lambda m: (m not in bounded.index, m))
         recs = []
         for m in metrics:
-            rec = {"metric": m, "bound": f"{bounded.at[m, 'bound_op']} {sig(bounded.at[m, 'bound'])}"
+            rec = {"metric": m, "bound": f"{bounded.at[m, 'bound_op']} {exact(bounded.at[m, 'bound'])}"
                    if m in bounded.index else "–"}
             for k in keys:
                 hit = p[(p.metric == m) & (p.backend == k.backend) & (p.device == k.device) & (p.variant == k.variant)

@@ -130,11 +130,11 @@ def test_first_group_norm_is_accurate_at_60_s():
     t, c = (60 * 16000 - k) // stride + 1, 8  # the first conv's output length at 60 s; few channels suffice
     rng = np.random.default_rng(0)
     x = (rng.uniform(-3, 3, c) + rng.uniform(0.5, 2, c) * rng.standard_normal((1, t, c))).astype(np.float32)
+    weight, bias = rng.uniform(0.5, 1.5, c).astype(np.float32), rng.uniform(-1, 1, c).astype(np.float32)
     norm = model_mlx.ChannelGroupNorm(c, eps=1e-5)
-    norm.weight, norm.bias = mx.array(rng.uniform(0.5, 1.5, c), mx.float32), mx.array(rng.uniform(-1, 1, c), mx.float32)
-    x64 = x.astype(np.float64)
-    centred = x64 - x64.mean(axis=1, keepdims=True)
-    ref = centred / np.sqrt((centred ** 2).mean(axis=1, keepdims=True) + 1e-5) * np.array(norm.weight) + np.array(norm.bias)
+    norm.weight, norm.bias = mx.array(weight), mx.array(bias)
+    centred = x.astype(np.float64) - x.astype(np.float64).mean(axis=1, keepdims=True)
+    ref = centred / np.sqrt((centred ** 2).mean(axis=1, keepdims=True) + 1e-5) * weight + bias
     assert np.abs(np.array(norm(mx.array(x))) - ref).max() <= GROUP_NORM_60S_MAX_ABS
 
 

@@ -264,6 +264,89 @@ def test_twin_parity_full_size(name):
     assert min(got.values()) >= SNR_FULL_DB, got
 
 
+# ---- decoder tiles ---------------------------------------------------------------------------------------------
+# A tiled decoder (tiling.py) sums the same fp32 terms as one pass; only a conv kernel's blocking may change with the
+# input length. Measured on tiny v2-40k, v1-32k, v2-48k-nono, 300 frames, tiles of 1, 7, 50, 128 frames: MLX
+# bit-identical, torch max |diff| <= 1.3e-7 (waveform std 0.04-0.09); full-size v2-40k, 10 s, tiles of 250: MLX
+# bit-identical (also 100, 500), torch 4.1e-7 (std 0.11). Bound: 1e-6 on the waveform (|audio| <= 1).
+# The outermost frames of the field weigh little: 3 frames less context per side still lands within 6e-8 on tiny
+# v2-40k, so the field itself is checked structurally (gradient test) and this bound guards the arithmetic.
+TILE_MAX_ABS = tolerances.bound("synth", "tiles", "max_abs")
+
+
+def test_tile_spans_partition_the_frames():
+    from rvc_bench.synth import tiling
+
+    assert tiling.spans(100, None, (11, 11)) == tiling.spans(100, 0, (11, 11)) == [(0, 0, 100, 100)]
+    assert tiling.spans(100, 78, (11, 11)) == [(0, 0, 100, 100)]  # fits one tile plus its context
+    for frames, tile, ctx in [(100, 1, (3, 2)), (100, 30, (11, 11)), (101, 50, (22, 22)), (4100, 500, (13, 13))]:
+        spans = tiling.spans(frames, tile, ctx)
+        assert [a for _, a, _, _ in spans] == list(range(0, frames, tile)) and spans[-1][2] == frames
+        for lo, a, b, hi in spans:
+            assert b - a <= tile and (lo, hi) == (max(0, a - ctx[0]), min(frames, b + ctx[1]))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_decoder_context_is_its_receptive_field(size):
+    """The z frames (and source samples) that output frame F depends on, read off the gradient of a random
+    projection of its samples in float64: exactly frames [F - left, F + right] of z, and source samples within them.
+    (The gradient, not a forward perturbation: at the edges of the field the effect is a product of ~30 small
+    weights, below the resolution of the O(1) activations it would be added to.)"""
+    import torch
+
+    from rvc_bench.synth import model_torch, tiling
+
+    for name in VARIANTS if size == "tiny" else ["v2-40k"]:
+        cfg = preset(name, size)
+        left, right = tiling.context(cfg)
+        torch.manual_seed(0)
+        dec = model_torch.build(cfg).dec.double()
+        frames, f = left + right + 5, left + 2
+        z = torch.randn(1, cfg.inter_channels, frames, dtype=torch.float64, requires_grad=True)
+        har = torch.randn(1, 1, frames * cfg.upp, dtype=torch.float64, requires_grad=True)
+        g = torch.randn(1, cfg.gin_channels, 1, dtype=torch.float64)
+        out = dec.filter(z, g, har)[0, 0, f * cfg.upp:(f + 1) * cfg.upp]
+        (out * torch.randn(cfg.upp, dtype=torch.float64)).sum().backward()
+        assert torch.nonzero(z.grad.abs().sum(dim=1)[0]).flatten().tolist() == list(range(f - left, f + right + 1))
+        used = torch.nonzero(har.grad[0, 0]).flatten()
+        assert (f - left) * cfg.upp <= used.min() and used.max() < (f + right + 1) * cfg.upp, name
+
+
+@pytest.mark.parametrize("name", ["v2-40k", "v1-32k-nono"])
+def test_tiled_decoder_equals_one_pass(name):
+    """Both twins, tiles of 7 and 40 frames (100 frames, context 22 or 31 per side) against one pass; tiles without
+    the overlap (context 0) are far off, so the bound can fail."""
+    from rvc_bench.synth import model_mlx, model_torch
+
+    tm, mm = tiny_twins(name)
+    inputs = synthetic.make_inputs(tm.cfg, f0_track(100), seed=5)
+    context = tm.dec.context
+
+    def audio(tile, ctx=context):
+        tm.tile_frames = mm.tile_frames = tile
+        tm.dec.context = mm.dec.context = ctx
+        try:
+            return model_torch.run(tm, inputs)["audio"], model_mlx.run(mm, inputs)["audio"]
+        finally:
+            tm.tile_frames = mm.tile_frames = None
+            tm.dec.context = mm.dec.context = context
+
+    whole = audio(None)
+    for tile in (7, 40):
+        for ref, out in zip(whole, audio(tile)):
+            assert np.abs(out - ref).max() <= TILE_MAX_ABS, tile
+    for ref, out in zip(whole, audio(7, (0, 0))):
+        assert np.abs(out - ref).max() >= 1e-3
+
+
+def test_mlx_tiles_by_default_on_the_cpu():
+    from rvc_bench.synth import model_mlx, model_torch
+
+    cfg = preset("v2-40k", "tiny")
+    assert model_mlx.build(cfg).tile_frames == model_mlx.TILE_FRAMES_CPU > 0
+    assert model_torch.build(cfg).tile_frames is None
+
+
 # ---- synthetic checkpoints -------------------------------------------------------------------------------------
 
 

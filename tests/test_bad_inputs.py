@@ -247,6 +247,7 @@ CASES = {
     "infer sid out of range": Case(lambda d: INFER(d, "--sid", "5"), ("sid 5 is out of range",)),
     "infer negative sid": Case(lambda d: INFER(d, "--sid", "-1"), ("--sid", "at least 0")),
     "infer negative seed": Case(lambda d: INFER(d, "--seed", "-3"), ("--seed", "at least 0")),
+    "infer negative tile frames": Case(lambda d: INFER(d, "--tile-frames", "-1"), ("--tile-frames", "at least 0")),
     "infer index-rate nan": Case(lambda d: INFER(d, "--index-rate", "nan"), ("index_rate",)),
     "infer f0-up-key 100": Case(lambda d: INFER(d, "--f0-up-key", "100"), ("f0_up_key",)),
     "infer seed and deterministic": Case(lambda d: INFER(d, "--seed", "1", "--deterministic"),

@@ -9,6 +9,9 @@ Two choices differ from the torch twin's op sequence, not its numbers:
 - relative attention gathers the 2W+1 window directly (take_along_axis) instead of skewing [T, 2T-1] matrices;
 - the dilated convs and the ConvTranspose1d upsamplers are the layers of rvc_bench.mlx_kernels (same parameters as
   the stock ones), which run them as plain stride-1 convs on the CPU, where MLX has no fast kernel for either.
+On the CPU device the decoder's filter also runs in time tiles by default (`Synthesizer.tile_frames`, tiling.py):
+MLX's CPU convs unfold their inputs, and one pass over a 41 s window needs more than 24 GB. The torch twin can tile
+too (off by default there).
 """
 
 from __future__ import annotations
@@ -21,9 +24,18 @@ import mlx.nn as nn
 import numpy as np
 
 from rvc_bench.checkpoints import load_mlx_module
-from rvc_bench.mlx_kernels import PolyphaseConvTranspose1d, SpaceToBatchConv1d
+from rvc_bench.mlx_kernels import PolyphaseConvTranspose1d, SpaceToBatchConv1d, on_cpu
+from rvc_bench.synth import tiling
 from rvc_bench.synth.config import (FLOW_DILATION_RATE, FLOW_KERNEL, FLOW_LAYERS, LRELU_SLOPE, LRELU_SLOPE_POST,
                                     N_FLOWS, NOISE_STD, PRIOR_NOISE_SCALE, SINE_AMP, WINDOW_SIZE, SynthConfig)
+
+
+# Default decoder tile on the CPU device, in 10 ms frames (tiling.py). Measured on full-size v2-40k (MLX 0.32.4 CPU,
+# 2-core AMD EPYC, MKL sgemm preloaded, shared machine): one pass peaks at 4.6 GiB (MLX counter) at 10 s and does not
+# fit 24 GB at 41 s; tiles of 100 / 250 / 500 / 1000 frames peak at 0.58 / 1.27 / 2.41 / 4.70 GiB at 41 s, as at
+# 10 s. Interleaved medians: a 41 s window in 124 s (250), 125 s (500), 141 s (1000); 10 s in 26.8 s (250) against
+# 28.9 s in one pass. 250 is as fast as any and half the memory of 500.
+TILE_FRAMES_CPU = 250
 
 
 def sequence_mask(lengths: mx.array, t: int) -> mx.array:
@@ -300,6 +312,7 @@ class Generator(nn.Module):
                 self.resblocks.append(ResBlock1(ch, rk, rd))
         self.conv_post = nn.Conv1d(cfg.stage_channels[-1], 1, 7, padding=3, bias=False)
         self.cond = nn.Conv1d(cfg.gin_channels, uic, 1)
+        self.upp, self.context = cfg.upp, tiling.context(cfg)
         if cfg.f0:
             self.m_source = SourceModuleHnNSF(cfg.sr, cfg.upp)
             last = len(cfg.upsample_rates) - 1  # the last stage is already at the output rate: a 1x1 conv
@@ -307,12 +320,23 @@ class Generator(nn.Module):
                 nn.Conv1d(1, ch, 2 * s, stride=s, padding=s // 2) if i < last else nn.Conv1d(1, ch, 1)
                 for i, (ch, s) in enumerate(zip(cfg.stage_channels, cfg.noise_strides))]
 
-    def __call__(self, x, g, f0=None, noise=None, intermediates=None):  # z [B, T, inter], g [B, 1, gin], f0 [B, T]
+    def __call__(self, x, g, f0=None, noise=None, intermediates=None, tile_frames=None):
+        """z [B, T, inter], g [B, 1, gin], f0 [B, T] -> audio [B, T * upp, 1]. tile_frames (0/None: off): run the
+        filter over tiles of that many frames plus its context (tiling.py); the source always spans the whole T."""
         har = None
         if f0 is not None:
             har = self.m_source(f0, noise)  # [B, T * upp, 1]
             if intermediates is not None:
                 intermediates["har"] = har
+        upp, outs = self.upp, []
+        for lo, a, b, hi in tiling.spans(x.shape[1], tile_frames, self.context):
+            y = self.filter(x[:, lo:hi], g, None if har is None else har[:, lo * upp:hi * upp])
+            outs.append(y[:, (a - lo) * upp:(b - lo) * upp])
+            if b < x.shape[1]:
+                mx.eval(outs[-1])  # one tile's activations in memory at a time
+        return outs[0] if len(outs) == 1 else mx.concatenate(outs, axis=1)
+
+    def filter(self, x, g, har=None):  # z [B, T, inter], g [B, 1, gin], har [B, T * upp, 1] -> [B, T * upp, 1]
         x = self.conv_pre(x) + self.cond(g)
         for i, up in enumerate(self.ups):
             x = up(nn.leaky_relu(x, LRELU_SLOPE))
@@ -324,7 +348,7 @@ class Generator(nn.Module):
                 xs = xs + rb(x)
             x = xs / self.num_kernels
         x = self.conv_post(nn.leaky_relu(x, LRELU_SLOPE_POST))  # default slope here, not 0.1
-        return mx.tanh(x)  # [B, T * upp, 1]
+        return mx.tanh(x)
 
 
 # ---- synthesizer (models) --------------------------------------------------------------------------------------
@@ -340,6 +364,7 @@ class Synthesizer(nn.Module):
         self.dec = Generator(cfg)
         self.flow = ResidualCouplingBlock(cfg.inter_channels, cfg.hidden_channels, cfg.gin_channels)
         self.emb_g = nn.Embedding(cfg.spk_embed_dim, cfg.gin_channels)
+        self.tile_frames = TILE_FRAMES_CPU if on_cpu() else None  # decoder tiles (tiling.py); 0/None: off
 
     def infer(self, phone, phone_lengths=None, pitch=None, nsff0=None, sid=None, eps=None, sine_noise=None,
               return_intermediates: bool = False):
@@ -361,7 +386,7 @@ class Synthesizer(nn.Module):
         eps = mx.random.normal(m_p.shape) if eps is None else eps
         z_p = _masked(m_p + mx.exp(logs_p) * eps * PRIOR_NOISE_SCALE, x_mask)
         z = self.flow(z_p, x_mask, g)
-        audio = self.dec(_masked(z, x_mask), g, nsff0 if self.cfg.f0 else None, sine_noise, inter)
+        audio = self.dec(_masked(z, x_mask), g, nsff0 if self.cfg.f0 else None, sine_noise, inter, self.tile_frames)
         if inter is None:
             return audio
         inter.update(m_p=m_p, logs_p=logs_p, z=z, audio=audio)

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rvc_bench.checkpoints import load_torch_module
+from rvc_bench.synth import tiling
 
 from rvc_bench.synth.config import (FLOW_DILATION_RATE, FLOW_KERNEL, FLOW_LAYERS, LRELU_SLOPE, LRELU_SLOPE_POST,
                                     N_FLOWS, NOISE_STD, PRIOR_NOISE_SCALE, SINE_AMP, WINDOW_SIZE, SynthConfig)
@@ -322,6 +323,7 @@ class Generator(nn.Module):
                 self.resblocks.append(ResBlock1(ch, rk, rd))
         self.conv_post = nn.Conv1d(cfg.stage_channels[-1], 1, 7, padding=3, bias=False)
         self.cond = nn.Conv1d(cfg.gin_channels, uic, 1)
+        self.upp, self.context = cfg.upp, tiling.context(cfg)
         if cfg.f0:
             self.m_source = SourceModuleHnNSF(cfg.sr, cfg.upp)
             last = len(cfg.upsample_rates) - 1  # the last stage is already at the output rate: a 1x1 conv
@@ -329,12 +331,21 @@ class Generator(nn.Module):
                 nn.Conv1d(1, ch, 2 * s, stride=s, padding=s // 2) if i < last else nn.Conv1d(1, ch, 1)
                 for i, (ch, s) in enumerate(zip(cfg.stage_channels, cfg.noise_strides)))
 
-    def forward(self, x, g, f0=None, noise=None, intermediates=None):  # z [B, inter, T], g [B, gin, 1], f0 [B, T]
+    def forward(self, x, g, f0=None, noise=None, intermediates=None, tile_frames=None):
+        """z [B, inter, T], g [B, gin, 1], f0 [B, T] -> audio [B, 1, T * upp]. tile_frames (0/None: off): run the
+        filter over tiles of that many frames plus its context (tiling.py); the source always spans the whole T."""
         har = None
         if f0 is not None:
             har = self.m_source(f0, noise).transpose(1, 2)  # [B, 1, T * upp]
             if intermediates is not None:
                 intermediates["har"] = har
+        upp, outs = self.upp, []
+        for lo, a, b, hi in tiling.spans(x.shape[-1], tile_frames, self.context):
+            y = self.filter(x[..., lo:hi], g, None if har is None else har[..., lo * upp:hi * upp])
+            outs.append(y[..., (a - lo) * upp:(b - lo) * upp])
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
+
+    def filter(self, x, g, har=None):  # z [B, inter, T], g [B, gin, 1], har [B, 1, T * upp] -> [B, 1, T * upp]
         x = self.conv_pre(x) + self.cond(g)
         for i, up in enumerate(self.ups):
             x = up(F.leaky_relu(x, LRELU_SLOPE))
@@ -346,7 +357,7 @@ class Generator(nn.Module):
                 xs = xs + rb(x)
             x = xs / self.num_kernels
         x = self.conv_post(F.leaky_relu(x, LRELU_SLOPE_POST))  # default slope here, not 0.1
-        return torch.tanh(x)  # [B, 1, T * upp]
+        return torch.tanh(x)
 
 
 # ---- synthesizer (models) --------------------------------------------------------------------------------------
@@ -362,6 +373,7 @@ class Synthesizer(nn.Module):
         self.dec = Generator(cfg)
         self.flow = ResidualCouplingBlock(cfg.inter_channels, cfg.hidden_channels, cfg.gin_channels)
         self.emb_g = nn.Embedding(cfg.spk_embed_dim, cfg.gin_channels)
+        self.tile_frames = None  # decoder tiles in frames (tiling.py); 0/None: one pass over the whole length
 
     @torch.inference_mode()
     def infer(self, phone, phone_lengths=None, pitch=None, nsff0=None, sid=None, eps=None, sine_noise=None,
@@ -384,7 +396,7 @@ class Synthesizer(nn.Module):
         eps = torch.randn_like(m_p) if eps is None else eps.transpose(1, 2)
         z_p = _masked(m_p + torch.exp(logs_p) * eps * PRIOR_NOISE_SCALE, x_mask)
         z = self.flow(z_p, x_mask, g)
-        audio = self.dec(_masked(z, x_mask), g, nsff0 if self.cfg.f0 else None, sine_noise, inter)
+        audio = self.dec(_masked(z, x_mask), g, nsff0 if self.cfg.f0 else None, sine_noise, inter, self.tile_frames)
         if inter is None:
             return audio
         inter.update(m_p=m_p, logs_p=logs_p, z=z, audio=audio)
