@@ -11,7 +11,8 @@ run goes to one store under the run id `<comparison>-base<i>` or `<comparison>-h
   are shown, and only make the comparisons they leave without data undecidable;
 - parity on both sides against head's tolerance table (head's worst value over its runs decides, base's is shown);
 - speed, head against base from this job only: each benchmark's warm time (several runs a side: a cluster bootstrap
-  over runs, then rounds) and each run's backend/PyTorch ratio (rvc_bench.gate).
+  over runs, then rounds) and each run's backend/PyTorch ratio (rvc_bench.gate); with `--speed relative` (a shared
+  runner, whose absolute times mostly measure its neighbours) only the ratios decide, the times are shown.
 
 Exit status: 0 pass, 1 regression, 3 cannot decide (n too small, or a side that could not be measured); bad input
 (a ref that is no commit, an environment that cannot be installed) is an error, exit status 2.
@@ -73,13 +74,13 @@ class Options:
     lengths: str
     model_size: str
     backends: list[str]
-    torch_device: str
-    mlx_device: str
+    devices: dict[str, str]  # backend -> its device option ("auto" = the best available)
     mlx_blas: str
     rounds: int
     warmup: int
     repeats: int
     max_slowdown: float
+    speed: str = "all"  # "relative": only the backend/PyTorch ratios gate speed (a shared, noisy runner)
     machine_label: str | None = None
     store: Path | None = None  # None: a temporary store, removed at the end
     summary: Path | None = None
@@ -279,8 +280,8 @@ def pytest_command(side: Side, opts: Options, backend: str, run_id: str, started
     """What `rvc-bench run` starts for one backend, with the commit's own suites, and the run id given."""
     cmd = [side.python, "-m", "pytest", *(str(side.tree / "suites" / f"test_bench_{s}.py") for s in side.stages),
            "--benchmark-only", "-p", "no:cacheprovider", "-q", "--lengths", opts.lengths, "--rounds",
-           str(opts.rounds), "--warmup", str(opts.warmup), "--model-size", opts.model_size, "--torch-device",
-           opts.torch_device, "--mlx-device", opts.mlx_device, "--backends", backend, "--run-id",
+           str(opts.rounds), "--warmup", str(opts.warmup), "--model-size", opts.model_size,
+           f"--{backend}-device", opts.devices[backend], "--backends", backend, "--run-id",
            f"{run_id}@{started_at}", "--store", str(store), "--benchmark-columns", "median,iqr,rounds"]
     return cmd + (["--machine-label", opts.machine_label] if opts.machine_label else [])
 
@@ -366,9 +367,10 @@ def _outcomes(runs: dict, side: str) -> dict[str, list[str]]:
     return out
 
 
-def judge(store: Path, comparison: str, sides: list[Side], table: dict,
-          max_slowdown: float) -> tuple[list[gate.Check], list[str], str]:
-    """(checks, notes, machine id) of one comparison."""
+def judge(store: Path, comparison: str, sides: list[Side], table: dict, max_slowdown: float,
+          speed_checks: str = "all") -> tuple[list[gate.Check], list[str], str]:
+    """(checks, notes, machine id) of one comparison; speed_checks "relative" gates only the backend/PyTorch
+    ratios, and shows the absolute times as notes."""
     checks, notes = [], []
     st = run_store.read(store)
     checks += [gate.Check("store", p, "unreadable store file: nothing in it was judged", gate.FAIL)
@@ -390,7 +392,12 @@ def judge(store: Path, comparison: str, sides: list[Side], table: dict,
     rows = rows.assign(machine_id=machine)
     checks += _parity(rows, side_of, table)
     base, head = rows[side_of == "base"], rows[side_of == "head"]
-    speed = gate.compare_runs(base, head, max_slowdown) + gate.relative_checks(base, head, max_slowdown)
+    absolute = gate.compare_runs(base, head, max_slowdown)
+    speed = gate.relative_checks(base, head, max_slowdown)
+    if speed_checks == "all":
+        speed += absolute
+    else:  # a shared runner: absolute times are shown, only the within-run ratios decide
+        notes += [f"time {c.subject}: {c.detail} (not gated: --speed relative)" for c in absolute]
     checks += speed
 
     # Benchmarks timed on one side only: new in head, or a comparison that this job could not make.
@@ -428,14 +435,15 @@ def summary(sides: list[Side], opts: Options, comparison: str, machine: str, che
         f"base `{base.short}` ({base.ref}: {base.subject}) against head `{head.short}` ({head.ref}: "
         f"{head.subject}), measured alternately on machine `{machine or 'unknown'}` in one job.", "",
         f"{opts.model_size} models; stages {', '.join(opts.stages)}; {opts.lengths} s of audio; backends "
-        f"{', '.join(opts.backends)} (torch device {opts.torch_device}, MLX device {opts.mlx_device}); "
-        f"{opts.repeats} runs a side in ABBA order, each {opts.rounds} rounds + {opts.warmup} warm-up; "
+        f"{', '.join(f'{b} (device {d})' for b, d in opts.devices.items())}; "
+        f"{opts.repeats} runs a side in ABBA order, each {opts.rounds} rounds + {opts.warmup} warm-up; speed gated "
+        f"on {'absolute times and ' if opts.speed == 'all' else ''}backend/PyTorch ratios; "
         f"environments: base {base.environment}, head {head.environment}; comparison `{comparison}` ({kept}).", "",
         f"gate: {counts[gate.OK]} passed, {counts[gate.FAIL]} failed, {counts[gate.UNDECIDED]} cannot decide", "",
         gate.render(checks, opts.max_slowdown).rstrip(),
     ]
     if notes:
-        lines += ["", "base's own failures (not counted; they only leave comparisons undecided):", ""]
+        lines += ["", "not counted (base's own failures only leave comparisons undecided):", ""]
         lines += [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
@@ -474,7 +482,7 @@ def run(opts: Options) -> int:
                         side.failure = str(err)
             if not any(side.failure for side in sides):
                 measure(sides, opts, store, comparison)
-            checks, notes, machine = judge(store, comparison, sides, table, opts.max_slowdown)
+            checks, notes, machine = judge(store, comparison, sides, table, opts.max_slowdown, opts.speed)
     finally:
         if opts.store is None:
             shutil.rmtree(store, ignore_errors=True)

@@ -264,9 +264,10 @@ def cmd_ab(args) -> int:
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown or not backends:
         raise UserError(f"unknown backend {unknown[0] if unknown else args.backends!r}: choose from {', '.join(BACKENDS)}")
-    for name in backends:  # an unavailable device is bad input here, not a side that failed
+    devices = {name: getattr(args, f"{name}_device", "auto") for name in backends}  # each backend's --<name>-device
+    for name, device in devices.items():  # an unavailable device is bad input here, not a side that failed
         try:
-            get_backend(name, args.torch_device if name == "torch" else args.mlx_device)
+            get_backend(name, device)
         except BackendError as err:
             raise UserError(str(err)) from None
     try:
@@ -279,9 +280,9 @@ def cmd_ab(args) -> int:
     if args.summary:
         check_output(args.summary, [], args.force)
     opts = ab.Options(base=args.base, head=args.head, stages=args.stages, lengths=args.lengths,
-                      model_size=args.model_size, backends=backends, torch_device=args.torch_device,
-                      mlx_device=args.mlx_device, mlx_blas=args.mlx_blas, rounds=args.rounds, warmup=args.warmup,
-                      repeats=args.repeats, max_slowdown=args.max_slowdown, machine_label=label,
+                      model_size=args.model_size, backends=backends, devices=devices, mlx_blas=args.mlx_blas,
+                      rounds=args.rounds, warmup=args.warmup,
+                      repeats=args.repeats, max_slowdown=args.max_slowdown, speed=args.speed, machine_label=label,
                       store=Path(args.store) if args.store else None,
                       summary=Path(args.summary) if args.summary else None)
 
@@ -571,6 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-slowdown", type=_float_in(1, math.inf, closed_low=True), default=DEFAULT_MAX_SLOWDOWN,
                    help=f"ratio of medians (head / base) beyond which a significant change is a slowdown "
                    f"(default {DEFAULT_MAX_SLOWDOWN})")
+    a.add_argument("--speed", choices=("all", "relative"), default="all",
+                   help="what decides speed: all (absolute times and backend/PyTorch ratios, default) or relative "
+                   "(the ratios only; for a shared runner, where the times are shown but not gated)")
     a.add_argument("--machine-label", default=None,
                    help="a name for this machine, part of its id in the store (default: $RVC_BENCH_MACHINE_LABEL)")
     a.add_argument("--store", default=None, help="store the runs here (default: a temporary store, removed)")
