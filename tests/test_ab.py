@@ -103,3 +103,31 @@ def test_a_ref_that_is_no_commit_is_bad_input(repo):
 
 def test_schedule_alternates_abba():
     assert ab.schedule(3) == [("base", 1), ("head", 1), ("head", 2), ("base", 2), ("base", 3), ("head", 3)]
+
+
+def test_environment_fast_path_and_cache(tmp_path):
+    """This interpreter runs both commits only when it satisfies both dependency specs; otherwise each commit gets
+    the environment cached under the hash of its spec (here prebuilt, so nothing is installed)."""
+    import numpy
+
+    assert ab.unmet([f"numpy=={numpy.__version__}", "pytest>=1; sys_platform == 'nosuch'"]) == []
+    assert ab.unmet(["numpy<1", "no-such-distribution-xyz"]) == [
+        f"numpy {numpy.__version__} does not satisfy numpy<1", "no-such-distribution-xyz is not installed"]
+    assert ab.spec_key(["a>=1", "b"]) == ab.spec_key(["b", "a >= 1"]) != ab.spec_key(["a>=2", "b"])
+
+    sides = []
+    for name, spec in (("base", '["numpy"]'), ("head", '["numpy<1"]')):
+        tree = tmp_path / name
+        tree.mkdir()
+        (tree / "pyproject.toml").write_text(f"[project]\nname = 'x'\ndependencies = {spec}\n")
+        sides.append(ab.Side(name, name, "0" * 40, "subject", tree=tree))
+    ab.choose_environments(sides[:1], tmp_path / "envs")  # satisfied: this interpreter, nothing made
+    assert sides[0].python == sys.executable and not (tmp_path / "envs").exists()
+    for spec in (["numpy"], ["numpy<1"]):  # prebuilt environments, as a finished install leaves them
+        folder = tmp_path / "envs" / ab.spec_key(spec)
+        (folder / "bin").mkdir(parents=True)
+        (folder / "bin" / "python").symlink_to(sys.executable)
+        (folder / ab.READY).write_text("{}")
+    ab.choose_environments(sides, tmp_path / "envs")  # head unmet: both leave this interpreter, never one of each
+    assert [s.python for s in sides] == [str(tmp_path / "envs" / ab.spec_key(s) / "bin" / "python")
+                                         for s in (["numpy"], ["numpy<1"])]
