@@ -310,7 +310,8 @@ def measure(sides: list[Side], opts: Options, store: Path, comparison: str) -> N
                 return
         for folder in store.glob(f"machine=*/run={run_id}"):  # the plan, where the commit's plugin put the run
             run_store.write_run_plan(store, folder.parent.name.removeprefix("machine="), run_id, started_at, {
-                "backends": opts.backends, "stages": side.stages, "lengths": [float(x) for x in opts.lengths.split(",")],
+                "backends": opts.backends, "stages": side.stages,
+                "lengths": [float(x) for x in opts.lengths.split(",")],
                 "model_size": opts.model_size, "rounds": opts.rounds, "warmup": opts.warmup, "fresh_process": False,
                 "ab": {"comparison": comparison, "side": name, "commit": side.commit, "ref": side.ref}})
 

@@ -263,7 +263,8 @@ def cmd_ab(args) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown or not backends:
-        raise UserError(f"unknown backend {unknown[0] if unknown else args.backends!r}: choose from {', '.join(BACKENDS)}")
+        raise UserError(f"unknown backend {unknown[0] if unknown else args.backends!r}: choose from "
+                        f"{', '.join(BACKENDS)}")
     devices = {name: getattr(args, f"{name}_device", "auto") for name in backends}  # each backend's --<name>-device
     for name, device in devices.items():  # an unavailable device is bad input here, not a side that failed
         try:
