@@ -1,4 +1,4 @@
-"""rvc-bench: run the suites into the store, regenerate the report, gate regressions, convert checkpoints,\ncheck the machine."""
+"""rvc-bench: run the suites into the store, regenerate the report, gate regressions (also of one commit\nagainst another, measured here), convert checkpoints, check the machine."""
 
 from __future__ import annotations
 
@@ -272,6 +272,59 @@ def cmd_gate(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# ab
+
+
+def cmd_ab(args) -> int:
+    """Two commits measured alternately on this machine, then the gate: see rvc_bench/ab.py."""
+    import signal
+
+    from rvc_bench import ab, machine
+    from rvc_bench.backends import BACKENDS, BackendError, get_backend
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        raise UserError(f"unknown backend {unknown[0] if unknown else args.backends!r}: choose from "
+                        f"{', '.join(BACKENDS)}")
+    devices = {name: getattr(args, f"{name}_device", "auto") for name in backends}  # each backend's --<name>-device
+    for name, device in devices.items():  # an unavailable device is bad input here, not a side that failed
+        try:
+            get_backend(name, device)
+        except BackendError as err:
+            raise UserError(str(err)) from None
+    try:
+        blas.select(args.mlx_blas)
+        label = machine.machine_label(args.machine_label) if args.machine_label else None
+    except (blas.BlasError, ValueError) as err:
+        raise UserError(str(err)) from None
+    if args.store:
+        check_folder(args.store, "--store")
+    if args.summary:
+        check_output(args.summary, [], args.force)
+    opts = ab.Options(base=args.base, head=args.head, stages=args.stages, lengths=args.lengths,
+                      model_size=args.model_size, backends=backends, devices=devices, mlx_blas=args.mlx_blas,
+                      rounds=args.rounds, warmup=args.warmup,
+                      repeats=args.repeats, max_slowdown=args.max_slowdown, speed=args.speed, machine_label=label,
+                      store=Path(args.store) if args.store else None,
+                      summary=Path(args.summary) if args.summary else None)
+
+    def interrupt(signum, frame):  # a cancelled CI job: end like Ctrl-C, so the worktrees are removed
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        return ab.run(opts)
+    except ab.AbError as err:
+        raise UserError(str(err)) from None
+    except KeyboardInterrupt:
+        print("rvc-bench ab: interrupted (temporary worktrees removed)", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # convert
 
 
@@ -536,6 +589,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"ratio of medians (new / old), >= 1, beyond which a significant change counts as a "
                    f"slowdown (default {DEFAULT_MAX_SLOWDOWN})")
     g.set_defaults(func=cmd_gate)
+
+    a = sub.add_parser("ab", help="measure two commits alternately on this machine, then gate head against base",
+                       description="Checks BASE and HEAD out into temporary worktrees, runs the chosen benchmarks of "
+                       "each (its own suites, in an environment that satisfies its own dependencies) alternately, "
+                       "--repeats runs a side in ABBA order, into one store, then gates: parity on both sides against "
+                       "head's tolerance table, speed of head against base from this job only. Exit status: 0 pass, "
+                       "1 regression, 2 bad input, 3 cannot decide (n too small, or base could not be measured).")
+    a.add_argument("base", help="the commit to compare against (any git revision: origin/main, a sha, HEAD~1)")
+    a.add_argument("head", nargs="?", default="HEAD", help="the candidate (default HEAD: the checkout's commit; "
+                   "uncommitted changes are not measured)")
+    a.add_argument("--stages", type=_stages, default=list(SUITES), help="comma-separated subset of " + ",".join(SUITES))
+    a.add_argument("--lengths", type=_lengths, default=DEFAULT_LENGTHS,
+                   help=f"audio lengths in seconds (default {DEFAULT_LENGTHS})")
+    a.add_argument("--model-size", choices=("full", "tiny"), default="full")
+    a.add_argument("--backends", default="torch,mlx", help="comma-separated backends (default torch,mlx)")
+    a.add_argument("--torch-device", default="auto", help="mps, cuda or cpu (default: best available)")
+    a.add_argument("--mlx-device", default="auto", help="gpu or cpu (default: best available)")
+    a.add_argument("--mlx-blas", choices=blas.CHOICES, default="auto", help=MLX_BLAS_HELP)
+    a.add_argument("--rounds", type=_int_at_least(1), default=DEFAULT_ROUNDS,
+                   help=f"timed rounds per benchmark and run (default {DEFAULT_ROUNDS})")
+    a.add_argument("--warmup", type=_int_at_least(0), default=DEFAULT_WARMUP,
+                   help=f"warm-up rounds (default {DEFAULT_WARMUP})")
+    a.add_argument("--repeats", type=_int_at_least(1), default=3,
+                   help="runs of each commit, alternating (default 3: the fewest that can decide the per-run "
+                   "backend/PyTorch ratio check)")
+    a.add_argument("--max-slowdown", type=_float_in(1, math.inf, closed_low=True), default=DEFAULT_MAX_SLOWDOWN,
+                   help=f"ratio of medians (head / base) beyond which a significant change is a slowdown "
+                   f"(default {DEFAULT_MAX_SLOWDOWN})")
+    a.add_argument("--speed", choices=("all", "relative"), default="all",
+                   help="what decides speed: all (absolute times and backend/PyTorch ratios, default) or relative "
+                   "(the ratios only; for a shared runner, where the times are shown but not gated)")
+    a.add_argument("--machine-label", default=None,
+                   help="a name for this machine, part of its id in the store (default: $RVC_BENCH_MACHINE_LABEL)")
+    a.add_argument("--store", default=None, help="store the runs here (default: a temporary store, removed)")
+    a.add_argument("--summary", default=None, help="also write the markdown summary to this file (it is always "
+                   "printed, and appended to $GITHUB_STEP_SUMMARY when that is set)")
+    a.add_argument("--force", action="store_true", help="replace an existing --summary file")
+    a.set_defaults(func=cmd_ab)
 
     c = sub.add_parser("convert", help="convert rmvpe.pt, hubert_base.pt (or a Hugging Face ContentVec folder) or a "
                        "voice .pth to MLX safetensors")

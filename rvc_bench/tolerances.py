@@ -43,7 +43,11 @@ class Bound:
 
 @lru_cache(maxsize=None)
 def table() -> dict[tuple[str, str, str], Bound]:
-    text = reference(FILE).read_text(encoding="utf-8")
+    return parse(reference(FILE).read_text(encoding="utf-8"))
+
+
+def parse(text: str) -> dict[tuple[str, str, str], Bound]:
+    """A tolerance table's text (this package's, or another commit's for `rvc-bench ab`), by (stage, check, metric)."""
     rows = csv.DictReader(line for line in io.StringIO(text) if not line.startswith("#"))
     out = {}
     for i, r in enumerate(rows, start=2):
