@@ -39,12 +39,13 @@ PLANTED = 1.3
 THRESHOLDS = (1.05, 1.10, 1.15, 1.20, 1.25)
 
 
-def measure(store: Path, runs: int, stages: str, lengths: str, model_size: str, rounds: int | None) -> list[float]:
+def measure(store: Path, runs: int, stages: str, lengths: str, model_size: str, rounds: int | None,
+            backends: str) -> list[float]:
     """Make the runs; return the machine's 1-minute load average after each."""
     loads = []
     for i in range(runs):
         cmd = [sys.executable, "-m", "rvc_bench.cli", "run", "--model-size", model_size, "--stages", stages,
-               "--lengths", lengths, "--store", str(store), "--no-report", "--machine-label", "gate-aa"]
+               "--lengths", lengths, "--backends", backends, "--store", str(store), "--no-report", "--machine-label", "gate-aa"]
         cmd += ["--rounds", str(rounds)] if rounds else []
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -126,6 +127,7 @@ def main(argv=None) -> int:
     p.add_argument("--stages", default="mel,rmvpe,hubert")
     p.add_argument("--lengths", default="5")
     p.add_argument("--model-size", default="tiny", choices=("tiny", "full"))
+    p.add_argument("--backends", default="torch,mlx", help="the planted slowdown is MLX's (default torch,mlx)")
     p.add_argument("--rounds", type=int, default=None, help="default: rvc-bench run's default")
     p.add_argument("--no-measure", action="store_true", help="only compute rates from --store")
     p.add_argument("--runs-per-side", type=int, nargs="+", default=[1, 3],
@@ -135,7 +137,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     store = Path(args.store)
     loads = None if args.no_measure else measure(store, args.runs, args.stages, args.lengths, args.model_size,
-                                                  args.rounds)
+                                                  args.rounds, args.backends)
     rows, order = aa_rows(store)
     commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
     info = machine.machine_info()
@@ -144,7 +146,8 @@ def main(argv=None) -> int:
         "<!-- Written by benchmarks/gate_error_rates.py; do not edit by hand. -->\n",
         f"Machine: {info['cpu']}, {info.get('cpu_count')} cores, {info.get('system')} "
         f"{info.get('machine')}; commit `{commit}`; {len(order)} same-commit runs of `rvc-bench run --model-size "
-        f"{args.model_size} --stages {args.stages} --lengths {args.lengths}` (default rounds and warm-up); "
+        f"{args.model_size} --stages {args.stages} --lengths {args.lengths} --backends {args.backends}` (rounds: "
+        f"{args.rounds or 'the default'}, default warm-up); "
         + (f"1-minute load average after each run: {min(loads):.1f} to {max(loads):.1f} (median "
            f"{np.median(loads):.1f}).\n" if loads else "load not recorded (rates from an earlier store).\n"),
         f"A/A: same-commit runs compared as the gate compares them, at each `--max-slowdown` threshold: one run "
