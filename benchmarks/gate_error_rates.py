@@ -45,7 +45,8 @@ def measure(store: Path, runs: int, stages: str, lengths: str, model_size: str, 
     loads = []
     for i in range(runs):
         cmd = [sys.executable, "-m", "rvc_bench.cli", "run", "--model-size", model_size, "--stages", stages,
-               "--lengths", lengths, "--backends", backends, "--store", str(store), "--no-report", "--machine-label", "gate-aa"]
+               "--lengths", lengths, "--backends", backends, "--store", str(store), "--no-report",
+               "--machine-label", "gate-aa"]
         cmd += ["--rounds", str(rounds)] if rounds else []
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
