@@ -1,8 +1,9 @@
-"""Backend adapters: the only code that knows torch and MLX runtime details.
+"""Backend adapters: the only code that knows torch, MLX and ONNX Runtime runtime details.
 
-Each adapter chooses its device (torch: mps -> cuda -> cpu; MLX: gpu -> cpu), moves numpy arrays in and out at a
-stage boundary, forces a call's own outputs (`sync`), reads memory counters and describes the device that really
-ran. Asking for an unavailable device by name is an error, never a silent fallback.
+Each adapter chooses its device (torch: mps -> cuda -> cpu; MLX: gpu -> cpu; ONNX Runtime: its execution providers
+coreml -> cuda -> cpu), moves numpy arrays in and out at a stage boundary, forces a call's own outputs (`sync`),
+reads memory counters and describes the device that really ran. Asking for an unavailable device by name is an
+error, never a silent fallback.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from typing import Any, Callable
 import numpy as np
 
 from rvc_bench import blas
-from rvc_bench.machine import available_reason, cpu_model, mlx_devices, mlx_has_cuda, ram_bytes, torch_devices
+from rvc_bench.machine import (ONNX_PROVIDERS, available_reason, cpu_model, mlx_devices, mlx_has_cuda, nvidia_gpus,
+                               onnx_devices, ram_bytes, torch_devices)
 
-BACKENDS = ("torch", "mlx")
+BACKENDS = ("torch", "mlx", "onnx")
 REFERENCES = ("numpy",)  # reference implementations, timed beside the backends but never compared with them
 TORCH_DEVICES = ("mps", "cuda", "cpu")
 MLX_DEVICES = ("gpu", "cpu")
+ONNX_DEVICES = tuple(ONNX_PROVIDERS)  # coreml, cuda, cpu
+ONNX_GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
 
 
 class BackendError(RuntimeError):
@@ -202,6 +206,98 @@ class MLXBackend(Backend):
         return info
 
 
+class OnnxBackend(Backend):
+    """ONNX Runtime on one execution provider (cpu: every build; cuda: the onnxruntime-gpu wheel; coreml: the macOS
+    wheel, which lets Core ML pick the Neural Engine, GPU or CPU). `session(path)` opens a model with this backend's
+    options: graph optimisation ALL, as many intra-op threads as physical cores (torch's default too), sequential
+    execution; describe() records them."""
+
+    def __init__(self, device: str | None = None, threads: int | None = None):
+        import onnxruntime as ort
+        import psutil
+
+        self.ort = ort
+        available = onnx_devices()
+        if device in (None, "auto"):
+            device = next(d for d in ONNX_DEVICES if d in available)
+        elif device not in ONNX_DEVICES:
+            raise BackendError(f"unknown onnx device {device!r}: choose one of {', '.join(ONNX_DEVICES)}")
+        elif device not in available:
+            raise BackendError(f"onnx device {device!r} is not available here: {available_reason('onnx', device)}")
+        super().__init__("onnx", device)
+        self.provider = ONNX_PROVIDERS[device]
+        self.threads = threads or psutil.cpu_count(logical=False) or os.cpu_count() or 1
+        # ORT's Python API exposes no allocator statistics on any provider: CPU memory is the process RSS the
+        # measuring path records (as for torch on the CPU); on CUDA only the driver could tell.
+        self.memory_source = ""
+
+    @property
+    def providers(self) -> list[str]:
+        # Nodes a provider cannot run fall back to the CPU provider, as ONNX Runtime always does.
+        return [self.provider] + (["CPUExecutionProvider"] if self.device != "cpu" else [])
+
+    def session_options(self):
+        so = self.ort.SessionOptions()
+        so.graph_optimization_level = getattr(self.ort.GraphOptimizationLevel, ONNX_GRAPH_OPTIMIZATION)
+        so.intra_op_num_threads = self.threads
+        so.execution_mode = self.ort.ExecutionMode.ORT_SEQUENTIAL
+        so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")  # for placement()
+        return so
+
+    def session(self, path: str | os.PathLike):
+        """An InferenceSession on this device. A provider that fails to start is an error: ONNX Runtime itself
+        would run the whole session on the CPU provider instead."""
+        session = self.ort.InferenceSession(os.fspath(path), self.session_options(), providers=self.providers)
+        if session.get_providers()[0] != self.provider:
+            raise BackendError(f"onnxruntime could not start {self.provider} for {path} "
+                               f"(the session has {', '.join(session.get_providers())})")
+        return session
+
+    @staticmethod
+    def placement(session) -> dict[str, int]:
+        """Graph nodes per execution provider in `session` (what a cuda or coreml row really ran on the device)."""
+        counts: dict[str, int] = {}
+        for subgraph in session.get_provider_graph_assignment_info():
+            counts[subgraph.ep_name] = counts.get(subgraph.ep_name, 0) + len(subgraph.get_nodes())
+        return counts
+
+    def from_numpy(self, x: np.ndarray, dtype=None) -> np.ndarray:
+        # The runners feed host arrays on every provider: ORT copies them to the device inside each run (no IO
+        # binding), so those copies are part of every timed call, as torch's .cpu() at the stage boundary is.
+        return np.ascontiguousarray(x, dtype=dtype)
+
+    def to_numpy(self, x) -> np.ndarray:
+        return np.asarray(x)
+
+    def sync(self, outputs: Any = None) -> None:
+        # Nothing to wait for: InferenceSession.run returns host arrays after the whole graph ran, and on CUDA ORT
+        # synchronises the provider's stream at the end of every run by default (only IO-bound device outputs with
+        # the run option disable_synchronize_execution_providers=1 return early; the runners use neither).
+        pass
+
+    def reset_peak_memory(self) -> None:
+        pass
+
+    def peak_memory(self) -> float:
+        return float("nan")  # no counter in ORT's Python API (see __init__)
+
+    def extra_memory(self) -> dict[str, float]:
+        return {}
+
+    def describe(self) -> dict:
+        info = {"backend": "onnx", "device": self.device, "onnx_version": self.ort.__version__,
+                "onnx_providers": ",".join(self.providers), "onnx_intra_op_threads": self.threads,
+                "onnx_graph_optimization": ONNX_GRAPH_OPTIMIZATION, "onnx_execution_mode": "sequential"}
+        if self.device == "cuda":
+            info["device_name"] = (nvidia_gpus() or ["NVIDIA GPU"])[0]
+            info["onnx_cuda_version"] = getattr(self.ort, "cuda_version", "")
+        elif self.device == "coreml":
+            info["device_name"] = f"{cpu_model()} (Core ML: Neural Engine, GPU or CPU, chosen by Core ML)"
+        else:
+            info["device_name"] = cpu_model()
+        return info
+
+
 class _Sampler:
     """Samples a byte counter in a thread; returns the maximum seen (MPS has no peak API)."""
 
@@ -261,6 +357,8 @@ def get_backend(name: str, device: str | None = None) -> Backend:
         return TorchBackend(device)
     if name == "mlx":
         return MLXBackend(device)
+    if name == "onnx":
+        return OnnxBackend(device)
     if name == "numpy":
         return NumpyBackend(device)
     raise BackendError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")

@@ -1,4 +1,4 @@
-"""rvc-bench: run the suites into the store, regenerate the report, gate regressions, convert checkpoints,\ncheck the machine."""
+"""rvc-bench: run the suites into the store, regenerate the report, gate regressions (also of one commit\nagainst another, measured here), convert checkpoints, check the machine."""
 
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ def _check_run(args, backends: list[str]) -> dict[str, dict[str, str]]:
 
     for name in backends:
         try:
-            get_backend(name, args.torch_device if name == "torch" else args.mlx_device)
+            get_backend(name, _device_option(args, name))
         except BackendError as err:
             raise UserError(str(err)) from None
     if args.weights_dir:
@@ -151,6 +151,31 @@ def _check_run(args, backends: list[str]) -> dict[str, dict[str, str]]:
         raise UserError(str(err)) from None
 
 
+def _device_option(args, backend: str) -> str:
+    return {"torch": args.torch_device, "mlx": args.mlx_device, "onnx": args.onnx_device}[backend]
+
+
+def _run_backends(text: str | None) -> list[str]:
+    """--backends, or by default every backend whose framework is installed here (each one skipped says why)."""
+    from rvc_bench import machine
+    from rvc_bench.backends import BACKENDS
+
+    if text is not None:
+        backends = [b.strip() for b in text.split(",") if b.strip()]
+        unknown = [b for b in backends if b not in BACKENDS]
+        if unknown or not backends:
+            raise UserError(f"unknown backend {unknown[0] if unknown else text!r}: choose from {', '.join(BACKENDS)}")
+        return backends
+    devices = {"torch": machine.torch_devices, "mlx": machine.mlx_devices, "onnx": machine.onnx_devices}
+    backends = [b for b in BACKENDS if devices[b]()]
+    for b in BACKENDS:
+        if b not in backends:
+            print(f"rvc-bench run: skipping {b}: {machine.available_reason(b, 'cpu')}", flush=True)
+    if not backends:
+        raise UserError("no backend is installed here (torch, mlx or onnxruntime): pip install -e .")
+    return backends
+
+
 def cmd_run(args) -> int:
     from rvc_bench import machine, store as run_store
 
@@ -162,10 +187,7 @@ def cmd_run(args) -> int:
     missing = [p for p in selected if not Path(p).is_file()]
     if missing:
         raise UserError(f"suite not found: {missing[0]}")
-    backends = [b.strip() for b in (args.backends or "torch,mlx").split(",") if b.strip()]
-    unknown = [b for b in backends if b not in ("torch", "mlx")]
-    if unknown or not backends:
-        raise UserError(f"unknown backend {unknown[0] if unknown else args.backends!r}: choose from torch, mlx")
+    backends = _run_backends(args.backends)
     envs = _check_run(args, backends)
     try:
         label = machine.machine_label(args.machine_label)
@@ -195,8 +217,8 @@ def cmd_run(args) -> int:
         cmd = [sys.executable, "-m", "pytest", *selected, "--benchmark-only", "-p", "no:cacheprovider", "-q",
                "--lengths", args.lengths, "--rounds", str(args.rounds), "--warmup", str(args.warmup),
                "--model-size", args.model_size, "--torch-device", args.torch_device, "--mlx-device", args.mlx_device,
-               "--backends", backend, "--run-id", f"{run_id}@{started_at}", "--store", str(store),
-               "--machine-label", label,
+               "--onnx-device", args.onnx_device, "--backends", backend, "--run-id", f"{run_id}@{started_at}",
+               "--store", str(store), "--machine-label", label,
                "--benchmark-columns", "median,iqr,rounds", "--benchmark-sort", "name"]
         if args.fresh_process:
             cmd.append("--fresh-process")
@@ -272,6 +294,59 @@ def cmd_gate(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# ab
+
+
+def cmd_ab(args) -> int:
+    """Two commits measured alternately on this machine, then the gate: see rvc_bench/ab.py."""
+    import signal
+
+    from rvc_bench import ab, machine
+    from rvc_bench.backends import BACKENDS, BackendError, get_backend
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        raise UserError(f"unknown backend {unknown[0] if unknown else args.backends!r}: choose from "
+                        f"{', '.join(BACKENDS)}")
+    devices = {name: getattr(args, f"{name}_device", "auto") for name in backends}  # each backend's --<name>-device
+    for name, device in devices.items():  # an unavailable device is bad input here, not a side that failed
+        try:
+            get_backend(name, device)
+        except BackendError as err:
+            raise UserError(str(err)) from None
+    try:
+        blas.select(args.mlx_blas)
+        label = machine.machine_label(args.machine_label) if args.machine_label else None
+    except (blas.BlasError, ValueError) as err:
+        raise UserError(str(err)) from None
+    if args.store:
+        check_folder(args.store, "--store")
+    if args.summary:
+        check_output(args.summary, [], args.force)
+    opts = ab.Options(base=args.base, head=args.head, stages=args.stages, lengths=args.lengths,
+                      model_size=args.model_size, backends=backends, devices=devices, mlx_blas=args.mlx_blas,
+                      rounds=args.rounds, warmup=args.warmup,
+                      repeats=args.repeats, max_slowdown=args.max_slowdown, speed=args.speed, machine_label=label,
+                      store=Path(args.store) if args.store else None,
+                      summary=Path(args.summary) if args.summary else None)
+
+    def interrupt(signum, frame):  # a cancelled CI job: end like Ctrl-C, so the worktrees are removed
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        return ab.run(opts)
+    except ab.AbError as err:
+        raise UserError(str(err)) from None
+    except KeyboardInterrupt:
+        print("rvc-bench ab: interrupted (temporary worktrees removed)", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # convert
 
 
@@ -297,6 +372,13 @@ def cmd_convert(args) -> int:
 
 def _device_fix(name: str, dev: str) -> str:
     """The command that makes a missing device available here, or why none can."""
+    if name == "onnx":
+        if dev == "coreml":
+            return "pip install -U onnxruntime (the macOS wheel has CoreML)" if sys.platform == "darwin" \
+                else "none here: needs macOS"
+        if not os.path.exists("/proc/driver/nvidia/version"):
+            return "none here: no NVIDIA GPU"
+        return "pip uninstall -y onnxruntime && pip install onnxruntime-gpu (one module, two wheels: never both)"
     if sys.platform == "darwin" and os.uname().machine == "arm64":
         return "pip install -U torch (MPS needs macOS >= 12.3)" if dev == "mps" \
             else "none here: MLX sees no Metal GPU (a virtual machine?)"
@@ -325,18 +407,25 @@ def cmd_doctor(args) -> int:
     from rvc_bench import backends as B
     from rvc_bench import machine as M
 
-    versions = {"torch": None, "mlx": None}
-    for mod in versions:
+    modules = {"torch": "torch", "mlx": "mlx.core", "onnx": "onnxruntime"}
+    versions = {name: None for name in modules}
+    for name, mod in modules.items():
         try:
-            versions[mod] = __import__(f"{mod}.core" if mod == "mlx" else mod, fromlist=["_"]).__version__
+            versions[name] = __import__(mod, fromlist=["_"]).__version__
         except ImportError:
             pass
     print(f"machine: {M.cpu_model()}, {os.cpu_count()} cores, {sys.platform} {os.uname().machine}, Python "
-          f"{sys.version.split()[0]}, torch {versions['torch'] or 'missing'}, mlx {versions['mlx'] or 'missing'}")
+          f"{sys.version.split()[0]}, torch {versions['torch'] or 'missing'}, mlx {versions['mlx'] or 'missing'}, "
+          f"onnxruntime {versions['onnx'] or 'missing'}")
+    if versions["onnx"]:
+        import onnxruntime
+
+        print(f"ONNX Runtime execution providers in this build: {', '.join(onnxruntime.get_available_providers())}")
     fixes = []
     rows = []
-    for name, devices in (("torch", B.TORCH_DEVICES), ("mlx", B.MLX_DEVICES)):
-        available = M.torch_devices() if name == "torch" else M.mlx_devices()
+    available_devices = {"torch": M.torch_devices, "mlx": M.mlx_devices, "onnx": M.onnx_devices}
+    for name, devices in (("torch", B.TORCH_DEVICES), ("mlx", B.MLX_DEVICES), ("onnx", B.ONNX_DEVICES)):
+        available = available_devices[name]()
         for dev in devices:
             ok = dev in available
             rows.append((f"{name}:{dev}", "yes" if ok else "no", "" if ok else M.available_reason(name, dev)))
@@ -345,17 +434,19 @@ def cmd_doctor(args) -> int:
     width = max(len(r[0]) for r in rows)
     for label, ok, why in rows:
         print(f"  {label:<{width}}  {ok:<3}  {why}".rstrip())
-    for name in ("torch", "mlx"):
+    for name in modules:
         if not versions[name]:
             fixes.append((name, "pip install -e ."))
-    best = [f"{n}:{(M.torch_devices() if n == 'torch' else M.mlx_devices())[0]}" for n in ("torch", "mlx") if versions[n]]
-    print("`rvc-bench run` measures: " + " against ".join(best))
+    best = [f"{n}:{available_devices[n]()[0]}" for n in modules if versions[n]]
+    print("`rvc-bench run` measures: " + ", ".join(best) + " (each against torch)")
 
     if "cpu" in M.mlx_devices() and "cpu" in M.torch_devices():
         torch_info, here = blas.torch_cpu_blas(), blas.mlx_cpu_blas()
         print(f"CPU BLAS, fp32 {blas.PROBE_N}x{blas.PROBE_N} matmul (a loaded machine measures less):")
         print(f"  torch:cpu                    {torch_info['torch_cpu_sgemm_gflops']:7.1f} GFLOP/s  {torch_info['torch_blas']}")
         print(f"  mlx:cpu in this process      {here['mlx_cpu_sgemm_gflops']:7.1f} GFLOP/s  {here['mlx_cpu_blas']}")
+        if "cpu" in M.onnx_devices():
+            print("  onnx:cpu                     ONNX Runtime's own MLAS kernels (no BLAS to choose, none preloaded)")
         preload = blas.select("auto")
         if preload is not None:
             child = _mlx_blas_child("auto")
@@ -429,7 +520,7 @@ def cmd_infer(args) -> int:
         if not Path(args.voice).is_file():
             raise UserError(f"voice model not found: {args.voice}")
         x, source = audio.read_audio(args.input)
-        backend = get_backend(args.backend, args.torch_device if args.backend == "torch" else args.mlx_device)
+        backend = get_backend(args.backend, _device_option(args, args.backend))
         index = retrieval.load_index(args.index) if args.index else None  # read even when --index-rate 0 skips it
         hubert_preset = stages.PIPELINE_HUBERT[args.model_size]
         hubert, rmvpe = args.hubert, args.rmvpe
@@ -453,7 +544,9 @@ def cmd_infer(args) -> int:
     except (audio.AudioError, CheckpointError, retrieval.RetrievalError, pipeline.OptionError, BackendError) as err:
         raise UserError(str(err)) from None
     ran = backend.label
-    if backend.device == "cpu":
+    if args.backend == "onnx":
+        ran += f" (onnxruntime {backend.ort.__version__}, {' + '.join(backend.providers)})"
+    elif backend.device == "cpu":
         ran += f" (BLAS: {blas.mlx_blas_in_process()[0] if args.backend == 'mlx' else blas.torch_blas_in_process()})"
     print(f"rvc-bench infer: converted {x.size / audio.SAMPLE_RATE:.2f} s ({source} -> {audio.SAMPLE_RATE} Hz mono) "
           f"in {seconds:.2f} s on {ran} -> {out} ({result.sr} Hz, {result.seconds:.2f} s, "
@@ -483,7 +576,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model-size", choices=("full", "tiny"), default="full")
     r.add_argument("--torch-device", default="auto", help="mps, cuda or cpu (default: best available)")
     r.add_argument("--mlx-device", default="auto", help="gpu or cpu (default: best available)")
-    r.add_argument("--backends", default=None, help="comma-separated subset of torch,mlx")
+    r.add_argument("--onnx-device", default="auto",
+                   help="ONNX Runtime execution provider: coreml, cuda or cpu (default: best available)")
+    r.add_argument("--backends", default=None,
+                   help="comma-separated subset of torch,mlx,onnx (default: every one installed here), each "
+                   "benchmarked in its own process")
     r.add_argument("--mlx-blas", choices=blas.CHOICES, default="auto", help=MLX_BLAS_HELP)
     r.add_argument("--fresh-process", action="store_true", help="also measure each benchmark in a fresh process (RSS)")
     r.add_argument("--weights-dir", default=None, help="folder with real upstream checkpoints")
@@ -516,6 +613,46 @@ def build_parser() -> argparse.ArgumentParser:
                    f"slowdown (default {DEFAULT_MAX_SLOWDOWN})")
     g.set_defaults(func=cmd_gate)
 
+    a = sub.add_parser("ab", help="measure two commits alternately on this machine, then gate head against base",
+                       description="Checks BASE and HEAD out into temporary worktrees, runs the chosen benchmarks of "
+                       "each (its own suites, in an environment that satisfies its own dependencies) alternately, "
+                       "--repeats runs a side in ABBA order, into one store, then gates: parity on both sides against "
+                       "head's tolerance table, speed of head against base from this job only. Exit status: 0 pass, "
+                       "1 regression, 2 bad input, 3 cannot decide (n too small, or base could not be measured).")
+    a.add_argument("base", help="the commit to compare against (any git revision: origin/main, a sha, HEAD~1)")
+    a.add_argument("head", nargs="?", default="HEAD", help="the candidate (default HEAD: the checkout's commit; "
+                   "uncommitted changes are not measured)")
+    a.add_argument("--stages", type=_stages, default=list(SUITES), help="comma-separated subset of " + ",".join(SUITES))
+    a.add_argument("--lengths", type=_lengths, default=DEFAULT_LENGTHS,
+                   help=f"audio lengths in seconds (default {DEFAULT_LENGTHS})")
+    a.add_argument("--model-size", choices=("full", "tiny"), default="full")
+    a.add_argument("--backends", default="torch,mlx", help="comma-separated backends (default torch,mlx)")
+    a.add_argument("--torch-device", default="auto", help="mps, cuda or cpu (default: best available)")
+    a.add_argument("--mlx-device", default="auto", help="gpu or cpu (default: best available)")
+    a.add_argument("--onnx-device", default="auto",
+                   help="ONNX Runtime execution provider: coreml, cuda or cpu (default: best available)")
+    a.add_argument("--mlx-blas", choices=blas.CHOICES, default="auto", help=MLX_BLAS_HELP)
+    a.add_argument("--rounds", type=_int_at_least(1), default=DEFAULT_ROUNDS,
+                   help=f"timed rounds per benchmark and run (default {DEFAULT_ROUNDS})")
+    a.add_argument("--warmup", type=_int_at_least(0), default=DEFAULT_WARMUP,
+                   help=f"warm-up rounds (default {DEFAULT_WARMUP})")
+    a.add_argument("--repeats", type=_int_at_least(1), default=3,
+                   help="runs of each commit, alternating (default 3: the fewest that can decide the per-run "
+                   "backend/PyTorch ratio check)")
+    a.add_argument("--max-slowdown", type=_float_in(1, math.inf, closed_low=True), default=DEFAULT_MAX_SLOWDOWN,
+                   help=f"ratio of medians (head / base) beyond which a significant change is a slowdown "
+                   f"(default {DEFAULT_MAX_SLOWDOWN})")
+    a.add_argument("--speed", choices=("all", "relative"), default="all",
+                   help="what decides speed: all (absolute times and backend/PyTorch ratios, default) or relative "
+                   "(the ratios only; for a shared runner, where the times are shown but not gated)")
+    a.add_argument("--machine-label", default=None,
+                   help="a name for this machine, part of its id in the store (default: $RVC_BENCH_MACHINE_LABEL)")
+    a.add_argument("--store", default=None, help="store the runs here (default: a temporary store, removed)")
+    a.add_argument("--summary", default=None, help="also write the markdown summary to this file (it is always "
+                   "printed, and appended to $GITHUB_STEP_SUMMARY when that is set)")
+    a.add_argument("--force", action="store_true", help="replace an existing --summary file")
+    a.set_defaults(func=cmd_ab)
+
     c = sub.add_parser("convert", help="convert rmvpe.pt, hubert_base.pt (or a Hugging Face ContentVec folder) or a "
                        "voice .pth to MLX safetensors")
     c.add_argument("checkpoint", help="the upstream file (a folder: Hugging Face config.json + weights)")
@@ -533,15 +670,18 @@ def build_parser() -> argparse.ArgumentParser:
                        description="RVC conversion as the WebUI's vc_single does it (RMVPE pitch, fp32 windows). The "
                        "input is read as upstream's ffmpeg loader reads it: downmixed to mono with ffmpeg's weights "
                        "((L+R)/sqrt 2 for stereo) and resampled to 16 kHz with ffmpeg's default resampler.")
-    i.add_argument("voice", help="RVC voice model .pth (MLX also takes a .safetensors from `rvc-bench convert`)")
+    i.add_argument("voice", help="RVC voice model .pth (MLX also takes a .safetensors from `rvc-bench convert`; ONNX "
+                   "Runtime exports it once into the fixture cache)")
     i.add_argument("input", help="audio file: wav, flac, ogg (anything libsndfile reads), any sample rate, 1 to "
                    f"{MAX_CHANNELS} channels, int or float samples")
     i.add_argument("-o", "--output", required=True,
                    help="output .wav or .flac (16-bit PCM: RVC's int16 result as it is) or .ogg (Vorbis)")
     i.add_argument("--force", action="store_true", help="replace an existing output file")
-    i.add_argument("--backend", choices=("torch", "mlx"), default="torch")
+    i.add_argument("--backend", choices=("torch", "mlx", "onnx"), default="torch")
     i.add_argument("--torch-device", default="auto", help="mps, cuda or cpu (default: best available)")
     i.add_argument("--mlx-device", default="auto", help="gpu or cpu (default: best available)")
+    i.add_argument("--onnx-device", default="auto",
+                   help="ONNX Runtime execution provider: coreml, cuda or cpu (default: best available)")
     i.add_argument("--mlx-blas", choices=blas.CHOICES, default="auto", help=MLX_BLAS_HELP)
     i.add_argument("--index", default=None, help="the voice's added_IVF*_Flat_nprobe_1_*.index (needs faiss-cpu)")
     i.add_argument("--hubert", default=None, help="the content encoder: hubert_base.pt or a Hugging Face ContentVec "

@@ -18,6 +18,7 @@ import pandas as pd
 
 from rvc_bench import results, stats, tolerances
 from rvc_bench import store as run_store
+from rvc_bench.backends import REFERENCES
 
 OK, FAIL, UNDECIDED = "ok", "FAIL", "cannot decide"
 EXIT = {OK: 0, FAIL: 1, UNDECIDED: 3}
@@ -58,7 +59,7 @@ def parity_checks(rows: pd.DataFrame) -> list[Check]:
                 checks.append(Check("parity", subject, f"{r.metric} = {r.value:.3g} (bound {r.metric} {r.bound_op} "
                                     f"{r.bound:g} vs {r.reference})", OK if r.within_bound else FAIL))
             continue
-        b = tolerances.bounds(r.stage).get(r.metric)
+        b = tolerances.bounds(r.stage, tolerances.BENCHMARK, r.backend).get(r.metric)
         if b is None:
             continue
         checks.append(Check("parity", subject, f"{r.metric} = {r.value:.3g} (bound {b})",
@@ -78,12 +79,14 @@ def _subject(key: dict) -> str:
 
 def compare_runs(base: pd.DataFrame, head: pd.DataFrame, max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> list[Check]:
     """Absolute warm times of every benchmark both sets measured on the same machine: did head get slower?
+    Reference implementations (the float64 numpy log-mel) are timed for the document, not gated: they are no
+    backend a port ships, and their millisecond times on a shared CPU only add false alarms.
     A side of several runs (base and head each measured k times, interleaved, in one job) counts each run as
     one sample of the run-to-run spread (stats: cluster bootstrap), which one run per side cannot show."""
     key = ["machine_id", "model_size"] + results.MEASUREMENT + ["backend", "device"]
 
     def samples(rows: pd.DataFrame) -> dict:
-        warm = rows[rows.metric == "time_warm"].sort_values(["run_id", "round"])
+        warm = rows[(rows.metric == "time_warm") & ~rows.backend.isin(REFERENCES)].sort_values(["run_id", "round"])
         return {k: [r.value.to_numpy() for _, r in g.groupby("run_id")] for k, g in warm.groupby(key, sort=True)}
 
     old, new = samples(base), samples(head)
@@ -100,7 +103,7 @@ def relative_checks(base: pd.DataFrame, head: pd.DataFrame,
         for k, g in results.lines(rows).groupby(["model_size", "run_id"] + results.MEASUREMENT, sort=True):
             ref = g[g.backend == results.REFERENCE_BACKEND]
             if len(ref) == 1:
-                for r in g[g.backend != results.REFERENCE_BACKEND].itertuples():
+                for r in g[(g.backend != results.REFERENCE_BACKEND) & ~g.backend.isin(REFERENCES)].itertuples():
                     out.setdefault((k[0], *k[2:], r.backend, r.device), []).append((r.times, ref.times.iloc[0]))
         return out
 

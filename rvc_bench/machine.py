@@ -1,7 +1,7 @@
 """What this machine is and has: CPU, memory, OS, library versions, available devices, and a stable machine id.
 
-Nothing here imports a framework except the device probes (`torch_devices`, `mlx_devices`, `available_reason`),
-which import only the framework they ask about. Library versions come from package metadata, so recording a run's
+Nothing here imports a framework except the device probes (`torch_devices`, `mlx_devices`, `onnx_devices`,
+`available_reason`), which import only the framework they ask about. Library versions come from package metadata, so recording a run's
 machine facts never loads torch or MLX into the process being measured.
 """
 
@@ -20,7 +20,10 @@ from importlib import metadata
 
 LABEL_ENV = "RVC_BENCH_MACHINE_LABEL"
 # Distributions whose versions every run records (read from metadata, never by importing them).
-LIBRARIES = ("numpy", "torch", "mlx", "mlx-metal", "mlx-cpu", "onnxruntime", "pytest-benchmark")
+LIBRARIES = ("numpy", "torch", "mlx", "mlx-metal", "mlx-cpu", "onnxruntime", "onnxruntime-gpu", "onnx", "onnxscript",
+             "pytest-benchmark")
+# ONNX Runtime's devices are its execution providers, named like the other backends' devices.
+ONNX_PROVIDERS = {"coreml": "CoreMLExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
 
 @lru_cache(maxsize=None)
@@ -53,6 +56,17 @@ def mlx_devices() -> tuple[str, ...]:
     return ("gpu", "cpu") if mx.is_available(mx.gpu) else ("cpu",)
 
 
+@lru_cache(maxsize=None)
+def onnx_devices() -> tuple[str, ...]:
+    """The devices whose execution provider this onnxruntime build has, in preference order (coreml, cuda, cpu)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return ()
+    have = set(ort.get_available_providers())
+    return tuple(d for d, provider in ONNX_PROVIDERS.items() if provider in have)
+
+
 def available_reason(backend: str, device: str) -> str:
     """Why a device is missing, in one line."""
     system, machine = platform.system(), platform.machine()
@@ -76,6 +90,18 @@ def available_reason(backend: str, device: str) -> str:
             if system == "Darwin":
                 return "MLX sees no Metal GPU (Intel Mac or a virtual machine without Metal)"
             return "this MLX build has no GPU backend (mlx[cpu]); install mlx[cuda12] on an NVIDIA machine"
+    if backend == "onnx":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return "onnxruntime is not installed (pip install onnxruntime)"
+        build = f"this onnxruntime {ort.__version__} build has only {', '.join(ort.get_available_providers())}"
+        if device == "cuda":
+            return f"{build}; CUDA needs the onnxruntime-gpu wheel (instead of onnxruntime) and an NVIDIA GPU"
+        if device == "coreml":
+            if system != "Darwin":
+                return f"the CoreML execution provider needs macOS (this is {system} {machine})"
+            return f"{build}; the CoreML provider ships in the macOS onnxruntime wheel"
     return "available"
 
 

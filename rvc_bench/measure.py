@@ -183,6 +183,6 @@ def run_probe(nodeid: str, extra_args: list[str], timeout_s: float = 1800) -> di
 
 def write_probe_result(cold_s: float) -> None:
     # Which frameworks the process holds when its peak RSS is read: a probe must hold only the one it measures.
-    frameworks = [name for name in ("torch", "mlx") if name in sys.modules]
+    frameworks = [name for name in ("torch", "mlx", "onnxruntime") if name in sys.modules]
     Path(os.environ[PROBE_ENV]).write_text(json.dumps({"cold_s": cold_s, "rss_peak": max_rss_bytes(),
                                                        "frameworks": frameworks}))

@@ -1,10 +1,10 @@
 """The whole RVC conversion (spec §1, §4, §7) on one backend: 16 kHz audio -> converted waveform at the voice's rate
 (or resample_sr).
 
-One code path for both backends. The numpy glue (peak guard, high-pass, split points, padding, the chunk loop,
-pitch post-processing, retrieval blend, 2x upsample, protect, RMS mix, int16 scaling) lives here; the three
-networks are loaded through the stage registry (rvc_bench.stages) and called through `Models`, which takes and
-returns numpy by way of the backend adapter:
+One code path for every backend (torch, MLX, ONNX Runtime). The numpy glue (peak guard, high-pass, split points,
+padding, the chunk loop, pitch post-processing, retrieval blend, 2x upsample, protect, RMS mix, int16 scaling) lives
+here; the three networks are loaded through the stage registry (rvc_bench.stages) and called through `Models`, which
+takes and returns numpy by way of the backend adapter:
 
     pitch(audio [N] f32) -> f0 [N // 160 + 1] Hz        RMVPE (mel + network on the backend, decode in numpy)
     features(audio [L] f32) -> [F, C] f32                HuBERT / ContentVec (v1: 256-d, v2: 768-d)
@@ -12,7 +12,7 @@ returns numpy by way of the backend adapter:
 
 Windowing constants are the fp32 row of Config.params_config (x_pad 1, x_query 6, x_center 38, x_max 41 s).
 Noise: with `seed`, the prior noise eps and the NSF source noise of chunk i are drawn in numpy from
-default_rng([seed, i]) and injected, so both backends synthesise from identical noise; `deterministic=True` injects
+default_rng([seed, i]) and injected, so every backend synthesises from identical noise; `deterministic=True` injects
 zeros; neither: each backend draws its own (upstream behaviour, not reproducible).
 resample_sr resamples the output with the resampler that reads the input (ffmpeg's, see audio.resample), not with
 librosa's default (soxr_hq) that upstream uses there. Not implemented: f0 methods other than RMVPE, f0 files, fp16.
@@ -80,7 +80,7 @@ class Options:
     protect: float = 0.33  # unvoiced frames keep this share of retrieved features; 0.5 disables protect
     rms_mix_rate: float = 0.25  # 1 keeps the output's own loudness envelope, 0 imposes the input's
     sid: int = 0  # speaker id
-    seed: int | None = None  # numpy noise per chunk (identical on both backends)
+    seed: int | None = None  # numpy noise per chunk (identical on every backend)
     deterministic: bool = False  # zero noise (takes precedence over seed)
     resample_sr: int = 0  # output rate; 0 (or the voice's rate) keeps the voice's rate
     windows: Windows = field(default_factory=Windows)
@@ -117,7 +117,7 @@ class Conversion:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# numpy pieces (shared by both backends)
+# numpy pieces (shared by every backend)
 
 
 def split_points(x: np.ndarray, w: Windows = Windows()) -> list[int]:
@@ -226,9 +226,11 @@ def load_models(backend, voice: str | os.PathLike, hubert: str | os.PathLike, rm
                 hubert_config: str = "full") -> Models:
     """The three models on `backend` (an rvc_bench.backends adapter), each through its stage's loader.
 
-    voice: RVC voice .pth (or, for MLX, a converted .safetensors); hubert: hubert_base.pt-style checkpoint or Hugging
-    Face folder of the HuBERT preset `hubert_config`; rmvpe: rmvpe.pt (or its keys in a .safetensors), needed by
-    pitch models only. Errors (missing files, bad or mismatched checkpoints) are CheckpointError with one-line
+    voice: RVC voice .pth (or, for MLX, a converted .safetensors; for ONNX Runtime, our export); hubert:
+    hubert_base.pt-style checkpoint or Hugging Face folder of the HuBERT preset `hubert_config` (for ONNX Runtime
+    also a ContentVec .onnx of the voice's version); rmvpe: rmvpe.pt (or its keys in a .safetensors; for ONNX Runtime
+    also an rmvpe.onnx), needed by pitch models only. ONNX Runtime exports the other files from their torch twins
+    into the fixture cache first (once, in a child process). Errors (missing files, bad or mismatched checkpoints) are CheckpointError with one-line
     messages.
     """
     for what, path in (("voice model", voice), ("HuBERT checkpoint", hubert), ("RMVPE checkpoint", rmvpe)):
@@ -237,7 +239,7 @@ def load_models(backend, voice: str | os.PathLike, hubert: str | os.PathLike, rm
     synth = stages.SYNTH.load(backend, voice)
     if synth.cfg.f0 and rmvpe is None:
         raise CheckpointError(f"{voice}: a pitch model needs an RMVPE checkpoint (rmvpe.pt), none given")
-    hub = stages.HUBERT.load(backend, hubert, config=hubert_config)
+    hub = stages.HUBERT.load(backend, hubert, config=hubert_config, version=synth.cfg.version)
     width = hub.cfg.final_dim if synth.cfg.version == "v1" else hub.cfg.embed_dim
     if width != synth.cfg.phone_channels:
         raise CheckpointError(f"HuBERT {synth.cfg.version} features are {width}-d but the voice model expects "

@@ -34,6 +34,8 @@ def pytest_addoption(parser):
     g = parser.getgroup("rvc-bench")
     g.addoption("--torch-device", default="auto", help="mps, cuda or cpu (default: the first available, in that order)")
     g.addoption("--mlx-device", default="auto", help="gpu or cpu (default: gpu if available)")
+    g.addoption("--onnx-device", default="auto",
+                help="ONNX Runtime execution provider: coreml, cuda or cpu (default: the first available, in that order)")
     g.addoption("--backends", default=",".join(BACKENDS), help="comma-separated subset of " + ",".join(BACKENDS))
     g.addoption("--lengths", default=None, help="audio lengths in seconds, comma-separated (default: 5 with "
                 "--benchmark-only, else 1); the original grid is 5,60,300")
@@ -78,7 +80,7 @@ class BenchSession:
             self.warmup = measure.per_length(opt("warmup"), len(self.lengths), 0, "--warmup")
         except ValueError as err:
             raise pytest.UsageError(str(err)) from None
-        self.devices = {"torch": opt("torch_device"), "mlx": opt("mlx_device")}
+        self.devices = {"torch": opt("torch_device"), "mlx": opt("mlx_device"), "onnx": opt("onnx_device")}
         store = opt("store") or ("reports/store" if bench_only else None)
         self.store_dir = (config.rootpath / store) if store else None
         weights = opt("weights_dir")
@@ -326,15 +328,15 @@ class Bench:
             raise RuntimeError("record_parity() must follow measure()")
         if self.session.probe_mode or self._current["backend"] == reference:
             return
-        stage = self._current["stage"]
-        bounds = tolerances.bounds(stage, check) if check else {}
+        stage, backend = self._current["stage"], self._current["backend"]
+        bounds = tolerances.bounds(stage, check, backend) if check else {}
         for name, value in metrics.items():
             b = bounds.get(name)
             self._add(metric=f"parity.{name}", value=value, unit="", reference=reference,
                       bound=b.bound if b else float("nan"), bound_op=b.op if b else "",
                       within_bound=b.holds(value) if b else None)
         self._benchmark.extra_info.update({f"parity_{k}": v for k, v in metrics.items()})
-        broken = tolerances.broken(stage, check, metrics) if check else []
+        broken = tolerances.broken(stage, check, metrics, backend=backend) if check else []
         assert not broken, f"{stage}/{self._current['variant']} parity: " + "; ".join(broken)
 
     def flush(self) -> None:
@@ -354,7 +356,8 @@ class Bench:
         s = self.session
         opt = s.config.getoption
         args = ["--lengths", ",".join(f"{x:g}" for x in s.lengths), "--model-size", s.model_size,
-                "--torch-device", opt("torch_device"), "--mlx-device", opt("mlx_device"), "--backends", backend]
+                "--torch-device", opt("torch_device"), "--mlx-device", opt("mlx_device"),
+                "--onnx-device", opt("onnx_device"), "--backends", backend]
         return args + (["--weights-dir", str(s.weights_dir)] if s.weights_dir else [])
 
 

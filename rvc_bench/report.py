@@ -362,10 +362,12 @@ def runs_section(st: run_store.Store) -> str:
             "commit": (rows.git_commit.iloc[0][:10] + (" (dirty)" if rows.git_dirty.iloc[0] else "")) if len(rows)
             else "–",
             "models": ", ".join(sizes), "rounds": f"{fmt_counts(opts.get('rounds', '?'))} + {fmt_counts(opts.get('warmup', '?'))} warm-up",
+            "wall time": "–" if info.wall_seconds() is None else f"{sig(info.wall_seconds() / 60)} min",
             "backends": "; ".join(backend_text(d) for _, d in sorted(info.backends.items())) or "–",
             "status": "complete" if not missing else "**incomplete**: " + "; ".join(missing),
         })
-    return "## Runs\n\nEvery run in the store. Tables below take, for each measurement, the newest run on that " \
+    return "## Runs\n\nEvery run in the store; wall time: from its start to the end of its last process (loading, " \
+           "synthetic checkpoints and exports made on the way included). Tables below take, for each measurement, the newest run on that " \
            "machine that measured it, and never combine two runs in one ratio.\n\n" + (table(recs) if recs else "")
 
 
@@ -582,7 +584,8 @@ def memory_table(sec: Section, stage: str, pubs: pd.DataFrame) -> str:
 
 def memory_section(sec: Section, pubs: pd.DataFrame) -> str:
     return ("### Memory\n\nFramework peak: the framework's own counter (MLX peak memory; torch CUDA max allocated; "
-            "torch MPS current allocation sampled every 2 ms; none for torch on the CPU). RSS Δ: process high-water "
+            "torch MPS current allocation sampled every 2 ms; none for torch on the CPU, nor for ONNX Runtime, whose "
+            "Python API has no memory statistics). RSS Δ: process high-water "
             "mark during the first call minus RSS before it. Fresh-process RSS: peak RSS of a new process that "
             f"imports one framework, loads the model and calls it once (`{RUN} --fresh-process`). Different "
             "quantities: never added.\n\n" + memory_table(sec, "rmvpe", pubs) + "\n" + memory_table(sec, "pipeline", pubs))
@@ -619,9 +622,10 @@ def first_run_table(sec: Section, pubs: pd.DataFrame) -> str:
 
 def accuracy_section(sec: Section, pubs: pd.DataFrame) -> str:
     par = results.parity(sec.rows)
-    out = ["### Numerical accuracy\n\nEvery timed output against its reference from the same run (MLX against "
-           "PyTorch; the log-mel twins against float64 numpy). Bounds: `references/parity_tolerances.csv` as stored "
-           "with each value; definitions: `rvc_bench/parity.py`.\n"]
+    out = ["### Numerical accuracy\n\nEvery timed output against its reference from the same run (each backend "
+           "against PyTorch; the log-mel against float64 numpy). Bounds: `references/parity_tolerances.csv` as stored "
+           "with each value (a value held to a bound of its own backend shows it beside the value); definitions: "
+           "`rvc_bench/parity.py`.\n"]
     if par.empty:
         return out[0] + "\n" + empty("no parity value", RUN)
     for stage in sorted(par.stage.unique(), key=lambda s: results.STAGE_ORDER.get(s, 99)):
@@ -629,7 +633,11 @@ def accuracy_section(sec: Section, pubs: pd.DataFrame) -> str:
         keys = p[["backend", "device", "reference", "variant", "audio_seconds"]].drop_duplicates() \
             .sort_values(["backend", "device", "variant", "audio_seconds"]).itertuples(index=False)
         keys = list(keys)
-        bounded = p[p.within_bound.notna()].drop_duplicates("metric").set_index("metric")
+        # each metric's column bound: the one most of its values were held to (a backend's own bound shows in its cell)
+        bounded = p[p.within_bound.notna()]
+        bounded = bounded.assign(n=bounded.groupby(["metric", "bound_op", "bound"]).value.transform("size")) \
+            .sort_values(["metric", "n", "bound"], ascending=[True, False, True]).drop_duplicates("metric") \
+            .set_index("metric")
         metrics = sorted(p.metric.unique(), key=lambda m: (m not in bounded.index, m))
         recs = []
         for m in metrics:
@@ -644,7 +652,8 @@ def accuracy_section(sec: Section, pubs: pd.DataFrame) -> str:
                 else:
                     h = hit.iloc[0]
                     verdict = "" if pd.isna(h.within_bound) else (" pass" if h.within_bound else " **FAIL**")
-                    rec[name] = sig(h.value) + verdict
+                    own = m in bounded.index and pd.notna(h.within_bound) and h.bound != bounded.at[m, "bound"]
+                    rec[name] = sig(h.value) + verdict + (f" (bound {h.bound_op} {sig(h.bound)})" if own else "")
             recs.append(rec)
         published = {"rmvpe": pub(pubs, "accuracy", "rmvpe", "mlx", "voiced_detection_error"),
                      "pipeline": pub(pubs, "accuracy", "pipeline", "mlx", "correlation")}.get(stage)
@@ -705,30 +714,60 @@ def across_machines(secs: list[Section]) -> str:
             + table([recs[k] for k in sorted(recs)]))
 
 
-def backend_summary(secs: list[Section], pubs: pd.DataFrame) -> str:
-    recs = []
+# The original document's backend summary: its rows, what each was measured on, and which stored lines measure the
+# same thing (backend, device, and for MLX the Apple GPU it was published for).
+ORIGINAL_BACKENDS = (
+    ("torch-cpu", "PyTorch CPU", "Any", lambda r, m: (r.backend, r.device) == ("torch", "cpu")),
+    ("torch-cuda", "PyTorch CUDA (GPU)", "NVIDIA", lambda r, m: (r.backend, r.device) == ("torch", "cuda")),
+    ("torch-mps", "PyTorch MPS", "Apple Silicon", lambda r, m: (r.backend, r.device) == ("torch", "mps")),
+    ("mlx", "MLX", "Apple Silicon", lambda r, m: (r.backend, r.device, m.get("system")) == ("mlx", "gpu", "Darwin")),
+    ("onnx", "ONNX Runtime", "Any", lambda r, m: r.backend == "onnx"))
+
+
+def backend_parity(sec: Section, stage: str, variant: str, seconds: float, backend: str, device: str) -> str:
+    """One backend's parity verdict on one benchmark line (the reference backend has none)."""
+    if backend == results.REFERENCE_BACKEND:
+        return "reference"
+    par = results.parity(sec.rows)
+    par = par[(par.stage == stage) & (par.variant == variant) & (par.audio_seconds == seconds)
+              & (par.backend == backend) & (par.device == device) & par.within_bound.notna()]
+    if par.empty:
+        return "no bounded parity value"
+    bad = par[~par.within_bound.astype(bool)]
+    return f"pass ({len(par)} of {len(par)})" if bad.empty else \
+        "FAIL: " + "; ".join(f"{r.metric} {sig(r.value)}" for r in bad.itertuples())
+
+
+def backend_summary(secs: list[Section], pubs: pd.DataFrame, seconds: float = 5.0) -> str:
+    measured = []  # (section, line) of every full-size pipeline line at `seconds`
     for sec in secs:
-        if sec.model_size != "full":
-            continue
-        for r in sec.stage_lines("pipeline").itertuples():
-            if r.audio_seconds != 5.0:
-                continue
-            recs.append({"backend": col(r.backend, r.device), "pipeline time (5 s)": fmt_time_iqr(r.median, r.q1, r.q3),
-                         "memory: framework peak / RSS Δ": f"{fmt_bytes(r.mem)} / {fmt_bytes(r.rss)}",
-                         "platform": describe_machine(sec.machine), "source": f"run `{r.run_id}`"})
+        if sec.full:
+            lines = sec.stage_lines("pipeline")
+            measured += [(sec, r) for r in lines[lines.audio_seconds == seconds].itertuples()]
+    measured.sort(key=lambda m: (m[0].machine_id, m[1].backend != results.REFERENCE_BACKEND, m[1].backend, m[1].device))
+    recs = [{"backend": col(r.backend, r.device), "machine": f"`{sec.machine_id}`: {describe_machine(sec.machine)}",
+             f"pipeline time ({fmt_len(seconds)})": fmt_time_iqr(r.median, r.q1, r.q3), "RTF": sig(r.median / seconds),
+             "memory: framework peak / RSS Δ": f"{fmt_bytes(r.mem)} / {fmt_bytes(r.rss)}",
+             "parity against PyTorch": backend_parity(sec, "pipeline", r.variant, seconds, r.backend, r.device),
+             "run": f"`{r.run_id}`"} for sec, r in measured]
     if not recs:
-        recs.append({"backend": "–", "pipeline time (5 s)": f"not measured (`{RUN} --stages pipeline`)",
-                     "memory: framework peak / RSS Δ": "–", "platform": "–", "source": "–"})
-    # backend, name and platform as the original's table printed them
-    names = {"torch-cpu": ("PyTorch CPU", "Any"), "torch-cuda": ("PyTorch CUDA (GPU)", "NVIDIA"),
-             "torch-mps": ("PyTorch MPS", "Apple Silicon"), "mlx": ("MLX", "Apple Silicon"),
-             "onnx": ("ONNX Runtime", "Any")}
-    for b, (name, platform) in names.items():
-        recs.append({"backend": f"{name} (published)", "pipeline time (5 s)": pub(pubs, "backends", "pipeline", b),
-                     "memory: framework peak / RSS Δ": pub(pubs, "backends", "pipeline", b, "memory"),
-                     "platform": platform, "source": "original document"})
-    return ("## Backend summary\n\nEvery backend and device measured, full pipeline on 5 s of audio, beside the "
-            "original document's figures.\n\n" + table(recs))
+        recs = [{"backend": "–", f"pipeline time ({fmt_len(seconds)})":
+                 f"not measured (`{RUN} --stages pipeline`, full-size models)"}]
+    original = []
+    for key, name, platform, same in ORIGINAL_BACKENDS:
+        hits = [f"{col(r.backend, r.device)} on `{sec.machine_id}`: {fmt_time(r.median)}" for sec, r in measured
+                if same(r, sec.machine)]
+        original.append({"backend (original document)": name, "platform": platform,
+                         "published time": pub(pubs, "backends", "pipeline", key),
+                         "published memory": pub(pubs, "backends", "pipeline", key, "memory"),
+                         "measured in this store": "; ".join(hits) or "not measured on any machine in the store"})
+    return ("## Backend summary\n\nEvery backend and device measured: the full pipeline on "
+            f"{fmt_len(seconds)} of audio with full-size models, each row from its machine's newest run (rows of one "
+            f"run were measured side by side). {NOTE_TIME} Memory as in each machine's memory table (ONNX Runtime and "
+            "torch on the CPU have no framework counter). Parity: the pipeline's bounds in "
+            "`references/parity_tolerances.csv`.\n\n" + table(recs)
+            + "\nThe original document's backend summary (Apple M-series; its figures as printed, most with a "
+            "\"~\"), and what this store measured of each row:\n\n" + table(original))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -758,7 +797,7 @@ def render(store_dir: str | Path) -> Document:
     secs = sections_of(st)
     figures: dict[str, FigureSpec] = {}
     machines = len({s.machine_id for s in secs})
-    parts = ["# rvc-bench: MLX against PyTorch, stage by stage\n",
+    parts = ["# rvc-bench: MLX and ONNX Runtime against PyTorch, stage by stage\n",
              "<!-- Generated by `rvc-bench report` from the run store alone; `rvc-bench report --check` fails when "
              "this file differs from what the store generates. Do not edit by hand. -->\n",
              f"{len(st.runs)} run(s) on {machines} machine(s). Published figures of the original MLX port "

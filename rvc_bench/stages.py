@@ -13,7 +13,17 @@ generator. The convert module is the only code that reads the stage's files, and
 `ensure_checkpoint(cache, size)` writes a seeded checkpoint in the upstream format. The log-mel front end has no
 weights, so it has neither.
 
-Importing this module imports neither torch nor MLX; a loader imports its framework when it is called.
+The ONNX module (<stage>/model_onnx.py) exports the torch twin into the cache and runs it on ONNX Runtime:
+
+    export_path(checkpoint, cache, **export_opts)  where the export of `checkpoint` is cached (imports nothing)
+    ensure(checkpoint, cache, **export_opts)       that export, made in this process on first use (imports torch)
+    exported(checkpoint, cache, **export_opts)     that export, made in a child process on first use
+    load(path, backend, **stage_opts)              the runner of an .onnx file (ours, or upstream's layout)
+
+export_opts are the stage_opts that shape the graph (HuBERT: `config` and `version`, one graph per RVC version).
+`version` is for the ONNX loader only: the twins compute both versions from one model.
+
+Importing this module imports no framework; a loader imports its framework when it is called.
 """
 
 from __future__ import annotations
@@ -25,15 +35,20 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from rvc_bench import fixtures
 from rvc_bench.hubert import config as hubert_config
 from rvc_bench.hubert import convert as hubert_convert
+from rvc_bench.hubert import model_onnx as hubert_onnx
 from rvc_bench.hubert import synthetic as hubert_synthetic
 from rvc_bench.layout import CheckpointError
+from rvc_bench.mel import model_onnx as mel_onnx
 from rvc_bench.rmvpe import config as rmvpe_config
 from rvc_bench.rmvpe import convert as rmvpe_convert
+from rvc_bench.rmvpe import model_onnx as rmvpe_onnx
 from rvc_bench.rmvpe import synthetic as rmvpe_synthetic
 from rvc_bench.synth import config as synth_config
 from rvc_bench.synth import convert as synth_convert
+from rvc_bench.synth import model_onnx as synth_onnx
 from rvc_bench.synth import synthetic as synth_synthetic
 
 
@@ -44,9 +59,17 @@ class Stage:
     presets: tuple[str, ...] = ()
     convert: ModuleType | None = None
     synthetic: ModuleType | None = None
+    onnx: ModuleType | None = None
+    export_opts: tuple[str, ...] = ()  # stage_opts that shape the ONNX graph
+    onnx_only_opts: tuple[str, ...] = ()  # stage_opts only the ONNX loader takes
 
     def load(self, backend, path: str | os.PathLike, **stage_opts) -> Any:
-        """The stage's model from `path` on `backend` (an rvc_bench.backends adapter: its name and device)."""
+        """The stage's model from `path` on `backend` (an rvc_bench.backends adapter: its name and device). ONNX
+        Runtime loads an .onnx file directly, and any other checkpoint through its export in the fixture cache."""
+        if backend.name == "onnx":
+            return self.onnx.load(self.checkpoint_for("onnx", path, fixtures.cache_dir(), **stage_opts), backend,
+                                  **stage_opts)
+        stage_opts = {k: v for k, v in stage_opts.items() if k not in self.onnx_only_opts}
         if backend.name == "torch":
             return self.convert.load_torch(path, device=backend.device, **stage_opts)
         return self.convert.load_mlx(path, **stage_opts)
@@ -59,8 +82,15 @@ class Stage:
                        **stage_opts) -> Path:
         """The file `backend_name` loads `path` from: `path` itself for torch; for MLX the same weights converted
         once into cache/converted/, so that an MLX process never imports torch (which unpickling needs) and its
-        fresh-process memory is MLX's alone. Keyed by the source's path, size and mtime."""
+        fresh-process memory is MLX's alone (keyed by the source's path, size and mtime); for ONNX Runtime the torch
+        twin exported once into cache/onnx/ by a child process (keyed by the source's content and the exporter), so
+        that the ONNX process never imports torch for it. An .onnx file is its own."""
         path = Path(path)
+        if backend_name == "onnx":
+            if path.suffix == ".onnx":
+                return path
+            return self.onnx.exported(path, cache, **{k: v for k, v in stage_opts.items() if k in self.export_opts})
+        stage_opts = {k: v for k, v in stage_opts.items() if k not in self.onnx_only_opts}
         if backend_name != "mlx" or path.suffix == ".safetensors":
             return path
         stat = path.resolve().stat()
@@ -71,11 +101,11 @@ class Stage:
         return dst
 
 
-MEL = Stage("mel", "Log-mel (RMVPE front end)")
-RMVPE = Stage("rmvpe", "RMVPE pitch", tuple(rmvpe_config.PRESETS), rmvpe_convert, rmvpe_synthetic)
+MEL = Stage("mel", "Log-mel (RMVPE front end)", onnx=mel_onnx)
+RMVPE = Stage("rmvpe", "RMVPE pitch", tuple(rmvpe_config.PRESETS), rmvpe_convert, rmvpe_synthetic, rmvpe_onnx)
 HUBERT = Stage("hubert", "HuBERT/ContentVec features", tuple(hubert_config.PRESETS), hubert_convert,
-               hubert_synthetic)
-SYNTH = Stage("synth", "RVC synthesis", synth_config.SIZES, synth_convert, synth_synthetic)
+               hubert_synthetic, hubert_onnx, export_opts=("config", "version"), onnx_only_opts=("version",))
+SYNTH = Stage("synth", "RVC synthesis", synth_config.SIZES, synth_convert, synth_synthetic, synth_onnx)
 STAGES: dict[str, Stage] = {s.name: s for s in (MEL, RMVPE, HUBERT, SYNTH)}
 
 # The content encoder of a pipeline of each size: the tiny HuBERT preset is 64 wide, which no synthesizer takes.

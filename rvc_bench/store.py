@@ -70,9 +70,14 @@ def git_state(cwd: Path | None = None) -> tuple[str, bool]:
         return "unknown", False
 
 
+def utc_now() -> str:
+    """The time now in UTC ISO 8601, to the second."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def new_run_id() -> tuple[str, str]:
     """(run id, start time in UTC ISO 8601)."""
-    return uuid.uuid4().hex[:12], datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return uuid.uuid4().hex[:12], utc_now()
 
 
 def run_dir(store_dir: str | Path, machine_id: str, run_id: str) -> Path:
@@ -138,9 +143,11 @@ class Run:
         return path
 
     def write_part(self, store_dir: str | Path, part: str, tests: list[str], outcomes: dict | None = None) -> Path:
-        """What one process of the run will measure (written before it starts) and how each test ended (after)."""
+        """What one process of the run will measure (written before it starts) and how each test ended (after; the
+        time it was written then is when the process finished)."""
         path = run_dir(store_dir, self.machine_id, self.run_id) / f"_part-{file_name(part)}.json"
-        _write_json(path, {**self.meta, **self.identity, "part": part, "tests": tests, "outcomes": outcomes})
+        _write_json(path, {**self.meta, **self.identity, "part": part, "tests": tests, "outcomes": outcomes,
+                           "written_at": utc_now()})
         return path
 
 
@@ -189,6 +196,15 @@ class RunInfo:
         if self.plan and self.plan.get("backends"):
             return list(self.plan["backends"])
         return sorted({b for p in self.parts for b in p.split("+")})
+
+    def wall_seconds(self) -> float | None:
+        """From the run's start to the end of its last process, when every process finished (None otherwise, or
+        for stores written before parts recorded their time)."""
+        ends = [p.get("written_at") for p in self.parts.values() if p.get("outcomes") is not None]
+        if not ends or None in ends or len(ends) < len(self.parts) or self.missing():
+            return None
+        fmt = "%Y-%m-%dT%H:%M:%SZ"
+        return (datetime.strptime(max(ends), fmt) - datetime.strptime(self.started_at, fmt)).total_seconds()
 
     def missing(self) -> list[str]:
         """Why the run is incomplete, one line each; [] when every planned benchmark is stored."""

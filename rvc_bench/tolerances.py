@@ -1,5 +1,6 @@
 """Parity bounds from references/parity_tolerances.csv: the single table the suites, the `bench` fixture and the
-gate read. A bound is looked up by (stage, check, metric); check "benchmark" applies to every stored benchmark."""
+gate read. A bound is looked up by (stage, check, metric); check "benchmark" applies to every stored benchmark. A row
+naming a backend replaces the row without one for that backend only (a kernel measured to be less exact there)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class Bound:
     op: str  # "<=": value must not exceed the bound; ">=": value must reach it
     bound: float
     why: str
+    backend: str = ""  # "": every backend
 
     def holds(self, value: float) -> bool:
         """NaN never holds (a metric that could not be computed proves nothing); +inf SNR of identical outputs does."""
@@ -41,34 +43,41 @@ class Bound:
 
 @lru_cache(maxsize=None)
 def table() -> dict[tuple[str, str, str], Bound]:
-    text = reference(FILE).read_text(encoding="utf-8")
+    return parse(reference(FILE).read_text(encoding="utf-8"))
+
+
+def parse(text: str) -> dict[tuple[str, str, str], Bound]:
+    """A tolerance table's text (this package's, or another commit's for `rvc-bench ab`), by (stage, check, metric)."""
     rows = csv.DictReader(line for line in io.StringIO(text) if not line.startswith("#"))
     out = {}
     for i, r in enumerate(rows, start=2):
         try:
-            b = Bound(r["stage"], r["check"], r["metric"], r["op"], float(r["bound"]), r["why"])
+            b = Bound(r["stage"], r["check"], r["metric"], r["op"], float(r["bound"]), r["why"], r["backend"])
         except (KeyError, TypeError, ValueError) as err:
             raise ToleranceError(f"{FILE} data row {i}: {err}") from None
         if b.op not in OPS:
             raise ToleranceError(f"{FILE} data row {i}: op must be one of {OPS}, got {b.op!r}")
-        key = (b.stage, b.check, b.metric)
+        key = (b.stage, b.check, b.metric, b.backend)
         if key in out:
             raise ToleranceError(f"{FILE}: {key} appears twice")
         out[key] = b
     return out
 
 
-def bounds(stage: str, check: str = BENCHMARK) -> dict[str, Bound]:
-    """The bounds of one stage's check, by metric name."""
-    return {m: b for (s, c, m), b in table().items() if s == stage and c == check}
+def bounds(stage: str, check: str = BENCHMARK, backend: str = "") -> dict[str, Bound]:
+    """The bounds of one stage's check for `backend`, by metric name: its own rows where it has them, else the
+    rows for every backend."""
+    rows = [b for (s, c, _, be), b in table().items() if s == stage and c == check and be in ("", backend)]
+    return {b.metric: b for b in sorted(rows, key=lambda b: b.backend != "")}  # a backend's own row comes last
 
 
-def broken(stage: str, check: str, metrics: dict[str, float], only: tuple[str, ...] | None = None) -> list[str]:
-    """The bounds of (stage, check) that `metrics` breaks, one line each (a bounded metric that is missing from
-    `metrics` counts as broken: nothing unmeasured passes). `only` restricts the check to some metrics, for a test
-    that compares one part of a stage's output (e.g. RMVPE's salience without its f0)."""
+def broken(stage: str, check: str, metrics: dict[str, float], only: tuple[str, ...] | None = None,
+           backend: str = "") -> list[str]:
+    """The bounds of (stage, check) that `metrics` breaks on `backend`, one line each (a bounded metric that is
+    missing from `metrics` counts as broken: nothing unmeasured passes). `only` restricts the check to some
+    metrics, for a test that compares one part of a stage's output (e.g. RMVPE's salience without its f0)."""
     out = []
-    for name, b in bounds(stage, check).items():
+    for name, b in bounds(stage, check, backend).items():
         if only is not None and name not in only:
             continue
         if name not in metrics:
@@ -78,13 +87,13 @@ def broken(stage: str, check: str, metrics: dict[str, float], only: tuple[str, .
     return out
 
 
-def assert_within(stage: str, check: str, metrics: dict[str, float],
-                  only: tuple[str, ...] | None = None) -> dict[str, float]:
-    """A suite's parity assertion: every bound of (stage, check) (or of its `only` metrics) holds; returns the
-    metrics."""
-    if not [m for m in bounds(stage, check) if only is None or m in only]:
+def assert_within(stage: str, check: str, metrics: dict[str, float], only: tuple[str, ...] | None = None,
+                  backend: str = "") -> dict[str, float]:
+    """A suite's parity assertion: every bound of (stage, check) (or of its `only` metrics) on `backend` holds;
+    returns the metrics."""
+    if not [m for m in bounds(stage, check, backend) if only is None or m in only]:
         raise ToleranceError(f"no bounds for {stage}/{check} ({only or 'any metric'}) in references/{FILE}")
-    bad = broken(stage, check, metrics, only)
+    bad = broken(stage, check, metrics, only, backend)
     assert not bad, f"{stage}/{check} parity: " + "; ".join(bad) + f" (all: {metrics})"
     return metrics
 
@@ -92,6 +101,6 @@ def assert_within(stage: str, check: str, metrics: dict[str, float],
 def bound(stage: str, check: str, metric: str) -> float:
     """One bound's value, for a suite's assertion; a missing row is an error naming it."""
     try:
-        return table()[(stage, check, metric)].bound
+        return table()[(stage, check, metric, "")].bound
     except KeyError:
         raise ToleranceError(f"no bound for {stage}/{check}/{metric} in references/{FILE}") from None

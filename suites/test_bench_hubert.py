@@ -1,7 +1,8 @@
 """HuBERT / ContentVec benchmark: v2 features (layer 12), windowed like the pipeline, over the length grid.
 
 No framework is imported at module level: each backend's model comes from the stage registry's loader, MLX's from
-the checkpoint converted once to .safetensors, so a benchmark process imports only the framework it measures.
+the checkpoint converted once to .safetensors, ONNX Runtime's from the v2 graph exported once by a child process, so
+a benchmark process imports only the framework it measures.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ def checkpoint(bench) -> tuple:
 def hubert(backend, cache, path, size: str):
     key = (backend.label, str(path))
     if key not in _MODELS:
-        loadable = stages.HUBERT.checkpoint_for(backend.name, path, cache, config=size)
-        _MODELS[key] = stages.HUBERT.load(backend, loadable, config=size)
+        loadable = stages.HUBERT.checkpoint_for(backend.name, path, cache, config=size, version="v2")
+        _MODELS[key] = stages.HUBERT.load(backend, loadable, config=size, version="v2")
     return _MODELS[key]
 
 
@@ -49,6 +50,6 @@ def test_bench_hubert(benchmark, bench, backend_name, seconds):
                           (lambda: out) if backend_name == "torch" and be.device == "cpu"
                           else (lambda: torch_reference(path, size, clip.audio[None])))
     assert out.shape == (1, get_config(size).num_frames(clip.audio.size), get_config(size).embed_dim)
-    # The table's benchmark bound: relative L2 of MLX against torch, fp32, same weights (measurements in
-    # test_hubert.py: <= 2.5e-6 per layer at full size, 9e-6 for 60 s windowed), any size and length.
+    # The table's benchmark bound: relative L2 against torch, fp32, same weights (measurements in test_hubert.py:
+    # MLX <= 2.5e-6 per layer at full size, 9e-6 for 60 s windowed; tests/test_onnx.py), any size and length.
     bench.record_parity(parity.tensor_metrics(out, ref), reference="torch")

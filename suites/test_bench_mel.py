@@ -22,7 +22,7 @@ def mel_metrics(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 
 
 def log_mel(backend):
-    """The backend's log-mel as a callable of one device array: [N] -> torch [128, T] / MLX [T, 128]."""
+    """The backend's log-mel as a callable of one device array: [N] -> torch and ONNX [128, T] / MLX [T, 128]."""
     if backend.name == "torch":
         import torch
 
@@ -35,6 +35,10 @@ def log_mel(backend):
                 return model(x)
 
         return fn
+    if backend.name == "onnx":
+        from rvc_bench.mel import model_onnx
+
+        return model_onnx.load(backend)
     from rvc_bench.mel.model_mlx import MelSpectrogram
 
     return MelSpectrogram()
@@ -46,7 +50,7 @@ def test_bench_mel(benchmark, bench, backend_name, seconds):
     x = be.from_numpy(clip.audio)
     out = bench.measure(benchmark, be, log_mel(be), (x,), stage="mel", variant="log-mel-128", seconds=seconds)
     out = be.to_numpy(out)
-    out = out if backend_name == "torch" else out.T
+    out = out.T if backend_name == "mlx" else out
     ref = bench.reference(("mel", seconds), lambda: reference.log_mel(clip.audio))
     bench.record_parity(mel_metrics(out, ref), reference="numpy-float64")  # asserts the table's bounds
 

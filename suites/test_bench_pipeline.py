@@ -2,7 +2,8 @@
 and bounds test_pipeline.py shares with it (tolerances explained at the top of test_pipeline.py).
 
 No framework is imported at module level: each backend's models come from the stage registry's loaders, MLX's from
-checkpoints converted once to .safetensors, so a benchmark process imports only the framework it measures.
+checkpoints converted once to .safetensors, ONNX Runtime's from graphs exported once by a child process, so a
+benchmark process imports only the framework it measures.
 """
 
 from __future__ import annotations
@@ -15,15 +16,11 @@ from rvc_bench import parity, pipeline, retrieval, stages, tolerances
 from rvc_bench.backends import get_backend
 from rvc_bench.fixtures import cache_dir
 from rvc_bench.synth import synthetic as synth_synthetic
-from rvc_bench.synth.config import DEFAULT_VARIANT
-from rvc_bench.synth.tiling import TILE_FRAMES_CPU
+from rvc_bench.synth.config import DEFAULT_VARIANT, preset
 
 JUMP_CENTS = 50.0  # a frame further apart than this is a pitch jump (mir_eval's raw pitch tolerance)
 
 VARIANT = DEFAULT_VARIANT
-# The benchmark runs the synthesizer's decoder in time tiles of the MLX CPU default on both backends (as the
-# synthesizer benchmark does): the rows time the same work, and the row's variant names the tile.
-ROW_VARIANT = f"{VARIANT}-tile{TILE_FRAMES_CPU}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,12 +30,14 @@ def checkpoints(size: str = "tiny") -> tuple:
 
 @functools.lru_cache(maxsize=None)
 def models(backend_name: str, variant: str = VARIANT, size: str = "tiny", device: str = "cpu") -> pipeline.Models:
-    """The pipeline's models on one backend, from the synthetic checkpoints (MLX: converted once to .safetensors)."""
+    """The pipeline's models on one backend, from the synthetic checkpoints (MLX: converted once to .safetensors;
+    ONNX Runtime: exported once)."""
     hubert, rmvpe = checkpoints(size)
     voice = synth_synthetic.ensure_checkpoint(cache_dir(), size, variant=variant)
     hubert_preset = stages.PIPELINE_HUBERT[size]
     files = [stages.SYNTH.checkpoint_for(backend_name, voice, cache_dir()),
-             stages.HUBERT.checkpoint_for(backend_name, hubert, cache_dir(), config=hubert_preset),
+             stages.HUBERT.checkpoint_for(backend_name, hubert, cache_dir(), config=hubert_preset,
+                                          version=preset(variant).version),
              stages.RMVPE.checkpoint_for(backend_name, rmvpe, cache_dir())]
     return pipeline.load_models(get_backend(backend_name, device), *files, hubert_preset)
 
@@ -79,23 +78,15 @@ def test_bench_pipeline(benchmark, bench, backend_name, seconds):
     index = bench_index(size)
     audio = bench.audio(seconds).audio
     opts = pipeline.Options(seed=0)
-
-    def tiled(m, x):
-        keep, m.synth.tile_frames = m.synth.tile_frames, TILE_FRAMES_CPU  # restored: the models are shared
-        try:
-            return pipeline.convert(m, x, opts, index)
-        finally:
-            m.synth.tile_frames = keep
-
-    out = bench.measure(benchmark, be, lambda x: tiled(m, x), (audio,), stage="pipeline", variant=ROW_VARIANT,
-                        seconds=seconds)
+    out = bench.measure(benchmark, be, lambda x: pipeline.convert(m, x, opts, index), (audio,), stage="pipeline",
+                        variant=VARIANT, seconds=seconds)
 
     def torch_reference():
         if backend_name == "torch" and be.device == "cpu":
             return out
-        return tiled(models("torch", VARIANT, size), audio)
+        return pipeline.convert(models("torch", VARIANT, size), audio, opts, index)
 
-    ref = bench.reference(("pipeline", ROW_VARIANT, size, seconds), torch_reference)
+    ref = bench.reference(("pipeline", VARIANT, size, seconds), torch_reference)
     # Spectral metrics need >= 1200-sample windows: the tiny models' 1 kHz output is too short for them.
     metrics = (parity.audio_metrics if size == "full" else parity.tensor_metrics)(out.waveform, ref.waveform,
                                                                                   *([ref.sr] if size == "full" else []))

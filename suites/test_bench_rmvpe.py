@@ -1,7 +1,8 @@
 """RMVPE benchmark: log-mel + network + decode on the backend, timed as one call, over the length grid.
 
 No framework is imported at module level: each backend's model comes from the stage registry's loader, MLX's from
-the checkpoint converted once to .safetensors, so a benchmark process imports only the framework it measures.
+the checkpoint converted once to .safetensors, ONNX Runtime's from the graphs (log-mel, network) exported once by a
+child process, so a benchmark process imports only the framework it measures.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ from rvc_bench.fixtures import cache_dir
 
 PACKAGE = Path(__file__).resolve().parents[1] / "rvc_bench"
 SUITES = PACKAGE.parent / "suites"
-# The only modules that import a framework when imported: the twins and the MLX kernels.
+# The only modules that import a framework when imported: the twins and the MLX kernels (the ONNX runners import
+# onnxruntime only through the backend adapter that runs them).
 FRAMEWORK_MODULES = {"model_torch", "model_mlx", "mlx_kernels"}
 
 
@@ -91,8 +92,8 @@ def test_models_never_import_their_converter():
 
 
 def _fresh(code: str) -> list[str]:
-    """Run `code` in a new interpreter; return the frameworks (torch, mlx) it has loaded at the end."""
-    script = code + "\nimport sys; print(sorted(m for m in ('torch', 'mlx') if m in sys.modules))"
+    """Run `code` in a new interpreter; return the frameworks (torch, mlx, onnxruntime) it has loaded at the end."""
+    script = code + "\nimport sys; print(sorted(m for m in ('torch', 'mlx', 'onnxruntime') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PACKAGE.parent)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return eval(proc.stdout.strip().splitlines()[-1])
@@ -114,6 +115,11 @@ def test_each_loader_imports_only_its_own_framework():
     load = "from rvc_bench import stages\nstages.RMVPE.convert.{}({!r})"
     assert _fresh(load.format("load_torch", str(pt))) == ["torch"]
     assert _fresh(load.format("load_mlx", str(converted))) == ["mlx"]
+    exported = stages.RMVPE.checkpoint_for("onnx", pt, cache)  # what the ONNX benchmark exports, in a child
+    assert _fresh("from rvc_bench import stages, backends\n"
+                  f"stages.RMVPE.load(backends.get_backend('onnx', 'cpu'), {str(exported)!r})") == ["onnxruntime"]
+    assert _fresh("from rvc_bench import stages, backends\n"  # a checkpoint: its cached export is found by content
+                  f"stages.RMVPE.load(backends.get_backend('onnx', 'cpu'), {str(pt)!r})") == ["onnxruntime"]
 
 
 def test_only_the_kernels_module_picks_a_kernel_by_device():
@@ -122,10 +128,11 @@ def test_only_the_kernels_module_picks_a_kernel_by_device():
     assert checks == ["mlx_kernels.py"]
 
 
-@pytest.mark.parametrize("backend", ["torch", "mlx"])
-def test_a_fresh_process_benchmark_holds_only_its_framework(backend):
+@pytest.mark.parametrize("backend,framework", [("torch", "torch"), ("mlx", "mlx"), ("onnx", "onnxruntime")])
+def test_a_fresh_process_benchmark_holds_only_its_framework(backend, framework):
     cache = cache_dir()
-    stages.RMVPE.checkpoint_for("mlx", stages.RMVPE.checkpoint(cache, "tiny"), cache)  # what the main run converts
+    for name in ("mlx", "onnx"):  # what the main run converts and exports
+        stages.RMVPE.checkpoint_for(name, stages.RMVPE.checkpoint(cache, "tiny"), cache)
     nodeid = f"suites/test_bench_rmvpe.py::test_bench_rmvpe[0.5s-{backend}]"
     probe = measure.run_probe(nodeid, ["--lengths", "0.5", "--model-size", "tiny", "--backends", backend])
-    assert probe["frameworks"] == [backend], json.dumps(probe)
+    assert probe["frameworks"] == [framework], json.dumps(probe)

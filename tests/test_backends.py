@@ -9,9 +9,13 @@ from rvc_bench import machine
 from rvc_bench.backends import BackendError, get_backend
 
 
-@pytest.mark.parametrize("name,device", [("torch", "mps"), ("torch", "cuda"), ("mlx", "gpu")])
+DEVICES = {"torch": machine.torch_devices, "mlx": machine.mlx_devices, "onnx": machine.onnx_devices}
+
+
+@pytest.mark.parametrize("name,device", [("torch", "mps"), ("torch", "cuda"), ("mlx", "gpu"), ("onnx", "cuda"),
+                                         ("onnx", "coreml")])
 def test_unavailable_device_is_an_error(name, device):
-    available = machine.torch_devices() if name == "torch" else machine.mlx_devices()
+    available = DEVICES[name]()
     if device in available:
         pytest.skip(f"{name}:{device} exists on this machine")
     with pytest.raises(BackendError, match=f"{device!r} is not available here: .+"):
@@ -21,17 +25,19 @@ def test_unavailable_device_is_an_error(name, device):
 def test_unknown_device_and_backend():
     with pytest.raises(BackendError, match="unknown torch device 'tpu'"):
         get_backend("torch", "tpu")
+    with pytest.raises(BackendError, match="unknown onnx device 'tpu': choose one of coreml, cuda, cpu"):
+        get_backend("onnx", "tpu")
     with pytest.raises(BackendError, match="unknown backend 'jax'"):
         get_backend("jax")
 
 
 def test_auto_picks_the_first_available_in_order():
-    assert get_backend("torch").device == machine.torch_devices()[0]
-    assert get_backend("mlx").device == machine.mlx_devices()[0]
+    for name, devices in DEVICES.items():
+        assert get_backend(name).device == devices()[0]
 
 
 def test_describe_names_the_device_that_runs():
-    for name in ("torch", "mlx"):
+    for name in DEVICES:
         d = get_backend(name, "cpu").describe()
         assert d["device"] == "cpu" and d["device_name"]
     mlx = get_backend("mlx", "cpu").describe()

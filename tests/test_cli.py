@@ -1,5 +1,6 @@
 """The rvc-bench command as a user meets it: run, report, doctor, convert, and bad input."""
 
+import re
 import subprocess
 import sys
 
@@ -69,10 +70,10 @@ def test_convert_missing_or_unknown_checkpoint(tmp_path):
 def test_doctor_lists_devices_with_reasons():
     proc = rvc("doctor")
     assert proc.returncode == 0
-    assert "torch:cpu   yes" in proc.stdout
-    for name, dev in (("torch", "mps"), ("mlx", "gpu")):
-        available = machine.torch_devices() if name == "torch" else machine.mlx_devices()
-        if dev not in available:
+    assert re.search(r"^  torch:cpu +yes", proc.stdout, re.M) and re.search(r"^  onnx:cpu +yes", proc.stdout, re.M)
+    devices = {"torch": machine.torch_devices, "mlx": machine.mlx_devices, "onnx": machine.onnx_devices}
+    for name, dev in (("torch", "mps"), ("mlx", "gpu"), ("onnx", "cuda"), ("onnx", "coreml")):
+        if dev not in devices[name]():
             assert f"{name}:{dev}" in proc.stdout and machine.available_reason(name, dev) in proc.stdout
 
 

@@ -36,6 +36,12 @@ def test_every_stage_loads_through_the_same_calls(name, opts):
     from_upstream = stage.load(get_backend("mlx", "cpu"), src, **opts)
     assert type(torch_model).__module__ == f"rvc_bench.{name}.model_torch"
     assert type(from_converted).__module__ == type(from_upstream).__module__ == f"rvc_bench.{name}.model_mlx"
+    onnx_file = stage.checkpoint_for("onnx", src, cache, **opts)  # exported once by a child process
+    assert onnx_file.suffix == ".onnx" and onnx_file.parent == cache / "onnx"
+    assert stage.checkpoint_for("onnx", onnx_file, cache) == onnx_file  # an .onnx is its own
+    from_export = stage.load(get_backend("onnx", "cpu"), onnx_file, **opts)
+    assert type(from_export).__module__ == type(stage.load(get_backend("onnx", "cpu"), src, **opts)).__module__ \
+        == f"rvc_bench.{name}.model_onnx"
     if name == "rmvpe":  # same weights either way: bit-identical outputs
         import mlx.core as mx
 

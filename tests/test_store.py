@@ -3,6 +3,7 @@ a corrupt file named and skipped."""
 
 import json
 import subprocess
+from datetime import datetime, timedelta
 
 import pandas as pd
 import pyarrow.dataset as ds
@@ -53,8 +54,24 @@ def test_a_process_that_did_not_finish_leaves_its_run_incomplete(tmp_path):
     run.flush(tmp_path, tests[0])  # ... then it is killed during the second benchmark
     info = store.read(tmp_path).runs[run.run_id]
     assert info.missing() == ["the torch process did not finish (1 of 2 benchmarks stored)"]
+    assert info.wall_seconds() is None  # no end: no wall time
     run.write_part(tmp_path, "torch", tests, {tests[0]: "passed", tests[1]: "error in setup"})
     assert store.read(tmp_path).runs[run.run_id].missing() == ["test_bench[60s-torch]: error in setup"]
+    assert store.read(tmp_path).runs[run.run_id].wall_seconds() is None  # ended, but not complete
+
+
+def test_a_complete_run_has_its_wall_time(tmp_path):
+    run = make_run()
+    test = "suites/test_x.py::test_bench[5s-torch]"
+    add_times(run, "torch", [1.0], test=test)
+    run.flush(tmp_path, test)
+    run.write_part(tmp_path, "torch", [test], {test: "passed"})
+    part = next(tmp_path.glob("machine=*/run=*/_part-torch.json"))
+    meta = json.loads(part.read_text())
+    start = datetime.strptime(run.started_at, "%Y-%m-%dT%H:%M:%SZ")
+    meta["written_at"] = (start + timedelta(seconds=570)).strftime("%Y-%m-%dT%H:%M:%SZ")  # its process ended then
+    part.write_text(json.dumps(meta))
+    assert store.read(tmp_path).runs[run.run_id].wall_seconds() == 570.0
 
 
 def test_a_planned_backend_that_never_started_is_missing(tmp_path):

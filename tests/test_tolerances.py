@@ -12,8 +12,21 @@ from rvc_bench import store, tolerances
 
 def test_every_stage_has_benchmark_bounds_and_the_table_is_well_formed():
     table = tolerances.table()
-    assert {s for s, c, _ in table if c == tolerances.BENCHMARK} == {"mel", "rmvpe", "hubert", "synth", "pipeline"}
+    assert {s for s, c, _, _ in table if c == tolerances.BENCHMARK} == {"mel", "rmvpe", "hubert", "synth", "pipeline"}
     assert all(b.op in tolerances.OPS and math.isfinite(b.bound) and b.why for b in table.values())
+    # a backend's own row only refines a bound every backend has
+    assert all((s, c, m, "") in table for s, c, m, be in table if be)
+
+
+def test_a_backend_row_replaces_the_shared_bound_for_that_backend_only():
+    onnx, shared = tolerances.bounds("mel", backend="onnx"), tolerances.bounds("mel")
+    assert onnx["max_abs_energetic"].backend == "onnx" and onnx["max_abs_energetic"].bound > \
+        shared["max_abs_energetic"].bound
+    assert onnx["rel_l2"] == shared["rel_l2"] and tolerances.bounds("mel", backend="mlx") == shared
+    value = {"rel_l2": 1e-5, "max_abs_energetic": 3.4e-5}  # ONNX Runtime's STFT at 5 s
+    assert tolerances.broken("mel", "benchmark", value, backend="onnx") == []
+    assert tolerances.broken("mel", "benchmark", value, backend="mlx") == [
+        "max_abs_energetic = 3.4e-05 (bound max_abs_energetic <= 2e-05)"]
 
 
 def test_a_bound_fails_beyond_it_on_nan_and_when_missing():
