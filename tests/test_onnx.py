@@ -459,7 +459,8 @@ def test_run_with_onnx_stores_rows_held_to_the_table_and_reports_them(tmp_path):
     par = results.parity(rows)
     held = par[(par.backend == "onnx") & par.within_bound.notna()]
     assert set(held.stage) == {"mel", "rmvpe"} and held.within_bound.astype(bool).all(), held.to_string()
-    assert (onnx_rows.metric == "time_warm").sum() == 2 * 3  # two benchmarks, three rounds each
+    main = onnx_rows[onnx_rows.variant.isin(["log-mel-128", "e2e"])]  # RMVPE's chunking variants aside
+    assert (main.metric == "time_warm").sum() == 2 * 3  # two benchmarks, three rounds each
     assert "onnx:cpu" in (tmp_path / "B.md").read_text()
 
 

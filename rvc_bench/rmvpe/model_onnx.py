@@ -18,7 +18,8 @@ import numpy as np
 
 from rvc_bench import onnx_graph
 from rvc_bench.onnx_graph import Port
-from rvc_bench.rmvpe.config import PAD_MULTIPLE, THRESHOLD, RMVPEConfig, chunk_windows, preset
+from rvc_bench.rmvpe.config import (CHUNK_FRAMES, PAD_MULTIPLE, THRESHOLD, RMVPEConfig, bounded_chunk, chunk_windows,
+                                   preset)
 from rvc_bench.rmvpe.decode import decode
 
 STAGE = "rmvpe"
@@ -103,14 +104,16 @@ def _pad_frames(mel: np.ndarray, n_frames: int) -> np.ndarray:
 class RMVPE:
     """Audio (16 kHz mono float32) -> log-mel -> salience -> f0, as the RVC pipeline calls it."""
 
-    def __init__(self, model: E2E, mel, chunk_frames: int | None = None, overlap_frames: int | None = None):
+    def __init__(self, model: E2E, mel, chunk_frames: int | None = CHUNK_FRAMES, overlap_frames: int | None = None):
+        """chunk_frames, overlap_frames: as the twins' (config.bounded_chunk: long inputs in overlapped chunks)."""
         self.model, self.mel = model, mel
         self.chunk_frames, self.overlap_frames = chunk_frames, overlap_frames
 
     def salience(self, audio: np.ndarray) -> np.ndarray:
         """[N] -> [T, 360], T = N // 160 + 1."""
         mel = self.mel(np.asarray(audio, dtype=np.float32)[None])  # [1, 128, T]
-        return self.model.mel2hidden(mel, self.chunk_frames, self.overlap_frames)[0]
+        overlap = self.model.cfg.default_overlap if self.overlap_frames is None else self.overlap_frames
+        return self.model.mel2hidden(mel, bounded_chunk(mel.shape[-1], self.chunk_frames, overlap), overlap)[0]
 
     def __call__(self, audio: np.ndarray, threshold: float = THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
         """[N] -> (salience [T, 360] float32, f0 [T] Hz float64, 0 = unvoiced)."""
@@ -118,7 +121,7 @@ class RMVPE:
         return salience, decode(salience, threshold)
 
 
-def load(path: str | os.PathLike, backend, chunk_frames: int | None = None, overlap_frames: int | None = None,
+def load(path: str | os.PathLike, backend, chunk_frames: int | None = CHUNK_FRAMES, overlap_frames: int | None = None,
          cache_dir: str | os.PathLike | None = None) -> RMVPE:
     """The RMVPE stage from an exported (or upstream) RMVPE .onnx on an OnnxBackend, with the log-mel graph from the
     export cache (default: the fixture cache), as convert.load_torch gives the torch stage."""
