@@ -338,7 +338,9 @@ def _parity(rows: pd.DataFrame, side_of: pd.Series, table: dict) -> list[gate.Ch
     key = ["model_size", "stage", "variant", "backend", "device", "audio_seconds", "metric"]
     for k, g in par.groupby(key, sort=True):
         size, stage, variant, backend, device, seconds, metric = k
-        b = table.get((stage, tolerances.BENCHMARK, metric))
+        # the table is keyed (stage, check, metric, backend): a backend's own row, else the row for every backend
+        b = table.get((stage, tolerances.BENCHMARK, metric, backend)) or table.get((stage, tolerances.BENCHMARK,
+                                                                                      metric, ""))
         by_side = {s: g[side_of[g.index] == s].value for s in SIDES}
         if b is None or by_side["head"].empty:
             continue
