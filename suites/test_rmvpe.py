@@ -371,8 +371,8 @@ def test_stage_chunks_long_inputs_by_default(backend):
         mel = mel_of(audio)
         got = np.asarray(stage.salience(array(audio)))
         np.testing.assert_array_equal(got, net(mel, chunk_frames=256) if chunked else net(mel))
-    assert model_torch.RMVPE(torch_model("tiny")).chunk_frames == rconfig.CHUNK_FRAMES
-    assert model_mlx.RMVPE(mlx_model("tiny")).chunk_frames == rconfig.CHUNK_FRAMES
+    assert model_torch.RMVPE(torch_model("tiny")).chunk_frames is None  # whole, as upstream: the baseline's cost
+    assert model_mlx.RMVPE(mlx_model("tiny")).chunk_frames == rconfig.CHUNK_FRAMES  # MLX's whole pass: 13.5 GiB
 
 
 @pytest.mark.full_size

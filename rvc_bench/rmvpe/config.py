@@ -12,7 +12,7 @@ from rvc_bench.stage_config import StageConfig
 PAD_MULTIPLE = 32  # frames: the log-mel is zero-padded to a multiple of this before the U-Net (WebUI mel2hidden)
 THRESHOLD = 0.03  # salience at or below this is unvoiced (the value the RVC pipeline passes; decode's default is 0.05)
 N_BINS = 360  # pitch bins, 20 cents apart
-# RMVPE's default chunk for long inputs (frames, 41 s: the pipeline's window): bounds peak memory at any length
+# MLX RMVPE's default chunk for long inputs (frames, 41 s: the pipeline's window): bounds peak memory at any length
 # (see bounded_chunk). Measured full size (2-core EPYC, loaded): MLX peak 3.65 GiB at 60 s (whole) and 3.80 GiB at
 # 300 s (13.5 GiB whole); against whole inference 5.5e-6 max |Δsalience|, no voicing flip (torch, 120 s); 1.34x (120 s)
 # and 1.48x (300 s) the frames to run (each chunk adds 2 x 1024 frames of context); a larger chunk runs fewer extra

@@ -18,7 +18,7 @@ import numpy as np
 
 from rvc_bench import onnx_graph
 from rvc_bench.onnx_graph import Port
-from rvc_bench.rmvpe.config import (CHUNK_FRAMES, PAD_MULTIPLE, THRESHOLD, RMVPEConfig, bounded_chunk, chunk_windows,
+from rvc_bench.rmvpe.config import (PAD_MULTIPLE, THRESHOLD, RMVPEConfig, bounded_chunk, chunk_windows,
                                    preset)
 from rvc_bench.rmvpe.decode import decode
 
@@ -104,8 +104,9 @@ def _pad_frames(mel: np.ndarray, n_frames: int) -> np.ndarray:
 class RMVPE:
     """Audio (16 kHz mono float32) -> log-mel -> salience -> f0, as the RVC pipeline calls it."""
 
-    def __init__(self, model: E2E, mel, chunk_frames: int | None = CHUNK_FRAMES, overlap_frames: int | None = None):
-        """chunk_frames, overlap_frames: as the twins' (config.bounded_chunk: long inputs in overlapped chunks)."""
+    def __init__(self, model: E2E, mel, chunk_frames: int | None = None, overlap_frames: int | None = None):
+        """chunk_frames, overlap_frames: as the twins' (config.bounded_chunk); default None: whole, as torch's and
+        as upstream's ONNX RMVPE runs."""
         self.model, self.mel = model, mel
         self.chunk_frames, self.overlap_frames = chunk_frames, overlap_frames
 
@@ -121,7 +122,7 @@ class RMVPE:
         return salience, decode(salience, threshold)
 
 
-def load(path: str | os.PathLike, backend, chunk_frames: int | None = CHUNK_FRAMES, overlap_frames: int | None = None,
+def load(path: str | os.PathLike, backend, chunk_frames: int | None = None, overlap_frames: int | None = None,
          cache_dir: str | os.PathLike | None = None) -> RMVPE:
     """The RMVPE stage from an exported (or upstream) RMVPE .onnx on an OnnxBackend, with the log-mel graph from the
     export cache (default: the fixture cache), as convert.load_torch gives the torch stage."""

@@ -16,7 +16,7 @@ from torch import nn
 
 from rvc_bench.checkpoints import load_torch_module
 from rvc_bench.mel.model_torch import MelSpectrogram
-from rvc_bench.rmvpe.config import (CHUNK_FRAMES, PAD_MULTIPLE, THRESHOLD, RMVPEConfig, bounded_chunk,
+from rvc_bench.rmvpe.config import (PAD_MULTIPLE, THRESHOLD, RMVPEConfig, bounded_chunk,
                                    chunk_windows)
 from rvc_bench.rmvpe.decode import decode
 
@@ -203,10 +203,11 @@ def load(weights: Mapping[str, np.ndarray], cfg: RMVPEConfig, what: str = "RMVPE
 class RMVPE:
     """Audio (16 kHz mono float32) -> log-mel -> salience -> f0, as the RVC pipeline calls it."""
 
-    def __init__(self, model: E2E, chunk_frames: int | None = CHUNK_FRAMES, overlap_frames: int | None = None):
+    def __init__(self, model: E2E, chunk_frames: int | None = None, overlap_frames: int | None = None):
         """chunk_frames, overlap_frames: inputs longer than one window of chunk_frames plus the overlap (default
-        cfg.default_overlap) on each side run in such chunks (config.bounded_chunk); chunk_frames=None: always
-        the whole sequence in one call."""
+        cfg.default_overlap) on each side run in such chunks (config.bounded_chunk). Default None: the whole
+        sequence in one call, as upstream runs it (the baseline must cost what upstream's code costs: chunks with
+        context run up to 1.5x the frames; torch's whole pass needs ~2 GiB at 5 min)."""
         self.model = model.eval()
         device = next(model.parameters()).device
         self.mel = MelSpectrogram().to(device)
