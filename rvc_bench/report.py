@@ -187,13 +187,15 @@ class Section:
         return s if variant is None else s[s.variant == variant]
 
     def main_variant(self, stage: str) -> str | None:
-        """The variant a stage's tables show: the plain one (not a chunking variant) measured at the most lengths."""
+        """The variant a stage's tables show: the plain one (not a chunking variant) measured at the most lengths,
+        and of those the one measured most recently (a renamed variant's older rows stay in the store)."""
         s = self.stage_lines(stage)
         s = s[~s.variant.map(chunking_variant)]
         if s.empty:
             return None
         counts = s.groupby("variant").audio_seconds.nunique()
-        return sorted(counts.index, key=lambda v: (-counts[v], v))[0]
+        newest = s.groupby("variant").started_at.max()
+        return max(counts.index, key=lambda v: (counts[v], newest[v], v))
 
     def cell(self, stage: str, variant: str, seconds: float, backend: str, device: str) -> pd.Series | None:
         s = self.lines

@@ -251,3 +251,17 @@ def test_scaling_and_chunking_tables_from_a_synthetic_store(tmp_path):
     assert "| 5 min   | MLX (cpu)     | `whole`" in chunking and "7.70e-6 vs `mlx e2e`" in chunking
     assert "0.930 vs `torch whole`" in chunking and "`v2-40k-whole`" in chunking
     assert "`e2e`" in chunking  # the default beside the variants it is compared with
+
+
+def test_a_renamed_variant_does_not_keep_the_tables_on_an_older_run(tmp_path):
+    """Report logic on hand-made rows (not measurements): the synthesizer's variant was `v2-40k` in an older run
+    and is `v2-40k-tile250` in the newer one, each at one length: the tables show the newer."""
+    for variant, started, t in (("v2-40k", "2026-01-01T00:00:00Z", 9.0),
+                                ("v2-40k-tile250", "2026-02-01T00:00:00Z", 3.0)):
+        run = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
+        run.started_at = started
+        for backend in ("torch", "mlx"):
+            _rows(run, "synth", variant, backend, 5.0, t, 2**30, 2**30)
+        run.flush(tmp_path, f"synth-{variant}")
+    summary = sections(report.render(tmp_path).text)["Summary"]
+    assert "RVC synthesis (`v2-40k-tile250`)" in summary and "(`v2-40k`)" not in summary
