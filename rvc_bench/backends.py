@@ -65,18 +65,25 @@ class Backend:
     # subclasses: from_numpy, to_numpy, sync, reset_peak_memory, peak_memory, describe
 
 
+def choose_device(backend: str, shown: str, device: str | None, known: tuple[str, ...],
+                  available: tuple[str, ...]) -> str:
+    """`device`, or for None/"auto" the first of `known` (preference order) that is available; an unknown or
+    unavailable device is an error, never a silent fallback."""
+    if device in (None, "auto"):
+        return next(d for d in known if d in available)
+    if device not in known:
+        raise BackendError(f"unknown {shown} device {device!r}: choose one of {', '.join(known)}")
+    if device not in available:
+        raise BackendError(f"{shown} device {device!r} is not available here: {available_reason(backend, device)}")
+    return device
+
+
 class TorchBackend(Backend):
     def __init__(self, device: str | None = None):
         import torch
 
         self.torch = torch
-        available = torch_devices()
-        if device in (None, "auto"):
-            device = next(d for d in TORCH_DEVICES if d in available)
-        elif device not in TORCH_DEVICES:
-            raise BackendError(f"unknown torch device {device!r}: choose one of {', '.join(TORCH_DEVICES)}")
-        elif device not in available:
-            raise BackendError(f"torch device {device!r} is not available here: {available_reason('torch', device)}")
+        device = choose_device("torch", "torch", device, TORCH_DEVICES, torch_devices())
         super().__init__("torch", device)
         self.dev = torch.device(device)
         self.memory_source = {"cuda": "torch.cuda.max_memory_allocated",
@@ -149,13 +156,7 @@ class MLXBackend(Backend):
         import mlx.core as mx
 
         self.mx = mx
-        available = mlx_devices()
-        if device in (None, "auto"):
-            device = next(d for d in MLX_DEVICES if d in available)
-        elif device not in MLX_DEVICES:
-            raise BackendError(f"unknown MLX device {device!r}: choose one of {', '.join(MLX_DEVICES)}")
-        elif device not in available:
-            raise BackendError(f"MLX device {device!r} is not available here: {available_reason('mlx', device)}")
+        device = choose_device("mlx", "MLX", device, MLX_DEVICES, mlx_devices())
         super().__init__("mlx", device)
         mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)
         if device == "cpu":
@@ -217,13 +218,7 @@ class OnnxBackend(Backend):
         import psutil
 
         self.ort = ort
-        available = onnx_devices()
-        if device in (None, "auto"):
-            device = next(d for d in ONNX_DEVICES if d in available)
-        elif device not in ONNX_DEVICES:
-            raise BackendError(f"unknown onnx device {device!r}: choose one of {', '.join(ONNX_DEVICES)}")
-        elif device not in available:
-            raise BackendError(f"onnx device {device!r} is not available here: {available_reason('onnx', device)}")
+        device = choose_device("onnx", "onnx", device, ONNX_DEVICES, onnx_devices())
         super().__init__("onnx", device)
         self.provider = ONNX_PROVIDERS[device]
         self.threads = threads or psutil.cpu_count(logical=False) or os.cpu_count() or 1
