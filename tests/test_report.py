@@ -65,7 +65,11 @@ def test_two_machines_get_their_own_sections_and_no_cross_machine_ratio(two_mach
         assert expected in doc
         other = st.rows[(st.rows.machine_id != machine_id) & (st.rows.metric == "time_warm")]
         crossed = report.fmt_ratio(*results.stats.ratio_ci(other[other.backend == "torch"].value, mlx))
-        assert crossed not in doc
+        # the same box twice: a cross ratio can print exactly like a machine's own one, and then proves nothing
+        own = {report.fmt_ratio(*results.stats.ratio_ci(g[g.backend == "torch"].value, g[g.backend == b].value))
+               for _, g in st.rows[st.rows.metric == "time_warm"].groupby("machine_id")
+               for b in set(g.backend) - {"torch", "numpy"}}
+        assert crossed in own or crossed not in doc
     # one speedup per machine, length and backend against torch in the summary, not the 2 x 2 cross product
     summary = sections(doc)["Summary"]
     others = len(set(st.rows.backend) - {"torch", "numpy"})  # numpy: the mel reference, not in the summary
