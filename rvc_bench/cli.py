@@ -152,7 +152,7 @@ def _check_run(args, backends: list[str]) -> dict[str, dict[str, str]]:
 
 
 def _device_option(args, backend: str) -> str:
-    return {"torch": args.torch_device, "mlx": args.mlx_device, "onnx": args.onnx_device}[backend]
+    return getattr(args, f"{backend}_device")
 
 
 def _run_backends(text: str | None) -> list[str]:
@@ -166,8 +166,7 @@ def _run_backends(text: str | None) -> list[str]:
         if unknown or not backends:
             raise UserError(f"unknown backend {unknown[0] if unknown else text!r}: choose from {', '.join(BACKENDS)}")
         return backends
-    devices = {"torch": machine.torch_devices, "mlx": machine.mlx_devices, "onnx": machine.onnx_devices}
-    backends = [b for b in BACKENDS if devices[b]()]
+    backends = [b for b in BACKENDS if machine.available_devices(b)]
     for b in BACKENDS:
         if b not in backends:
             print(f"rvc-bench run: skipping {b}: {machine.available_reason(b, 'cpu')}", flush=True)
@@ -309,7 +308,7 @@ def cmd_ab(args) -> int:
     if unknown or not backends:
         raise UserError(f"unknown backend {unknown[0] if unknown else args.backends!r}: choose from "
                         f"{', '.join(BACKENDS)}")
-    devices = {name: getattr(args, f"{name}_device", "auto") for name in backends}  # each backend's --<name>-device
+    devices = {name: _device_option(args, name) for name in backends}  # each backend's --<name>-device
     for name, device in devices.items():  # an unavailable device is bad input here, not a side that failed
         try:
             get_backend(name, device)
@@ -423,9 +422,8 @@ def cmd_doctor(args) -> int:
         print(f"ONNX Runtime execution providers in this build: {', '.join(onnxruntime.get_available_providers())}")
     fixes = []
     rows = []
-    available_devices = {"torch": M.torch_devices, "mlx": M.mlx_devices, "onnx": M.onnx_devices}
     for name, devices in (("torch", B.TORCH_DEVICES), ("mlx", B.MLX_DEVICES), ("onnx", B.ONNX_DEVICES)):
-        available = available_devices[name]()
+        available = M.available_devices(name)
         for dev in devices:
             ok = dev in available
             rows.append((f"{name}:{dev}", "yes" if ok else "no", "" if ok else M.available_reason(name, dev)))
@@ -437,7 +435,7 @@ def cmd_doctor(args) -> int:
     for name in modules:
         if not versions[name]:
             fixes.append((name, "pip install -e ."))
-    best = [f"{n}:{available_devices[n]()[0]}" for n in modules if versions[n]]
+    best = [f"{n}:{M.available_devices(n)[0]}" for n in modules if versions[n]]
     print("`rvc-bench run` measures: " + ", ".join(best) + " (each against torch)")
 
     if "cpu" in M.mlx_devices() and "cpu" in M.torch_devices():

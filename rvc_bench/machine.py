@@ -67,6 +67,11 @@ def onnx_devices() -> tuple[str, ...]:
     return tuple(d for d, provider in ONNX_PROVIDERS.items() if provider in have)
 
 
+def available_devices(backend: str) -> tuple[str, ...]:
+    """The devices of `backend` (torch, mlx, onnx) this machine can run, in preference order."""
+    return {"torch": torch_devices, "mlx": mlx_devices, "onnx": onnx_devices}[backend]()
+
+
 def available_reason(backend: str, device: str) -> str:
     """Why a device is missing, in one line."""
     system, machine = platform.system(), platform.machine()

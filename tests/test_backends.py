@@ -6,16 +6,13 @@ import sys
 import pytest
 
 from rvc_bench import machine
-from rvc_bench.backends import BackendError, get_backend
-
-
-DEVICES = {"torch": machine.torch_devices, "mlx": machine.mlx_devices, "onnx": machine.onnx_devices}
+from rvc_bench.backends import BACKENDS, BackendError, get_backend
 
 
 @pytest.mark.parametrize("name,device", [("torch", "mps"), ("torch", "cuda"), ("mlx", "gpu"), ("onnx", "cuda"),
                                          ("onnx", "coreml")])
 def test_unavailable_device_is_an_error(name, device):
-    available = DEVICES[name]()
+    available = machine.available_devices(name)
     if device in available:
         pytest.skip(f"{name}:{device} exists on this machine")
     with pytest.raises(BackendError, match=f"{device!r} is not available here: .+"):
@@ -32,12 +29,12 @@ def test_unknown_device_and_backend():
 
 
 def test_auto_picks_the_first_available_in_order():
-    for name, devices in DEVICES.items():
-        assert get_backend(name).device == devices()[0]
+    for name in BACKENDS:
+        assert get_backend(name).device == machine.available_devices(name)[0]
 
 
 def test_describe_names_the_device_that_runs():
-    for name in DEVICES:
+    for name in BACKENDS:
         d = get_backend(name, "cpu").describe()
         assert d["device"] == "cpu" and d["device_name"]
     mlx = get_backend("mlx", "cpu").describe()

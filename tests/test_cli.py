@@ -71,9 +71,8 @@ def test_doctor_lists_devices_with_reasons():
     proc = rvc("doctor")
     assert proc.returncode == 0
     assert re.search(r"^  torch:cpu +yes", proc.stdout, re.M) and re.search(r"^  onnx:cpu +yes", proc.stdout, re.M)
-    devices = {"torch": machine.torch_devices, "mlx": machine.mlx_devices, "onnx": machine.onnx_devices}
     for name, dev in (("torch", "mps"), ("mlx", "gpu"), ("onnx", "cuda"), ("onnx", "coreml")):
-        if dev not in devices[name]():
+        if dev not in machine.available_devices(name):
             assert f"{name}:{dev}" in proc.stdout and machine.available_reason(name, dev) in proc.stdout
 
 
