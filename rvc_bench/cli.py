@@ -192,12 +192,11 @@ def cmd_run(args) -> int:
         label = machine.machine_label(args.machine_label)
     except ValueError as err:
         raise UserError(f"--machine-label: {err}") from None
-    from rvc_bench.measure import compact, per_length
+    from rvc_bench.measure import compact, rounds_and_warmup
 
     n_lengths = len(args.lengths.split(","))
     try:
-        rounds, warmup = (per_length(args.rounds, n_lengths, 1, "--rounds"),
-                          per_length(args.warmup, n_lengths, 0, "--warmup"))
+        rounds, warmup = rounds_and_warmup(args.rounds, args.warmup, n_lengths)
     except ValueError as err:
         raise UserError(str(err)) from None
     run_id, started_at = run_store.new_run_id()
@@ -566,9 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lengths", type=_lengths, default=DEFAULT_LENGTHS,
                    help=f"audio lengths in seconds (default {DEFAULT_LENGTHS}; the original grid is 5,60,300)")
     r.add_argument("--stages", type=_stages, default=list(SUITES), help="comma-separated subset of " + ",".join(SUITES))
-    r.add_argument("--rounds", type=_counts(1), default=str(DEFAULT_ROUNDS),
+    r.add_argument("--rounds", type=_counts(0), default=str(DEFAULT_ROUNDS),
                    help=f"timed rounds (default {DEFAULT_ROUNDS}); one per length of --lengths (e.g. 7,3,2) times "
-                   "long lengths fewer times")
+                   "long lengths fewer times; 0 at a length: its first call only")
     r.add_argument("--warmup", type=_counts(0), default=str(DEFAULT_WARMUP),
                    help=f"warm-up rounds (default {DEFAULT_WARMUP}); one, or one per length")
     r.add_argument("--model-size", choices=("full", "tiny"), default="full")

@@ -41,6 +41,17 @@ def per_length(text, n_lengths: int, low: int, what: str) -> list[int]:
     return counts
 
 
+def rounds_and_warmup(rounds, warmup, n_lengths: int) -> tuple[list[int], list[int]]:
+    """Both per-length counts. 0 timed rounds at a length means its first call is the only one (the cold time, for
+    lengths too long to time again), so that length takes no warm-up either. Raises ValueError (one line)."""
+    r = per_length(rounds, n_lengths, 0, "--rounds")
+    w = per_length(warmup, n_lengths, 0, "--warmup")
+    if any(ri == 0 and wi > 0 for ri, wi in zip(r, w)):
+        raise ValueError(f"a length with 0 timed rounds (first call only) takes 0 warm-up rounds: --rounds {rounds} "
+                         f"--warmup {warmup}")
+    return r, w
+
+
 def compact(counts: list[int]) -> int | list[int]:
     """Per-length counts as stored in a run's options: one number when every length has the same."""
     return counts[0] if len(set(counts)) == 1 else counts

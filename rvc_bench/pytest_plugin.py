@@ -76,8 +76,7 @@ class BenchSession:
             raise pytest.UsageError(f"--backends: unknown backend {unknown[0] if unknown else '(none)'!r}; "
                                     f"choose from {', '.join(BACKENDS)}")
         try:  # per length, aligned with self.lengths
-            self.rounds = measure.per_length(opt("rounds"), len(self.lengths), 1, "--rounds")
-            self.warmup = measure.per_length(opt("warmup"), len(self.lengths), 0, "--warmup")
+            self.rounds, self.warmup = measure.rounds_and_warmup(opt("rounds"), opt("warmup"), len(self.lengths))
         except ValueError as err:
             raise pytest.UsageError(str(err)) from None
         self.devices = {"torch": opt("torch_device"), "mlx": opt("mlx_device"), "onnx": opt("onnx_device")}
@@ -298,7 +297,8 @@ class Bench:
         if session.probe_mode:
             measure.write_probe_result(m.cold_s)
             return m.output
-        warm = measure.warm_rounds(benchmark, backend, fn, args, *session.rounds_for(seconds))
+        rounds, warmup = session.rounds_for(seconds)
+        warm = measure.warm_rounds(benchmark, backend, fn, args, rounds, warmup) if rounds else []
         self._add(metric="time_cold", value=m.cold_s, unit="s")
         for i, t in enumerate(warm):
             self._add(metric="time_warm", value=t, unit="s", round=i)
