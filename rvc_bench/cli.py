@@ -492,8 +492,10 @@ def cmd_infer(args) -> int:
     from rvc_bench import audio, pipeline, retrieval, stages
     from rvc_bench.backends import BackendError, get_backend
     from rvc_bench.layout import CheckpointError
+    from rvc_bench.measure import keep_freed_memory
     from rvc_bench.synth.convert import DEFAULT_EMBEDDER, read_metadata
 
+    keep_freed_memory()  # as the benchmarks run (rvc_bench.measure): each window reuses the last one's memory
     if args.hubert is None and not args.synthetic_models:  # random weights would make noise that looks like output
         raise UserError("no --hubert: pass the content encoder (hubert_base.pt, or a Hugging Face ContentVec folder), "
                         "or --synthetic-models to run on random synthetic weights (timing, tests)")

@@ -62,6 +62,7 @@ class BenchSession:
         self.config = config
         opt = config.getoption
         bench_only = bool(opt("benchmark_only", default=False))
+        self.allocator = measure.keep_freed_memory() if bench_only or measure.PROBE_ENV in os.environ else ""
         self.model_size = opt("model_size") or ("full" if bench_only else "tiny")
         lengths = opt("lengths") or ("5" if bench_only else "1")
         try:
@@ -117,7 +118,7 @@ class BenchSession:
             except BackendError as err:
                 raise pytest.UsageError(str(err)) from None
             self.backends[name] = be
-            self.descriptions[be.label] = {**be.describe(), "label": be.label}
+            self.descriptions[be.label] = {**be.describe(), "label": be.label, "allocator": self.allocator}
         return self.backends[name]
 
     @property

@@ -349,6 +349,8 @@ def backend_text(desc: dict) -> str:
     gflops = desc.get("mlx_cpu_sgemm_gflops") or desc.get("torch_cpu_sgemm_gflops")
     if gflops:
         extra.append(f"sgemm {sig(float(gflops))} GFLOP/s")
+    if desc.get("allocator"):
+        extra.append(str(desc["allocator"]))
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 
