@@ -281,7 +281,8 @@ def test_lengths_timed_once_show_their_first_call_and_scale_first_call_over_firs
     assert "1.01 s [" in pipeline  # 5 s: the warm median, unmarked
     scaling = doc[doc.index("### Scaling with length"):doc.index("### Memory")]
     torch_row, mlx_row = (line for line in scaling.splitlines() if line.startswith("| Full pipeline"))
-    assert "54.5× (-9 %), first calls" in torch_row and "1.10×" in torch_row and "1.30×" in torch_row
+    assert "54.5× (-9 %), first calls" in torch_row and "4.29× (-14 %), first calls" in torch_row
+    assert "1.10×" in torch_row and "1.30×" in torch_row
     assert "68.2× (+14 %), first calls" in mlx_row
     summary = sections(doc)["Summary"]
     assert "| 5 min   | 60.0 s (first call only) | 150 s (first call only)  | 0.400× (0.400–0.400)" in summary
@@ -302,7 +303,8 @@ def test_scaling_is_formed_inside_one_run(tmp_path):
         run.flush(tmp_path, name)
     scaling = report.render(tmp_path).text.split("### Scaling with length")[1].split("### Memory")[0]
     rows = [line for line in scaling.splitlines() if line.startswith("| HuBERT")]
-    assert len(rows) == 2 and all(line.split("|")[4].strip() == "–" for line in rows)
+    assert len(rows) == 2 and all(line.split("|")[4].strip() == "–" for line in rows)  # 5 min / 5 s
+    assert all(line.split("|")[5].strip() == "5.00× (+0 %)" for line in rows)  # 5 min / 1 min: one run
 
 
 def test_a_renamed_variant_does_not_keep_the_tables_on_an_older_run(tmp_path):
