@@ -545,8 +545,9 @@ def chunking_table(sec: Section) -> str:
 
 SCALING_STAGES = ("rmvpe", "hubert", "synth", "pipeline")
 SCALING_NOTE = ("Time(5 min) / time(5 s) of the main variant's median, against the linear 60× (goal: within ±15 %), "
-                "and time(5 min) / time(1 min) against 5×: the synthesizer and the pipeline work in windows of at "
-                "most 41 s, so their cost per second of audio may grow up to one window, and should be flat past it; "
+                "and time(5 min) / time(1 min) against 5×: HuBERT, the synthesizer and the pipeline work in the "
+                "pipeline's windows of at most 41 s, each with attention over its whole window, so their cost per "
+                "second of audio grows up to one window and should be flat past it; "
                 "where either length was timed once, first call over first call, and the cell says so; "
                 "peak memory at 5 min over 1 min (goal: ≤ 1.2×, flat past one window), by the framework's counter "
                 "and the process's RSS Δ. Each ratio is formed inside one run (`–`: the run of the 5 min row did "
