@@ -100,7 +100,9 @@ def relative_checks(base: pd.DataFrame, head: pd.DataFrame,
     a side, bootstrapped over both runs' rounds; with several, each run's ratio is one sample."""
     def ratios(rows: pd.DataFrame) -> dict:
         out = {}
-        for k, g in results.lines(rows).groupby(["model_size", "run_id"] + results.MEASUREMENT, sort=True):
+        timed = results.lines(rows)
+        timed = timed[timed.rounds > 0]  # a length timed once (first call only) has no warm rounds to compare
+        for k, g in timed.groupby(["model_size", "run_id"] + results.MEASUREMENT, sort=True):
             ref = g[g.backend == results.REFERENCE_BACKEND]
             if len(ref) == 1:
                 for r in g[(g.backend != results.REFERENCE_BACKEND) & ~g.backend.isin(REFERENCES)].itertuples():

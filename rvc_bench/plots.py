@@ -34,11 +34,13 @@ def _axes(title: str, xlabel: str = "audio length (s)", logy: bool = True):
 
 
 def _time(sec):
-    fig, ax = _axes("warm median time (s); band: interquartile range")
+    fig, ax = _axes("warm median time (s); band: interquartile range; hollow: first call (a length timed once)")
     for (stage, variant, backend, device), g in sec.lines.groupby(["stage", "variant", "backend", "device"], sort=False):
         g = g.sort_values("audio_seconds")
         line, = ax.plot(g.audio_seconds, g["median"], STYLE.get(backend, "-"), marker="o",
                         label=f"{stage} {variant}: {backend} ({device})")
+        once = g[g.first_only.astype(bool)]
+        ax.plot(once.audio_seconds, once["median"], "o", color="white", markeredgecolor=line.get_color())
         ax.fill_between(g.audio_seconds, g.q1, g.q3, alpha=0.2, color=line.get_color())
     return fig, ax
 

@@ -41,7 +41,7 @@ def pytest_addoption(parser):
                 "--benchmark-only, else 1); the original grid is 5,60,300")
     g.addoption("--rounds", default=str(DEFAULT_ROUNDS),
                 help=f"warm timed rounds per benchmark (default {DEFAULT_ROUNDS}); one per length of --lengths "
-                "(e.g. 7,3,2) times long lengths fewer times")
+                "(e.g. 7,3,2) times long lengths fewer times; 0 at a length: its first call only")
     g.addoption("--warmup", default=str(DEFAULT_WARMUP),
                 help=f"warm-up rounds before the timed ones (default {DEFAULT_WARMUP}); one, or one per length")
     g.addoption("--model-size", choices=("tiny", "full"), default=None,
@@ -315,9 +315,9 @@ class Bench:
             self._add(metric="rss_fresh_process", value=probe["rss_peak"], unit="bytes")
             self._add(metric="time_cold_fresh_process", value=probe["cold_s"], unit="s")
             benchmark.extra_info.update(rss_fresh_process=probe["rss_peak"])
-        median = float(np.median(warm)) if warm else float("nan")
-        session.write_line(f"  {stage}/{variant} {backend.label} {seconds:g}s: cold {m.cold_s:.3g} s, "
-                           f"warm median {median:.3g} s over {len(warm)} rounds")
+        warm_text = f"warm median {float(np.median(warm)):.3g} s over {len(warm)} rounds" if warm else \
+            "first call only"
+        session.write_line(f"  {stage}/{variant} {backend.label} {seconds:g}s: cold {m.cold_s:.3g} s, {warm_text}")
         return m.output
 
     def record_parity(self, metrics: dict[str, float], reference: str = "torch",

@@ -31,9 +31,10 @@ BACKEND_TITLES = {"torch": "PyTorch", "mlx": "MLX", "onnx": "ONNX Runtime", "num
 GRID = (5.0, 60.0, 300.0)  # the original document's lengths
 RUN = "rvc-bench run"
 NOTE_SPEEDUP = ("Speedup = PyTorch time / the other backend's time (> 1: faster than PyTorch), the ratio of the two "
-                "medians over timed rounds, with a 95 % interval from a seeded bootstrap over rounds; both sides come "
-                "from the same run.")
-NOTE_TIME = "Times: median over timed rounds after warm-up [interquartile range]."
+                "medians over timed rounds (at a length timed once, of the two first calls), with a 95 % interval from "
+                "a seeded bootstrap over rounds; both sides come from the same run.")
+NOTE_TIME = ("Times: median over timed rounds after warm-up [interquartile range]; a length a run timed once (its "
+             "`--rounds` 0 there) shows the first call, marked as such.")
 NOTE_RTF = ("Realtime factor RTF = processing time / audio duration (below 1 is faster than real time); the only "
             "realtime measure in this document.")
 
@@ -80,6 +81,20 @@ def fmt_time_iqr(med: float, q1: float, q3: float) -> str:
     if not np.isfinite(med):
         return "–"
     return f"{fmt_time(med)} [{fmt_time(q1)}–{fmt_time(q3)}]"
+
+
+def fmt_line(c, iqr: bool = True) -> str:
+    """A benchmark line's time (a row of results.lines, as a Series or a named tuple): the warm median [IQR], or at
+    a length timed once its first call, marked so that it is never read as a warm time."""
+    get = c.__getitem__ if isinstance(c, pd.Series) else lambda k: getattr(c, k)
+    if get("first_only"):
+        return f"{fmt_time(get('cold'))} (first call only)"
+    return fmt_time_iqr(get("median"), get("q1"), get("q3")) if iqr else fmt_time(get("median"))
+
+
+def later_calls(c, what) -> str:
+    """The warm time, or why there is none (a length timed once)."""
+    return "not timed (first call only)" if c.first_only else what
 
 
 def fmt_bytes(b: float) -> str:
@@ -221,7 +236,7 @@ class Section:
         c = self.cell(stage, variant, seconds, backend, device)
         if c is None:
             return self.missing_text(stage, variant, seconds, backend)
-        return fmt_time_iqr(c["median"], c.q1, c.q3) if iqr else fmt_time(c["median"])
+        return fmt_line(c, iqr)
 
     def speed_cell(self, stage, variant, seconds, backend, device) -> str:
         s = self.speed
@@ -419,7 +434,7 @@ def pipeline_table(sec: Section, pubs: pd.DataFrame) -> str:
         for b, d in sec.columns():
             c = sec.cell("pipeline", variant, seconds, b, d)
             recs.append({"backend": col(b, d), "audio": fmt_len(seconds),
-                         "time": fmt_time_iqr(c["median"], c.q1, c.q3) if c is not None
+                         "time": fmt_line(c) if c is not None
                          else sec.missing_text("pipeline", variant, seconds, b),
                          "RTF": sig(c["median"] / seconds) if c is not None else "–",
                          "first call": fmt_time(c.cold) if c is not None else "–",
@@ -472,15 +487,15 @@ def mel_table(sec: Section, pubs: pd.DataFrame) -> str:
             c = sec.cell("mel", variant, seconds, b, d)
             recs.append({"backend": col(b, d), "audio": fmt_len(seconds),
                          "first call": fmt_time(c.cold) if c is not None else "–",
-                         "later calls": fmt_time_iqr(c["median"], c.q1, c.q3) if c is not None
+                         "later calls": later_calls(c, fmt_line(c)) if c is not None
                          else sec.missing_text("mel", variant, seconds, b),
-                         "first / later": f"{sig(c.cold / c['median'])}×" if c is not None else "–",
+                         "first / later": later_calls(c, f"{sig(c.cold / c['median'])}×") if c is not None else "–",
                          "run": sec.run_cell("mel", variant, seconds)})
     references = sec.stage_lines("mel")[sec.stage_lines("mel").backend.isin(REFERENCES)]
     for r in references.itertuples():
         recs.append({"backend": f"{col(r.backend, r.device)}, float64 reference", "audio": fmt_len(r.audio_seconds),
-                     "first call": fmt_time(r.cold), "later calls": fmt_time_iqr(r.median, r.q1, r.q3),
-                     "first / later": f"{sig(r.cold / r.median)}×", "run": f"`{r.run_id}`"})
+                     "first call": fmt_time(r.cold), "later calls": later_calls(r, fmt_line(r)),
+                     "first / later": later_calls(r, f"{sig(r.cold / r.median)}×"), "run": f"`{r.run_id}`"})
     if references.empty:
         recs.append({"backend": "numpy (cpu), float64 reference", "audio": "–", "first call": "not measured",
                      "later calls": "not measured", "first / later": "–",
@@ -523,7 +538,7 @@ def chunking_table(sec: Section) -> str:
             p = par[(par.stage == stage) & (par.variant == r.variant) & (par.audio_seconds == r.audio_seconds)
                     & (par.backend == r.backend) & (par.device == r.device)]
             recs.append({"audio": fmt_len(r.audio_seconds), "backend": col(r.backend, r.device),
-                         "variant": f"`{r.variant}`", "time": fmt_time_iqr(r.median, r.q1, r.q3),
+                         "variant": f"`{r.variant}`", "time": fmt_line(r),
                          "framework peak": fmt_bytes(r.mem), "RSS Δ peak": fmt_bytes(r.rss),
                          "max abs Δ": f"{sig(p.value.iloc[0])} vs `{p.reference.iloc[0]}`" if len(p) else "–"})
         out.append(head + table(recs))
@@ -531,9 +546,14 @@ def chunking_table(sec: Section) -> str:
 
 
 SCALING_STAGES = ("rmvpe", "hubert", "synth", "pipeline")
-SCALING_NOTE = ("Time(5 min) / time(5 s) of the main variant's median, against the linear 60× (goal: within ±15 %); "
+SCALING_NOTE = ("Time(5 min) / time(5 s) of the main variant's median, against the linear 60× (goal: within ±15 %), "
+                "and time(5 min) / time(1 min) against 5×: HuBERT, the synthesizer and the pipeline work in the "
+                "pipeline's windows of at most 41 s, each with attention over its whole window, so their cost per "
+                "second of audio grows up to one window and should be flat past it; "
+                "where either length was timed once, first call over first call, and the cell says so; "
                 "peak memory at 5 min over 1 min (goal: ≤ 1.2×, flat past one window), by the framework's counter "
-                "and the process's RSS Δ. Each ratio is formed inside one machine's runs.")
+                "and the process's RSS Δ. Each ratio is formed inside one run (`–`: the run of the 5 min row did "
+                "not measure the other length).")
 
 
 def ratio_text(num: float, den: float, goal: float | None = None) -> str:
@@ -554,9 +574,19 @@ def scaling_table(sec: Section) -> str:
             c5, c60, c300 = (sec.cell(stage, variant, t, b, d) for t in (5.0, 60.0, 300.0))
             if c300 is None:
                 continue
+            # the pairing rule: a ratio only inside one run
+            c5, c60 = (c if c is not None and c.run_id == c300.run_id else None for c in (c5, c60))
             get = lambda c, k: c[k] if c is not None else math.nan  # noqa: E731
+            def time_ratio(c, goal):
+                if c is None:
+                    return "–"
+                first = bool(c300.first_only or c.first_only)
+                t = "cold" if first else "median"
+                return ratio_text(c300[t], c[t], goal) + (", first calls" if first else "")
+
             recs.append({"stage": TITLES[stage], "variant": f"`{variant}`", "backend": col(b, d),
-                         "time 5 min / 5 s (linear 60×)": ratio_text(get(c300, "median"), get(c5, "median"), 60),
+                         "time 5 min / 5 s (linear 60×)": time_ratio(c5, 60),
+                         "time 5 min / 1 min (linear 5×)": time_ratio(c60, 5),
                          "framework peak 5 min / 1 min": ratio_text(get(c300, "mem"), get(c60, "mem")),
                          "RSS Δ 5 min / 1 min": ratio_text(get(c300, "rss"), get(c60, "rss"))})
     if not recs:
@@ -609,9 +639,10 @@ def first_run_table(sec: Section, pubs: pd.DataFrame) -> str:
             recs.append({"model": f"{TITLES[stage]} `{variant}`", "backend": col(r.backend, r.device),
                          "audio": fmt_len(r.audio_seconds),
                          "first call, fresh process": fmt_time(fresh) if np.isfinite(fresh) else "not measured",
-                         "first call in the benchmark process": fmt_time(r.cold), "later calls": fmt_time(r.median),
-                         "overhead (fresh first call − later)": fmt_time(fresh - r.median) if np.isfinite(fresh)
-                         else "–",
+                         "first call in the benchmark process": fmt_time(r.cold),
+                         "later calls": later_calls(r, fmt_time(r.median)),
+                         "overhead (fresh first call − later)": later_calls(r, fmt_time(fresh - r.median))
+                         if np.isfinite(fresh) else "–",
                          "published (MLX)": (f"{pub(pubs, 'first_run', stage, 'mlx', 'cold_overhead')}, "
                                              f"{pub(pubs, 'first_run', stage, 'mlx', 'cold_over_warm')}")
                          if stage in ("rmvpe", "hubert", "synth") and r.backend == "mlx" and sec.full else "–"})
@@ -712,7 +743,7 @@ def across_machines(secs: list[Section]) -> str:
             key = (results.STAGE_ORDER.get(r.stage, 99), r.stage, r.variant, r.audio_seconds)
             rec = recs.setdefault(key, {"stage": f"{TITLES.get(r.stage, r.stage)} `{r.variant}`",
                                         "audio": fmt_len(r.audio_seconds)})
-            rec[f"`{sec.machine_id}` {col(r.backend, r.device)}"] = fmt_time(r.median)
+            rec[f"`{sec.machine_id}` {col(r.backend, r.device)}"] = fmt_line(r, iqr=False)
     return ("## Across machines\n\nMedian times of full-size runs, side by side. Different machines are never "
             "divided into each other: compare speedups only inside each machine's section.\n\n"
             + table([recs[k] for k in sorted(recs)]))
@@ -750,7 +781,7 @@ def backend_summary(secs: list[Section], pubs: pd.DataFrame, seconds: float = 5.
             measured += [(sec, r) for r in lines[lines.audio_seconds == seconds].itertuples()]
     measured.sort(key=lambda m: (m[0].machine_id, m[1].backend != results.REFERENCE_BACKEND, m[1].backend, m[1].device))
     recs = [{"backend": col(r.backend, r.device), "machine": f"`{sec.machine_id}`: {describe_machine(sec.machine)}",
-             f"pipeline time ({fmt_len(seconds)})": fmt_time_iqr(r.median, r.q1, r.q3), "RTF": sig(r.median / seconds),
+             f"pipeline time ({fmt_len(seconds)})": fmt_line(r), "RTF": sig(r.median / seconds),
              "memory: framework peak / RSS Δ": f"{fmt_bytes(r.mem)} / {fmt_bytes(r.rss)}",
              "parity against PyTorch": backend_parity(sec, "pipeline", r.variant, seconds, r.backend, r.device),
              "run": f"`{r.run_id}`"} for sec, r in measured]
@@ -759,7 +790,7 @@ def backend_summary(secs: list[Section], pubs: pd.DataFrame, seconds: float = 5.
                  f"not measured (`{RUN} --stages pipeline`, full-size models)"}]
     original = []
     for key, name, platform, same in ORIGINAL_BACKENDS:
-        hits = [f"{col(r.backend, r.device)} on `{sec.machine_id}`: {fmt_time(r.median)}" for sec, r in measured
+        hits = [f"{col(r.backend, r.device)} on `{sec.machine_id}`: {fmt_line(r, iqr=False)}" for sec, r in measured
                 if same(r, sec.machine)]
         original.append({"backend (original document)": name, "platform": platform,
                          "published time": pub(pubs, "backends", "pipeline", key),

@@ -26,19 +26,24 @@ SINGLE = {"time_cold": "cold", "mem_framework_peak": "mem", "rss_peak_delta": "r
 
 
 def lines(rows: pd.DataFrame) -> pd.DataFrame:
-    """One line per measured benchmark: warm rounds (array), median, quartiles, cold time and memory."""
-    cols = LINE + ["rounds", "times", "median", "q1", "q3"] + list(SINGLE.values())
+    """One line per measured benchmark: warm rounds (array), median, quartiles, cold time and memory.
+    A length timed once (`run --rounds 0` there: first call only) has rounds 0 and first_only set, and its one
+    sample is the cold time: times, median and quartiles stand for it, so a ratio inside its run compares first
+    calls with first calls (every backend of a run has the same counts at a length)."""
+    cols = LINE + ["rounds", "first_only", "times", "median", "q1", "q3"] + list(SINGLE.values())
     if rows.empty:
         return pd.DataFrame(columns=cols)
     out = []
     for key, g in rows.groupby(LINE, sort=False, dropna=False):
-        times = g.loc[g.metric == "time_warm"].sort_values("round").value.to_numpy()
-        med, q1, q3 = stats.median_iqr(times)
-        rec = dict(zip(LINE, key), rounds=len(times), times=times, median=med, q1=q1, q3=q3)
+        rec = dict(zip(LINE, key))
         for metric, name in SINGLE.items():
             hit = g.loc[g.metric == metric, "value"]
             rec[name] = float(hit.iloc[0]) if len(hit) else math.nan
-        out.append(rec)
+        times = g.loc[g.metric == "time_warm"].sort_values("round").value.to_numpy()
+        first_only = times.size == 0 and finite(rec["cold"])
+        med, q1, q3 = stats.median_iqr(np.array([rec["cold"]]) if first_only else times)
+        out.append(dict(rec, rounds=len(times), first_only=first_only,
+                        times=np.array([rec["cold"]]) if first_only else times, median=med, q1=q1, q3=q3))
     df = pd.DataFrame(out, columns=cols)
     order = df.stage.map(STAGE_ORDER).fillna(len(STAGE_ORDER))
     return (df.assign(_order=order).sort_values(SECTION + ["_order", "stage", "variant", "dtype", "audio_seconds",

@@ -121,6 +121,11 @@ def test_rounds_per_length():
     for text, n in (("7,3", 3), ("0", 1), ("x", 1)):
         with pytest.raises(ValueError, match="--rounds"):
             measure.per_length(text, n, 1, "--rounds")
+    # 0 timed rounds at a length: its first call only, which leaves nothing for warm-up rounds to precede
+    assert measure.rounds_and_warmup("7,0,0", "1,0,0", 3) == ([7, 0, 0], [1, 0, 0])
+    for rounds, warmup in (("7,0", "1"), ("0", "2"), ("-1", "0")):
+        with pytest.raises(ValueError, match="--rounds"):
+            measure.rounds_and_warmup(rounds, warmup, 2)
 
 
 def _thp_mode() -> str:

@@ -2,6 +2,7 @@
 restored byte for byte from the store, `report --check` catching one edited number, a killed run shown as incomplete
 and never completed from an older run, tiny-model numbers kept out of full-size tables."""
 
+import math
 import os
 import re
 import shutil
@@ -218,10 +219,12 @@ def test_across_machines_shows_absolute_times_side_by_side_and_never_a_ratio(tmp
     assert "×" not in across.split("\n\n", 2)[2]  # the table: times only
 
 
-def _rows(run, stage, variant, backend, seconds, time_s, mem, rss, **extra):
+def _rows(run, stage, variant, backend, seconds, time_s, mem, rss, rounds=3, cold=None, **extra):
     common = dict(stage=stage, variant=variant, backend=backend, device="cpu", device_name="cpu", dtype="float32",
                   audio_seconds=seconds)
-    for i in range(3):
+    if cold is not None:
+        run.add(metric="time_cold", value=cold, unit="s", **common)
+    for i in range(rounds):
         run.add(metric="time_warm", value=time_s * (1 + 0.01 * i), unit="s", round=i, **common)
     run.add(metric="mem_framework_peak", value=mem, unit="bytes", **common)
     run.add(metric="rss_peak_delta", value=rss, unit="bytes", **common)
@@ -255,6 +258,53 @@ def test_scaling_and_chunking_tables_from_a_synthetic_store(tmp_path):
     assert "| 5 min   | MLX (cpu)     | `whole`" in chunking and "7.70e-6 vs `mlx e2e`" in chunking
     assert "0.930 vs `torch whole`" in chunking and "`v2-40k-whole`" in chunking
     assert "`e2e`" in chunking  # the default beside the variants it is compared with
+
+
+def test_lengths_timed_once_show_their_first_call_and_scale_first_call_over_first_call(tmp_path):
+    """Report logic on hand-made rows (not measurements): one run times 5 s warm (3 rounds, cold 1.1 s / 2.2 s)
+    and 1 min and 5 min once (`--rounds 3,0,0`: cold only). Its tables mark those times as first calls, never as
+    warm ones; the scaling ratio compares first calls; the speedup at 5 min is first call over first call."""
+    gib = 2**30
+    run = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
+    for backend, cold5, cold60, cold300 in (("torch", 1.1, 14.0, 60.0), ("mlx", 2.2, 30.0, 150.0)):
+        _rows(run, "pipeline", "v2-40k", backend, 5.0, 1.0, gib, gib, cold=cold5)
+        _rows(run, "pipeline", "v2-40k", backend, 60.0, math.nan, 2 * gib, 2 * gib, rounds=0, cold=cold60)
+        _rows(run, "pipeline", "v2-40k", backend, 300.0, math.nan, 2.2 * gib, 2.6 * gib, rounds=0, cold=cold300)
+    run.flush(tmp_path, "pipeline")
+    lines = results.lines(store.read(tmp_path).rows)
+    once = lines[lines.audio_seconds == 300.0]
+    assert once.first_only.all() and (once.rounds == 0).all() and sorted(once["median"]) == [60.0, 150.0]
+    assert not lines[lines.audio_seconds == 5.0].first_only.any()
+    doc = report.render(tmp_path).text
+    pipeline = doc[doc.index("### Full RVC pipeline"):doc.index("### Component breakdown")]
+    assert "60.0 s (first call only)" in pipeline and "150 s (first call only)" in pipeline
+    assert "1.01 s [" in pipeline  # 5 s: the warm median, unmarked
+    scaling = doc[doc.index("### Scaling with length"):doc.index("### Memory")]
+    torch_row, mlx_row = (line for line in scaling.splitlines() if line.startswith("| Full pipeline"))
+    assert "54.5× (-9 %), first calls" in torch_row and "4.29× (-14 %), first calls" in torch_row
+    assert "1.10×" in torch_row and "1.30×" in torch_row
+    assert "68.2× (+14 %), first calls" in mlx_row
+    summary = sections(doc)["Summary"]
+    assert "| 5 min   | 60.0 s (first call only) | 150 s (first call only)  | 0.400× (0.400–0.400)" in summary
+    # The gate has no warm rounds to compare at a length timed once: it forms no relative check there.
+    from rvc_bench import gate
+    rows = store.read(tmp_path).rows
+    assert all("300" not in c.subject for c in gate.relative_checks(rows, rows))
+
+
+def test_scaling_is_formed_inside_one_run(tmp_path):
+    """Report logic on hand-made rows: the 5 min row's run never measured 5 s; a 5 s row of another run is not
+    divided into it."""
+    for name, lengths in (("a", (5.0,)), ("b", (60.0, 300.0))):
+        run = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
+        for backend in ("torch", "mlx"):
+            for t in lengths:
+                _rows(run, "hubert", "v2-layer12", backend, t, t / 5, 2**30, 2**30)
+        run.flush(tmp_path, name)
+    scaling = report.render(tmp_path).text.split("### Scaling with length")[1].split("### Memory")[0]
+    rows = [line for line in scaling.splitlines() if line.startswith("| HuBERT")]
+    assert len(rows) == 2 and all(line.split("|")[4].strip() == "–" for line in rows)  # 5 min / 5 s
+    assert all(line.split("|")[5].strip() == "5.00× (+0 %)" for line in rows)  # 5 min / 1 min: one run
 
 
 def test_a_renamed_variant_does_not_keep_the_tables_on_an_older_run(tmp_path):
