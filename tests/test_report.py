@@ -253,7 +253,7 @@ def test_scaling_and_chunking_tables_from_a_synthetic_store(tmp_path):
     rmvpe = [line for line in scaling.splitlines() if line.startswith("| RMVPE")]
     assert len(rmvpe) == 2 and all("`e2e`" in line for line in rmvpe)  # main variant only, one row per backend
     assert all("69.0× (+15 %)" in line and "1.10×" in line and "2.00×" in line for line in rmvpe)
-    assert "| RVC synthesis" in scaling and "HuBERT" not in scaling  # no hubert rows stored
+    assert "| RVC synthesis" in scaling and "| HuBERT" not in scaling  # no hubert rows stored
     chunking = doc[doc.index("### Chunking"):doc.index("### Scaling with length")]
     assert "| 5 min   | MLX (cpu)     | `whole`" in chunking and "7.70e-6 vs `mlx e2e`" in chunking
     assert "0.930 vs `torch whole`" in chunking and "`v2-40k-whole`" in chunking
