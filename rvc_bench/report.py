@@ -550,7 +550,9 @@ SCALING_NOTE = ("Time(5 min) / time(5 s) of the main variant's median, against t
                 "and time(5 min) / time(1 min) against 5×: HuBERT, the synthesizer and the pipeline work in the "
                 "pipeline's windows of at most 41 s, each with attention over its whole window, so their cost per "
                 "second of audio grows up to one window and should be flat past it; "
-                "where either length was timed once, first call over first call, and the cell says so; "
+                "a length timed once enters with its first call, and the cell says so (a first call includes a "
+                "one-time overhead, about the same amount at every length: the first-run table shows it at the "
+                "shortest); "
                 "peak memory at 5 min over 1 min (goal: ≤ 1.2×, flat past one window), by the framework's counter "
                 "and the process's RSS Δ. Each ratio is formed inside one run (`–`: the run of the 5 min row did "
                 "not measure the other length).")
@@ -578,11 +580,14 @@ def scaling_table(sec: Section) -> str:
             c5, c60 = (c if c is not None and c.run_id == c300.run_id else None for c in (c5, c60))
             get = lambda c, k: c[k] if c is not None else math.nan  # noqa: E731
             def time_ratio(c, goal):
+                """5 min over a shorter length, each at its best estimate of a call's time: the warm median, or
+                for a length timed once its first call (whose one-time overhead the first-run table shows)."""
                 if c is None:
                     return "–"
-                first = bool(c300.first_only or c.first_only)
-                t = "cold" if first else "median"
-                return ratio_text(c300[t], c[t], goal) + (", first calls" if first else "")
+                t300, t = ("cold", "first call") if c300.first_only else ("median", "warm")
+                tc, tt = ("cold", "first call") if c.first_only else ("median", "warm")
+                label = "" if tt == t == "warm" else ", first calls" if tt == t else f", {t} / {tt}"
+                return ratio_text(c300[t300], c[tc], goal) + label
 
             recs.append({"stage": TITLES[stage], "variant": f"`{variant}`", "backend": col(b, d),
                          "time 5 min / 5 s (linear 60×)": time_ratio(c5, 60),
