@@ -160,6 +160,7 @@ class Section:
     lines: pd.DataFrame  # results.lines of the newest run per measurement
     rows: pd.DataFrame  # the stored rows of those same runs and measurements
     runs: dict  # run_id -> RunInfo
+    every: pd.DataFrame  # results.lines of every run of this machine and model size (for ratios inside a run)
     speed: pd.DataFrame = field(init=False)
 
     def __post_init__(self):
@@ -267,11 +268,12 @@ def describe_machine(m: dict) -> str:
 
 def sections_of(st: run_store.Store) -> list[Section]:
     rows = results.newest_rows(st.rows)
-    lines = results.lines(rows)
+    lines, every = results.lines(rows), results.lines(st.rows)
     out = []
     for (machine_id, size), g in lines.groupby(results.SECTION, sort=False):
         r = rows[(rows.machine_id == machine_id) & (rows.model_size == size)]
-        out.append(Section(machine_id, size, g.reset_index(drop=True), r, st.runs))
+        e = every[(every.machine_id == machine_id) & (every.model_size == size)].reset_index(drop=True)
+        out.append(Section(machine_id, size, g.reset_index(drop=True), r, st.runs, e))
     return sorted(out, key=lambda s: (s.model_size != "full", s.model_size, s.machine_id))
 
 
@@ -554,8 +556,8 @@ SCALING_NOTE = ("Time(5 min) / time(5 s) of the main variant's median, against t
                 "one-time overhead, about the same amount at every length: the first-run table shows it at the "
                 "shortest); "
                 "peak memory at 5 min over 1 min (goal: ≤ 1.2×, flat past one window), by the framework's counter "
-                "and the process's RSS Δ. Each ratio is formed inside one run (`–`: the run of the 5 min row did "
-                "not measure the other length).")
+                "and the process's RSS Δ. Each ratio is formed inside the run of the 5 min row, even where a newer run "
+                "measured a shorter length again (`–`: that run did not measure the other length).")
 
 
 def ratio_text(num: float, den: float, goal: float | None = None) -> str:
@@ -573,11 +575,16 @@ def scaling_table(sec: Section) -> str:
         if variant is None:
             continue
         for b, d in sec.columns():
-            c5, c60, c300 = (sec.cell(stage, variant, t, b, d) for t in (5.0, 60.0, 300.0))
+            c300 = sec.cell(stage, variant, 300.0, b, d)
             if c300 is None:
                 continue
-            # the pairing rule: a ratio only inside one run
-            c5, c60 = (c if c is not None and c.run_id == c300.run_id else None for c in (c5, c60))
+            # the pairing rule: a ratio only inside one run, that of the 5 min row, even where a newer run measured
+            # a shorter length again
+            e = sec.every
+            same = e[(e.run_id == c300.run_id) & (e.stage == stage) & (e.variant == variant) & (e.backend == b)
+                     & (e.device == d)]
+            c5, c60 = (same[same.audio_seconds == t].iloc[0] if (same.audio_seconds == t).any() else None
+                       for t in (5.0, 60.0))
             get = lambda c, k: c[k] if c is not None else math.nan  # noqa: E731
             def time_ratio(c, goal):
                 """5 min over a shorter length, each at its best estimate of a call's time: the warm median, or

@@ -294,18 +294,28 @@ def test_lengths_timed_once_show_their_first_call_and_scale_first_call_over_firs
 
 
 def test_scaling_is_formed_inside_one_run(tmp_path):
-    """Report logic on hand-made rows: the 5 min row's run never measured 5 s; a 5 s row of another run is not
-    divided into it."""
-    for name, lengths in (("a", (5.0,)), ("b", (60.0, 300.0))):
+    """Report logic on hand-made rows: HuBERT's 5 min run measured 5 s too (1 s; 5 min in 60 s), and a newer run
+    measured 5 s again (2 s): the tables show the newer 5 s, the scaling ratio stays inside the 5 min row's run.
+    RMVPE's 5 min run never measured 5 s: another run's 5 s row is not divided into it."""
+    runs = (("a", "2026-01-01T00:00:00Z", "rmvpe", "e2e", {5.0: 1.0}),
+            ("b", "2026-01-02T00:00:00Z", "rmvpe", "e2e", {60.0: 12.0, 300.0: 60.0}),
+            ("c", "2026-01-03T00:00:00Z", "hubert", "v2-layer12", {5.0: 1.0, 60.0: 12.0, 300.0: 60.0}),
+            ("d", "2026-01-04T00:00:00Z", "hubert", "v2-layer12", {5.0: 2.0}))
+    for name, started, stage, variant, times in runs:
         run = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
+        run.started_at = started
         for backend in ("torch", "mlx"):
-            for t in lengths:
-                _rows(run, "hubert", "v2-layer12", backend, t, t / 5, 2**30, 2**30)
+            for t, time_s in times.items():
+                _rows(run, stage, variant, backend, t, time_s, 2**30, 2**30)
         run.flush(tmp_path, name)
-    scaling = report.render(tmp_path).text.split("### Scaling with length")[1].split("### Memory")[0]
-    rows = [line for line in scaling.splitlines() if line.startswith("| HuBERT")]
-    assert len(rows) == 2 and all(line.split("|")[4].strip() == "–" for line in rows)  # 5 min / 5 s
-    assert all(line.split("|")[5].strip() == "5.00× (+0 %)" for line in rows)  # 5 min / 1 min: one run
+    doc = report.render(tmp_path).text
+    scaling = doc.split("### Scaling with length")[1].split("### Memory")[0]
+    hubert = [line.split("|") for line in scaling.splitlines() if line.startswith("| HuBERT")]
+    rmvpe = [line.split("|") for line in scaling.splitlines() if line.startswith("| RMVPE")]
+    assert len(hubert) == len(rmvpe) == 2
+    assert all(cells[4].strip() == "60.0× (+0 %)" and cells[5].strip() == "5.00× (+0 %)" for cells in hubert)
+    assert all(cells[4].strip() == "–" and cells[5].strip() == "5.00× (+0 %)" for cells in rmvpe)
+    assert "| 5 s     | 2.02 s [" in doc  # the newer 5 s HuBERT run is what the HuBERT table shows
 
 
 def test_a_renamed_variant_does_not_keep_the_tables_on_an_older_run(tmp_path):
