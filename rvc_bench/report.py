@@ -552,9 +552,8 @@ SCALING_NOTE = ("Time(5 min) / time(5 s) of the main variant's median, against t
                 "and time(5 min) / time(1 min) against 5×: HuBERT, the synthesizer and the pipeline work in the "
                 "pipeline's windows of at most 41 s, each with attention over its whole window, so their cost per "
                 "second of audio grows up to one window and should be flat past it; "
-                "a length timed once enters with its first call, and the cell says so (a first call includes a "
-                "one-time overhead, about the same amount at every length: the first-run table shows it at the "
-                "shortest); "
+                "a length timed once enters with its first call, and the cell says so (a first call includes its "
+                "one-time overhead: the first-run table shows it at the shortest length); "
                 "peak memory at 5 min over 1 min (goal: ≤ 1.2×, flat past one window), by the framework's counter "
                 "and the process's RSS Δ. Each ratio is formed inside the run of the 5 min row, even where a newer run "
                 "measured a shorter length again (`–`: that run did not measure the other length).")
@@ -565,6 +564,16 @@ def ratio_text(num: float, den: float, goal: float | None = None) -> str:
         return "–"
     r = num / den
     return f"{sig(r)}×" + (f" ({(r / goal - 1) * 100:+.0f} %)" if goal else "")
+
+
+def time_ratio(long, short, goal: float) -> str:
+    """Time at the longer length over the shorter, each a line's median (its first call where the length was timed
+    once), saying which kind each side is unless both are warm."""
+    if short is None:
+        return "–"
+    kinds = ["first call" if c.first_only else "warm" for c in (long, short)]
+    label = "" if kinds == ["warm", "warm"] else ", first calls" if kinds[0] == kinds[1] else f", {kinds[0]} / {kinds[1]}"
+    return ratio_text(long["median"], short["median"], goal) + label
 
 
 def scaling_table(sec: Section) -> str:
@@ -586,19 +595,9 @@ def scaling_table(sec: Section) -> str:
             c5, c60 = (same[same.audio_seconds == t].iloc[0] if (same.audio_seconds == t).any() else None
                        for t in (5.0, 60.0))
             get = lambda c, k: c[k] if c is not None else math.nan  # noqa: E731
-            def time_ratio(c, goal):
-                """5 min over a shorter length, each at its best estimate of a call's time: the warm median, or
-                for a length timed once its first call (whose one-time overhead the first-run table shows)."""
-                if c is None:
-                    return "–"
-                t300, t = ("cold", "first call") if c300.first_only else ("median", "warm")
-                tc, tt = ("cold", "first call") if c.first_only else ("median", "warm")
-                label = "" if tt == t == "warm" else ", first calls" if tt == t else f", {t} / {tt}"
-                return ratio_text(c300[t300], c[tc], goal) + label
-
             recs.append({"stage": TITLES[stage], "variant": f"`{variant}`", "backend": col(b, d),
-                         "time 5 min / 5 s (linear 60×)": time_ratio(c5, 60),
-                         "time 5 min / 1 min (linear 5×)": time_ratio(c60, 5),
+                         "time 5 min / 5 s (linear 60×)": time_ratio(c300, c5, 60),
+                         "time 5 min / 1 min (linear 5×)": time_ratio(c300, c60, 5),
                          "framework peak 5 min / 1 min": ratio_text(get(c300, "mem"), get(c60, "mem")),
                          "RSS Δ 5 min / 1 min": ratio_text(get(c300, "rss"), get(c60, "rss"))})
     if not recs:
