@@ -8,6 +8,7 @@ separately, before the warm-up.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -139,7 +140,8 @@ def max_rss_bytes() -> int:
 KEEP_FREED = "glibc malloc keeping freed memory (mmap threshold 1 GiB, trim threshold 2 GiB)"
 
 
-def _glibc():
+@functools.lru_cache(maxsize=None)
+def _glibc():  # once per process: find_library runs ldconfig, and every cold call trims the heap
     import ctypes
     import ctypes.util
 

@@ -87,8 +87,8 @@ def fmt_line(c, iqr: bool = True) -> str:
     """A benchmark line's time (a row of results.lines, as a Series or a named tuple): the warm median [IQR], or at
     a length timed once its first call, marked so that it is never read as a warm time."""
     get = c.__getitem__ if isinstance(c, pd.Series) else lambda k: getattr(c, k)
-    if get("first_only"):
-        return f"{fmt_time(get('cold'))} (first call only)"
+    if get("first_only"):  # its median is that first call
+        return f"{fmt_time(get('median'))} (first call only)"
     return fmt_time_iqr(get("median"), get("q1"), get("q3")) if iqr else fmt_time(get("median"))
 
 
@@ -572,7 +572,8 @@ def time_ratio(long, short, goal: float) -> str:
     if short is None:
         return "–"
     kinds = ["first call" if c.first_only else "warm" for c in (long, short)]
-    label = "" if kinds == ["warm", "warm"] else ", first calls" if kinds[0] == kinds[1] else f", {kinds[0]} / {kinds[1]}"
+    label = "" if kinds == ["warm", "warm"] else \
+        ", first calls" if kinds[0] == kinds[1] else f", {kinds[0]} / {kinds[1]}"
     return ratio_text(long["median"], short["median"], goal) + label
 
 
