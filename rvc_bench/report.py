@@ -519,9 +519,11 @@ def chunking_variant(variant: str) -> bool:
 CHUNKING_STAGES = {"rmvpe": "RMVPE: whole sequence against chunked", "synth": "Synthesizer: decoder in one pass "
                    "against time tiles"}
 CHUNKING_NOTE = ("Each row is the stage on one backend; max abs Δ is against another variant of the same backend (the "
-                 "one named): for RMVPE the salience (the default `e2e` runs inputs longer than one window of 4096 "
-                 "frames + 1024 of overlap per side (full size) in such chunks, shorter ones whole), for the synthesizer the "
-                 "waveform.")
+                 "one named): for RMVPE the salience (the default `e2e` runs the U-Net of inputs longer than one "
+                 "window of 2944 frames + 1600 of overlap per side (full size: its receptive field) in such chunks "
+                 "and the BiGRU over the whole sequence, which computes the whole pass's numbers; `*-cut-gru` and "
+                 "`*-no-overlap` run the whole network per chunk, cutting the BiGRU's state: the old default and the "
+                 "original port, measured to show what that costs), for the synthesizer the waveform.")
 
 
 def chunking_table(sec: Section) -> str:

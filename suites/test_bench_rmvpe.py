@@ -13,18 +13,20 @@ import pytest
 
 from rvc_bench import parity, stages
 from rvc_bench.audio import HOP
-from rvc_bench.rmvpe.config import CHUNK_FRAMES, bounded_chunk, preset
+from rvc_bench.rmvpe.config import bounded_chunk, preset
 
 _MODELS: dict = {}
 
-# Chunking variants beside the default ("e2e": inputs longer than one window of CHUNK_FRAMES + 2 overlaps run in
-# overlapped chunks), for the report's chunking table: the whole sequence in one call, and chunks without overlap,
-# among them the original port's 32k frames (measured rows, never offered as a default). Their parity is against the
-# same backend: the whole row against the default's output (what the bounded default costs), the others against
-# the whole sequence.
+# Chunking variants beside the default ("e2e": inputs longer than one window of CHUNK_FRAMES + 2 overlaps run the
+# U-Net in overlapped chunks and the BiGRU whole, which computes the whole pass's numbers), for the report's chunking
+# table: the whole sequence in one call, and the whole network per chunk (the BiGRU's state cut at every chunk), as
+# the old MLX default ran it (4096 frames + 1024 of overlap) and without overlap, among them the original port's 32k
+# frames (measured rows, never offered as a default). Their parity is against the same backend: the whole row against
+# the default's output (what the bounded default costs), the others against the whole sequence, salience and pitch.
 CHUNKING = {"e2e": {}, "whole": {"chunk_frames": None},
-            f"chunked-{CHUNK_FRAMES}-no-overlap": {"chunk_frames": CHUNK_FRAMES, "overlap_frames": 0},
-            "chunked-32768-no-overlap": {"chunk_frames": 32768, "overlap_frames": 0}}
+            "chunked-4096-cut-gru": {"chunk_frames": 4096, "overlap_frames": 1024, "cut_gru": True},
+            "chunked-4096-no-overlap": {"chunk_frames": 4096, "overlap_frames": 0, "cut_gru": True},
+            "chunked-32768-no-overlap": {"chunk_frames": 32768, "overlap_frames": 0, "cut_gru": True}}
 
 
 def rmvpe(backend, cache, size: str, variant: str = "e2e"):
@@ -60,15 +62,15 @@ def test_bench_rmvpe(benchmark, bench, backend_name, seconds):
     # The table's "benchmark" bounds (measurements in test_rmvpe.py): salience of the whole stage, each backend with
     # its own log-mel, and the f0 decoded from it.
     bench.record_parity({**sal_metrics, **f0_metrics})
-    bench.reference(("rmvpe-own", be.label, size, seconds, "e2e"), lambda: salience)
+    bench.reference(("rmvpe-own", be.label, size, seconds, "e2e"), lambda: (salience, f0))
 
 
 def same_as(variant: str, default_chunk: int | None, n_frames: int, overlap: int) -> str | None:
     """The variant that computes exactly what `variant` computes on n_frames of log-mel, if any: measuring it again
-    would only repeat a row (at 5 s every variant runs the whole sequence)."""
-    if variant == "whole":
-        return "e2e" if bounded_chunk(n_frames, default_chunk, overlap) is None else None
-    return "whole" if n_frames <= CHUNKING[variant]["chunk_frames"] else None
+    would only repeat a row (at 5 s every variant runs the whole sequence; torch's default is whole)."""
+    opts = {"chunk_frames": default_chunk, "overlap_frames": overlap, **CHUNKING["e2e" if variant == "whole" else variant]}
+    runs_whole = bounded_chunk(n_frames, opts["chunk_frames"], opts["overlap_frames"]) is None
+    return ("e2e" if variant == "whole" else "whole") if runs_whole else None
 
 
 @pytest.mark.parametrize("variant", [v for v in CHUNKING if v != "e2e"])
@@ -82,13 +84,13 @@ def test_bench_rmvpe_chunking(benchmark, bench, backend_name, seconds, variant):
         pytest.skip(f"at {seconds:g} s {variant} computes exactly what {same} computes on {backend_name}")
     x = be.from_numpy(clip.audio)
     model = rmvpe(be, bench.cache_dir, size, variant)
-    salience, _ = bench.measure(benchmark, be, model, (x,), stage="rmvpe", variant=variant, seconds=seconds)
+    salience, f0 = bench.measure(benchmark, be, model, (x,), stage="rmvpe", variant=variant, seconds=seconds)
     against = "e2e" if variant == "whole" else "whole"
-    ref = bench.reference(("rmvpe-own", be.label, size, seconds, against),
-                          lambda: rmvpe(be, bench.cache_dir, size, against)(x)[0])
+    s_ref, f_ref = bench.reference(("rmvpe-own", be.label, size, seconds, against),
+                                   lambda: rmvpe(be, bench.cache_dir, size, against)(x))
     if variant == "whole":
-        bench.reference(("rmvpe-own", be.label, size, seconds, "whole"), lambda: salience)
-    # Against the same backend: the default's chunks are held to the "chunked" bounds; no-overlap rows are measured
-    # only (they show what dropping the overlap costs: 0.93 max |Δsalience| at 20 s, see test_rmvpe.py).
-    bench.record_parity(parity.tensor_metrics(salience, ref), reference=f"{backend_name} {against}",
-                        check="chunked" if variant == "whole" else None)
+        bench.reference(("rmvpe-own", be.label, size, seconds, "whole"), lambda: (salience, f0))
+    # Against the same backend: the default's chunks are held to the "chunked" bounds; the BiGRU-cutting rows are
+    # measured only, with what they cost in salience, cents and voicing (see test_rmvpe.py).
+    bench.record_parity({**parity.tensor_metrics(salience, s_ref), **parity.pitch_metrics(f0, f_ref)},
+                        reference=f"{backend_name} {against}", check="chunked" if variant == "whole" else None)

@@ -38,11 +38,13 @@ from rvc_bench.rmvpe.config import THRESHOLD, RMVPEConfig, preset
 # error of 0.03; none did in any measured clip (0.1 % allowed: 0 frames at 5 s). |Δcents| on jointly voiced frames:
 # measured p50 <= 1e-3, p95 <= 1e-2 cents (p50 <= 1, the issue's bound); one argmax flip between near-equal bins moves
 # a frame by hundreds of cents, so p95 and raw pitch accuracy get room for a few such frames in long clips. Chunked
-# against whole-sequence inference, check "chunked", chunk 256 with the default overlap (config.default_overlap):
-# measured full size, 20 s: torch 5.2e-6, MLX 7.7e-6; tiny, 10 s: torch 5.2e-7, MLX 0 (bitwise). Without overlap the
-# chunk edges lose their U-Net and BiGRU context: 0.93 (full) and 0.27 (tiny) max |Δsalience|, 19.5 % / 5.7 % of
-# frames change voicing; the original's 32k-frame chunks had no overlap, so its output changed next to every 320 s
-# boundary.
+# against whole-sequence inference, check "chunked": the U-Net in chunks with its receptive field as overlap
+# (config.receptive_field: 1583 frames full size, 59 tiny, rounded up to 1600 / 64) and the BiGRU over the whole
+# sequence compute one pass's numbers on any weights: measured bitwise equal at full size (40 s, chunk 1024) and
+# on MLX tiny, 1.2e-6 on torch tiny (10 s, chunk 64). Chunks of the whole network cut the BiGRU's state, which no
+# overlap repairs: 1.1e-2 (calibrated weights, whose GRU forgets within a few frames) to 0.13 (long-memory weights)
+# max |Δsalience| on tiny 10 s with 64 frames of overlap; the original's 32k-frame chunks had no overlap at all, so
+# its output changed next to every 320 s boundary.
 SALIENCE = ("max_abs", "pearson")
 PITCH = ("voicing_disagreement", "cents_p50", "cents_p95", "raw_pitch_accuracy")
 
@@ -160,7 +162,7 @@ def test_full_architecture_matches_the_released_checkpoint():
 def test_config_from_dict_and_presets():
     full = preset("full")
     assert RMVPEConfig.from_dict({**full.to_dict(), "unknown": 1}) == full
-    assert preset("tiny").default_overlap == 256 and full.default_overlap == 1024
+    assert preset("tiny").default_overlap == 64 and full.default_overlap == 1600  # receptive fields 59, 1583
     with pytest.raises(ValueError):
         preset("huge")
     with pytest.raises(ValueError):
@@ -336,28 +338,76 @@ def test_stage_parity(size, seed):
 # Chunked inference
 
 
-@pytest.mark.parametrize("net", [net_torch, net_mlx], ids=["torch", "mlx"])
-def test_chunked_matches_whole_tiny(net):
-    mel = torch_log_mel(generate(10.0, seed=0).audio)  # 1001 frames: 4 chunks, interior windows cut on both sides
-    whole = net("tiny", mel)
-    chunked = net("tiny", mel, chunk_frames=256)
-    assert_salience_close(chunked, whole, "chunked")
-    assert_f0_close(decode.decode(chunked), decode.decode(whole))
-    # Without overlap the boundaries show: the overlap is what makes the test above pass.
+def test_receptive_field_is_derived_exactly():
+    """config.receptive_field against the torch twin's gradients (tiny): for frames t at every alignment to the
+    32-frame pooling grid, d cnn_features[t] / d mel is zero outside [t - R, t + R] (R is not too small: chunks
+    with that overlap are exact) and reaches R at some alignment (R is not larger than the network's reach)."""
+    cfg = preset("tiny")
+    reach = rconfig.receptive_field(cfg)
+    assert (reach, cfg.default_overlap, rconfig.receptive_field(preset("full")), preset("full").default_overlap) == \
+        (59, 64, 1583, 1600)
+    model = model_torch.load(synthetic.build_state(cfg, kind="torch-init"), cfg)
+    mel = torch.randn(1, cfg.n_mels, 512, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    features = model.cnn_features(mel)[0]  # [T, 384]
+    weights = torch.randn(features.shape[-1], generator=torch.Generator().manual_seed(1))
+    seen = 0
+    for t in range(224, 256):
+        (grad,) = torch.autograd.grad(features[t] @ weights, mel, retain_graph=True)
+        support = np.flatnonzero(grad[0].abs().sum(0).numpy())
+        assert support.min() >= t - reach and support.max() <= t + reach, (t, support.min(), support.max())
+        seen = max(seen, t - support.min(), support.max() - t)
+    assert seen == reach
+
+
+KINDS = synthetic.KINDS  # calibrated (forgets fast), torch-init (upstream's untrained E2E), long-memory (GRU keeps state)
+
+
+@functools.lru_cache(maxsize=None)
+def kind_model(framework: str, size: str, kind: str):
+    path = synthetic.ensure_checkpoint(cache_dir(), size, kind=kind)
+    return (convert.load_torch if framework == "torch" else convert.load_mlx)(path).model
+
+
+def salience_of(framework: str, size: str, kind: str, mel: torch.Tensor, **chunking) -> np.ndarray:
+    model = kind_model(framework, size, kind)
+    if framework == "torch":
+        with torch.inference_mode():
+            return model.mel2hidden(mel, **chunking)[0].numpy()
+    return np.array(model.mel2hidden(mx.array(mel.numpy().transpose(0, 2, 1)), **chunking)[0])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("framework", ["torch", "mlx"])
+def test_chunked_equals_whole_on_any_weights(framework, kind):
+    """The U-Net in chunks with the receptive field as overlap, the BiGRU whole: one pass's numbers, on weights
+    whose GRU forgets fast, on upstream's untrained network and on a GRU that keeps its state for ~400 frames.
+    Tiny, chunk 64 + 2 x 64 context (one window 192 frames), at lengths of 1.6 to 5 windows, odd and 32-aligned.
+    The control: the whole network in the same chunks (the old default, BiGRU cut at every chunk) must fail on the
+    long-memory weights (measured 0.13 max |Δsalience| at 10 s), so these inputs can tell a wrong split."""
     bound = tolerances.bound("rmvpe", "chunked", "max_abs")
-    assert np.abs(net("tiny", mel, chunk_frames=256, overlap_frames=0) - whole).max() > 100 * bound
+    for seconds in (3.07, 6.39, 10.0):  # 308, 640 and 1001 frames
+        mel = torch_log_mel(generate(seconds, seed=0).audio)
+        whole = salience_of(framework, "tiny", kind, mel)
+        chunked = salience_of(framework, "tiny", kind, mel, chunk_frames=64)
+        assert_salience_close(chunked, whole, "chunked")
+        assert_f0_close(decode.decode(chunked), decode.decode(whole))
+    if kind == "long-memory":
+        cut = salience_of(framework, "tiny", kind, mel, chunk_frames=64, cut_gru=True)
+        assert np.abs(cut - whole).max() > 1000 * bound
 
 
 def test_bounded_chunk_runs_whole_what_one_window_covers():
-    assert rconfig.bounded_chunk(4096 + 2 * 1024, 4096, 1024) is None  # one window covers it: whole
-    assert rconfig.bounded_chunk(4096 + 2 * 1024 + 1, 4096, 1024) == 4096
-    assert rconfig.bounded_chunk(10**6, None, 1024) is None  # chunking off
+    window = rconfig.CHUNK_FRAMES + 2 * preset("full").default_overlap
+    assert window == 6144  # the largest pass MLX runs at once (config.CHUNK_FRAMES)
+    assert rconfig.bounded_chunk(window, rconfig.CHUNK_FRAMES, 1600) is None  # one window covers it: whole
+    assert rconfig.bounded_chunk(window + 1, rconfig.CHUNK_FRAMES, 1600) == rconfig.CHUNK_FRAMES
+    assert rconfig.bounded_chunk(10**6, None, 1600) is None  # chunking off
 
 
 @pytest.mark.parametrize("backend", ["torch", "mlx"])
 def test_stage_chunks_long_inputs_by_default(backend):
     """The RMVPE stage's chunk_frames is a default: inputs longer than one window (chunk + 2 overlaps) run chunked,
-    shorter ones whole, with the same plan on both twins. Tiny (overlap 256), chunk 256: one window is 768 frames."""
+    shorter ones whole, with the same plan on both twins. Tiny (overlap 64), chunk 256: one window is 384 frames."""
     if backend == "torch":
         stage = model_torch.RMVPE(torch_model("tiny"), chunk_frames=256)
         array, mel_of = torch.from_numpy, lambda a: torch_log_mel(a)
@@ -366,7 +416,7 @@ def test_stage_chunks_long_inputs_by_default(backend):
         stage = model_mlx.RMVPE(mlx_model("tiny"), chunk_frames=256)
         array, mel_of = mx.array, lambda a: stage.mel(mx.array(a))[None]
         net = lambda mel, **kw: np.array(mlx_model("tiny").mel2hidden(mel, **kw)[0])  # noqa: E731
-    for seconds, chunked in ((7.0, False), (10.0, True)):  # 701 and 1001 frames
+    for seconds, chunked in ((3.83, False), (3.85, True), (10.0, True)):  # 384, 386 and 1001 frames
         audio = generate(seconds, seed=0).audio
         mel = mel_of(audio)
         got = np.asarray(stage.salience(array(audio)))
@@ -376,13 +426,33 @@ def test_stage_chunks_long_inputs_by_default(backend):
 
 
 @pytest.mark.full_size
-@pytest.mark.parametrize("net", [net_torch, net_mlx], ids=["torch", "mlx"])
-def test_chunked_matches_whole_full(net):
-    mel = torch_log_mel(generate(20.0, seed=0).audio)  # 2001 frames, chunk 256 + 1024 context: windows are cut
-    whole = net("full", mel)
-    chunked = net("full", mel, chunk_frames=256)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("framework", ["torch", "mlx"])
+def test_chunked_equals_whole_full(framework, kind):
+    """Full size, 40 s (4001 frames), chunk 1024 + 2 x 1600 context: 4 chunks, an interior one cut on both sides."""
+    mel = torch_log_mel(generate(40.0, seed=0).audio)
+    whole = salience_of(framework, "full", kind, mel)
+    chunked = salience_of(framework, "full", kind, mel, chunk_frames=1024)
+    print(f"\n{framework} {kind} 40 s chunk 1024: max |Δsalience| {np.abs(chunked - whole).max():.3g}")
     assert_salience_close(chunked, whole, "chunked")
     assert_f0_close(decode.decode(chunked), decode.decode(whole))
+
+
+@pytest.mark.full_size
+@pytest.mark.parametrize("seconds", [60.0, 300.0])
+@pytest.mark.parametrize("kind", ["torch-init", "long-memory"])
+def test_mlx_default_equals_whole_at_1_and_5_min(kind, seconds):
+    """The MLX stage as it runs by default (U-Net in 2944-frame chunks past one 6144-frame window) against the same
+    network over the whole sequence (13.5 GiB at 5 min), on the weights that exposed the BiGRU-cutting default."""
+    path = synthetic.ensure_checkpoint(cache_dir(), "full", kind=kind)
+    audio = mx.array(generate(seconds, seed=0).audio)
+    default = convert.load_mlx(path)
+    whole = model_mlx.RMVPE(default.model, chunk_frames=None)
+    s_default, f_default = default(audio)
+    s_whole, f_whole = whole(audio)
+    print(f"\nmlx {kind} {seconds:g} s default vs whole: max |Δsalience| {np.abs(s_default - s_whole).max():.3g}")
+    assert_salience_close(s_default, s_whole, "chunked")
+    assert_f0_close(f_default, f_whole)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -125,14 +125,19 @@ def test_rmvpe_export_matches_the_torch_twin(seconds):
 
 
 def test_rmvpe_chunked_inference_matches_whole_sequence():
-    from rvc_bench.rmvpe import model_onnx
+    """The U-Net's graph in chunks, the BiGRU's over the whole sequence, on the long-memory weights (tiny, 10 s,
+    chunk 128 + 2 x 64 context): the twins' exact chunking. The BiGRU cut per chunk (the old default) shows."""
+    from rvc_bench.rmvpe import model_onnx, synthetic
 
-    audio = generate(5, seed=0).audio
-    path = rmvpe_models()[1]
+    audio = generate(10, seed=0).audio
+    # Exported by a child process: torch's exporter cannot trace the BiGRU again in a process that exported it alone.
+    path = model_onnx.exported(synthetic.ensure_checkpoint(cache_dir(), "tiny", kind="long-memory"), cache_dir())
     whole = model_onnx.load(path, backend()).salience(audio)
     chunked = model_onnx.load(path, backend(), chunk_frames=128).salience(audio)
     assert chunked.shape == whole.shape
     within_table("rmvpe", parity.tensor_metrics(chunked, whole), check="chunked")
+    cut = model_onnx.load(path, backend(), chunk_frames=128, cut_gru=True).salience(audio)
+    assert np.abs(cut - whole).max() > 1000 * tolerances.bound("rmvpe", "chunked", "max_abs")
 
 
 @pytest.mark.parametrize("seconds", SECONDS)
@@ -307,6 +312,10 @@ def test_upstream_layout_rmvpe_and_contentvec_load_by_position(tmp_path):
     ours = rmvpe_onnx.E2E(path, backend())
     theirs = rmvpe_onnx.E2E(upstream, backend(), cfg=preset("tiny"))
     assert theirs.meta == {} and np.array_equal(theirs.mel2hidden(mel), ours.mel2hidden(mel))
+    # One graph: the U-Net cannot run in chunks apart from the BiGRU; cutting the BiGRU per chunk is still possible.
+    with pytest.raises(onnx_graph.OnnxModelError, match="this file is one graph: run it whole"):
+        theirs.mel2hidden(mel, chunk_frames=32)
+    assert theirs.mel2hidden(mel, chunk_frames=32, cut_gru=True).shape == (1, 96, 360)
 
     for version in ("v1", "v2"):
         path = hubert_models(version)[0]

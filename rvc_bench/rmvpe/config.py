@@ -12,12 +12,11 @@ from rvc_bench.stage_config import StageConfig
 PAD_MULTIPLE = 32  # frames: the log-mel is zero-padded to a multiple of this before the U-Net (WebUI mel2hidden)
 THRESHOLD = 0.03  # salience at or below this is unvoiced (the value the RVC pipeline passes; decode's default is 0.05)
 N_BINS = 360  # pitch bins, 20 cents apart
-# MLX RMVPE's default chunk for long inputs (frames, 41 s: the pipeline's window): bounds peak memory at any length
-# (see bounded_chunk). Measured full size (2-core EPYC, loaded): MLX peak 3.65 GiB at 60 s (whole) and 3.80 GiB at
-# 300 s (13.5 GiB whole); against whole inference 5.5e-6 max |Δsalience|, no voicing flip (torch, 120 s); 1.34x (120 s)
-# and 1.48x (300 s) the frames to run (each chunk adds 2 x 1024 frames of context); a larger chunk runs fewer extra
-# frames but peaks higher.
-CHUNK_FRAMES = 4096
+# MLX RMVPE's default chunk for long inputs (frames): the U-Net runs in windows of CHUNK_FRAMES plus the receptive
+# field on each side (2944 + 2 x 1600 = 6144 frames, 61 s at full size), the BiGRU over the whole sequence. 6144 is
+# the largest window MLX's whole pass was measured to run in bounded memory (3.65 GiB at 60 s; 13.5 GiB whole at
+# 300 s), so the peak at any length stays that of 61 s plus the whole-sequence BiGRU (384 + 512 floats a frame).
+CHUNK_FRAMES = 2944
 
 
 @dataclass(frozen=True)
@@ -49,13 +48,9 @@ class RMVPEConfig(StageConfig):
 
     @property
     def default_overlap(self) -> int:
-        """Context frames per side of a chunk in chunked inference: 32 frames at the coarsest U-Net level.
-
-        Measured against whole-sequence inference with the synthetic checkpoints (torch, chunk 256): full size
-        (1024 frames) 3.1e-6 max |Δsalience| on 15 s, against 6.3e-6 with 768, 1.7e-4 with 512, 5.5e-2 with 256 (10 s)
-        and 0.79 with none; tiny (256 frames) 1.1e-6 on 10 s, 1.1e-5 with 128, 0.27 with none.
-        """
-        return 32 * self.kernel_size[0] ** self.en_de_layers
+        """Context frames per side of a U-Net chunk: the receptive field rounded up to the 32-frame pooling grid
+        (full size 1583 -> 1600 frames, tiny 59 -> 64), so chunked inference computes exactly the whole pass."""
+        return -(-receptive_field(self) // PAD_MULTIPLE) * PAD_MULTIPLE
 
 
 PRESETS: dict[str, RMVPEConfig] = {
@@ -71,6 +66,40 @@ def preset(name: str) -> RMVPEConfig:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown RMVPE preset {name!r}: choose one of {', '.join(PRESETS)}") from None
+
+
+def receptive_field(cfg: RMVPEConfig) -> int:
+    """Log-mel frames on either side of frame t that the U-Net + cnn output at t depends on, the most over the 32
+    alignments of t to the pooling grid. Derived from the architecture by following each layer's frame interval
+    back from the output: a 3x3 conv widens it by one frame at its level, AvgPool(2) maps coarse [a, b] to fine
+    [2a, 2b + 1], ConvTranspose(3, stride 2, padding 1) maps fine [a, b] to coarse [ceil((a - 1) / 2),
+    floor((b + 1) / 2)], and a decoder level needs the union of its skip's and its upsampled input's intervals.
+    The BiGRU after it has no finite receptive field: it is never chunked (see chunked_mel2hidden)."""
+    if cfg.kernel_size[0] != 2:
+        raise ValueError(f"receptive_field assumes pooling by 2 in time, got {cfg.kernel_size}")
+    convs = 2 * cfg.n_blocks  # per block of n_blocks ConvBlockRes (the 1x1 shortcut adds nothing)
+
+    def grow(iv, r):
+        return iv[0] - r, iv[1] + r
+
+    def encoder_input(level, iv):  # log-mel frames behind the encoder's input at `level` over iv
+        return iv if level == 0 else encoder_input(level - 1, grow((2 * iv[0], 2 * iv[1] + 1), convs))
+
+    def decoder_output(level, iv):
+        iv = grow(iv, convs)  # the block's ConvBlockRes, at this level
+        up = (-((1 - iv[0]) // 2), (iv[1] + 1) // 2)  # the transposed conv's input, one level coarser
+        if level == cfg.en_de_layers - 1:
+            coarser = encoder_input(cfg.en_de_layers, grow(up, convs * cfg.inter_layers))  # the bottleneck
+        else:
+            coarser = decoder_output(level + 1, up)
+        skip = encoder_input(level, grow(iv, convs))
+        return min(skip[0], coarser[0]), max(skip[1], coarser[1])
+
+    reach = 0
+    for t in range(PAD_MULTIPLE):
+        lo, hi = decoder_output(0, (t - 1, t + 1))  # the cnn's 3x3 conv first
+        reach = max(reach, t - lo, hi - t)
+    return reach
 
 
 def chunk_windows(n_frames: int, chunk_frames: int, overlap_frames: int) -> list[tuple[int, int, int, int]]:
@@ -93,7 +122,7 @@ def chunk_windows(n_frames: int, chunk_frames: int, overlap_frames: int) -> list
 def bounded_chunk(n_frames: int, chunk_frames: int | None, overlap_frames: int) -> int | None:
     """The chunk the RMVPE stage runs `n_frames` in: None (whole sequence) when chunking is off or when one window
     of chunk_frames plus the overlap on each side covers the input (whole inference then needs no more memory than
-    one chunk, and matches upstream exactly); else chunk_frames. So the peak is that of one such window at any length.
+    one chunk); else chunk_frames. So the U-Net's peak is that of one such window at any length.
     """
     if chunk_frames is None or n_frames <= chunk_frames + 2 * overlap_frames:
         return None

@@ -167,29 +167,37 @@ class E2E(nn.Module):
                    nn.Dropout(0.25), nn.Sigmoid()]
 
     def __call__(self, mel: mx.array) -> mx.array:
+        return _chain(self.fc, self.cnn_features(mel))  # [B, T, 360]
+
+    def cnn_features(self, mel: mx.array) -> mx.array:
+        """[B, T, 128] -> [B, T, 384]: the convolutional part, whose receptive field is finite (config.receptive_field)."""
         batch, steps, n_mels = mel.shape
         x = mel[..., None]  # [B, T, 128, 1]: T is the image height, mel bins the width
-        x = self.cnn(self.unet(x)).transpose(0, 1, 3, 2).reshape(batch, steps, 3 * n_mels)  # [B, T, 3 * 128]
-        return _chain(self.fc, x)  # [B, T, 360]
+        return self.cnn(self.unet(x)).transpose(0, 1, 3, 2).reshape(batch, steps, 3 * n_mels)  # [B, T, 3 * 128]
 
-    def mel2hidden(self, mel: mx.array, chunk_frames: int | None = None,
-                   overlap_frames: int | None = None) -> mx.array:
+    def mel2hidden(self, mel: mx.array, chunk_frames: int | None = None, overlap_frames: int | None = None,
+                   cut_gru: bool = False) -> mx.array:
         """[B, T, 128] -> [B, T, 360]: zero-pad T to a multiple of 32 in the log-mel domain, run, crop back to T.
 
-        chunk_frames: run windows of that many output frames (a multiple of 32) one after the other, each with
-        `overlap_frames` (a multiple of 32; default cfg.default_overlap) of real context per side that is run and
-        dropped; bounds peak memory on long audio (see config.chunk_windows). Each window is evaluated before the
-        next is built, so only one window's activations are alive at a time.
+        chunk_frames: run the U-Net in windows of that many frames (a multiple of 32), each with `overlap_frames`
+        (a multiple of 32; default cfg.default_overlap, the receptive field) of context per side that is run and
+        dropped, then the BiGRU and the output layer over the whole sequence: the same numbers as one pass (the
+        BiGRU's state spans the sequence, so no overlap could make chunks of it exact). Each window is evaluated
+        before the next is built, so only one window's activations are alive at a time. cut_gru: the whole network
+        per chunk instead, the BiGRU's state cut at every chunk (a measured variant only, never a default).
         """
         n_frames = mel.shape[1]
+        mel = pad_frames(mel, n_frames)
         if chunk_frames is None:
-            return self(pad_frames(mel, n_frames))[:, :n_frames]
+            return self(mel)[:, :n_frames]
         overlap_frames = self.cfg.default_overlap if overlap_frames is None else overlap_frames
-        out = []
-        for lo, hi, keep_lo, keep_hi in chunk_windows(n_frames, chunk_frames, overlap_frames):
-            out.append(self(pad_frames(mel[:, lo:hi], hi - lo))[:, keep_lo:keep_hi])
-            mx.eval(out[-1])
-        return mx.concatenate(out, axis=1)
+        run = self.__call__ if cut_gru else self.cnn_features
+        parts = []
+        for lo, hi, keep_lo, keep_hi in chunk_windows(mel.shape[1], chunk_frames, overlap_frames):
+            parts.append(run(mel[:, lo:hi])[:, keep_lo:keep_hi])
+            mx.eval(parts[-1])
+        out = mx.concatenate(parts, axis=1)
+        return (out if cut_gru else _chain(self.fc, out))[:, :n_frames]
 
 
 def pad_frames(mel: mx.array, n_frames: int) -> mx.array:
@@ -209,20 +217,23 @@ def load(weights: Mapping[str, np.ndarray], cfg: RMVPEConfig, what: str = "RMVPE
 class RMVPE:
     """Audio (16 kHz mono float32) -> log-mel -> salience -> f0, as the RVC pipeline calls it."""
 
-    def __init__(self, model: E2E, chunk_frames: int | None = CHUNK_FRAMES, overlap_frames: int | None = None):
-        """chunk_frames, overlap_frames: inputs longer than one window of chunk_frames plus the overlap (default
-        cfg.default_overlap) on each side run in such chunks (config.bounded_chunk); chunk_frames=None: always
-        the whole sequence in one call. Bounded by default on MLX only: its whole pass peaks at 13.5 GiB at 5 min
-        (torch's at ~2 GiB), so torch and ONNX Runtime default to whole, as upstream."""
+    def __init__(self, model: E2E, chunk_frames: int | None = CHUNK_FRAMES, overlap_frames: int | None = None,
+                 cut_gru: bool = False):
+        """chunk_frames, overlap_frames, cut_gru: inputs longer than one window of chunk_frames plus the overlap
+        (default cfg.default_overlap) on each side run the U-Net in such chunks (config.bounded_chunk; see
+        E2E.mel2hidden); chunk_frames=None: always the whole sequence in one call. Bounded by default on MLX only:
+        its whole pass peaks at 13.5 GiB at 5 min (torch's at ~2 GiB), so torch and ONNX Runtime default to whole,
+        as upstream."""
         self.model = model.eval()
         self.mel = MelSpectrogram()
-        self.chunk_frames, self.overlap_frames = chunk_frames, overlap_frames
+        self.chunk_frames, self.overlap_frames, self.cut_gru = chunk_frames, overlap_frames, cut_gru
 
     def salience(self, audio: mx.array) -> mx.array:
         """[N] -> [T, 360], T = N // 160 + 1."""
         mel = self.mel(audio)[None]  # [1, T, 128]
         overlap = self.model.cfg.default_overlap if self.overlap_frames is None else self.overlap_frames
-        return self.model.mel2hidden(mel, bounded_chunk(mel.shape[1], self.chunk_frames, overlap), overlap)[0]
+        chunk = bounded_chunk(mel.shape[1], self.chunk_frames, overlap)
+        return self.model.mel2hidden(mel, chunk, overlap, self.cut_gru)[0]
 
     def __call__(self, audio: mx.array, threshold: float = THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
         """[N] -> (salience [T, 360] float32, f0 [T] Hz float64, 0 = unvoiced), both numpy."""

@@ -163,26 +163,33 @@ class E2E(nn.Module):
                                 nn.Dropout(0.25), nn.Sigmoid())
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        x = mel.transpose(-1, -2).unsqueeze(1)  # [B, 1, T, 128]: T is the image height, mel bins the width
-        x = self.cnn(self.unet(x)).transpose(1, 2).flatten(-2)  # [B, 3, T, 128] -> [B, T, 3 * 128]
-        return self.fc(x)  # [B, T, 360]
+        return self.fc(self.cnn_features(mel))  # [B, T, 360]
 
-    def mel2hidden(self, mel: torch.Tensor, chunk_frames: int | None = None,
-                   overlap_frames: int | None = None) -> torch.Tensor:
+    def cnn_features(self, mel: torch.Tensor) -> torch.Tensor:
+        """[B, 128, T] -> [B, T, 384]: the convolutional part, whose receptive field is finite (config.receptive_field)."""
+        x = mel.transpose(-1, -2).unsqueeze(1)  # [B, 1, T, 128]: T is the image height, mel bins the width
+        return self.cnn(self.unet(x)).transpose(1, 2).flatten(-2)  # [B, 3, T, 128] -> [B, T, 3 * 128]
+
+    def mel2hidden(self, mel: torch.Tensor, chunk_frames: int | None = None, overlap_frames: int | None = None,
+                   cut_gru: bool = False) -> torch.Tensor:
         """[B, 128, T] -> [B, T, 360]: zero-pad T to a multiple of 32 in the log-mel domain, run, crop back to T.
 
-        chunk_frames: run windows of that many output frames (a multiple of 32) one after the other, each with
-        `overlap_frames` (a multiple of 32; default cfg.default_overlap) of real context per side that is run and
-        dropped; bounds peak memory on long audio (see config.chunk_windows).
+        chunk_frames: run the U-Net in windows of that many frames (a multiple of 32), each with `overlap_frames`
+        (a multiple of 32; default cfg.default_overlap, the receptive field) of context per side that is run and
+        dropped, then the BiGRU and the output layer over the whole sequence: the same numbers as one pass (the
+        BiGRU's state spans the sequence, so no overlap could make chunks of it exact). cut_gru: the whole network
+        per chunk instead, the BiGRU's state cut at every chunk (a measured variant only, never a default).
         """
         n_frames = mel.shape[-1]
+        mel = pad_frames(mel, n_frames)
         if chunk_frames is None:
-            return self.forward(pad_frames(mel, n_frames))[:, :n_frames]
+            return self.forward(mel)[:, :n_frames]
         overlap_frames = self.cfg.default_overlap if overlap_frames is None else overlap_frames
-        out = []
-        for lo, hi, keep_lo, keep_hi in chunk_windows(n_frames, chunk_frames, overlap_frames):
-            out.append(self.forward(pad_frames(mel[..., lo:hi], hi - lo))[:, keep_lo:keep_hi])
-        return torch.cat(out, dim=1)
+        run = self.forward if cut_gru else self.cnn_features
+        parts = [run(mel[..., lo:hi])[:, keep_lo:keep_hi]
+                 for lo, hi, keep_lo, keep_hi in chunk_windows(mel.shape[-1], chunk_frames, overlap_frames)]
+        out = torch.cat(parts, dim=1)
+        return (out if cut_gru else self.fc(out))[:, :n_frames]
 
 
 def pad_frames(mel: torch.Tensor, n_frames: int) -> torch.Tensor:
@@ -203,22 +210,25 @@ def load(weights: Mapping[str, np.ndarray], cfg: RMVPEConfig, what: str = "RMVPE
 class RMVPE:
     """Audio (16 kHz mono float32) -> log-mel -> salience -> f0, as the RVC pipeline calls it."""
 
-    def __init__(self, model: E2E, chunk_frames: int | None = None, overlap_frames: int | None = None):
-        """chunk_frames, overlap_frames: inputs longer than one window of chunk_frames plus the overlap (default
-        cfg.default_overlap) on each side run in such chunks (config.bounded_chunk). Default None: the whole
-        sequence in one call, as upstream runs it (the baseline must cost what upstream's code costs: chunks with
-        context run up to 1.5x the frames; torch's whole pass needs ~2 GiB at 5 min)."""
+    def __init__(self, model: E2E, chunk_frames: int | None = None, overlap_frames: int | None = None,
+                 cut_gru: bool = False):
+        """chunk_frames, overlap_frames, cut_gru: inputs longer than one window of chunk_frames plus the overlap
+        (default cfg.default_overlap) on each side run the U-Net in such chunks (config.bounded_chunk; see
+        E2E.mel2hidden). Default None: the whole sequence in one call, as upstream runs it (the baseline must cost
+        what upstream's code costs: chunks with context run up to 2x the U-Net's frames; torch's whole pass needs
+        ~2 GiB at 5 min)."""
         self.model = model.eval()
         device = next(model.parameters()).device
         self.mel = MelSpectrogram().to(device)
-        self.chunk_frames, self.overlap_frames = chunk_frames, overlap_frames
+        self.chunk_frames, self.overlap_frames, self.cut_gru = chunk_frames, overlap_frames, cut_gru
 
     def salience(self, audio: torch.Tensor) -> torch.Tensor:
         """[N] -> [T, 360], T = N // 160 + 1."""
         with torch.inference_mode():
             mel = self.mel(audio.unsqueeze(0))  # [1, 128, T]
             overlap = self.model.cfg.default_overlap if self.overlap_frames is None else self.overlap_frames
-            return self.model.mel2hidden(mel, bounded_chunk(mel.shape[-1], self.chunk_frames, overlap), overlap)[0]
+            chunk = bounded_chunk(mel.shape[-1], self.chunk_frames, overlap)
+            return self.model.mel2hidden(mel, chunk, overlap, self.cut_gru)[0]
 
     def __call__(self, audio: torch.Tensor, threshold: float = THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
         """[N] -> (salience [T, 360] float32, f0 [T] Hz float64, 0 = unvoiced), both numpy."""

@@ -11,6 +11,12 @@ A random network gives a meaningless but deterministic pitch. To make it exercis
 Seeded and deterministic for one torch build and BLAS: the calibration is a torch forward pass, so a different
 BLAS (even LD_PRELOAD=libopenblas, which torch's CPU wheel partly picks up) changes the last bits of the file.
 The twins are always compared on the same file, so this never affects parity.
+
+Two more kinds exist to test what splits the sequence (chunked inference): the calibrated GRU forgets within a few
+frames, so chunks that cut it still agree with one pass on it. "torch-init" is the network as upstream's RMVPE class
+builds it (torch's default initialisation, untrained BatchNorm statistics), "long-memory" the same with the GRU's
+update gates biased towards keeping their state (z = sigmoid(bias) ~ 0.998: a state decays over ~400 frames), so a
+split that cuts the BiGRU shows.
 """
 
 from __future__ import annotations
@@ -31,11 +37,18 @@ CALIBRATION_SEED = 1234  # its seed: distinct from the clips the tests use (seed
 GRU_INPUT_GAIN = 4.0  # x default init U(+-1/sqrt(H)) on the input weights
 PEAK_LOGIT_STD = 1.0  # spread of per-frame peak logits: salience peaks ~0.01..0.1, few frames near the threshold
 VOICED_FRACTION = 0.5  # share of calibration frames whose peak salience exceeds THRESHOLD
+KINDS = ("calibrated", "torch-init", "long-memory")
+LONG_MEMORY_Z_BIAS = 6.0  # added to the update gates' input bias: z ~ sigmoid(6) = 0.9975 keeps the state
 
 
-def build_state(cfg: RMVPEConfig, seed: int = 0) -> OrderedDict:
-    """A seeded random E2E state dict (torch tensors, fp32) with the key set of upstream rmvpe.pt."""
+def build_state(cfg: RMVPEConfig, seed: int = 0, kind: str = "calibrated") -> OrderedDict:
+    """A seeded random E2E state dict (torch tensors, fp32) with the key set of upstream rmvpe.pt (kind: KINDS)."""
     import torch
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown synthetic RMVPE kind {kind!r}: choose one of {', '.join(KINDS)}")
+    if kind != "calibrated":
+        return _uncalibrated_state(cfg, seed, long_memory=kind == "long-memory")
 
     from rvc_bench.mel.model_torch import MelSpectrogram
     from rvc_bench.rmvpe.model_torch import E2E, pad_frames
@@ -86,13 +99,32 @@ def build_state(cfg: RMVPEConfig, seed: int = 0) -> OrderedDict:
     return OrderedDict((k, v.detach().clone().contiguous()) for k, v in model.state_dict().items())
 
 
-def checkpoint_path(cache_dir: str | Path, size: str, seed: int = 0) -> Path:
-    return Path(cache_dir) / "checkpoints" / f"rmvpe-{size}-seed{seed}-v{GENERATOR_VERSION}.pt"
+def _uncalibrated_state(cfg: RMVPEConfig, seed: int, long_memory: bool) -> OrderedDict:
+    """torch's default initialisation (what upstream's E2E is before its weights load); long_memory: update gates
+    biased to keep the state. gate order in torch's GRU weights: reset, update, new (rows H..2H are the update)."""
+    import torch
+
+    from rvc_bench.rmvpe.model_torch import E2E
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = E2E(cfg)
+    if long_memory:
+        with torch.no_grad():
+            for name, param in model.fc[0].gru.named_parameters():
+                if name.startswith("bias_ih"):
+                    param[cfg.gru_hidden:2 * cfg.gru_hidden] += LONG_MEMORY_Z_BIAS
+    return OrderedDict((k, v.detach().clone().contiguous()) for k, v in model.state_dict().items())
 
 
-def ensure_checkpoint(cache_dir: str | Path, size: str, seed: int = 0) -> Path:
-    """Path of the synthetic rmvpe.pt for a preset ("full" or "tiny") and seed, generated on first use."""
-    path = checkpoint_path(cache_dir, size, seed)
+def checkpoint_path(cache_dir: str | Path, size: str, seed: int = 0, kind: str = "calibrated") -> Path:
+    tag = "" if kind == "calibrated" else f"-{kind}"
+    return Path(cache_dir) / "checkpoints" / f"rmvpe-{size}{tag}-seed{seed}-v{GENERATOR_VERSION}.pt"
+
+
+def ensure_checkpoint(cache_dir: str | Path, size: str, seed: int = 0, kind: str = "calibrated") -> Path:
+    """Path of the synthetic rmvpe.pt for a preset ("full" or "tiny"), seed and kind, generated on first use."""
+    path = checkpoint_path(cache_dir, size, seed, kind)
     if not path.is_file():
-        save_torch_checkpoint(path, build_state(preset(size), seed))
+        save_torch_checkpoint(path, build_state(preset(size), seed, kind))
     return path
