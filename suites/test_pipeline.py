@@ -26,6 +26,7 @@ in references/parity_tolerances.csv, stage pipeline):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import subprocess
 import sys
 
@@ -63,12 +64,18 @@ def clip(seconds: float = 2.0, seed: int = 1) -> np.ndarray:
 # numpy pieces against hand-computed values
 
 
-def _split_points_by_definition(x: np.ndarray, w: pipeline.Windows) -> list[int]:
-    """Spec §1.5 literally: 160 shifted |x| sums of the reflect-padded audio, first minimum in each window."""
+def _energy(x: np.ndarray) -> np.ndarray:
+    """Spec §1.5's 10 ms L1 energy at each sample: 160 shifted |x| sums of the reflect-padded audio."""
     xp = np.abs(np.pad(x.astype(np.float64), (HOP // 2, HOP // 2), mode="reflect"))  # |.| is exact: once is enough
     energy = np.zeros(x.shape[0])
     for i in range(HOP):
         energy += xp[i:i + x.shape[0]]
+    return energy
+
+
+def _split_points_by_definition(x: np.ndarray, w: pipeline.Windows) -> list[int]:
+    """Spec §1.5 literally: the first minimum of the 10 ms energy in each window."""
+    energy = _energy(x)
     cuts = []
     for t in range(w.t_center, x.shape[0], w.t_center):
         part = energy[t - w.t_query:t + w.t_query]
@@ -343,6 +350,88 @@ def test_long_input_is_split_into_independent_chunks():
     out = pipeline.convert(models("mlx"), audio, opts)
     assert out.cuts == ref.cuts
     check_twins(out, ref, "e2e", f"tiny {VARIANT}, 3 chunks, no noise")
+
+
+SPLIT_TIED = pipeline.Windows(x_pad=0.2, x_query=0.15, x_center=0.6, x_max=0.8)  # 1.7 s -> 3 chunks
+TIED_OPTS = pipeline.Options(deterministic=True, rms_mix_rate=1.0, windows=SPLIT_TIED)  # the loop alone
+
+
+def _near_tied_quiet_points(seconds: float = 1.7, seed: int = 4) -> np.ndarray:
+    """Speech-like audio over a noise floor (no quiet stretch of its own) with three candidate cuts in each search
+    window: 60 ms of a 2 kHz tone at 1.02, 1.01 and 1.00 % of full scale, 0.1 s apart, around 0.6 s and 1.2 s.
+    Their quietest 10 ms are within 2.5 % (measured L1 0.9921, 0.9941, 0.9717 round 0.6 s); the last wins."""
+    x = generate(seconds, seed=seed).audio + 0.02 * np.random.default_rng(seed).standard_normal(
+        int(round(seconds * SAMPLE_RATE))).astype(np.float32)
+    tone = 1e-2 * np.sin(2 * np.pi * 2000 * np.arange(960) / SAMPLE_RATE)
+    for centre in (0.6, 1.2):
+        for offset, level in ((-0.1, 1.01), (0.0, 1.02), (0.1, 1.0)):
+            a = int((centre + offset) * SAMPLE_RATE)
+            x[a:a + tone.size] = level * tone
+    return x
+
+
+def _chunked_by_definition(m: pipeline.Models, audio: np.ndarray, opts: pipeline.Options) -> np.ndarray:
+    """Spec §7's chunk loop restated: cuts by definition, floored to the 160 grid; chunk i is
+    audio_pad[s_i : t_i + 2 t_pad + 160] (the last runs to the end) with pitch frames from s_i // 160, converted
+    alone, trimmed by x_pad at the output rate, and the pieces concatenated. No noise, no RMS mix."""
+    w, cfg = opts.windows, m.cfg
+    x = highpass(peak_guard(audio))
+    ts = [c // HOP * HOP for c in _split_points_by_definition(x, w)]
+    audio_pad = np.pad(x, w.t_pad, mode="reflect")
+    f0 = m.pitch(audio_pad.astype(np.float32))[:audio_pad.size // HOP]
+    pitch, pitchf = pipeline.coarse_pitch(f0), f0.astype(np.float32)
+    zeros = lambda n: (np.zeros((n, cfg.inter_channels), np.float32), np.zeros(n * cfg.upp, np.float32))  # noqa: E731
+    trim, pieces = int(round(cfg.sr * w.x_pad)), []
+    for i, (s, e) in enumerate(zip([0] + ts, [t + 2 * w.t_pad + HOP for t in ts] + [audio_pad.size])):
+        frames = slice(s // HOP, (e - HOP) // HOP if i < len(ts) else None)
+        out = pipeline._convert_chunk(m, audio_pad[s:e], pitch[frames], pitchf[frames], opts, None, zeros)
+        pieces.append(out[trim:-trim])
+    return np.concatenate(pieces)
+
+
+def test_chunks_are_cut_and_joined_as_the_spec_says():
+    """Both twins cut at the quietest of three near-tied candidates (the same cuts) and their output is, bit for
+    bit, the chunks of the restated loop: a cut at another candidate, a hop off, or chunks that overlap or leave a
+    gap would change it (test_a_wrong_chunk_split_is_caught)."""
+    audio = _near_tied_quiet_points()
+    x = highpass(peak_guard(audio))
+    cuts = [c // HOP * HOP for c in _split_points_by_definition(x, SPLIT_TIED)]
+    assert len(cuts) == 2 and all(abs(c - t * SAMPLE_RATE) > 0.09 * SAMPLE_RATE for c, t in zip(cuts, (0.6, 1.2)))
+    for backend in ("torch", "mlx"):
+        m = models(backend)
+        out = pipeline.convert(m, audio, TIED_OPTS)
+        assert out.cuts == cuts, backend
+        np.testing.assert_array_equal(out.waveform, _chunked_by_definition(m, audio, TIED_OPTS), err_msg=backend)
+
+
+@functools.lru_cache(maxsize=None)
+def _tied_reference() -> np.ndarray:
+    return _chunked_by_definition(models("torch"), _near_tied_quiet_points(), TIED_OPTS)
+
+
+def _search_before_the_centre_only(x, w):
+    """A half search window ([t - t_query, t)): picks the runner-up candidate, 0.2 s before the quietest."""
+    energy = _energy(x)
+    return [t - w.t_query + int(np.argmin(energy[t - w.t_query:t])) for t in range(w.t_center, x.size, w.t_center)]
+
+
+@pytest.mark.parametrize("fault", ["runner-up candidate", "one hop late", "chunks overlap by a frame"])
+def test_a_wrong_chunk_split_is_caught(monkeypatch, fault):
+    """Planted faults, compared with the restated loop as above (torch; the loop is shared numpy code, so the twins
+    would agree on any of them): the runner-up candidates 0.2 s early (1660 output samples instead of 1680), every
+    cut one hop late (same length, SNR 5.7 dB), x_pad trimmed one output frame short so neighbouring chunks overlap
+    (1740). The right split is bit-identical; each fault fails by its length or by SNR < 20 dB."""
+    split_points = pipeline.split_points
+    if fault == "runner-up candidate":
+        monkeypatch.setattr(pipeline, "split_points", _search_before_the_centre_only)
+    elif fault == "one hop late":
+        monkeypatch.setattr(pipeline, "split_points", lambda x, w: [c + HOP for c in split_points(x, w)])
+    else:
+        monkeypatch.setattr(pipeline.Windows, "t_pad_tgt", lambda w, sr: int(round(sr * w.x_pad)) - sr // 100)
+    out = pipeline.convert(models("torch"), _near_tied_quiet_points(), TIED_OPTS).waveform
+    ref = _tied_reference()
+    got = snr(out, ref) if out.shape == ref.shape else None  # None: the lengths differ
+    assert got is None or got < 20, got
 
 
 def test_index_protect_and_noise_change_the_output(tiny_index):

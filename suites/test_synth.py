@@ -269,8 +269,9 @@ def test_twin_parity_full_size(name):
 # input length. Measured on tiny v2-40k, v1-32k, v2-48k-nono, 300 frames, tiles of 1, 7, 50, 128 frames: MLX
 # bit-identical, torch max |diff| <= 1.3e-7 (waveform std 0.04-0.09); full-size v2-40k, 10 s, tiles of 250: MLX
 # bit-identical (also 100, 500), torch 4.1e-7 (std 0.11). Bound: 1e-6 on the waveform (|audio| <= 1).
-# The outermost frames of the field weigh little: 3 frames less context per side still lands within 6e-8 on tiny
-# v2-40k, so the field itself is checked structurally (gradient test) and this bound guards the arithmetic.
+# The outermost frames of the field weigh little with the synthetic weights (3 frames less context per side still
+# lands within 6e-8 on tiny v2-40k), so the field is checked structurally (gradient test), and the tiles are also
+# compared on a long-reach voice whose far context is large (test_tiled_decoder_needs_its_whole_context).
 TILE_MAX_ABS = tolerances.bound("synth", "tiles", "max_abs")
 
 
@@ -337,6 +338,57 @@ def test_tiled_decoder_equals_one_pass(name):
             assert np.abs(out - ref).max() <= TILE_MAX_ABS, tile
     for ref, out in zip(whole, audio(7, (0, 0))):
         assert np.abs(out - ref).max() >= 1e-3
+
+
+@functools.lru_cache(maxsize=None)
+def long_reach_twins(name: str, side: str):
+    """Twins of the tiny voice with each decoder kernel cut down to the taps that reach furthest to `side` (norm
+    kept; a ConvTranspose keeps one such tap per output phase) and the ResBlocks' damped second convs brought back
+    to about unit gain (x 3 on the 0.35 damping). Output frame F then leans on z frame F - left (or F + right)
+    enough that dropping that frame moves the audio by 2e-3 to 1e-2; on the synthetic voice the move is below fp32
+    resolution (a 1e6 impulse there moved it by 6e-6), so no tile test could see it."""
+    voice = tiny_voice(name)
+    rates, state = voice.config.upsample_rates, dict(voice.state)
+    for key, w in voice.state.items():
+        if not key.startswith(("dec.conv_", "dec.ups.", "dec.resblocks.")) or w.ndim != 3 or w.shape[2] == 1:
+            continue
+        k = w.shape[2]
+        u = rates[int(key.split(".")[2])] if key.startswith("dec.ups.") else 1
+        far_left = np.arange(k) >= k - u if u > 1 else np.arange(k) == 0  # ConvT taps j = n + p - i u: high j, low i
+        keep = far_left if side == "left" else far_left[::-1]
+        cut = w * keep
+        gain = 3.0 if ".convs2." in key else 1.0
+        state[key] = (cut * gain * np.linalg.norm(w) / np.linalg.norm(cut)).astype(np.float32)
+    return twins(dataclasses.replace(voice, state=state))
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_tiled_decoder_needs_its_whole_context(side):
+    """The fault: a tile context one frame short of the receptive field on one side (a wrong `tiling.context`, or a
+    slice that drops a frame). On the long-reach voice the tiles with the full context still match one pass on both
+    twins (measured 0.0, 70 frames in tiles of 25), and a context one frame short on `side` misses by 9.9e-3 (left) /
+    2.0e-3 (right), 2000x the 1e-6 bound or more (the plain synthetic voice misses by 0.0: it would hide the fault)."""
+    from rvc_bench.synth import model_mlx, model_torch
+
+    tm, mm = long_reach_twins("v2-40k", side)
+    inputs = synthetic.make_inputs(tm.cfg, f0_track(70), seed=5)
+    left, right = context = tm.dec.context
+    short = (left - 1, right) if side == "left" else (left, right - 1)
+
+    def audio(tile, ctx=context):
+        tm.tile_frames = mm.tile_frames = tile
+        tm.dec.context = mm.dec.context = ctx
+        try:
+            return model_torch.run(tm, inputs)["audio"], model_mlx.run(mm, inputs)["audio"]
+        finally:
+            tm.tile_frames = mm.tile_frames = None
+            tm.dec.context = mm.dec.context = context
+
+    whole = audio(None)
+    for ref, out in zip(whole, audio(25)):
+        assert np.abs(out - ref).max() <= TILE_MAX_ABS
+    for ref, out in zip(whole, audio(25, short)):
+        assert np.abs(out - ref).max() >= 1000 * TILE_MAX_ABS
 
 
 def test_mlx_tiles_by_default_on_the_cpu():
