@@ -523,7 +523,9 @@ CHUNKING_NOTE = ("Each row is the stage on one backend; max abs Δ is against an
                  "window of 2944 frames + 1600 of overlap per side (full size: its receptive field) in such chunks "
                  "and the BiGRU over the whole sequence, which computes the whole pass's numbers; `*-cut-gru` and "
                  "`*-no-overlap` run the whole network per chunk, cutting the BiGRU's state: the old default and the "
-                 "original port, measured to show what that costs), for the synthesizer the waveform.")
+                 "original port, measured to show what that costs; on the benchmark's synthetic weights, whose BiGRU forgets "
+                 "within a few frames, cutting it costs little, on weights that remember it does not: see "
+                 "suites/test_rmvpe.py), for the synthesizer the waveform.")
 
 
 def chunking_table(sec: Section) -> str:
