@@ -80,7 +80,9 @@ def judged(check: str, spectral: bool) -> tuple[str, ...] | None:
 
 def describe(what: str, metrics: dict) -> str:
     keys = ("snr_db", "same_f0_snr_db", "frames_apart", "cents_p95", *SPECTRAL)
-    return f"\n{what}: " + ", ".join(f"{k} {metrics[k]:.3g}" for k in keys if k in metrics)
+    # log_mel_corr: enough digits to see how far from 1 it is
+    return f"\n{what}: " + ", ".join(f"{k} {metrics[k]:.{7 if k == 'log_mel_corr' else 3}g}"
+                                     for k in keys if k in metrics)
 
 
 def check_twins(out, ref, same, check: str, what: str, spectral: bool = False) -> dict:

@@ -5,7 +5,7 @@ bounds it shares with these tests, are in test_bench_pipeline.py).
 Tolerances (fp32, CPU, identical numpy noise injected on both sides; measured on AMD EPYC, 2 cores; the bounds are
 in references/parity_tolerances.csv, stage pipeline):
 - f0 tracks. The twins' RMVPE salience differs by ~1e-6, so where both agree on the frame their f0 differ by
-  ~1e-3 cents (measured p95: 1.5e-3 to 2.3e-3 tiny, 6.4e-3 full 5 s; bound 0.05). Near RMVPE's 0.03 voicing
+  ~1e-3 cents (measured p95: 1.5e-3 to 2.3e-3 tiny, 4.7e-3 full 5 s; bound 0.05). Near RMVPE's 0.03 voicing
   threshold or an argmax tie a frame can flip (voiced <-> unvoiced, or a jump of many cents): measured on 4 tiny
   clips, one voicing flip (frame 201 of 400) and one argmax jump (1459 cents, in the dropped padding); the
   benchmark's tiny 0.5 s clip flips one frame. Bound (issue 19): no frame apart (frames_apart 0: no flip, no frame
@@ -13,17 +13,16 @@ in references/parity_tolerances.csv, stage pipeline):
 - Waveforms, always judged (identical noise on both sides). The NSF sine integrates f0 over a whole chunk, so one
   flipped frame shifts the phase of everything after it (measured: 6.6 dB and 2.5 dB waveform SNR after a voicing
   flip; 45 dB with the jump in the padding, which reaches the kept audio through the text encoder's global
-  attention): such a run fails its SNR bound as well as frames_apart. With agreeing tracks: measured 77.3 dB (tiny,
-  2 s), 69-83 dB (tiny benchmark clips, 1-10 s), 85 dB (tiny, 3 chunks, no noise), 66.1 dB (full size, 5 s,
-  10k-vector index; log-mel corr 0.9999998, mrstft 8.8e-4; the benchmark's 5 s clip 62.8 dB, 0.9999996, 1.3e-3);
-  what is left is the phase drift of ~1e-3 cents. Bound 50 dB (the tests), 40 dB for benchmark runs of any length
-  (issue 19; chunks up to 38 s drift longer). Full-size benchmarks are also held to the phase-insensitive mrstft and
-  log-mel correlation (tiny outputs at 1 kHz are too short for their STFT windows). To tell a pitch divergence from
-  a synthesis divergence, every check also converts with the tested backend given the reference's f0
-  (same_f0_snr_db; measured 108-122 dB tiny, 119.9 dB full 5 s: HuBERT + glue + synthesizer agree to the synthesizer
-  stage's own ~116 dB; bound 90 dB in the tests, 60 dB in benchmarks), and nono models (no f0) are held to 90 dB
-  (measured 127 dB). Another noise seed on one side, f0 identical: 6.3-7.4 dB (tiny), 9.4 dB (full 5 s; mrstft 0.63,
-  log-mel corr 0.933).
+  attention): such a run fails its SNR bound as well as frames_apart. With agreeing tracks: measured 80.7 dB (tiny,
+  2 s), 69-83 dB (tiny benchmark clips, 1-10 s), 80.2 dB (tiny, 3 chunks, no noise), 62.8 dB (full size, 5 s,
+  10k-vector index; log-mel corr 0.9999996, mrstft 1.3e-3); what is left is the phase drift of ~1e-3 cents.
+  Bound 50 dB (the tests), 40 dB for benchmark runs of any length (issue 19; chunks up to 38 s drift longer). Full-size
+  benchmarks are also held to the phase-insensitive mrstft and log-mel correlation (tiny outputs at 1 kHz are too
+  short for their STFT windows). To tell a pitch divergence from a synthesis divergence, every check also converts
+  with the tested backend given the reference's f0 (same_f0_snr_db; measured 108-124 dB tiny, 119.9 dB full 5 s:
+  HuBERT + glue + synthesizer agree to the synthesizer stage's own ~116 dB; bound 90 dB in the tests, 60 dB in
+  benchmarks), and nono models (no f0) are held to 90 dB (measured 127 dB). Another noise seed on one side, f0
+  identical: 6.3-7.4 dB (tiny), 9.4 dB (full 5 s; mrstft 0.63, log-mel corr 0.933).
   Measured effect of glue mistakes on the torch output (tiny, 2 s), for scale: protect skipped 22.2 dB, retrieval
   skipped 17.6 dB, protect weights swapped 16.7 dB, 2x upsample by tiling instead of repeating 9.6 dB, another
   chunk's noise 7.1 dB, RMS mix skipped 6.0 dB.
