@@ -49,7 +49,8 @@ def pitch_metrics(f0_test, f0_ref) -> dict[str, float]:
 
     raw pitch / chroma accuracy: share of reference-voiced frames where the test is voiced and within 50 cents
     (chroma: after folding octave errors), as mir_eval defines them. voicing_disagreement: (FP + FN) / N over all
-    frames. cents_p50/p95: |Δcents| over frames both call voiced (NaN if there are none).
+    frames. cents_p50/p95: |Δcents| over frames both call voiced (NaN if there are none). frames_apart: the number
+    of frames where one track is voiced and the other not, or both are voiced more than 50 cents apart.
     """
     t, r = _pair(f0_test, f0_ref)
     tv, rv = t > 0, r > 0
@@ -66,6 +67,7 @@ def pitch_metrics(f0_test, f0_ref) -> dict[str, float]:
         "voicing_disagreement": float(np.mean(tv != rv)),
         "cents_p50": float(np.median(dc)) if dc.size else nan,
         "cents_p95": float(np.percentile(dc, 95)) if dc.size else nan,
+        "frames_apart": float(np.sum(tv != rv) + np.sum(dc > CENT_TOLERANCE)),
     }
 
 

@@ -222,6 +222,17 @@ class Models:
         return self.backend.to_numpy(audio).reshape(-1)
 
 
+class WithPitch:
+    """Models whose pitch() is given (everything else delegated): the pipeline of one backend on another's f0,
+    which tells a pitch divergence from a synthesis divergence."""
+
+    def __init__(self, inner, pitch):
+        self.inner, self.pitch = inner, pitch
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
 def load_models(backend, voice: str | os.PathLike, hubert: str | os.PathLike, rmvpe: str | os.PathLike | None,
                 hubert_config: str = "full") -> Models:
     """The three models on `backend` (an rvc_bench.backends adapter), each through its stage's loader.

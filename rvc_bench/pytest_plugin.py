@@ -321,23 +321,25 @@ class Bench:
         return m.output
 
     def record_parity(self, metrics: dict[str, float], reference: str = "torch",
-                      check: str | None = tolerances.BENCHMARK) -> None:
+                      check: str | None = tolerances.BENCHMARK, only: tuple[str, ...] | None = None) -> None:
         """Store parity numbers next to the measurement just taken, each with its bound from the tolerance table's
         `check` and whether it holds, then fail the test if any bound is broken (skipped for the reference backend).
-        check=None: measured only, stored without a bound (e.g. a variant kept to show what it costs)."""
+        check=None: measured only, stored without a bound (e.g. a variant kept to show what it costs). only: the
+        check's bounds that apply (the rest are not measured: e.g. spectral metrics of audio too short for them)."""
         if self._current is None:
             raise RuntimeError("record_parity() must follow measure()")
         if self.session.probe_mode or self._current["backend"] == reference:
             return
         stage, backend = self._current["stage"], self._current["backend"]
         bounds = tolerances.bounds(stage, check, backend) if check else {}
+        bounds = {m: b for m, b in bounds.items() if only is None or m in only}
         for name, value in metrics.items():
             b = bounds.get(name)
             self._add(metric=f"parity.{name}", value=value, unit="", reference=reference,
                       bound=b.bound if b else float("nan"), bound_op=b.op if b else "",
                       within_bound=b.holds(value) if b else None)
         self._benchmark.extra_info.update({f"parity_{k}": v for k, v in metrics.items()})
-        broken = tolerances.broken(stage, check, metrics, backend=backend) if check else []
+        broken = tolerances.broken(stage, check, metrics, only, backend) if check else []
         assert not broken, f"{stage}/{self._current['variant']} parity: " + "; ".join(broken)
 
     def flush(self) -> None:

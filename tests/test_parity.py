@@ -50,6 +50,7 @@ def test_pitch_metrics_by_hand():
     assert m["voicing_disagreement"] == pytest.approx(1 / 8)
     assert m["cents_p50"] == pytest.approx(60.0)  # |Δc| = 0, 100, 20, 1200 -> median 60
     assert m["cents_p95"] == pytest.approx(np.percentile([0, 100, 20, 1200], 95))
+    assert m["frames_apart"] == 3  # the false alarm, +1 semitone and the octave (+20 c is within 50 c)
 
 
 def test_pitch_missed_voicing_counts_against_recall():

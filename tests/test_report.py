@@ -330,3 +330,35 @@ def test_a_renamed_variant_does_not_keep_the_tables_on_an_older_run(tmp_path):
         run.flush(tmp_path, f"synth-{variant}")
     summary = sections(report.render(tmp_path).text)["Summary"]
     assert "RVC synthesis (`v2-40k-tile250`)" in summary and "(`v2-40k`)" not in summary
+
+
+def test_a_pipeline_whose_audio_disagrees_shows_a_failing_verdict(tmp_path):
+    """Report logic on hand-made rows (not measurements): MLX's pipeline at 5 s and 1 min, every pitch bound held
+    (no frame apart, cents p95 4e-3) and synthesis given torch's f0 at 110 dB, but the waveform at 2.75 dB SNR at
+    1 min (as the store's older rows show). Bounds and verdicts as `bench.record_parity` stores them."""
+    from rvc_bench import tolerances
+
+    bounds = tolerances.bounds("pipeline")
+    run = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
+    for backend in ("torch", "mlx"):
+        for seconds, snr_db in ((5.0, 66.1), (60.0, 2.75)):
+            _rows(run, "pipeline", "v2-40k", backend, seconds, seconds / 5, 2**30, 2**30)
+            if backend == "torch":
+                continue
+            values = dict(snr_db=snr_db, same_f0_snr_db=110.0, frames_apart=0.0, cents_p95=4e-3)
+            for name, value in values.items():
+                b = bounds[name]
+                run.add(stage="pipeline", variant="v2-40k", backend=backend, device="cpu", device_name="cpu",
+                        dtype="float32", audio_seconds=seconds, metric=f"parity.{name}", value=value, unit="",
+                        reference="torch", bound=b.bound, bound_op=b.op, within_bound=b.holds(value))
+    run.flush(tmp_path, "pipeline")
+    doc = report.render(tmp_path).text
+    rows = [line for line in sections(doc)["Summary"].splitlines() if line.startswith("| Full pipeline")]
+    assert len(rows) == 2 and "pass (4 of 4 within bounds)" in rows[0]
+    assert "FAIL: mlx snr_db 2.75 (bound >= 40)" in rows[1] and "pass" not in rows[1]
+    accuracy = doc[doc.index("#### Full pipeline"):]
+    snr_row = next(line for line in accuracy.splitlines() if line.startswith("| snr_db "))
+    assert "| >= 40 " in snr_row and "66.1 pass" in snr_row and "2.75 **FAIL**" in snr_row
+    for name in ("same_f0_snr_db", "frames_apart"):  # the new metrics have their own rows, each judged
+        line = next(line for line in accuracy.splitlines() if line.startswith(f"| {name} "))
+        assert line.count(" pass") == 2 and "FAIL" not in line

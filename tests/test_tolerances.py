@@ -66,3 +66,20 @@ def test_bench_fixture_stores_bound_and_verdict_and_fails_the_benchmark(tmp_path
     assert not par.at["parity.rel_l2", "within_bound"] and par.at["parity.max_abs_energetic", "within_bound"]
     assert par["within_bound"].isna()["parity.pearson"]  # not bounded: stored without a verdict
     assert (rows.metric == "time_warm").sum() == 3  # the failed benchmark's times are kept too
+
+
+
+ONLY_FILE = BENCHMARK_FILE.replace('{"rel_l2": 0.5, "max_abs_energetic": 1e-6, "pearson": 1.0}, ',
+                                   '{"rel_l2": 1e-5, "pearson": 1.0}, only=("rel_l2",), ')
+
+
+def test_record_parity_only_bounds_part_of_a_check(tmp_path):
+    """only=: a bound outside it is not missing (e.g. the spectral metrics tiny pipeline rows cannot have)."""
+    (tmp_path / "test_fake.py").write_text(ONLY_FILE)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+                           "rvc_bench.pytest_plugin", "test_fake.py", "--benchmark-only", "--rounds", "3",
+                           "--store", str(tmp_path / "store")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    par = store.read(tmp_path / "store").rows.set_index("metric")
+    assert par.at["parity.rel_l2", "within_bound"] and par.at["parity.rel_l2", "bound"] == 1e-4
+    assert "parity.max_abs_energetic" not in par.index
