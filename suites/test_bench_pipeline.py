@@ -61,21 +61,26 @@ def given_f0(m: pipeline.Models, ref: pipeline.Conversion, audio, opts: pipeline
     return pipeline.convert(pipeline.WithPitch(m, lambda _: transpose(ref.f0, -opts.f0_up_key)), audio, opts, index)
 
 
-def twin_metrics(out: pipeline.Conversion, ref: pipeline.Conversion, same: pipeline.Conversion,
+def twin_metrics(out: pipeline.Conversion, ref: pipeline.Conversion, same: pipeline.Conversion | None,
                  spectral: bool) -> dict:
     """What the pipeline's parity is judged on, always all of it: the waveform (identical noise on both sides), the
     spectral metrics (phase-insensitive) where the output is long enough, the f0 tracks, and same_f0_snr_db, the
     waveform SNR of the tested backend's conversion given the reference's f0 (`same`): it tells a pitch divergence
-    (snr_db fails, same_f0_snr_db holds) from a synthesis divergence (both fail)."""
-    assert np.array_equal(same.f0, ref.f0) and out.sr == ref.sr and out.audio.shape == ref.audio.shape
+    (snr_db fails, same_f0_snr_db holds) from a synthesis divergence (both fail); same=None: not measured."""
+    assert out.sr == ref.sr and out.audio.shape == ref.audio.shape
     wave = parity.audio_metrics(out.waveform, ref.waveform, ref.sr) if spectral else \
         parity.tensor_metrics(out.waveform, ref.waveform)
+    if same is None:
+        return {**wave, **parity.pitch_metrics(out.f0, ref.f0)}
+    assert np.array_equal(same.f0, ref.f0)
     return {**wave, **parity.pitch_metrics(out.f0, ref.f0), "same_f0_snr_db": snr(same.waveform, ref.waveform)}
 
 
-def judged(check: str, spectral: bool) -> tuple[str, ...] | None:
-    """The bounds of the pipeline's `check` that apply (all, or all but the spectral ones)."""
-    return None if spectral else tuple(m for m in tolerances.bounds("pipeline", check) if m not in SPECTRAL)
+def judged(check: str, spectral: bool, same_f0: bool = True) -> tuple[str, ...] | None:
+    """The bounds of the pipeline's `check` that apply (all, or all but the spectral ones, or all but the one of the
+    conversion given the reference's f0 where that was not measured)."""
+    skip = (() if spectral else SPECTRAL) + (() if same_f0 else ("same_f0_snr_db",))
+    return tuple(m for m in tolerances.bounds("pipeline", check) if m not in skip) if skip else None
 
 
 def describe(what: str, metrics: dict) -> str:
@@ -104,10 +109,12 @@ def test_bench_pipeline(benchmark, bench, backend_name, seconds):
     is_reference = backend_name == "torch" and be.device == "cpu"
     ref = bench.reference(("pipeline", VARIANT, size, seconds), lambda: out if is_reference else
                           pipeline.convert(models("torch", VARIANT, size), audio, opts, index))
-    # Given the reference's f0 always, not only where the tracks differ: every row then carries the same metrics,
-    # at the cost of one untimed call more (full size 5 s: ~1/9 of the benchmark's own cold + warm-up + 7 rounds).
-    same = ref if is_reference else given_f0(m, ref, audio, opts, index)
+    # Given the reference's f0 where the tracks differ (any frame apart), to tell a pitch divergence from a synthesis
+    # divergence; where they agree snr_db judges the synthesis itself, and the extra call would cost as much as the
+    # benchmark's own first call (11 min for MLX at 5 min here).
+    f0_apart = not is_reference and parity.pitch_metrics(out.f0, ref.f0)["frames_apart"] > 0
+    same = given_f0(m, ref, audio, opts, index) if f0_apart else None
     spectral = size == "full"
     metrics = twin_metrics(out, ref, same, spectral)
     print(describe(f"pipeline {size} {seconds:g} s {backend_name}", metrics))
-    bench.record_parity(metrics, only=judged(tolerances.BENCHMARK, spectral))
+    bench.record_parity(metrics, only=judged(tolerances.BENCHMARK, spectral, same_f0=f0_apart))
