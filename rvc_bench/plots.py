@@ -74,9 +74,13 @@ def _parity(sec):
     par = par[par.within_bound.notna()].sort_values(["stage", "metric", "backend", "audio_seconds"])
     labels, values, colors = [], [], []
     for r in par.itertuples():
-        frac = r.value / r.bound if r.bound_op == "<=" else (r.bound / r.value if r.value > 0 else np.inf)
+        if r.bound_op == "<=":  # a count bounded by 0 (frames_apart) has no ratio: 0 passes, anything else fails
+            frac = r.value / r.bound if r.bound else (0.0 if r.value <= 0 else np.inf)
+        else:
+            frac = r.bound / r.value if r.value > 0 else np.inf
         labels.append(f"{r.stage} {r.metric} {r.backend} {r.audio_seconds:g}s")
-        values.append(max(frac, 1e-6) if np.isfinite(frac) else 1e-6)  # 0 (and SNR inf) drawn at the axis floor
+        # 0 (and SNR inf) drawn at the axis floor; a broken bound without a finite ratio drawn past the line
+        values.append(max(frac, 1e-6) if np.isfinite(frac) else (1e-6 if r.within_bound else 10.0))
         colors.append("tab:green" if r.within_bound else "tab:red")
     ax.bar(range(len(values)), values, color=colors)
     ax.set_ylim(1e-6, max([2.0] + values))
