@@ -317,27 +317,29 @@ def test_decoder_context_is_its_receptive_field(size):
 def test_tiled_decoder_equals_one_pass(name):
     """Both twins, tiles of 7 and 40 frames (100 frames, context 22 or 31 per side) against one pass; tiles without
     the overlap (context 0) are far off, so the bound can fail."""
-    from rvc_bench.synth import model_mlx, model_torch
-
     tm, mm = tiny_twins(name)
     inputs = synthetic.make_inputs(tm.cfg, f0_track(100), seed=5)
-    context = tm.dec.context
-
-    def audio(tile, ctx=context):
-        tm.tile_frames = mm.tile_frames = tile
-        tm.dec.context = mm.dec.context = ctx
-        try:
-            return model_torch.run(tm, inputs)["audio"], model_mlx.run(mm, inputs)["audio"]
-        finally:
-            tm.tile_frames = mm.tile_frames = None
-            tm.dec.context = mm.dec.context = context
-
-    whole = audio(None)
+    whole = tiled_audio(tm, mm, inputs, None)
     for tile in (7, 40):
-        for ref, out in zip(whole, audio(tile)):
+        for ref, out in zip(whole, tiled_audio(tm, mm, inputs, tile)):
             assert np.abs(out - ref).max() <= TILE_MAX_ABS, tile
-    for ref, out in zip(whole, audio(7, (0, 0))):
+    for ref, out in zip(whole, tiled_audio(tm, mm, inputs, 7, (0, 0))):
         assert np.abs(out - ref).max() >= 1e-3
+
+
+def tiled_audio(tm, mm, inputs, tile, context=None) -> tuple[np.ndarray, np.ndarray]:
+    """(torch, MLX) audio of the twins with decoder tiles of `tile` frames (None: one pass) and a tile context
+    (default the decoder's own), both restored afterwards."""
+    from rvc_bench.synth import model_mlx, model_torch
+
+    own = tm.dec.context
+    tm.tile_frames = mm.tile_frames = tile
+    tm.dec.context = mm.dec.context = own if context is None else context
+    try:
+        return model_torch.run(tm, inputs)["audio"], model_mlx.run(mm, inputs)["audio"]
+    finally:
+        tm.tile_frames = mm.tile_frames = None
+        tm.dec.context = mm.dec.context = own
 
 
 @functools.lru_cache(maxsize=None)
@@ -368,26 +370,14 @@ def test_tiled_decoder_needs_its_whole_context(side):
     slice that drops a frame). On the long-reach voice the tiles with the full context still match one pass on both
     twins (measured 0.0, 70 frames in tiles of 25), and a context one frame short on `side` misses by 9.9e-3 (left) /
     2.0e-3 (right), 2000x the 1e-6 bound or more (the plain synthetic voice misses by 0.0: it would hide the fault)."""
-    from rvc_bench.synth import model_mlx, model_torch
-
     tm, mm = long_reach_twins("v2-40k", side)
     inputs = synthetic.make_inputs(tm.cfg, f0_track(70), seed=5)
-    left, right = context = tm.dec.context
+    left, right = tm.dec.context
     short = (left - 1, right) if side == "left" else (left, right - 1)
-
-    def audio(tile, ctx=context):
-        tm.tile_frames = mm.tile_frames = tile
-        tm.dec.context = mm.dec.context = ctx
-        try:
-            return model_torch.run(tm, inputs)["audio"], model_mlx.run(mm, inputs)["audio"]
-        finally:
-            tm.tile_frames = mm.tile_frames = None
-            tm.dec.context = mm.dec.context = context
-
-    whole = audio(None)
-    for ref, out in zip(whole, audio(25)):
+    whole = tiled_audio(tm, mm, inputs, None)
+    for ref, out in zip(whole, tiled_audio(tm, mm, inputs, 25)):
         assert np.abs(out - ref).max() <= TILE_MAX_ABS
-    for ref, out in zip(whole, audio(25, short)):
+    for ref, out in zip(whole, tiled_audio(tm, mm, inputs, 25, short)):
         assert np.abs(out - ref).max() >= 1000 * TILE_MAX_ABS
 
 

@@ -53,11 +53,16 @@ def test_bench_fake_mel(benchmark, bench):
 '''
 
 
-def test_bench_fixture_stores_bound_and_verdict_and_fails_the_benchmark(tmp_path):
-    (tmp_path / "test_fake.py").write_text(BENCHMARK_FILE)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+def run_fake_benchmark(tmp_path, source: str) -> subprocess.CompletedProcess:
+    """`source` as a benchmark file run by pytest with the plugin, 3 rounds, into tmp_path/store."""
+    (tmp_path / "test_fake.py").write_text(source)
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
                            "rvc_bench.pytest_plugin", "test_fake.py", "--benchmark-only", "--rounds", "3",
                            "--store", str(tmp_path / "store")], capture_output=True, text=True, cwd=tmp_path)
+
+
+def test_bench_fixture_stores_bound_and_verdict_and_fails_the_benchmark(tmp_path):
+    proc = run_fake_benchmark(tmp_path, BENCHMARK_FILE)
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "mel/fake parity: rel_l2 = 0.5 (bound rel_l2 <= 0.0001)" in proc.stdout
     rows = store.read(tmp_path / "store").rows
@@ -75,10 +80,7 @@ ONLY_FILE = BENCHMARK_FILE.replace('{"rel_l2": 0.5, "max_abs_energetic": 1e-6, "
 
 def test_record_parity_only_bounds_part_of_a_check(tmp_path):
     """only=: a bound outside it is not missing (e.g. the spectral metrics tiny pipeline rows cannot have)."""
-    (tmp_path / "test_fake.py").write_text(ONLY_FILE)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
-                           "rvc_bench.pytest_plugin", "test_fake.py", "--benchmark-only", "--rounds", "3",
-                           "--store", str(tmp_path / "store")], capture_output=True, text=True, cwd=tmp_path)
+    proc = run_fake_benchmark(tmp_path, ONLY_FILE)
     assert proc.returncode == 0, proc.stdout[-3000:]
     par = store.read(tmp_path / "store").rows.set_index("metric")
     assert par.at["parity.rel_l2", "within_bound"] and par.at["parity.rel_l2", "bound"] == 1e-4
