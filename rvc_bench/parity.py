@@ -6,6 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 CENT_TOLERANCE = 50.0  # cents: half a semitone, mir_eval's raw pitch accuracy tolerance
+# Salience margin below which a frame's pitch decision is not determined by float32 arithmetic (a tie): torch's
+# own RMVPE salience moves by up to 5.6e-4 when its float32 log-mel is replaced by the exact (float64) one (full
+# size, 60 s, calibrated weights), which flips 4 of its 6001 frames by more than 50 cents.
+TIE_MARGIN = 1e-3
+CLEAR_BINS = 3  # a competing peak this many bins (60 cents) from the argmax moves the decoded pitch > 50 cents
 
 
 def _pair(test, ref) -> tuple[np.ndarray, np.ndarray]:
@@ -44,13 +49,26 @@ def hz_to_cents(f0: np.ndarray) -> np.ndarray:
         return np.where(f0 > 0, 1200.0 * np.log2(f0 / 10.0), np.nan)
 
 
-def pitch_metrics(f0_test, f0_ref) -> dict[str, float]:
+def decision_margin(salience, threshold: float) -> np.ndarray:
+    """[T, bins] salience -> [T]: how far each frame's pitch decision is from changing: the distance of its peak
+    from the voicing threshold and, where voiced, from the best bin at least CLEAR_BINS away from the argmax."""
+    s = np.asarray(salience, dtype=np.float64)
+    peak, top = s.max(axis=1), s.argmax(axis=1)
+    far = np.abs(np.arange(s.shape[1])[None, :] - top[:, None]) >= CLEAR_BINS
+    rival = np.where(far, s, -np.inf).max(axis=1)
+    margin = np.abs(peak - threshold)
+    return np.where(peak > threshold, np.minimum(margin, peak - rival), margin)
+
+
+def pitch_metrics(f0_test, f0_ref, ref_margin=None) -> dict[str, float]:
     """Frame-wise pitch agreement on one time base (both tracks at 100 frames/s; 0 Hz = unvoiced).
 
     raw pitch / chroma accuracy: share of reference-voiced frames where the test is voiced and within 50 cents
     (chroma: after folding octave errors), as mir_eval defines them. voicing_disagreement: (FP + FN) / N over all
     frames. cents_p50/p95: |Δcents| over frames both call voiced (NaN if there are none). frames_apart: the number
-    of frames where one track is voiced and the other not, or both are voiced more than 50 cents apart.
+    of frames where one track is voiced and the other not, or both are voiced more than 50 cents apart;
+    frames_apart_tied (given the reference's decision_margin): how many of those the reference decided by less than
+    TIE_MARGIN, so float32 rounding alone could flip them (a tie, not a divergence).
     """
     t, r = _pair(f0_test, f0_ref)
     tv, rv = t > 0, r > 0
@@ -59,6 +77,10 @@ def pitch_metrics(f0_test, f0_ref) -> dict[str, float]:
     dc = np.abs(hz_to_cents(t[both]) - hz_to_cents(r[both]))
     chroma = np.abs(dc - 1200.0 * np.round(dc / 1200.0))
     nan = float("nan")
+    apart = tv != rv
+    apart[both] = dc > CENT_TOLERANCE
+    tied = {} if ref_margin is None else \
+        {"frames_apart_tied": float(np.sum(apart & (_pair(ref_margin, r)[0] < TIE_MARGIN)))}
     return {
         "raw_pitch_accuracy": float(np.sum(dc <= CENT_TOLERANCE) / n_ref_voiced) if n_ref_voiced else nan,
         "raw_chroma_accuracy": float(np.sum(chroma <= CENT_TOLERANCE) / n_ref_voiced) if n_ref_voiced else nan,
@@ -67,7 +89,8 @@ def pitch_metrics(f0_test, f0_ref) -> dict[str, float]:
         "voicing_disagreement": float(np.mean(tv != rv)),
         "cents_p50": float(np.median(dc)) if dc.size else nan,
         "cents_p95": float(np.percentile(dc, 95)) if dc.size else nan,
-        "frames_apart": float(np.sum(tv != rv) + np.sum(dc > CENT_TOLERANCE)),
+        "frames_apart": float(np.sum(apart)),
+        **tied,
     }
 
 

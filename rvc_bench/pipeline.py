@@ -109,6 +109,8 @@ class Conversion:
     waveform: np.ndarray  # float32 [M]: the same before int16 scaling (after the RMS mix and any resampling)
     sr: int  # the voice's rate, or resample_sr
     f0: np.ndarray | None  # float64 [p_len]: transposed f0 (Hz, 0 = unvoiced) over the padded audio; None for nono
+    # float32 [p_len, 360]: the RMVPE salience f0 was decoded from; None for nono or a given f0 (WithPitch)
+    salience: np.ndarray | None = None
     cuts: list[int] = field(default_factory=list)  # chunk boundaries (samples of the padded audio, on the 160 grid)
 
     @property
@@ -208,8 +210,9 @@ class Models:
         self.hubert, self.rmvpe, self.synth = hubert, rmvpe, synth
         self.cfg = synth.cfg
 
-    def pitch(self, audio: np.ndarray) -> np.ndarray:
-        return self.rmvpe(self.backend.from_numpy(audio))[1]
+    def pitch(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[N] -> (salience [T, 360] float32, f0 [T] Hz), numpy."""
+        return self.rmvpe(self.backend.from_numpy(audio))
 
     def features(self, audio: np.ndarray) -> np.ndarray:
         return self.backend.to_numpy(self.hubert.features(self.backend.from_numpy(audio[None]), self.cfg.version)[0])
@@ -223,8 +226,8 @@ class Models:
 
 
 class WithPitch:
-    """Models whose pitch() is given (everything else delegated): the pipeline of one backend on another's f0,
-    which tells a pitch divergence from a synthesis divergence."""
+    """Models whose pitch() is given (audio -> (None, f0); everything else delegated): the pipeline of one backend
+    on another's f0, which tells a pitch divergence from a synthesis divergence."""
 
     def __init__(self, inner, pitch):
         self.inner, self.pitch = inner, pitch
@@ -294,9 +297,11 @@ def convert(models: Models, audio: np.ndarray, opts: Options = Options(), index=
     cuts = split_points(x, w)
     audio_pad = np.pad(x, (w.t_pad, w.t_pad), mode="reflect")
     p_len = audio_pad.shape[0] // HOP
-    f0 = pitch = pitchf = None
+    f0 = pitch = pitchf = salience = None
     if cfg.f0:  # once, on the whole padded audio
-        f0 = transpose(models.pitch(audio_pad.astype(np.float32))[:p_len], opts.f0_up_key)
+        salience, f0 = models.pitch(audio_pad.astype(np.float32))
+        salience = None if salience is None else salience[:p_len]
+        f0 = transpose(f0[:p_len], opts.f0_up_key)
         pitch, pitchf = coarse_pitch(f0), f0.astype(np.float32)
 
     t_pad2, t_pad_tgt = 2 * w.t_pad, w.t_pad_tgt(cfg.sr)
@@ -326,4 +331,4 @@ def convert(models: Models, audio: np.ndarray, opts: Options = Options(), index=
     sr = cfg.sr
     if opts.resample_sr and opts.resample_sr != sr:  # spec §7.5: before the int16 scaling
         out, sr = resample(out, sr, opts.resample_sr), opts.resample_sr
-    return Conversion(audio=to_int16(out), waveform=out, sr=sr, f0=f0, cuts=bounds)
+    return Conversion(audio=to_int16(out), waveform=out, sr=sr, f0=f0, cuts=bounds, salience=salience)

@@ -15,6 +15,7 @@ import numpy as np
 from rvc_bench import parity, pipeline, retrieval, stages, tolerances
 from rvc_bench.backends import get_backend
 from rvc_bench.fixtures import cache_dir
+from rvc_bench.rmvpe.config import THRESHOLD
 from rvc_bench.rmvpe.decode import transpose
 from rvc_bench.synth import synthetic as synth_synthetic
 from rvc_bench.synth.config import DEFAULT_VARIANT, preset
@@ -58,22 +59,24 @@ def snr(test, ref) -> float:
 
 def given_f0(m: pipeline.Models, ref: pipeline.Conversion, audio, opts: pipeline.Options, index=None):
     """The conversion of `m` given the reference's f0 (pitch() returns f0 before the transpose, so it is undone)."""
-    return pipeline.convert(pipeline.WithPitch(m, lambda _: transpose(ref.f0, -opts.f0_up_key)), audio, opts, index)
+    return pipeline.convert(pipeline.WithPitch(m, lambda _: (None, transpose(ref.f0, -opts.f0_up_key))), audio, opts, index)
 
 
 def twin_metrics(out: pipeline.Conversion, ref: pipeline.Conversion, same: pipeline.Conversion | None,
                  spectral: bool) -> dict:
     """What the pipeline's parity is judged on, always all of it: the waveform (identical noise on both sides), the
-    spectral metrics (phase-insensitive) where the output is long enough, the f0 tracks, and same_f0_snr_db, the
+    spectral metrics (phase-insensitive) where the output is long enough, the f0 tracks (with how many of the frames
+    apart the reference decided by less than float32's resolution: parity.TIE_MARGIN), and same_f0_snr_db, the
     waveform SNR of the tested backend's conversion given the reference's f0 (`same`): it tells a pitch divergence
     (snr_db fails, same_f0_snr_db holds) from a synthesis divergence (both fail); same=None: not measured."""
     assert out.sr == ref.sr and out.audio.shape == ref.audio.shape
     wave = parity.audio_metrics(out.waveform, ref.waveform, ref.sr) if spectral else \
         parity.tensor_metrics(out.waveform, ref.waveform)
+    pitch = parity.pitch_metrics(out.f0, ref.f0, parity.decision_margin(ref.salience, THRESHOLD))
     if same is None:
-        return {**wave, **parity.pitch_metrics(out.f0, ref.f0)}
+        return {**wave, **pitch}
     assert np.array_equal(same.f0, ref.f0)
-    return {**wave, **parity.pitch_metrics(out.f0, ref.f0), "same_f0_snr_db": snr(same.waveform, ref.waveform)}
+    return {**wave, **pitch, "same_f0_snr_db": snr(same.waveform, ref.waveform)}
 
 
 def judged(check: str, spectral: bool, same_f0: bool = True) -> tuple[str, ...] | None:
@@ -84,7 +87,7 @@ def judged(check: str, spectral: bool, same_f0: bool = True) -> tuple[str, ...] 
 
 
 def describe(what: str, metrics: dict) -> str:
-    keys = ("snr_db", "same_f0_snr_db", "frames_apart", "cents_p95", *SPECTRAL)
+    keys = ("snr_db", "same_f0_snr_db", "frames_apart", "frames_apart_tied", "cents_p95", *SPECTRAL)
     # log_mel_corr: enough digits to see how far from 1 it is
     return f"\n{what}: " + ", ".join(f"{k} {metrics[k]:.{7 if k == 'log_mel_corr' else 3}g}"
                                      for k in keys if k in metrics)

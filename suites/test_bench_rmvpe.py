@@ -13,7 +13,7 @@ import pytest
 
 from rvc_bench import parity, stages
 from rvc_bench.audio import HOP
-from rvc_bench.rmvpe.config import bounded_chunk, preset
+from rvc_bench.rmvpe.config import THRESHOLD, bounded_chunk, preset
 
 _MODELS: dict = {}
 
@@ -57,7 +57,7 @@ def test_bench_rmvpe(benchmark, bench, backend_name, seconds):
     s_ref, f_ref = bench.reference(("rmvpe", size, seconds),
                                    lambda: own or torch_reference(bench.cache_dir, size, clip.audio))
     sal_metrics = parity.tensor_metrics(salience, s_ref)
-    f0_metrics = parity.pitch_metrics(f0, f_ref)
+    f0_metrics = parity.pitch_metrics(f0, f_ref, parity.decision_margin(s_ref, THRESHOLD))
     assert salience.shape == (clip.audio.size // 160 + 1, 360)
     # The table's "benchmark" bounds (measurements in test_rmvpe.py): salience of the whole stage, each backend with
     # its own log-mel, and the f0 decoded from it.
@@ -92,5 +92,5 @@ def test_bench_rmvpe_chunking(benchmark, bench, backend_name, seconds, variant):
         bench.reference(("rmvpe-own", be.label, size, seconds, "whole"), lambda: (salience, f0))
     # Against the same backend: the default's chunks are held to the "chunked" bounds; the BiGRU-cutting rows are
     # measured only, with what they cost in salience, cents and voicing (see test_rmvpe.py).
-    bench.record_parity({**parity.tensor_metrics(salience, s_ref), **parity.pitch_metrics(f0, f_ref)},
+    bench.record_parity({**parity.tensor_metrics(salience, s_ref), **parity.pitch_metrics(f0, f_ref, parity.decision_margin(s_ref, THRESHOLD))},
                         reference=f"{backend_name} {against}", check="chunked" if variant == "whole" else None)

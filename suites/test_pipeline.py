@@ -375,7 +375,7 @@ def _chunked_by_definition(m: pipeline.Models, audio: np.ndarray, opts: pipeline
     x = highpass(peak_guard(audio))
     ts = [c // HOP * HOP for c in _split_points_by_definition(x, w)]
     audio_pad = np.pad(x, w.t_pad, mode="reflect")
-    f0 = m.pitch(audio_pad.astype(np.float32))[:audio_pad.size // HOP]
+    f0 = m.pitch(audio_pad.astype(np.float32))[1][:audio_pad.size // HOP]
     pitch, pitchf = pipeline.coarse_pitch(f0), f0.astype(np.float32)
     zeros = lambda n: (np.zeros((n, cfg.inter_channels), np.float32), np.zeros(n * cfg.upp, np.float32))  # noqa: E731
     trim, pieces = int(round(cfg.sr * w.x_pad)), []

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from rvc_bench import report, results, store
@@ -362,3 +363,27 @@ def test_a_pipeline_whose_audio_disagrees_shows_a_failing_verdict(tmp_path):
     for name in ("same_f0_snr_db", "frames_apart"):  # the new metrics have their own rows, each judged
         line = next(line for line in accuracy.splitlines() if line.startswith(f"| {name} "))
         assert line.count(" pass") == 2 and "FAIL" not in line
+
+
+def test_an_unjudged_older_pipeline_row_is_judged_by_todays_table(tmp_path):
+    """Hand-made rows as the store's pre-issue-19 rows are: MLX's 5 min pipeline at 5.75 dB SNR stored without a
+    verdict (the old rule skipped the waveform where the f0 tracks differed), its pitch accuracy judged and held.
+    The document must not call it a pass; a same-backend variant's unjudged value stays measured only."""
+    run = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
+    for backend in ("torch", "mlx"):
+        _rows(run, "pipeline", "v2-40k", backend, 300.0, 60.0, 2**30, 2**30)
+    common = dict(stage="pipeline", variant="v2-40k", device="cpu", device_name="cpu", dtype="float32",
+                  audio_seconds=300.0, unit="")
+    run.add(**common, backend="mlx", metric="parity.snr_db", value=5.75, reference="torch")
+    run.add(**common, backend="mlx", metric="parity.raw_pitch_accuracy", value=0.9996, reference="torch",
+            bound=0.99, bound_op=">=", within_bound=True)
+    run.add(**common, backend="mlx", metric="parity.mean_abs", value=0.04, reference="torch")  # no bound today
+    run.add(**common, backend="mlx", metric="parity.snr_db", value=5.75, reference="mlx whole")
+    run.flush(tmp_path, "pipeline")
+    par = results.parity(store.read(tmp_path).rows)
+    judged = par.set_index(["metric", "reference"]).within_bound
+    assert judged[("snr_db", "torch")] == False and judged[("raw_pitch_accuracy", "torch")] == True  # noqa: E712
+    assert pd.isna(judged[("mean_abs", "torch")]) and pd.isna(judged[("snr_db", "mlx whole")])
+    summary = [line for line in sections(report.render(tmp_path).text)["Summary"].splitlines()
+               if line.startswith("| Full pipeline")]
+    assert len(summary) == 1 and "FAIL: mlx snr_db 5.75 (bound >= 40)" in summary[0] and "pass" not in summary[0]
