@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,9 +39,10 @@ from pathlib import Path
 import pandas as pd
 from packaging.requirements import InvalidRequirement, Requirement
 
-from rvc_bench import gate, results, tolerances
+from rvc_bench import gate, results, runner, tolerances
 from rvc_bench import store as run_store
 from rvc_bench.fileio import atomic_write_bytes
+from rvc_bench.plan import Plan, counts_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,19 +70,10 @@ class SideFailed(RuntimeError):
 class Options:
     base: str
     head: str
-    stages: list[str]
-    lengths: str
-    model_size: str
-    backends: list[str]
-    devices: dict[str, str]  # backend -> its device option ("auto" = the best available)
-    mlx_blas: str
-    rounds: int
-    warmup: int
+    plan: Plan  # what each run measures; plan.store None: a temporary store, removed at the end
     repeats: int
     max_slowdown: float
     speed: str = "all"  # "relative": only the backend/PyTorch ratios gate speed (a shared, noisy runner)
-    machine_label: str | None = None
-    store: Path | None = None  # None: a temporary store, removed at the end
     summary: Path | None = None
     envs_dir: Path = ENVS_DIR
 
@@ -256,8 +247,8 @@ def choose_environments(sides: list[Side], envs_dir: Path) -> None:
 def process_envs(side: Side, opts: Options, cache: Path) -> dict[str, dict]:
     """Each backend's process environment, computed by the commit's own rvc_bench.blas in its own environment."""
     env = {**os.environ, "PYTHONPATH": str(side.tree), "RVC_BENCH_CACHE": str(cache)}
-    proc = subprocess.run([side.python, "-c", ENV_PROBE, opts.mlx_blas, *opts.backends], cwd=side.tree, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([side.python, "-c", ENV_PROBE, opts.plan.mlx_blas, *opts.plan.backends], cwd=side.tree,
+                          env=env, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         raise SideFailed(f"its benchmark processes cannot be prepared: {_last_line(proc.stderr)}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -276,44 +267,32 @@ def schedule(repeats: int) -> list[tuple[str, int]]:
     return order
 
 
-def pytest_command(side: Side, opts: Options, backend: str, run_id: str, started_at: str, store: Path) -> list[str]:
-    """What `rvc-bench run` starts for one backend, with the commit's own suites, and the run id given."""
-    cmd = [side.python, "-m", "pytest", *(str(side.tree / "suites" / f"test_bench_{s}.py") for s in side.stages),
-           "--benchmark-only", "-p", "no:cacheprovider", "-q", "--lengths", opts.lengths, "--rounds",
-           str(opts.rounds), "--warmup", str(opts.warmup), "--model-size", opts.model_size,
-           f"--{backend}-device", opts.devices[backend], "--backends", backend, "--run-id",
-           f"{run_id}@{started_at}", "--store", str(store), "--benchmark-columns", "median,iqr,rounds"]
-    return cmd + (["--machine-label", opts.machine_label] if opts.machine_label else [])
-
-
 def measure(sides: list[Side], opts: Options, store: Path, comparison: str) -> None:
     """Every run of both sides, alternating; stops at the first process that does not end normally (pytest status
     0 or 1: status 1 means some benchmark failed, which the checks read from the store)."""
     by_name = {side.name: side for side in sides}
     order = schedule(opts.repeats)
-    step, total = 0, len(order) * len(opts.backends)
+    step, total = 0, len(order) * len(opts.plan.backends)
     for name, i in order:
         side = by_name[name]
         run_id = f"{comparison}-{name}{i}"
         started_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        for backend in opts.backends:
+        plan = opts.plan.replace(stages=tuple(side.stages), store=str(store))
+        suites = [side.tree / "suites" / f"test_bench_{s}.py" for s in side.stages]
+        for out in runner.run_backends(plan, suites, side.envs, run_id, started_at, python=side.python,
+                                       cwd=side.tree, capture=True):
             step += 1
-            t0 = time.perf_counter()
-            proc = subprocess.run(pytest_command(side, opts, backend, run_id, started_at, store), cwd=side.tree,
-                                  env=side.envs[backend], capture_output=True, text=True)
-            print(f"rvc-bench ab [{step}/{total}] {name} {side.short} run {i}, {backend}: "
-                  f"{_last_line(proc.stdout)} ({time.perf_counter() - t0:.0f} s)", flush=True)
-            if proc.returncode not in (0, 1):
-                print((proc.stdout + proc.stderr)[-4000:], file=sys.stderr)
-                side.failure = (f"its {backend} benchmark process (run {run_id}) exited with status "
-                                f"{proc.returncode}: {_last_line(proc.stderr or proc.stdout)}")
+            print(f"rvc-bench ab [{step}/{total}] {name} {side.short} run {i}, {out.backend}: "
+                  f"{_last_line(out.stdout)} ({out.seconds:.0f} s)", flush=True)
+            if not out.finished:
+                print((out.stdout + out.stderr)[-4000:], file=sys.stderr)
+                side.failure = (f"its {out.backend} benchmark process (run {run_id}) exited with status "
+                                f"{out.returncode}: {_last_line(out.stderr or out.stdout)}")
                 return
         for folder in store.glob(f"machine=*/run={run_id}"):  # the plan, where the commit's plugin put the run
             run_store.write_run_plan(store, folder.parent.name.removeprefix("machine="), run_id, started_at, {
-                "backends": opts.backends, "stages": side.stages,
-                "lengths": [float(x) for x in opts.lengths.split(",")],
-                "model_size": opts.model_size, "rounds": opts.rounds, "warmup": opts.warmup, "fresh_process": False,
-                "ab": {"comparison": comparison, "side": name, "commit": side.commit, "ref": side.ref}})
+                **plan.stored(), "ab": {"comparison": comparison, "side": name, "commit": side.commit,
+                                        "ref": side.ref}})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -431,15 +410,17 @@ VERDICT = {0: "pass", 1: "REGRESSION", 3: "cannot decide"}
 def summary(sides: list[Side], opts: Options, comparison: str, machine: str, checks: list[gate.Check],
             notes: list[str], kept: str) -> str:
     base, head = sides
+    plan = opts.plan
     status = gate.exit_status(checks)
     counts = {s: sum(c.status == s for c in checks) for s in (gate.OK, gate.FAIL, gate.UNDECIDED)}
     lines = [
         f"## rvc-bench ab: {VERDICT[status]} (exit status {status})", "",
         f"base `{base.short}` ({base.ref}: {base.subject}) against head `{head.short}` ({head.ref}: "
         f"{head.subject}), measured alternately on machine `{machine or 'unknown'}` in one job.", "",
-        f"{opts.model_size} models; stages {', '.join(opts.stages)}; {opts.lengths} s of audio; backends "
-        f"{', '.join(f'{b} (device {d})' for b, d in opts.devices.items())}; "
-        f"{opts.repeats} runs a side in ABBA order, each {opts.rounds} rounds + {opts.warmup} warm-up; speed gated "
+        f"{plan.model_size} models; stages {', '.join(plan.stages)}; {plan.lengths_text} s of audio; backends "
+        f"{', '.join(f'{b} (device {plan.device(b)})' for b in plan.backends)}; "
+        f"{opts.repeats} runs a side in ABBA order, each {counts_text(plan.rounds)} rounds + "
+        f"{counts_text(plan.warmup)} warm-up; speed gated "
         f"on {'absolute times and ' if opts.speed == 'all' else ''}backend/PyTorch ratios; "
         f"environments: base {base.environment}, head {head.environment}; comparison `{comparison}` ({kept}).", "",
         f"gate: {counts[gate.OK]} passed, {counts[gate.FAIL]} failed, {counts[gate.UNDECIDED]} cannot decide", "",
@@ -462,8 +443,8 @@ def run(opts: Options) -> int:
               file=sys.stderr)
     cache = Path(os.environ.get("RVC_BENCH_CACHE") or repo / "fixtures" / "cache").resolve()
     comparison = uuid.uuid4().hex[:8]
-    store = (opts.store or Path(tempfile.mkdtemp(prefix="rvc-bench-ab-store-"))).resolve()
-    kept = f"runs kept in {store}" if opts.store else "runs discarded: pass --store DIR to keep them"
+    store = Path(opts.plan.store or tempfile.mkdtemp(prefix="rvc-bench-ab-store-")).resolve()
+    kept = f"runs kept in {store}" if opts.plan.store else "runs discarded: pass --store DIR to keep them"
     print(f"rvc-bench ab {comparison}: base {sides[0].short} ({opts.base}) against head {sides[1].short} "
           f"({opts.head}), {opts.repeats} runs each, alternating; fixture cache {cache}", flush=True)
     try:
@@ -475,9 +456,10 @@ def run(opts: Options) -> int:
                 sides[1].failure = f"its tolerance table cannot be read: {err}"
             choose_environments(sides, opts.envs_dir)
             for side in sides:
-                side.stages = [s for s in opts.stages if (side.tree / "suites" / f"test_bench_{s}.py").is_file()]
+                side.stages = [s for s in opts.plan.stages if (side.tree / "suites" / f"test_bench_{s}.py").is_file()]
                 if not side.stages and not side.failure:
-                    side.failure = f"it has none of the suites {', '.join(f'test_bench_{s}.py' for s in opts.stages)}"
+                    suites = ", ".join(f"test_bench_{s}.py" for s in opts.plan.stages)
+                    side.failure = f"it has none of the suites {suites}"
                 if not side.failure:
                     try:
                         side.envs = process_envs(side, opts, cache)
@@ -487,7 +469,7 @@ def run(opts: Options) -> int:
                 measure(sides, opts, store, comparison)
             checks, notes, machine = judge(store, comparison, sides, table, opts.max_slowdown, opts.speed)
     finally:
-        if opts.store is None:
+        if opts.plan.store is None:
             shutil.rmtree(store, ignore_errors=True)
     text = summary(sides, opts, comparison, machine, checks, notes, kept)
     print("\n" + text, end="")
