@@ -128,6 +128,12 @@ def add_blas_option(add: AddOption) -> None:
     add("--mlx-blas", choices=blas.CHOICES, default="auto", help=MLX_BLAS_HELP)
 
 
+def installed_backends() -> tuple[list[str], dict[str, str]]:
+    """--backends left out: every backend whose framework is installed here, and why each other one is not."""
+    installed = [b for b in BACKENDS if machine.available_devices(b)]
+    return installed, {b: machine.available_reason(b, "cpu") for b in BACKENDS if b not in installed}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The plan
 

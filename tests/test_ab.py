@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rvc_bench import ab
+from rvc_bench import ab, environments
 
 PROJECT = Path(__file__).resolve().parents[1]
 MEL_MLX = "rvc_bench/mel/model_mlx.py"
@@ -124,10 +124,10 @@ def test_environment_fast_path_and_cache(tmp_path):
     the environment cached under the hash of its spec (here prebuilt, so nothing is installed)."""
     import numpy
 
-    assert ab.unmet([f"numpy=={numpy.__version__}", "pytest>=1; sys_platform == 'nosuch'"]) == []
-    assert ab.unmet(["numpy<1", "no-such-distribution-xyz"]) == [
+    assert environments.unmet([f"numpy=={numpy.__version__}", "pytest>=1; sys_platform == 'nosuch'"]) == []
+    assert environments.unmet(["numpy<1", "no-such-distribution-xyz"]) == [
         f"numpy {numpy.__version__} does not satisfy numpy<1", "no-such-distribution-xyz is not installed"]
-    assert ab.spec_key(["a>=1", "b"]) == ab.spec_key(["b", "a >= 1"]) != ab.spec_key(["a>=2", "b"])
+    assert environments.spec_key(["a>=1", "b"]) == environments.spec_key(["b", "a >= 1"]) != environments.spec_key(["a>=2", "b"])
 
     sides = []
     for name, spec in (("base", '["numpy"]'), ("head", '["numpy<1"]')):
@@ -138,10 +138,10 @@ def test_environment_fast_path_and_cache(tmp_path):
     ab.choose_environments(sides[:1], tmp_path / "envs")  # satisfied: this interpreter, nothing made
     assert sides[0].python == sys.executable and not (tmp_path / "envs").exists()
     for spec in (["numpy"], ["numpy<1"]):  # prebuilt environments, as a finished install leaves them
-        folder = tmp_path / "envs" / ab.spec_key(spec)
+        folder = tmp_path / "envs" / environments.spec_key(spec)
         (folder / "bin").mkdir(parents=True)
         (folder / "bin" / "python").symlink_to(sys.executable)
-        (folder / ab.READY).write_text("{}")
+        (folder / environments.READY).write_text("{}")
     ab.choose_environments(sides, tmp_path / "envs")  # head unmet: both leave this interpreter, never one of each
-    assert [s.python for s in sides] == [str(tmp_path / "envs" / ab.spec_key(s) / "bin" / "python")
+    assert [s.python for s in sides] == [str(tmp_path / "envs" / environments.spec_key(s) / "bin" / "python")
                                          for s in (["numpy"], ["numpy<1"])]
