@@ -87,9 +87,8 @@ class BenchSession:
             run_id, started_at = self.config.getoption("run_id").split("@", 1) if self.config.getoption("run_id") \
                 else ("", "")
             p = self.plan
-            options = {k: v for k, v in p.stored().items() if k != "stages"}
-            options.update(backends=self.backend_names,
-                           weights_dir=str(self.weights_dir) if self.weights_dir else None)
+            options = {k: v for k, v in p.stored().items() if k != "stages"}  # a process runs the files it is given
+            options["weights_dir"] = str(self.weights_dir) if self.weights_dir else None
             self._run = Run(machine_id=machine.machine_id(info, p.machine_label), model_size=p.model_size,
                             run_id=run_id, started_at=started_at, git_commit=commit, git_dirty=dirty,
                             meta={"machine": info, "machine_label": p.machine_label, "options": options})
