@@ -216,3 +216,33 @@ def test_one_lengths_limit_for_the_cli_and_pytest():
                            "-p", "no:cacheprovider", "--lengths", "3601"], capture_output=True, text=True)
     assert proc.returncode == 4 and "between 0.1 s (the shortest audio the stages take) and 3600 s" in proc.stderr
     assert "and 3600 s" in rvc("run", "--lengths", "3601").stderr
+
+
+def test_doctor_table_gives_each_missing_device_its_reason_and_fix(monkeypatch):
+    """One table decides both the reason and the fix, per platform: here an Apple Silicon Mac without MPS (old
+    macOS) and no Metal for MLX, and a Linux box with an NVIDIA driver but CPU-only builds."""
+    import platform
+
+    import torch  # noqa: F401  (loaded before the platform is faked: torch picks its libraries by platform)
+
+    monkeypatch.setattr(machine, "torch_devices", lambda: ("cpu",))
+    monkeypatch.setattr(machine, "mlx_devices", lambda: ("cpu",))
+    monkeypatch.setattr(machine, "framework_version", lambda backend: "1.0")
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    mps, gpu = machine.diagnose("torch", "mps"), machine.diagnose("mlx", "gpu")
+    assert not mps.available and "macOS < 12.3" in mps.reason
+    assert mps.fix == "pip install -U torch (MPS needs macOS >= 12.3)"
+    assert gpu.fix == "none here: MLX sees no Metal GPU (a virtual machine?)"
+    assert machine.diagnose("torch", "cuda").fix == "none here: no NVIDIA GPU"  # no NVIDIA GPU on a Mac
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(machine.os.path, "exists", lambda path: path == "/proc/driver/nvidia/version")
+    assert machine.diagnose("mlx", "gpu").fix == "pip install -e '.[cuda]'"
+    assert machine.diagnose("torch", "mps").fix == "none here: needs a Mac with Apple Silicon"
+    assert machine.diagnose("torch", "cuda").fix.startswith("pip install --force-reinstall 'torch")
+    assert machine.diagnose("torch", "cpu") == machine.Diagnosis("torch", "cpu", True)
+    monkeypatch.setattr(machine, "framework_version", lambda backend: None)
+    monkeypatch.setattr(machine, "mlx_devices", lambda: ())
+    missing = machine.diagnose("mlx", "cpu")
+    assert missing.reason.startswith("mlx is not installed") and missing.fix == machine.INSTALL
