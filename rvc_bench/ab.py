@@ -20,38 +20,25 @@ Exit status: 0 pass, 1 regression, 3 cannot decide (n too small, or a side that 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
-import pandas as pd
-from packaging.requirements import InvalidRequirement, Requirement
-
-from rvc_bench import gate, results, tolerances
+from rvc_bench import environments, gate, runner, tolerances
 from rvc_bench import store as run_store
 from rvc_bench.fileio import atomic_write_bytes
+from rvc_bench.plan import Plan, counts_text
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
-SIDES = ("base", "head")
-ENVS_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rvc-bench" / "envs"
-READY = "rvc-bench-env.json"  # written into a cached environment once its install succeeded
+SIDES = gate.SIDES
 RUN_ID = re.compile(r"-(base|head)(\d+)$")
 # Each commit's own code says which environment each backend's process gets (its BLAS preload for MLX).
 ENV_PROBE = ("import json, sys\nfrom rvc_bench import blas\n"
@@ -70,21 +57,12 @@ class SideFailed(RuntimeError):
 class Options:
     base: str
     head: str
-    stages: list[str]
-    lengths: str
-    model_size: str
-    backends: list[str]
-    devices: dict[str, str]  # backend -> its device option ("auto" = the best available)
-    mlx_blas: str
-    rounds: int
-    warmup: int
+    plan: Plan  # what each run measures; plan.store None: a temporary store, removed at the end
     repeats: int
     max_slowdown: float
     speed: str = "all"  # "relative": only the backend/PyTorch ratios gate speed (a shared, noisy runner)
-    machine_label: str | None = None
-    store: Path | None = None  # None: a temporary store, removed at the end
     summary: Path | None = None
-    envs_dir: Path = ENVS_DIR
+    envs_dir: Path = environments.ENVS_DIR
 
 
 @dataclass
@@ -157,91 +135,16 @@ def worktrees(repo: Path, sides: list[Side]):
 # Environments
 
 
-def dependencies(tree: Path) -> list[str]:
-    """The commit's dependency spec: [project].dependencies of its pyproject.toml."""
-    path = tree / "pyproject.toml"
-    try:
-        spec = tomllib.loads(path.read_text(encoding="utf-8"))["project"]["dependencies"]
-        for line in spec:
-            Requirement(line)
-    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError, InvalidRequirement) as err:
-        raise SideFailed(f"no readable dependency list in its pyproject.toml ({type(err).__name__}: {err})") from None
-    return list(spec)
-
-
-def unmet(spec: list[str]) -> list[str]:
-    """The requirements of `spec` (markers evaluated here) that this interpreter's installed distributions do not
-    satisfy, one line each; [] when it can run the commit as it is."""
-    out = []
-
-    def check(req: Requirement) -> None:
-        try:
-            version = metadata.version(req.name)
-        except metadata.PackageNotFoundError:
-            out.append(f"{req.name} is not installed")
-            return
-        if not req.specifier.contains(version, prereleases=True):
-            out.append(f"{req.name} {version} does not satisfy {req}")
-            return
-        for extra in sorted(req.extras):  # e.g. mlx[cpu]: the requirements that extra adds
-            for text in metadata.requires(req.name) or []:
-                sub = Requirement(text)
-                if sub.marker is not None and "extra" in str(sub.marker) and sub.marker.evaluate({"extra": extra}):
-                    sub.marker = None
-                    check(sub)
-
-    for line in spec:
-        req = Requirement(line)
-        if req.marker is None or req.marker.evaluate({"extra": ""}):
-            check(req)
-    return out
-
-
-def spec_key(spec: list[str]) -> str:
-    """The cache key of an environment: the dependency spec (order-free) and the interpreter and platform."""
-    text = "\n".join(sorted(str(Requirement(line)) for line in spec))
-    where = f"{sys.implementation.name} {sys.version_info[0]}.{sys.version_info[1]} {sys.platform} {platform.machine()}"
-    return hashlib.sha256(f"{where}\n{text}".encode()).hexdigest()[:16]
-
-
-def cached_env(spec: list[str], envs_dir: Path) -> Path:
-    """A virtual environment with `spec` installed, made once per dependency spec under envs_dir/<key> and reused;
-    the commit's own code runs from its worktree (PYTHONPATH), so one environment serves every commit with the same
-    spec. Returns its interpreter."""
-    import fcntl
-    import venv
-
-    folder = envs_dir / spec_key(spec)
-    python = folder / "bin" / "python"
-    envs_dir.mkdir(parents=True, exist_ok=True)
-    with open(envs_dir / f"{folder.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two jobs building the same environment wait for each other
-        if (folder / READY).is_file():
-            return python
-        shutil.rmtree(folder, ignore_errors=True)  # a half-built one from an interrupted install
-        print(f"rvc-bench ab: creating the environment {folder} ({len(spec)} requirements; once per dependency "
-              "spec)", flush=True)
-        venv.EnvBuilder(with_pip=True).create(folder)
-        requirements = folder / "requirements.txt"
-        requirements.write_text("".join(f"{line}\n" for line in spec))
-        proc = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(requirements)])
-        if proc.returncode != 0:
-            raise AbError(f"installing {requirements} into {folder} failed (pip exited with status "
-                          f"{proc.returncode}; its output is above)")
-        (folder / READY).write_text(json.dumps({"spec": spec}, indent=1) + "\n")
-    return python
-
-
 def choose_environments(sides: list[Side], envs_dir: Path) -> None:
     """This interpreter for both commits when it satisfies both dependency specs (the fast path), else a cached
     environment for each: never one of each, which would time an environment difference as a code change."""
     specs = {}
     for side in sides:
         try:
-            specs[side.name] = dependencies(side.tree)
-        except SideFailed as err:
+            specs[side.name] = environments.dependencies(side.tree)
+        except environments.SpecError as err:
             side.failure = str(err)
-    missing = {name: unmet(spec) for name, spec in specs.items()}
+    missing = {name: environments.unmet(spec) for name, spec in specs.items()}
     if not any(missing.values()):
         return
     for name, lines in missing.items():
@@ -249,15 +152,18 @@ def choose_environments(sides: list[Side], envs_dir: Path) -> None:
             print(f"rvc-bench ab: this environment cannot run {name} as it is: {'; '.join(lines)}", flush=True)
     for side in sides:
         if side.name in specs:
-            side.python = str(cached_env(specs[side.name], envs_dir))
+            try:
+                side.python = str(environments.cached_env(specs[side.name], envs_dir))
+            except environments.InstallError as err:
+                raise AbError(str(err)) from None
             side.environment = f"environment {Path(side.python).parents[1]}"
 
 
 def process_envs(side: Side, opts: Options, cache: Path) -> dict[str, dict]:
     """Each backend's process environment, computed by the commit's own rvc_bench.blas in its own environment."""
     env = {**os.environ, "PYTHONPATH": str(side.tree), "RVC_BENCH_CACHE": str(cache)}
-    proc = subprocess.run([side.python, "-c", ENV_PROBE, opts.mlx_blas, *opts.backends], cwd=side.tree, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([side.python, "-c", ENV_PROBE, opts.plan.mlx_blas, *opts.plan.backends], cwd=side.tree,
+                          env=env, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         raise SideFailed(f"its benchmark processes cannot be prepared: {_last_line(proc.stderr)}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -276,80 +182,36 @@ def schedule(repeats: int) -> list[tuple[str, int]]:
     return order
 
 
-def pytest_command(side: Side, opts: Options, backend: str, run_id: str, started_at: str, store: Path) -> list[str]:
-    """What `rvc-bench run` starts for one backend, with the commit's own suites, and the run id given."""
-    cmd = [side.python, "-m", "pytest", *(str(side.tree / "suites" / f"test_bench_{s}.py") for s in side.stages),
-           "--benchmark-only", "-p", "no:cacheprovider", "-q", "--lengths", opts.lengths, "--rounds",
-           str(opts.rounds), "--warmup", str(opts.warmup), "--model-size", opts.model_size,
-           f"--{backend}-device", opts.devices[backend], "--backends", backend, "--run-id",
-           f"{run_id}@{started_at}", "--store", str(store), "--benchmark-columns", "median,iqr,rounds"]
-    return cmd + (["--machine-label", opts.machine_label] if opts.machine_label else [])
-
-
 def measure(sides: list[Side], opts: Options, store: Path, comparison: str) -> None:
     """Every run of both sides, alternating; stops at the first process that does not end normally (pytest status
     0 or 1: status 1 means some benchmark failed, which the checks read from the store)."""
     by_name = {side.name: side for side in sides}
     order = schedule(opts.repeats)
-    step, total = 0, len(order) * len(opts.backends)
+    step, total = 0, len(order) * len(opts.plan.backends)
     for name, i in order:
         side = by_name[name]
         run_id = f"{comparison}-{name}{i}"
         started_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        for backend in opts.backends:
+        plan = opts.plan.replace(stages=tuple(side.stages), store=str(store))
+        suites = [side.tree / "suites" / f"test_bench_{s}.py" for s in side.stages]
+        for out in runner.run_backends(plan, suites, side.envs, run_id, started_at, python=side.python,
+                                       cwd=side.tree, capture=True):
             step += 1
-            t0 = time.perf_counter()
-            proc = subprocess.run(pytest_command(side, opts, backend, run_id, started_at, store), cwd=side.tree,
-                                  env=side.envs[backend], capture_output=True, text=True)
-            print(f"rvc-bench ab [{step}/{total}] {name} {side.short} run {i}, {backend}: "
-                  f"{_last_line(proc.stdout)} ({time.perf_counter() - t0:.0f} s)", flush=True)
-            if proc.returncode not in (0, 1):
-                print((proc.stdout + proc.stderr)[-4000:], file=sys.stderr)
-                side.failure = (f"its {backend} benchmark process (run {run_id}) exited with status "
-                                f"{proc.returncode}: {_last_line(proc.stderr or proc.stdout)}")
+            print(f"rvc-bench ab [{step}/{total}] {name} {side.short} run {i}, {out.backend}: "
+                  f"{_last_line(out.stdout)} ({out.seconds:.0f} s)", flush=True)
+            if not out.finished:
+                print((out.stdout + out.stderr)[-4000:], file=sys.stderr)
+                side.failure = (f"its {out.backend} benchmark process (run {run_id}) exited with status "
+                                f"{out.returncode}: {_last_line(out.stderr or out.stdout)}")
                 return
         for folder in store.glob(f"machine=*/run={run_id}"):  # the plan, where the commit's plugin put the run
             run_store.write_run_plan(store, folder.parent.name.removeprefix("machine="), run_id, started_at, {
-                "backends": opts.backends, "stages": side.stages,
-                "lengths": [float(x) for x in opts.lengths.split(",")],
-                "model_size": opts.model_size, "rounds": opts.rounds, "warmup": opts.warmup, "fresh_process": False,
-                "ab": {"comparison": comparison, "side": name, "commit": side.commit, "ref": side.ref}})
+                **plan.stored(), "ab": {"comparison": comparison, "side": name, "commit": side.commit,
+                                        "ref": side.ref}})
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Judging
-
-
-def _subject(k: tuple) -> str:
-    size, stage, variant, _dtype, seconds, backend, device = k
-    return f"{stage}/{variant} {backend}({device}) {seconds:g}s [{size}]"
-
-
-def _worst(values: pd.Series, bound: tolerances.Bound) -> float:
-    """The value of a side's runs furthest on the wrong side of the bound (NaN, which never holds, first)."""
-    if values.isna().any():
-        return float("nan")
-    return float(values.max() if bound.op == "<=" else values.min())
-
-
-def _parity(rows: pd.DataFrame, side_of: pd.Series, table: dict) -> list[gate.Check]:
-    checks = []
-    par = results.parity(rows)
-    key = ["model_size", "stage", "variant", "backend", "device", "audio_seconds", "metric"]
-    for k, g in par.groupby(key, sort=True):
-        size, stage, variant, backend, device, seconds, metric = k
-        # the table is keyed (stage, check, metric, backend): a backend's own row, else the row for every backend
-        b = table.get((stage, tolerances.BENCHMARK, metric, backend)) or table.get((stage, tolerances.BENCHMARK,
-                                                                                      metric, ""))
-        by_side = {s: g[side_of[g.index] == s].value for s in SIDES}
-        if b is None or by_side["head"].empty:
-            continue
-        worst = {s: _worst(v, b) if len(v) else None for s, v in by_side.items()}
-        shown = {s: "not measured" if v is None else f"{v:.3g}" for s, v in worst.items()}
-        checks.append(gate.Check("parity", f"{stage}/{variant} {backend}({device}) {seconds:g}s [{size}] {metric}",
-                                 f"head {shown['head']}, base {shown['base']} (bound {b}; worst of each side's runs)",
-                                 gate.OK if b.holds(worst["head"]) else gate.FAIL))
-    return checks
 
 
 def _outcomes(runs: dict, side: str) -> dict[str, list[str]]:
@@ -370,58 +232,23 @@ def _outcomes(runs: dict, side: str) -> dict[str, list[str]]:
     return out
 
 
-def judge(store: Path, comparison: str, sides: list[Side], table: dict, max_slowdown: float,
+def judge(store: Path, comparison: str, sides: list[Side], table: tolerances.Table, max_slowdown: float,
           speed_checks: str = "all") -> tuple[list[gate.Check], list[str], str]:
-    """(checks, notes, machine id) of one comparison; speed_checks "relative" gates only the backend/PyTorch
-    ratios, and shows the absolute times as notes."""
-    checks, notes = [], []
+    """(checks, notes, machine id) of one comparison: this job's runs read back from the store, judged by the gate
+    against head's tolerance table."""
     st = run_store.read(store)
-    checks += [gate.Check("store", p, "unreadable store file: nothing in it was judged", gate.FAIL)
-               for p in st.problems]
-    for side in sides:
-        if side.failure:
-            checks.append(gate.Check("run", f"{side.name} {side.short}", f"could not be measured: {side.failure}",
-                                     gate.FAIL if side.name == "head" else gate.UNDECIDED))
     runs = {r: info for r, info in st.runs.items() if r.startswith(f"{comparison}-") and RUN_ID.search(r)}
-    for problem, numbers in _outcomes(runs, "head").items():
-        checks.append(gate.Check("run", f"head runs {', '.join(numbers)}", problem, gate.FAIL))
-    notes += [f"base runs {', '.join(n)}: {p}" for p, n in _outcomes(runs, "base").items()]
-
     rows = st.rows[st.rows.run_id.isin(runs)]
     side_of = rows.run_id.str.extract(RUN_ID, expand=True)[0]
     head_rows = rows[side_of == "head"]
     machine = head_rows.machine_id.iloc[0] if len(head_rows) else (rows.machine_id.iloc[0] if len(rows) else "")
+    planned = {s: {t for r, info in runs.items() if RUN_ID.search(r).group(1) == s
+                   for part in info.parts.values() for t in part.get("tests", [])} for s in SIDES}
     # Both sides ran here, in this job: one machine, even if the two commits derive its id differently.
-    rows = rows.assign(machine_id=machine)
-    checks += _parity(rows, side_of, table)
-    base, head = rows[side_of == "base"], rows[side_of == "head"]
-    absolute = gate.compare_runs(base, head, max_slowdown)
-    speed = gate.relative_checks(base, head, max_slowdown)
-    if speed_checks == "all":
-        speed += absolute
-    else:  # a shared runner: absolute times are shown, only the within-run ratios decide
-        notes += [f"time {c.subject}: {c.detail} (not gated: --speed relative)" for c in absolute]
-    checks += speed
-
-    # Benchmarks timed on one side only: new in head, or a comparison that this job could not make.
-    key = ["model_size"] + results.MEASUREMENT + ["backend", "device"]
-    timed, planned = {}, {}
-    for s in SIDES:
-        warm = rows[(rows.metric == "time_warm") & (side_of == s)]
-        timed[s] = {tuple(r[:-1]): r[-1] for r in warm[key + ["test"]].itertuples(index=False)}
-        planned[s] = {t for r, info in runs.items() if RUN_ID.search(r).group(1) == s
-                      for part in info.parts.values() for t in part.get("tests", [])}
-    for k in sorted(timed["head"].keys() - timed["base"].keys()):
-        if timed["head"][k] in planned["base"]:
-            checks.append(gate.Check("time", _subject(k), "cannot decide: base stored no time for it", gate.UNDECIDED))
-        else:
-            checks.append(gate.Check("time", _subject(k), "new in head: nothing to compare with", gate.OK))
-    for k in sorted(timed["base"].keys() - timed["head"].keys()):
-        if timed["base"][k] not in planned["head"]:  # one that head planned and failed is a failed run above
-            checks.append(gate.Check("time", _subject(k), "cannot decide: head no longer measures it", gate.UNDECIDED))
-    if not speed and not any(c.status != gate.OK for c in checks):
-        checks.append(gate.Check("time", "all", "cannot decide: no benchmark was measured on both sides",
-                                 gate.UNDECIDED))
+    job = gate.Sides(rows=rows.assign(machine_id=machine), side_of=side_of, planned=planned,
+                     failures={side.name: (side.short, side.failure) for side in sides},
+                     outcomes={s: _outcomes(runs, s) for s in SIDES})
+    checks, notes = gate.compare_sides(job, table, max_slowdown, speed_checks, st.problems)
     return checks, notes, machine
 
 
@@ -431,15 +258,17 @@ VERDICT = {0: "pass", 1: "REGRESSION", 3: "cannot decide"}
 def summary(sides: list[Side], opts: Options, comparison: str, machine: str, checks: list[gate.Check],
             notes: list[str], kept: str) -> str:
     base, head = sides
+    plan = opts.plan
     status = gate.exit_status(checks)
     counts = {s: sum(c.status == s for c in checks) for s in (gate.OK, gate.FAIL, gate.UNDECIDED)}
     lines = [
         f"## rvc-bench ab: {VERDICT[status]} (exit status {status})", "",
         f"base `{base.short}` ({base.ref}: {base.subject}) against head `{head.short}` ({head.ref}: "
         f"{head.subject}), measured alternately on machine `{machine or 'unknown'}` in one job.", "",
-        f"{opts.model_size} models; stages {', '.join(opts.stages)}; {opts.lengths} s of audio; backends "
-        f"{', '.join(f'{b} (device {d})' for b, d in opts.devices.items())}; "
-        f"{opts.repeats} runs a side in ABBA order, each {opts.rounds} rounds + {opts.warmup} warm-up; speed gated "
+        f"{plan.model_size} models; stages {', '.join(plan.stages)}; {plan.lengths_text} s of audio; backends "
+        f"{', '.join(f'{b} (device {plan.device(b)})' for b in plan.backends)}; "
+        f"{opts.repeats} runs a side in ABBA order, each {counts_text(plan.rounds)} rounds + "
+        f"{counts_text(plan.warmup)} warm-up; speed gated "
         f"on {'absolute times and ' if opts.speed == 'all' else ''}backend/PyTorch ratios; "
         f"environments: base {base.environment}, head {head.environment}; comparison `{comparison}` ({kept}).", "",
         f"gate: {counts[gate.OK]} passed, {counts[gate.FAIL]} failed, {counts[gate.UNDECIDED]} cannot decide", "",
@@ -454,6 +283,30 @@ def summary(sides: list[Side], opts: Options, comparison: str, machine: str, che
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def head_table(head: Side) -> tolerances.Table:
+    """Head's own tolerance table, from its worktree (parity is judged by the candidate's bounds); an empty one,
+    with head failed, when it cannot be read."""
+    try:
+        return tolerances.parse((head.tree / "references" / tolerances.FILE).read_text(encoding="utf-8"))
+    except (OSError, tolerances.ToleranceError) as err:
+        head.failure = f"its tolerance table cannot be read: {err}"
+        return tolerances.Table({})
+
+
+def prepare(sides: list[Side], opts: Options, cache: Path) -> None:
+    """Each side's suites (the chosen stages it has) and its backends' process environments, or why it cannot run."""
+    for side in sides:
+        side.stages = [s for s in opts.plan.stages if (side.tree / "suites" / f"test_bench_{s}.py").is_file()]
+        if not side.stages and not side.failure:
+            suites = ", ".join(f"test_bench_{s}.py" for s in opts.plan.stages)
+            side.failure = f"it has none of the suites {suites}"
+        if not side.failure:
+            try:
+                side.envs = process_envs(side, opts, cache)
+            except SideFailed as err:
+                side.failure = str(err)
+
+
 def run(opts: Options) -> int:
     repo = toplevel(Path.cwd())
     sides = [describe(repo, "base", opts.base), describe(repo, "head", opts.head)]
@@ -462,32 +315,20 @@ def run(opts: Options) -> int:
               file=sys.stderr)
     cache = Path(os.environ.get("RVC_BENCH_CACHE") or repo / "fixtures" / "cache").resolve()
     comparison = uuid.uuid4().hex[:8]
-    store = (opts.store or Path(tempfile.mkdtemp(prefix="rvc-bench-ab-store-"))).resolve()
-    kept = f"runs kept in {store}" if opts.store else "runs discarded: pass --store DIR to keep them"
+    store = Path(opts.plan.store or tempfile.mkdtemp(prefix="rvc-bench-ab-store-")).resolve()
+    kept = f"runs kept in {store}" if opts.plan.store else "runs discarded: pass --store DIR to keep them"
     print(f"rvc-bench ab {comparison}: base {sides[0].short} ({opts.base}) against head {sides[1].short} "
           f"({opts.head}), {opts.repeats} runs each, alternating; fixture cache {cache}", flush=True)
     try:
         with worktrees(repo, sides):
-            table = {}
-            try:
-                table = tolerances.parse((sides[1].tree / "references" / tolerances.FILE).read_text(encoding="utf-8"))
-            except (OSError, tolerances.ToleranceError) as err:
-                sides[1].failure = f"its tolerance table cannot be read: {err}"
+            table = head_table(sides[1])
             choose_environments(sides, opts.envs_dir)
-            for side in sides:
-                side.stages = [s for s in opts.stages if (side.tree / "suites" / f"test_bench_{s}.py").is_file()]
-                if not side.stages and not side.failure:
-                    side.failure = f"it has none of the suites {', '.join(f'test_bench_{s}.py' for s in opts.stages)}"
-                if not side.failure:
-                    try:
-                        side.envs = process_envs(side, opts, cache)
-                    except SideFailed as err:
-                        side.failure = str(err)
+            prepare(sides, opts, cache)
             if not any(side.failure for side in sides):
                 measure(sides, opts, store, comparison)
             checks, notes, machine = judge(store, comparison, sides, table, opts.max_slowdown, opts.speed)
     finally:
-        if opts.store is None:
+        if opts.plan.store is None:
             shutil.rmtree(store, ignore_errors=True)
     text = summary(sides, opts, comparison, machine, checks, notes, kept)
     print("\n" + text, end="")

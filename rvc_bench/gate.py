@@ -41,15 +41,20 @@ class Check:
         return self.status == OK
 
 
+def store_checks(problems: list[str]) -> list[Check]:
+    return [Check("store", p, "unreadable store file: nothing in it was judged", FAIL) for p in problems]
+
+
 def exit_status(checks: list[Check]) -> int:
     """1 if anything failed, else 3 if a requested comparison could not be decided, else 0."""
     return max((EXIT[c.status] for c in checks), key=lambda code: (code == 1, code), default=0)
 
 
-def parity_checks(rows: pd.DataFrame) -> list[Check]:
-    """Every stored parity value against today's tolerance table (check "benchmark"). A value computed against
-    another variant of the same backend (reference "mlx whole": the chunking variants) keeps the bound stored with
-    it, of its own check, or none (measured only: a variant kept to show what it costs)."""
+def parity_checks(rows: pd.DataFrame, table: tolerances.Table | None = None) -> list[Check]:
+    """Every stored parity value against a tolerance table (check "benchmark"; default: this package's). A value
+    computed against another variant of the same backend (reference "mlx whole": the chunking variants) keeps the
+    bound stored with it, of its own check, or none (measured only: a variant kept to show what it costs)."""
+    table = tolerances.table() if table is None else table
     checks = []
     par = results.parity(rows)
     for r in par.sort_values(["machine_id", "stage", "variant", "audio_seconds", "backend", "metric"]).itertuples():
@@ -59,7 +64,7 @@ def parity_checks(rows: pd.DataFrame) -> list[Check]:
                 checks.append(Check("parity", subject, f"{r.metric} = {r.value:.3g} (bound {r.metric} {r.bound_op} "
                                     f"{r.bound:g} vs {r.reference})", OK if r.within_bound else FAIL))
             continue
-        b = tolerances.bounds(r.stage, tolerances.BENCHMARK, r.backend).get(r.metric)
+        b = table.bounds(r.stage, tolerances.BENCHMARK, r.backend).get(r.metric)
         if b is None:
             continue
         checks.append(Check("parity", subject, f"{r.metric} = {r.value:.3g} (bound {b})",
@@ -142,9 +147,9 @@ def select(store_dir, run_id: str | None) -> pd.DataFrame:
 
 
 def evaluate(candidate: pd.DataFrame, baseline: pd.DataFrame | None, max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
-             problems: list[str] = ()) -> list[Check]:
-    checks = [Check("store", p, "unreadable store file: nothing in it was judged", FAIL) for p in problems]
-    checks += parity_checks(candidate)
+             problems: list[str] = (), table: tolerances.Table | None = None) -> list[Check]:
+    checks = store_checks(problems)
+    checks += parity_checks(candidate, table)
     if baseline is not None:
         checks += compare_runs(baseline, candidate, max_slowdown) + relative_checks(baseline, candidate, max_slowdown)
     return checks
@@ -159,3 +164,103 @@ def render(checks: list[Check], max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> s
         rule = (f"\nspeed: x = new / old ratio of medians; slower = above x{max_slowdown:g} with its "
                 f"{stats.LEVEL:.0%} bootstrap interval above 1\n")
     return df.to_markdown(index=False) + "\n" + rule
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Two commits measured alternately in one job (`rvc-bench ab`): head against base
+
+SIDES = ("base", "head")
+
+
+def _worst(values: pd.Series, bound: tolerances.Bound) -> float:
+    """The value of a side's runs furthest on the wrong side of the bound (NaN, which never holds, first)."""
+    if values.isna().any():
+        return float("nan")
+    return float(values.max() if bound.op == "<=" else values.min())
+
+
+def paired_parity_checks(rows: pd.DataFrame, side_of: pd.Series, table: tolerances.Table) -> list[Check]:
+    """Parity of both sides against one table (head's): head's worst value over its runs decides, base's is shown."""
+    checks = []
+    key = ["model_size", "stage", "variant", "backend", "device", "audio_seconds", "metric"]
+    for k, g in results.parity(rows).groupby(key, sort=True):
+        size, stage, variant, backend, device, seconds, metric = k
+        b = table.bounds(stage, tolerances.BENCHMARK, backend).get(metric)
+        by_side = {s: g[side_of[g.index] == s].value for s in SIDES}
+        if b is None or by_side["head"].empty:
+            continue
+        worst = {s: _worst(v, b) if len(v) else None for s, v in by_side.items()}
+        shown = {s: "not measured" if v is None else f"{v:.3g}" for s, v in worst.items()}
+        checks.append(Check("parity", f"{stage}/{variant} {backend}({device}) {seconds:g}s [{size}] {metric}",
+                            f"head {shown['head']}, base {shown['base']} (bound {b}; worst of each side's runs)",
+                            OK if b.holds(worst["head"]) else FAIL))
+    return checks
+
+
+def side_checks(failures: dict[str, tuple[str, str | None]], outcomes: dict[str, dict[str, list[str]]]) \
+        -> tuple[list[Check], list[str]]:
+    """The runs themselves. failures: side -> (its short commit, why it could not be measured or None); outcomes:
+    side -> {problem: the run numbers it happened in}. Head's are regressions; base's cannot decide (a side that
+    could not be measured) or are notes (a failed benchmark only leaves its comparison undecided)."""
+    checks = [Check("run", f"{name} {short}", f"could not be measured: {failure}",
+                    FAIL if name == "head" else UNDECIDED) for name, (short, failure) in failures.items() if failure]
+    checks += [Check("run", f"head runs {', '.join(numbers)}", problem, FAIL)
+               for problem, numbers in outcomes.get("head", {}).items()]
+    notes = [f"base runs {', '.join(n)}: {p}" for p, n in outcomes.get("base", {}).items()]
+    return checks, notes
+
+
+def _ab_subject(k: tuple) -> str:
+    size, stage, variant, _dtype, seconds, backend, device = k
+    return f"{stage}/{variant} {backend}({device}) {seconds:g}s [{size}]"
+
+
+def one_sided_checks(rows: pd.DataFrame, side_of: pd.Series, planned: dict[str, set[str]]) -> list[Check]:
+    """Benchmarks timed on one side only: new in head (ok), or a comparison this job could not make."""
+    key = ["model_size"] + results.MEASUREMENT + ["backend", "device"]
+    timed = {}
+    for s in SIDES:
+        warm = rows[(rows.metric == "time_warm") & (side_of == s)]
+        timed[s] = {tuple(r[:-1]): r[-1] for r in warm[key + ["test"]].itertuples(index=False)}
+    checks = []
+    for k in sorted(timed["head"].keys() - timed["base"].keys()):
+        if timed["head"][k] in planned["base"]:
+            checks.append(Check("time", _ab_subject(k), "cannot decide: base stored no time for it", UNDECIDED))
+        else:
+            checks.append(Check("time", _ab_subject(k), "new in head: nothing to compare with", OK))
+    for k in sorted(timed["base"].keys() - timed["head"].keys()):
+        if timed["base"][k] not in planned["head"]:  # one that head planned and failed is a failed run
+            checks.append(Check("time", _ab_subject(k), "cannot decide: head no longer measures it", UNDECIDED))
+    return checks
+
+
+@dataclass
+class Sides:
+    """What one `rvc-bench ab` job measured: its rows (machine id made one), each row's side, each side's planned
+    tests, why a side could not be measured (side -> (short commit, failure or None)), and what went wrong in its
+    runs (side -> {problem: run numbers})."""
+    rows: pd.DataFrame
+    side_of: pd.Series
+    planned: dict[str, set[str]]
+    failures: dict[str, tuple[str, str | None]]
+    outcomes: dict[str, dict[str, list[str]]]
+
+
+def compare_sides(job: Sides, table: tolerances.Table, max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
+                  speed: str = "all", problems: list[str] = ()) -> tuple[list[Check], list[str]]:
+    """(checks, notes) of head against base: the store, the runs, parity against `table` (head's), speed (speed
+    "relative": only the backend/PyTorch ratios decide, the absolute times become notes), and the benchmarks timed
+    on one side only."""
+    checks, notes = side_checks(job.failures, job.outcomes)
+    checks = store_checks(problems) + checks + paired_parity_checks(job.rows, job.side_of, table)
+    base, head = job.rows[job.side_of == "base"], job.rows[job.side_of == "head"]
+    absolute = compare_runs(base, head, max_slowdown)
+    timing = relative_checks(base, head, max_slowdown)
+    if speed == "all":
+        timing += absolute
+    else:  # a shared runner: absolute times are shown, only the within-run ratios decide
+        notes += [f"time {c.subject}: {c.detail} (not gated: --speed relative)" for c in absolute]
+    checks += timing + one_sided_checks(job.rows, job.side_of, job.planned)
+    if not timing and not any(c.status != OK for c in checks):
+        checks.append(Check("time", "all", "cannot decide: no benchmark was measured on both sides", UNDECIDED))
+    return checks, notes

@@ -13,7 +13,6 @@ Defaults depend on the mode: with --benchmark-only (a benchmark run) the model s
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -21,38 +20,18 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from rvc_bench import blas, fixtures, machine, measure, tolerances
-from rvc_bench.audio import MIN_SECONDS
+from rvc_bench import blas, fixtures, machine, measure, plan, tolerances
 from rvc_bench.backends import BACKENDS, REFERENCES, BackendError, get_backend
 from rvc_bench.store import Run, git_state
 
 _SESSION = pytest.StashKey["BenchSession"]()
-DEFAULT_ROUNDS, DEFAULT_WARMUP = measure.DEFAULT_ROUNDS, measure.DEFAULT_WARMUP
 
 
 def pytest_addoption(parser):
+    """The run plan's options (rvc_bench.plan declares them, for `rvc-bench run` too), and the run to join."""
     g = parser.getgroup("rvc-bench")
-    g.addoption("--torch-device", default="auto", help="mps, cuda or cpu (default: the first available, in that order)")
-    g.addoption("--mlx-device", default="auto", help="gpu or cpu (default: gpu if available)")
-    g.addoption("--onnx-device", default="auto",
-                help="ONNX Runtime execution provider: coreml, cuda or cpu (default: the first available, in that order)")
-    g.addoption("--backends", default=",".join(BACKENDS), help="comma-separated subset of " + ",".join(BACKENDS))
-    g.addoption("--lengths", default=None, help="audio lengths in seconds, comma-separated (default: 5 with "
-                "--benchmark-only, else 1); the original grid is 5,60,300")
-    g.addoption("--rounds", default=str(DEFAULT_ROUNDS),
-                help=f"warm timed rounds per benchmark (default {DEFAULT_ROUNDS}); one per length of --lengths "
-                "(e.g. 7,3,2) times long lengths fewer times; 0 at a length: its first call only")
-    g.addoption("--warmup", default=str(DEFAULT_WARMUP),
-                help=f"warm-up rounds before the timed ones (default {DEFAULT_WARMUP}); one, or one per length")
-    g.addoption("--model-size", choices=("tiny", "full"), default=None,
-                help="model configs (default: full with --benchmark-only, else tiny)")
-    g.addoption("--weights-dir", default=None, help="folder with real rmvpe.pt / hubert_base.pt / voice .pth files")
-    g.addoption("--store", default=None, help="run store folder (default: reports/store with --benchmark-only)")
+    plan.add_run_options(g.addoption, backends=",".join(BACKENDS), store=None, lengths=None, model_size=None)
     g.addoption("--run-id", default=None, help="ID@STARTED_AT to join an existing run (used by `rvc-bench run`)")
-    g.addoption("--machine-label", default=None,
-                help=f"a name for this machine, part of its id in the store (default: ${machine.LABEL_ENV})")
-    g.addoption("--fresh-process", action="store_true",
-                help="also measure peak RSS and cold time of each benchmark in a fresh process")
 
 
 class BenchSession:
@@ -60,38 +39,19 @@ class BenchSession:
 
     def __init__(self, config):
         self.config = config
-        opt = config.getoption
-        bench_only = bool(opt("benchmark_only", default=False))
+        bench_only = bool(config.getoption("benchmark_only", default=False))
         self.allocator = measure.keep_freed_memory() if bench_only or measure.PROBE_ENV in os.environ else ""
-        self.model_size = opt("model_size") or ("full" if bench_only else "tiny")
-        lengths = opt("lengths") or ("5" if bench_only else "1")
         try:
-            self.lengths = [float(s) for s in lengths.split(",") if s.strip()]
-        except ValueError:
-            raise pytest.UsageError(f"--lengths must be numbers in seconds, got {lengths!r}") from None
-        if not self.lengths or any(not math.isfinite(s) or s < MIN_SECONDS for s in self.lengths):
-            raise pytest.UsageError(f"--lengths must be seconds >= {MIN_SECONDS} (shortest audio), got {lengths!r}")
-        self.backend_names = [b.strip() for b in opt("backends").split(",") if b.strip()]
-        unknown = [b for b in self.backend_names if b not in BACKENDS]
-        if unknown or not self.backend_names:
-            raise pytest.UsageError(f"--backends: unknown backend {unknown[0] if unknown else '(none)'!r}; "
-                                    f"choose from {', '.join(BACKENDS)}")
-        try:  # per length, aligned with self.lengths
-            self.rounds, self.warmup = measure.rounds_and_warmup(opt("rounds"), opt("warmup"), len(self.lengths))
-        except ValueError as err:
+            self.plan = plan.Plan.from_options(lambda name: config.getoption(name, default=None),
+                                               lengths=plan.DEFAULT_LENGTHS if bench_only else plan.TEST_LENGTHS,
+                                               model_size="full" if bench_only else "tiny")
+        except plan.PlanError as err:
             raise pytest.UsageError(str(err)) from None
-        self.devices = {"torch": opt("torch_device"), "mlx": opt("mlx_device"), "onnx": opt("onnx_device")}
-        store = opt("store") or ("reports/store" if bench_only else None)
+        store = self.plan.store or ("reports/store" if bench_only else None)
         self.store_dir = (config.rootpath / store) if store else None
-        weights = opt("weights_dir")
-        self.weights_dir = Path(weights) if weights else None
+        self.weights_dir = Path(self.plan.weights_dir) if self.plan.weights_dir else None
         if self.weights_dir is not None and not self.weights_dir.is_dir():
             raise pytest.UsageError(f"--weights-dir {self.weights_dir} is not a folder")
-        try:
-            self.machine_label = machine.machine_label(opt("machine_label"))
-        except ValueError as err:
-            raise pytest.UsageError(f"--machine-label: {err}") from None
-        self.fresh_process = opt("fresh_process")
         self.probe_mode = measure.PROBE_ENV in os.environ
         self.references: dict[Any, Any] = {}
         self.backends: dict[str, Any] = {}
@@ -101,12 +61,9 @@ class BenchSession:
         self.stored = 0  # benchmark files written
         self._run: Run | None = None
 
-    def rounds_for(self, seconds: float) -> tuple[int, int]:
-        """(timed rounds, warm-up) at `seconds`: its own counts when it is one of --lengths, else the most given."""
-        if seconds in self.lengths:
-            i = self.lengths.index(seconds)
-            return self.rounds[i], self.warmup[i]
-        return max(self.rounds), max(self.warmup)
+    model_size = property(lambda self: self.plan.model_size)
+    lengths = property(lambda self: list(self.plan.lengths))
+    backend_names = property(lambda self: list(self.plan.backends))
 
     def backend(self, name: str):
         """The backend adapter, built (and its framework imported) on first use."""
@@ -114,7 +71,7 @@ class BenchSession:
             if name not in self.backend_names and name not in REFERENCES:
                 raise pytest.UsageError(f"backend {name!r} is not selected (--backends {','.join(self.backend_names)})")
             try:
-                be = get_backend(name, self.devices.get(name))
+                be = get_backend(name, dict(self.plan.devices).get(name))
             except BackendError as err:
                 raise pytest.UsageError(str(err)) from None
             self.backends[name] = be
@@ -129,14 +86,12 @@ class BenchSession:
             commit, dirty = git_state(self.config.rootpath)
             run_id, started_at = self.config.getoption("run_id").split("@", 1) if self.config.getoption("run_id") \
                 else ("", "")
-            self._run = Run(machine_id=machine.machine_id(info, self.machine_label), model_size=self.model_size,
-                            run_id=run_id, started_at=started_at, git_commit=commit, git_dirty=dirty, meta={
-                                "machine": info, "machine_label": self.machine_label, "options": {
-                                    "lengths": self.lengths, "rounds": measure.compact(self.rounds),
-                                    "warmup": measure.compact(self.warmup),
-                                    "model_size": self.model_size, "backends": self.backend_names,
-                                    "weights_dir": str(self.weights_dir) if self.weights_dir else None,
-                                    "fresh_process": self.fresh_process}})
+            p = self.plan
+            options = {k: v for k, v in p.stored().items() if k != "stages"}  # a process runs the files it is given
+            options["weights_dir"] = str(self.weights_dir) if self.weights_dir else None
+            self._run = Run(machine_id=machine.machine_id(info, p.machine_label), model_size=p.model_size,
+                            run_id=run_id, started_at=started_at, git_commit=commit, git_dirty=dirty,
+                            meta={"machine": info, "machine_label": p.machine_label, "options": options})
         return self._run
 
     @property
@@ -298,7 +253,7 @@ class Bench:
         if session.probe_mode:
             measure.write_probe_result(m.cold_s)
             return m.output
-        rounds, warmup = session.rounds_for(seconds)
+        rounds, warmup = session.plan.rounds_for(seconds)
         warm = measure.warm_rounds(benchmark, backend, fn, args, rounds, warmup) if rounds else []
         self._add(metric="time_cold", value=m.cold_s, unit="s")
         for i, t in enumerate(warm):
@@ -310,7 +265,7 @@ class Bench:
         benchmark.extra_info.update(device=backend.label, device_name=self._current["device_name"],
                                     time_cold_s=m.cold_s, mem_framework_peak=m.mem_framework_peak,
                                     rss_peak_delta=m.rss_peak_delta)
-        if session.fresh_process:
+        if session.plan.fresh_process:
             probe = measure.run_probe(self.request.node.nodeid, self._probe_args(backend.name))
             self._add(metric="rss_fresh_process", value=probe["rss_peak"], unit="bytes")
             self._add(metric="time_cold_fresh_process", value=probe["cold_s"], unit="s")
@@ -323,12 +278,14 @@ class Bench:
     def record_parity(self, metrics: dict[str, float], reference: str = "torch",
                       check: str | None = tolerances.BENCHMARK, only: tuple[str, ...] | None = None) -> None:
         """Store parity numbers next to the measurement just taken, each with its bound from the tolerance table's
-        `check` and whether it holds, then fail the test if any bound is broken (skipped for the reference backend).
-        check=None: measured only, stored without a bound (e.g. a variant kept to show what it costs). only: the
-        check's bounds that apply (the rest are not measured: e.g. spectral metrics of audio too short for them)."""
+        `check` and whether it holds, then fail the test if any bound is broken. A reference is its backend on
+        the CPU: that measurement itself has nothing to compare, but the same backend on another device (torch on
+        MPS or CUDA) is compared with it like any other. check=None: measured only, stored without a bound (e.g. a
+        variant kept to show what it costs). only: the check's bounds that apply (the rest are not measured: e.g.
+        spectral metrics of audio too short for them)."""
         if self._current is None:
             raise RuntimeError("record_parity() must follow measure()")
-        if self.session.probe_mode or self._current["backend"] == reference:
+        if self.session.probe_mode or (self._current["backend"], self._current["device"]) == (reference, "cpu"):
             return
         stage, backend = self._current["stage"], self._current["backend"]
         bounds = tolerances.bounds(stage, check, backend) if check else {}
@@ -356,12 +313,7 @@ class Bench:
 
     def _probe_args(self, backend: str) -> list[str]:
         # Only the measured backend is set up in the probe, so the other framework's runtime stays out of its RSS.
-        s = self.session
-        opt = s.config.getoption
-        args = ["--lengths", ",".join(f"{x:g}" for x in s.lengths), "--model-size", s.model_size,
-                "--torch-device", opt("torch_device"), "--mlx-device", opt("mlx_device"),
-                "--onnx-device", opt("onnx_device"), "--backends", backend]
-        return args + (["--weights-dir", str(s.weights_dir)] if s.weights_dir else [])
+        return self.session.plan.replace(store=None, fresh_process=False).pytest_args(backend)
 
 
 @pytest.fixture

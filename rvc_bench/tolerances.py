@@ -7,8 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 
 from rvc_bench.resources import reference
 
@@ -41,13 +41,63 @@ class Bound:
         return f"{self.metric} {self.op} {self.bound:g}"
 
 
-@lru_cache(maxsize=None)
-def table() -> dict[tuple[str, str, str], Bound]:
-    return parse(reference(FILE).read_text(encoding="utf-8"))
+class Table(Mapping):
+    """A tolerance table: its bounds by (stage, check, metric, backend), and every lookup a check makes. This
+    package's table is `table()`; `rvc-bench ab` judges with head's, made from that commit's text by `parse`."""
+
+    def __init__(self, rows: dict[tuple[str, str, str, str], Bound]):
+        self._rows = dict(rows)
+
+    def __getitem__(self, key: tuple[str, str, str, str]) -> Bound:
+        return self._rows[key]
+
+    def __iter__(self):
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def bounds(self, stage: str, check: str = BENCHMARK, backend: str = "") -> dict[str, Bound]:
+        """The bounds of one stage's check for `backend`, by metric name: its own rows where it has them, else the
+        rows for every backend."""
+        rows = [b for (s, c, _, be), b in self._rows.items() if s == stage and c == check and be in ("", backend)]
+        return {b.metric: b for b in sorted(rows, key=lambda b: b.backend != "")}  # a backend's own row comes last
+
+    def broken(self, stage: str, check: str, metrics: dict[str, float], only: tuple[str, ...] | None = None,
+               backend: str = "") -> list[str]:
+        """The bounds of (stage, check) that `metrics` breaks on `backend`, one line each (a bounded metric that is
+        missing from `metrics` counts as broken: nothing unmeasured passes). `only` restricts the check to some
+        metrics, for a test that compares one part of a stage's output (e.g. RMVPE's salience without its f0)."""
+        out = []
+        for name, b in self.bounds(stage, check, backend).items():
+            if only is not None and name not in only:
+                continue
+            if name not in metrics:
+                out.append(f"{name} missing (bound {b})")
+            elif not b.holds(metrics[name]):
+                out.append(f"{name} = {metrics[name]:.3g} (bound {b})")
+        return out
+
+    def assert_within(self, stage: str, check: str, metrics: dict[str, float], only: tuple[str, ...] | None = None,
+                      backend: str = "") -> dict[str, float]:
+        """A suite's parity assertion: every bound of (stage, check) (or of its `only` metrics) on `backend` holds;
+        returns the metrics."""
+        if not [m for m in self.bounds(stage, check, backend) if only is None or m in only]:
+            raise ToleranceError(f"no bounds for {stage}/{check} ({only or 'any metric'}) in references/{FILE}")
+        bad = self.broken(stage, check, metrics, only, backend)
+        assert not bad, f"{stage}/{check} parity: " + "; ".join(bad) + f" (all: {metrics})"
+        return metrics
+
+    def bound(self, stage: str, check: str, metric: str) -> float:
+        """One bound's value, for a suite's assertion; a missing row is an error naming it."""
+        try:
+            return self._rows[(stage, check, metric, "")].bound
+        except KeyError:
+            raise ToleranceError(f"no bound for {stage}/{check}/{metric} in references/{FILE}") from None
 
 
-def parse(text: str) -> dict[tuple[str, str, str], Bound]:
-    """A tolerance table's text (this package's, or another commit's for `rvc-bench ab`), by (stage, check, metric)."""
+def parse(text: str) -> Table:
+    """A tolerance table's text (this package's, or another commit's for `rvc-bench ab`)."""
     rows = csv.DictReader(line for line in io.StringIO(text) if not line.startswith("#"))
     out = {}
     for i, r in enumerate(rows, start=2):
@@ -61,46 +111,33 @@ def parse(text: str) -> dict[tuple[str, str, str], Bound]:
         if key in out:
             raise ToleranceError(f"{FILE}: {key} appears twice")
         out[key] = b
-    return out
+    return Table(out)
+
+
+PACKAGE_TABLE = parse(reference(FILE).read_text(encoding="utf-8"))  # this package's own table, read once on import
+
+
+def table() -> Table:
+    """This package's table (references/parity_tolerances.csv)."""
+    return PACKAGE_TABLE
+
+
+# The package table's lookups, for the suites and tests that check against it.
 
 
 def bounds(stage: str, check: str = BENCHMARK, backend: str = "") -> dict[str, Bound]:
-    """The bounds of one stage's check for `backend`, by metric name: its own rows where it has them, else the
-    rows for every backend."""
-    rows = [b for (s, c, _, be), b in table().items() if s == stage and c == check and be in ("", backend)]
-    return {b.metric: b for b in sorted(rows, key=lambda b: b.backend != "")}  # a backend's own row comes last
+    return table().bounds(stage, check, backend)
 
 
 def broken(stage: str, check: str, metrics: dict[str, float], only: tuple[str, ...] | None = None,
            backend: str = "") -> list[str]:
-    """The bounds of (stage, check) that `metrics` breaks on `backend`, one line each (a bounded metric that is
-    missing from `metrics` counts as broken: nothing unmeasured passes). `only` restricts the check to some
-    metrics, for a test that compares one part of a stage's output (e.g. RMVPE's salience without its f0)."""
-    out = []
-    for name, b in bounds(stage, check, backend).items():
-        if only is not None and name not in only:
-            continue
-        if name not in metrics:
-            out.append(f"{name} missing (bound {b})")
-        elif not b.holds(metrics[name]):
-            out.append(f"{name} = {metrics[name]:.3g} (bound {b})")
-    return out
+    return table().broken(stage, check, metrics, only, backend)
 
 
 def assert_within(stage: str, check: str, metrics: dict[str, float], only: tuple[str, ...] | None = None,
                   backend: str = "") -> dict[str, float]:
-    """A suite's parity assertion: every bound of (stage, check) (or of its `only` metrics) on `backend` holds;
-    returns the metrics."""
-    if not [m for m in bounds(stage, check, backend) if only is None or m in only]:
-        raise ToleranceError(f"no bounds for {stage}/{check} ({only or 'any metric'}) in references/{FILE}")
-    bad = broken(stage, check, metrics, only, backend)
-    assert not bad, f"{stage}/{check} parity: " + "; ".join(bad) + f" (all: {metrics})"
-    return metrics
+    return table().assert_within(stage, check, metrics, only, backend)
 
 
 def bound(stage: str, check: str, metric: str) -> float:
-    """One bound's value, for a suite's assertion; a missing row is an error naming it."""
-    try:
-        return table()[(stage, check, metric, "")].bound
-    except KeyError:
-        raise ToleranceError(f"no bound for {stage}/{check}/{metric} in references/{FILE}") from None
+    return table().bound(stage, check, metric)

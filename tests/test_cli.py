@@ -185,3 +185,64 @@ def test_infer_and_convert_take_real_world_layouts(tmp_path, capsys):
     assert cli.main(["convert", str(folder)]) == 2
     assert "contentvec/config.json: intermediate_size = 128, expected 3072" in capsys.readouterr().err
     assert not (tmp_path / "contentvec.safetensors").exists()
+
+
+def test_the_plan_survives_the_pytest_command_line_it_becomes():
+    """`run` and `ab` build the same plan from the same options, and what each backend's pytest process reads back
+    from its command line (the plugin's declarations, the same ones) is that plan, for that backend."""
+    import argparse
+
+    from rvc_bench import plan
+
+    options = ["--lengths", "5,60", "--rounds", "7,3", "--warmup", "1,0", "--model-size", "tiny", "--backends",
+               "torch,mlx", "--mlx-device", "cpu", "--fresh-process", "--weights-dir", "/w", "--machine-label", "box",
+               "--store", "/s"]
+    run, ab = (cli.build_parser().parse_args([*head, *options]) for head in (["run"], ["ab", "main"]))
+    built = [plan.Plan.from_options(lambda name, a=a: getattr(a, name, None)) for a in (run, ab)]
+    assert built[0] == built[1]
+    p = built[0]
+    assert (p.lengths, p.rounds, p.warmup, p.device("mlx"), p.machine_label) == ((5.0, 60.0), (7, 3), (1, 0), "cpu",
+                                                                                  "box")
+    plugin = argparse.ArgumentParser()
+    plan.add_run_options(plugin.add_argument, backends="torch,mlx,onnx", store=None, lengths=None, model_size=None)
+    back = plugin.parse_args(p.pytest_args("mlx"))
+    assert plan.Plan.from_options(lambda name: getattr(back, name, None)) == p.replace(backends=("mlx",))
+    assert p.stored() == {"backends": ["torch", "mlx"], "stages": list(plan.SUITES), "lengths": [5.0, 60.0],
+                          "model_size": "tiny", "rounds": [7, 3], "warmup": [1, 0], "fresh_process": True}
+
+
+def test_one_lengths_limit_for_the_cli_and_pytest():
+    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/test_bench_mel.py", "--collect-only", "-q",
+                           "-p", "no:cacheprovider", "--lengths", "3601"], capture_output=True, text=True)
+    assert proc.returncode == 4 and "between 0.1 s (the shortest audio the stages take) and 3600 s" in proc.stderr
+    assert "and 3600 s" in rvc("run", "--lengths", "3601").stderr
+
+
+def test_doctor_table_gives_each_missing_device_its_reason_and_fix(monkeypatch):
+    """One table decides both the reason and the fix, per platform: here an Apple Silicon Mac without MPS (old
+    macOS) and no Metal for MLX, and a Linux box with an NVIDIA driver but CPU-only builds."""
+    import platform
+
+    import torch  # noqa: F401  (loaded before the platform is faked: torch picks its libraries by platform)
+
+    monkeypatch.setattr(machine, "torch_devices", lambda: ("cpu",))
+    monkeypatch.setattr(machine, "mlx_devices", lambda: ("cpu",))
+    monkeypatch.setattr(machine, "framework_version", lambda backend: "1.0")
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    mps, gpu = machine.diagnose("torch", "mps"), machine.diagnose("mlx", "gpu")
+    assert not mps.available and "macOS < 12.3" in mps.reason
+    assert mps.fix == "pip install -U torch (MPS needs macOS >= 12.3)"
+    assert gpu.fix == "none here: MLX sees no Metal GPU (a virtual machine?)"
+    assert machine.diagnose("torch", "cuda").fix == "none here: no NVIDIA GPU"  # no NVIDIA GPU on a Mac
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(machine.os.path, "exists", lambda path: path == "/proc/driver/nvidia/version")
+    assert machine.diagnose("mlx", "gpu").fix == "pip install -e '.[cuda]'"
+    assert machine.diagnose("torch", "mps").fix == "none here: needs a Mac with Apple Silicon"
+    assert machine.diagnose("torch", "cuda").fix.startswith("pip install --force-reinstall 'torch")
+    assert machine.diagnose("torch", "cpu") == machine.Diagnosis("torch", "cpu", True)
+    monkeypatch.setattr(machine, "framework_version", lambda backend: None)
+    monkeypatch.setattr(machine, "mlx_devices", lambda: ())
+    missing = machine.diagnose("mlx", "cpu")
+    assert missing.reason.startswith("mlx is not installed") and missing.fix == machine.INSTALL

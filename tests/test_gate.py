@@ -2,6 +2,7 @@
 say when they cannot, and are not moved by one outlier."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from rvc_bench import gate, stats, store
@@ -96,8 +97,6 @@ def test_relative_check_survives_a_faster_machine_and_times_compare_only_on_one_
 def test_compare_runs_pools_the_runs_of_each_side():
     base = [run_with([1.0, 1.02], [1.0, 1.0]).frame(), run_with([0.99, 1.01], [1.0, 1.0]).frame()]
     head = [run_with([1.3, 1.31], [1.0, 1.0]).frame(), run_with([1.29, 1.32], [1.0, 1.0]).frame()]
-    import pandas as pd
-
     checks = gate.compare_runs(pd.concat(base), pd.concat(head))
     assert [c.status for c in checks] == [gate.FAIL, gate.OK]  # 4 rounds a side: decidable
 
@@ -105,8 +104,6 @@ def test_compare_runs_pools_the_runs_of_each_side():
 def test_several_runs_a_side_count_the_run_to_run_spread():
     """k runs a side: the cluster bootstrap widens the interval by the spread between runs, and the relative
     check takes each run's own ratio as one sample (so 2 runs a side cannot decide it)."""
-    import pandas as pd
-
     def side(levels, factor=1.0):
         return pd.concat([run_with([factor * level * x for x in (1.0, 1.01, 0.99)], [1.0, 1.0, 1.01]).frame()
                           for level in levels])
@@ -139,3 +136,23 @@ def test_reference_implementations_are_timed_but_never_gated():
                                                                                         with_numpy(3.0))
     assert checks and not [c for c in checks if "numpy" in c.subject]
     assert all(c.status == gate.OK for c in checks)
+
+
+def test_the_gate_judges_by_the_table_it_is_given():
+    """`rvc-bench ab` hands the gate head's own table (another commit's text): its bound decides, not this
+    package's."""
+    from rvc_bench import tolerances
+
+    text = "stage,check,metric,op,bound,backend,why\nsynth,benchmark,snr_db,>=,80,,a stricter head\n"
+    head = tolerances.parse(text)
+    assert head.bounds("synth")["snr_db"].bound == 80 and head.bounds("mel") == {}
+    rows = run_with([1.0] * 5, [1.0] * 5, snr=75).frame()
+    assert statuses(gate.evaluate(rows, None), "parity") == [gate.OK]  # this package's bound: snr_db >= 60
+    assert statuses(gate.evaluate(rows, None, table=head), "parity") == [gate.FAIL]
+    side_of = pd.Series("head", index=rows.index)
+    job = gate.Sides(rows=rows, side_of=side_of, planned={"base": set(), "head": set()},
+                     failures={"base": ("b", None), "head": ("h", None)}, outcomes={})
+    checks, _ = gate.compare_sides(job, head)
+    parity = [c for c in checks if c.kind == "parity"]
+    assert [c.status for c in parity] == [gate.FAIL] and "bound snr_db >= 80" in parity[0].detail
+    assert [c.status for c in gate.compare_sides(job, tolerances.table())[0] if c.kind == "parity"] == [gate.OK]

@@ -2,8 +2,10 @@
 each bound and verdict beside the value (and failing the benchmark) from the same table."""
 
 import math
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -56,9 +58,12 @@ def test_bench_fake_mel(benchmark, bench):
 def run_fake_benchmark(tmp_path, source: str) -> subprocess.CompletedProcess:
     """`source` as a benchmark file run by pytest with the plugin, 3 rounds, into tmp_path/store."""
     (tmp_path / "test_fake.py").write_text(source)
+    # the plugin of the package under test, also where it is imported from a checkout by a relative PYTHONPATH
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(tolerances.__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
                            "rvc_bench.pytest_plugin", "test_fake.py", "--benchmark-only", "--rounds", "3",
-                           "--store", str(tmp_path / "store")], capture_output=True, text=True, cwd=tmp_path)
+                           "--store", str(tmp_path / "store")], capture_output=True, text=True, cwd=tmp_path, env=env)
 
 
 def test_bench_fixture_stores_bound_and_verdict_and_fails_the_benchmark(tmp_path):
@@ -85,3 +90,38 @@ def test_record_parity_only_bounds_part_of_a_check(tmp_path):
     par = store.read(tmp_path / "store").rows.set_index("metric")
     assert par.at["parity.rel_l2", "within_bound"] and par.at["parity.rel_l2", "bound"] == 1e-4
     assert "parity.max_abs_energetic" not in par.index
+
+
+DEVICE_FILE = '''
+import numpy as np
+import pytest
+from rvc_bench.backends import NumpyBackend
+
+
+class FakeTorch(NumpyBackend):
+    """numpy standing in for torch on a device, so that the test needs neither torch nor a GPU."""
+
+    def __init__(self, device):
+        super().__init__()
+        self.name, self.device = "torch", device
+
+
+@pytest.mark.parametrize("device", ["mps", "cpu"])
+def test_bench_fake_hubert(benchmark, bench, device):
+    be = FakeTorch(device)
+    bench.session.descriptions[be.label] = {"label": be.label}
+    bench.measure(benchmark, be, lambda x: x * 2, (np.ones(4),), stage="hubert", variant="fake", seconds=1.0)
+    bench.record_parity({"rel_l2": 0.5}, reference="torch")
+'''
+
+
+def test_torch_on_a_device_is_compared_with_torch_on_the_cpu(tmp_path):
+    """The reference "torch" is torch on the CPU: that benchmark has nothing to compare, but torch on MPS or CUDA is
+    judged by the table like any other backend (it was once timed with no parity check at all)."""
+    proc = run_fake_benchmark(tmp_path, DEVICE_FILE)
+    assert "1 failed, 1 passed" in proc.stdout, proc.stdout[-3000:]
+    assert "FAILED test_fake.py::test_bench_fake_hubert[mps]" in proc.stdout
+    assert "hubert/fake parity: rel_l2 = 0.5 (bound rel_l2 <= 0.0001)" in proc.stdout
+    rows = store.read(tmp_path / "store").rows
+    parity = rows[rows.metric == "parity.rel_l2"]
+    assert list(parity.device) == ["mps"] and not parity.within_bound.iloc[0]
