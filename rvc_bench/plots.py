@@ -12,8 +12,6 @@ import io
 
 import numpy as np
 
-from rvc_bench import results
-
 STYLE = {"torch": "--", "mlx": "-", "onnx": ":", "numpy": "-."}
 
 
@@ -70,7 +68,7 @@ def _memory(sec):
 def _parity(sec):
     fig, ax = _axes("parity value / bound (below 1 passes)", xlabel="", logy=True)
     ax.set_xscale("linear")
-    par = results.parity(sec.rows)
+    par = sec.parity
     par = par[par.within_bound.notna()].sort_values(["stage", "metric", "backend", "audio_seconds"])
     labels, values, colors = [], [], []
     for r in par.itertuples():

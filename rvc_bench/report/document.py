@@ -13,7 +13,7 @@ from rvc_bench import store as run_store
 from rvc_bench.report import notes
 from rvc_bench.report.formatting import (RUN, TITLES, col, describe_machine, fmt_bytes, fmt_len, fmt_line, sig,
                                          table)
-from rvc_bench.report.query import Section, pub, sections_of
+from rvc_bench.report.query import Section, pub, sections_of, select
 from rvc_bench.report.sections import FigureSpec, figures_of, machine_section
 from rvc_bench.report.summary import runs_section, summary
 
@@ -80,8 +80,7 @@ def backend_summary(secs: list[Section], pubs: pd.DataFrame, seconds: float = 5.
     measured = []  # (section, line) of every full-size pipeline line at `seconds`
     for sec in secs:
         if sec.full:
-            lines = sec.stage_lines("pipeline")
-            measured += [(sec, r) for r in lines[lines.audio_seconds == seconds].itertuples()]
+            measured += [(sec, r) for r in select(sec.lines, stage="pipeline", audio_seconds=seconds).itertuples()]
     measured.sort(key=lambda m: (m[0].machine_id, m[1].backend != results.REFERENCE_BACKEND, m[1].backend, m[1].device))
     recs = [{"backend": col(r.backend, r.device), "machine": f"`{sec.machine_id}`: {describe_machine(sec.machine)}",
              f"pipeline time ({fmt_len(seconds)})": fmt_line(r), "RTF": sig(r.median / seconds),

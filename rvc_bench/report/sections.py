@@ -65,7 +65,7 @@ def accuracy_cell(hit: pd.DataFrame, metric: str, bounded: pd.DataFrame) -> str:
 
 
 def accuracy_table(sec: Section, stage: str, pubs: pd.DataFrame) -> str:
-    p = sec.parity[sec.parity.stage == stage]
+    p = select(sec.parity, stage=stage)
     keys = list(p[["backend", "device", "reference", "variant", "audio_seconds"]].drop_duplicates()
                 .sort_values(["backend", "device", "variant", "audio_seconds"]).itertuples(index=False))
     bounded = column_bounds(p)

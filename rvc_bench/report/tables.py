@@ -115,7 +115,7 @@ def mel_table(sec: Section, pubs: pd.DataFrame) -> str:
 def components_table(sec: Section, pubs: pd.DataFrame, seconds: float = 5.0) -> str:
     head = f"### Component breakdown ({fmt_len(seconds)} of audio)\n\n"
     cols = sec.columns()
-    if sec.lines[sec.lines.audio_seconds == seconds].empty:
+    if select(sec.lines, audio_seconds=seconds).empty:
         return head + empty(f"no benchmark at {fmt_len(seconds)}", RUN)
     published = (lambda key: f"{pub(pubs, 'components', key, 'mlx')} / {pub(pubs, 'components', key, 'torch-mps')}"
                  if key else "–")
