@@ -1,4 +1,5 @@
-"""The report's figures (matplotlib, Agg), drawn from a rvc_bench.report.sections.FigureSpec: one machine and model size each.
+"""The report's figures (matplotlib, Agg), each drawn from a rvc_bench.report.sections.FigureSpec: one machine and
+model size.
 
 - time: warm median against audio length per stage and backend, log-log, band = interquartile range;
 - speedup: PyTorch time / other backend's time against length, with the 95 % bootstrap interval;

@@ -195,7 +195,8 @@ def test_a_machine_s_speedup_is_formed_from_its_own_rows(tmp_path):
     Expected by hand: box-a 0.4 / 0.2 = 2.00x (a ratio of means would be 2.86x); its interval stays 2.00-2.00, since
     a bootstrap resample's median is 1.6 s only when 4 of its 7 draws are that round (p ~ 1 %, under the 2.5 %
     tail); box-b 3 / 0.5 = 6.00x, no spread. Crossed: 0.4 / 0.5 = 0.800x and 3 / 0.2 = 15.0x, in neither."""
-    times = {"box-a": {"torch": [0.4] * 6 + [1.6], "mlx": [0.2] * 7}, "box-b": {"torch": [3.0] * 7, "mlx": [0.5] * 7}}
+    times = {"box-a": {"torch": [0.4] * 6 + [1.6], "mlx": [0.2] * 7},
+             "box-b": {"torch": [3.0] * 7, "mlx": [0.5] * 7}}
     for machine_id, by_backend in times.items():
         run = store.Run(machine_id=machine_id, model_size="full", meta={"machine": {"cpu": machine_id}})
         for backend, values in by_backend.items():
