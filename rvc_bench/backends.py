@@ -19,9 +19,7 @@ import numpy as np
 from rvc_bench import blas
 from rvc_bench.machine import (ONNX_PROVIDERS, available_reason, cpu_model, mlx_devices, mlx_has_cuda, nvidia_gpus,
                                onnx_devices, ram_bytes, torch_devices)
-
-BACKENDS = ("torch", "mlx", "onnx")
-REFERENCES = ("numpy",)  # reference implementations, timed beside the backends but never compared with them
+from rvc_bench.names import BACKENDS, REFERENCES  # noqa: F401 (REFERENCES: re-exported for the measuring code)
 TORCH_DEVICES = ("mps", "cuda", "cpu")
 MLX_DEVICES = ("gpu", "cpu")
 ONNX_DEVICES = tuple(ONNX_PROVIDERS)  # coreml, cuda, cpu

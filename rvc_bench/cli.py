@@ -42,7 +42,7 @@ def _check_weights_dir(folder: Path) -> None:
 def _check_report(path: Path, named: bool, force: bool, store: Path) -> None:
     """The report may replace the generated default, but not a file the user named (without --force), and never
     a file of the store it is made from; its figures go into a writable folder beside it (generated names)."""
-    from rvc_bench import report
+    from rvc_bench.report import files as report
 
     document, figures = report.outputs(path)
     check_output(document, sorted(store.rglob("*.parquet")), force=force or not named)
@@ -114,7 +114,7 @@ def cmd_run(args) -> int:
     except runner.RunError as err:
         raise UserError(str(err)) from None
     if not args.no_report:
-        from rvc_bench import report
+        from rvc_bench.report import files as report
 
         out = report.write(Path(plan.store), args.report or DEFAULT_REPORT)
         print(f"rvc-bench run: report written to {out}")
@@ -126,7 +126,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from rvc_bench import report
+    from rvc_bench.report import files as report
 
     store = Path(args.store)
     if not store.is_dir():

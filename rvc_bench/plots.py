@@ -1,4 +1,5 @@
-"""The report's figures (matplotlib, Agg), drawn from a report.FigureSpec: one machine and model size each.
+"""The report's figures (matplotlib, Agg), each drawn from a rvc_bench.report.sections.FigureSpec: one machine and
+model size.
 
 - time: warm median against audio length per stage and backend, log-log, band = interquartile range;
 - speedup: PyTorch time / other backend's time against length, with the 95 % bootstrap interval;
@@ -11,8 +12,6 @@ from __future__ import annotations
 import io
 
 import numpy as np
-
-from rvc_bench import results
 
 STYLE = {"torch": "--", "mlx": "-", "onnx": ":", "numpy": "-."}
 
@@ -70,7 +69,7 @@ def _memory(sec):
 def _parity(sec):
     fig, ax = _axes("parity value / bound (below 1 passes)", xlabel="", logy=True)
     ax.set_xscale("linear")
-    par = results.parity(sec.rows)
+    par = sec.parity
     par = par[par.within_bound.notna()].sort_values(["stage", "metric", "backend", "audio_seconds"])
     labels, values, colors = [], [], []
     for r in par.itertuples():

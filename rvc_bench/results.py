@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from rvc_bench import stats, tolerances
-from rvc_bench.backends import REFERENCES
+from rvc_bench.names import REFERENCES
 
 REFERENCE_BACKEND = "torch"  # speedups are its time over the other backend's time
 SECTION = ["machine_id", "model_size"]  # never mixed: one report section each

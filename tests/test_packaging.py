@@ -24,7 +24,7 @@ def test_the_wheel_carries_every_module_and_the_references(tmp_path):
     # importlib.resources.
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = ("import rvc_bench, rvc_bench.tolerances as t, rvc_bench.report as r; "
+    code = ("import rvc_bench, rvc_bench.tolerances as t, rvc_bench.report.files as r; "
             f"assert rvc_bench.__file__.startswith({str(site)!r}), rvc_bench.__file__; "
             "assert t.bounds('pipeline') and len(r.published()) > 10")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
