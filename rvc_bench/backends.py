@@ -2,6 +2,7 @@
 
 Each adapter chooses its device (torch: mps -> cuda -> cpu; MLX: gpu -> cpu; ONNX Runtime: its execution providers
 coreml -> cuda -> cpu), moves numpy arrays in and out at a stage boundary, forces a call's own outputs (`sync`),
+computes and joins a windowed call's outputs on the device (`evaluate`, `concat`; rvc_bench.stages.Runner),
 reads memory counters and describes the device that really ran. Asking for an unavailable device by name is an
 error, never a silent fallback.
 """

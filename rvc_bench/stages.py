@@ -14,7 +14,7 @@ generator. The convert module is the only code that reads the stage's files, and
 in the upstream format. The log-mel front end has no weights, so it has neither: rvc_bench/mel/load.py builds its
 twins (load_torch, load_mlx, load_onnx, each given the adapter).
 
-`Stage.load` returns a backends.Runner: numpy in, time-major numpy out on every backend, with the framework-level
+`Stage.load` returns a Runner: numpy in, time-major numpy out on every backend, with the framework-level
 call apart for timing; `Stage.model` the bare framework model (what the pipeline drives).
 
 The ONNX module (<stage>/model_onnx.py) exports the torch twin into the cache and runs it on ONNX Runtime:
@@ -113,7 +113,7 @@ class Stage:
 
     def load(self, backend, path: str | os.PathLike | None = None, **stage_opts) -> Runner:
         """The stage on `backend` (an rvc_bench.backends adapter) behind a numpy-in, time-major-out boundary: a
-        backends.Runner around model(backend, path, **stage_opts), whose call is the stage's (HuBERT: the windowed
+        Runner around model(backend, path, **stage_opts), whose call is the stage's (HuBERT: the windowed
         features of `version`, default v2; the synthesizer: infer)."""
         model = self.model(backend, path, **stage_opts)
         call = self.call(model, **stage_opts) if self.call else model

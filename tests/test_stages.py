@@ -1,5 +1,6 @@
-"""The stage registry: recognising upstream formats, and every stage loading through the same calls on either
-backend (MLX also from the converted file the benchmarks use)."""
+"""The stage registry: recognising upstream formats, every stage loading through the same calls on either backend
+(MLX also from the converted file the benchmarks use), and every stage's runner taking numpy and giving time-major
+numpy on every backend."""
 
 from __future__ import annotations
 
