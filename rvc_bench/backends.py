@@ -2,6 +2,7 @@
 
 Each adapter chooses its device (torch: mps -> cuda -> cpu; MLX: gpu -> cpu; ONNX Runtime: its execution providers
 coreml -> cuda -> cpu), moves numpy arrays in and out at a stage boundary, forces a call's own outputs (`sync`),
+computes and joins a windowed call's outputs on the device (`evaluate`, `concat`; rvc_bench.stages.Runner),
 reads memory counters and describes the device that really ran. Asking for an unavailable device by name is an
 error, never a silent fallback.
 """
@@ -60,6 +61,14 @@ class Backend:
         self.sync(out)
         return out
 
+    def evaluate(self, outputs: Any) -> None:
+        """Compute a lazy framework's outputs now (MLX), so that what follows is built on finished arrays; eager
+        frameworks already computed them (no device wait: that is sync)."""
+
+    def concat(self, arrays: list, axis: int) -> Any:
+        """Framework arrays joined along `axis`, on the device (numpy here: ONNX Runtime and numpy give host arrays)."""
+        return np.concatenate(arrays, axis=axis)
+
     # subclasses: from_numpy, to_numpy, sync, reset_peak_memory, peak_memory, describe
 
 
@@ -104,6 +113,9 @@ class TorchBackend(Backend):
             self.torch.cuda.synchronize()
         elif self.device == "mps":
             self.torch.mps.synchronize()
+
+    def concat(self, arrays: list, axis: int):
+        return self.torch.cat(arrays, dim=axis)
 
     def reset_peak_memory(self) -> None:
         self._extra = {}
@@ -180,6 +192,12 @@ class MLXBackend(Backend):
         if arrays:
             self.mx.eval(*arrays)
         self.mx.synchronize()
+
+    def evaluate(self, outputs: Any) -> None:
+        self.mx.eval([leaf for leaf in _tree_leaves(outputs) if isinstance(leaf, self.mx.array)])
+
+    def concat(self, arrays: list, axis: int):
+        return self.mx.concatenate(arrays, axis=axis)
 
     def reset_peak_memory(self) -> None:
         self.mx.reset_peak_memory()

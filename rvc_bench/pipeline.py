@@ -250,15 +250,15 @@ def load_models(backend, voice: str | os.PathLike, hubert: str | os.PathLike, rm
     for what, path in (("voice model", voice), ("HuBERT checkpoint", hubert), ("RMVPE checkpoint", rmvpe)):
         if path is not None and not Path(path).exists():  # a HuBERT may be a folder; the loaders check the rest
             raise CheckpointError(f"{what} not found: {path}")
-    synth = stages.SYNTH.load(backend, voice)
+    synth = stages.SYNTH.model(backend, voice)
     if synth.cfg.f0 and rmvpe is None:
         raise CheckpointError(f"{voice}: a pitch model needs an RMVPE checkpoint (rmvpe.pt), none given")
-    hub = stages.HUBERT.load(backend, hubert, config=hubert_config, version=synth.cfg.version)
+    hub = stages.HUBERT.model(backend, hubert, config=hubert_config, version=synth.cfg.version)
     width = hub.cfg.final_dim if synth.cfg.version == "v1" else hub.cfg.embed_dim
     if width != synth.cfg.phone_channels:
         raise CheckpointError(f"HuBERT {synth.cfg.version} features are {width}-d but the voice model expects "
                               f"{synth.cfg.phone_channels}-d")
-    return Models(backend, hub, stages.RMVPE.load(backend, rmvpe) if synth.cfg.f0 else None, synth)
+    return Models(backend, hub, stages.RMVPE.model(backend, rmvpe) if synth.cfg.f0 else None, synth)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ a benchmark process imports only the framework it measures.
 from __future__ import annotations
 
 from rvc_bench import parity, stages
+from rvc_bench.backends import get_backend
 from rvc_bench.hubert import get_config
 
 _MODELS: dict = {}
@@ -31,21 +32,17 @@ def hubert(backend, cache, path, size: str):
 
 def torch_reference(path, size: str, audio):
     """v2 features of the torch twin on the CPU in fp32: the reference every backend is compared with."""
-    import torch
-
-    model = stages.HUBERT.convert.load_torch(path, config=size)
-    return model.features_windowed(torch.from_numpy(audio), "v2").numpy()
+    return stages.HUBERT.load(get_backend("torch", "cpu"), path, config=size, version="v2")(audio)
 
 
 def test_bench_hubert(benchmark, bench, backend_name, seconds):
     be = bench.backend(backend_name)
     path, size = checkpoint(bench)
-    model = hubert(be, bench.cache_dir, path, size)
+    runner = hubert(be, bench.cache_dir, path, size)
     clip = bench.audio(seconds)
-    x = be.from_numpy(clip.audio[None])
-    out = bench.measure(benchmark, be, lambda a: model.features_windowed(a, "v2"), (x,), stage="hubert",
+    out = bench.measure(benchmark, be, runner.call, runner.inputs(clip.audio[None]), stage="hubert",
                         variant="v2-layer12", seconds=seconds)
-    out = be.to_numpy(out)
+    out = runner.outputs(out)
     ref = bench.reference(("hubert", "v2", str(path), seconds),
                           (lambda: out) if backend_name == "torch" and be.device == "cpu"
                           else (lambda: torch_reference(path, size, clip.audio[None])))

@@ -6,7 +6,7 @@ No framework is imported at module level: a benchmark process imports only the f
 import numpy as np
 import pytest
 
-from rvc_bench import parity
+from rvc_bench import parity, stages
 from rvc_bench.mel import reference
 
 # Bins with energy >= 1e-2 (log domain), where float32 accuracy shows directly; near the 1e-5 floor one float32
@@ -21,38 +21,15 @@ def mel_metrics(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     return {**parity.tensor_metrics(out, ref), "max_abs_energetic": float(np.abs(out - ref)[ref > ENERGETIC].max())}
 
 
-def log_mel(backend):
-    """The backend's log-mel as a callable of one device array: [N] -> torch and ONNX [128, T] / MLX [T, 128]."""
-    if backend.name == "torch":
-        import torch
-
-        from rvc_bench.mel.model_torch import MelSpectrogram
-
-        model = MelSpectrogram().to(backend.device)
-
-        def fn(x):
-            with torch.inference_mode():
-                return model(x)
-
-        return fn
-    if backend.name == "onnx":
-        from rvc_bench.mel import model_onnx
-
-        return model_onnx.load(backend)
-    from rvc_bench.mel.model_mlx import MelSpectrogram
-
-    return MelSpectrogram()
-
-
 def test_bench_mel(benchmark, bench, backend_name, seconds):
     be = bench.backend(backend_name)
     clip = bench.audio(seconds)
-    x = be.from_numpy(clip.audio)
-    out = bench.measure(benchmark, be, log_mel(be), (x,), stage="mel", variant="log-mel-128", seconds=seconds)
-    out = be.to_numpy(out)
-    out = out.T if backend_name == "mlx" else out
-    ref = bench.reference(("mel", seconds), lambda: reference.log_mel(clip.audio))
-    bench.record_parity(mel_metrics(out, ref), reference="numpy-float64")  # asserts the table's bounds
+    runner = stages.MEL.load(be)
+    out = bench.measure(benchmark, be, runner.call, runner.inputs(clip.audio), stage="mel", variant="log-mel-128",
+                        seconds=seconds)
+    out = runner.outputs(out)  # [T, 128]
+    ref = bench.reference(("mel", seconds), lambda: reference.log_mel(clip.audio))  # [128, T]
+    bench.record_parity(mel_metrics(out.T, ref), reference="numpy-float64")  # asserts the table's bounds
 
 
 def test_bench_mel_reference(benchmark, bench, seconds):

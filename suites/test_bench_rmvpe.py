@@ -13,6 +13,7 @@ import pytest
 
 from rvc_bench import parity, stages
 from rvc_bench.audio import HOP
+from rvc_bench.backends import get_backend
 from rvc_bench.rmvpe.config import THRESHOLD, bounded_chunk, preset
 
 _MODELS: dict = {}
@@ -40,18 +41,17 @@ def rmvpe(backend, cache, size: str, variant: str = "e2e"):
 
 def torch_reference(cache, size: str, audio: np.ndarray):
     """(salience, f0) of the torch twin on the CPU in fp32: the reference every backend is compared with."""
-    import torch
-
-    return stages.RMVPE.convert.load_torch(stages.RMVPE.checkpoint(cache, size))(torch.from_numpy(audio))
+    return stages.RMVPE.load(get_backend("torch", "cpu"), stages.RMVPE.checkpoint(cache, size))(audio)
 
 
 def test_bench_rmvpe(benchmark, bench, backend_name, seconds):
     be = bench.backend(backend_name)
     size = bench.model_size
     clip = bench.audio(seconds)
-    model = rmvpe(be, bench.cache_dir, size)
-    x = be.from_numpy(clip.audio)
-    salience, f0 = bench.measure(benchmark, be, model, (x,), stage="rmvpe", variant="e2e", seconds=seconds)
+    runner = rmvpe(be, bench.cache_dir, size)
+    out = bench.measure(benchmark, be, runner.call, runner.inputs(clip.audio), stage="rmvpe", variant="e2e",
+                        seconds=seconds)
+    salience, f0 = runner.outputs(out)
     # The torch-cpu run's own output when it ran first, else computed here.
     own = (salience, f0) if backend_name == "torch" and be.device == "cpu" else None
     s_ref, f_ref = bench.reference(("rmvpe", size, seconds),
@@ -79,15 +79,16 @@ def test_bench_rmvpe_chunking(benchmark, bench, backend_name, seconds, variant):
     size = bench.model_size
     clip = bench.audio(seconds)
     default = rmvpe(be, bench.cache_dir, size)
-    same = same_as(variant, default.chunk_frames, clip.audio.size // HOP + 1, preset(size).default_overlap)
+    same = same_as(variant, default.model.chunk_frames, clip.audio.size // HOP + 1, preset(size).default_overlap)
     if same:
         pytest.skip(f"at {seconds:g} s {variant} computes exactly what {same} computes on {backend_name}")
-    x = be.from_numpy(clip.audio)
-    model = rmvpe(be, bench.cache_dir, size, variant)
-    salience, f0 = bench.measure(benchmark, be, model, (x,), stage="rmvpe", variant=variant, seconds=seconds)
+    runner = rmvpe(be, bench.cache_dir, size, variant)
+    out = bench.measure(benchmark, be, runner.call, runner.inputs(clip.audio), stage="rmvpe", variant=variant,
+                        seconds=seconds)
+    salience, f0 = runner.outputs(out)
     against = "e2e" if variant == "whole" else "whole"
     s_ref, f_ref = bench.reference(("rmvpe-own", be.label, size, seconds, against),
-                                   lambda: rmvpe(be, bench.cache_dir, size, against)(x))
+                                   lambda: rmvpe(be, bench.cache_dir, size, against)(clip.audio))
     if variant == "whole":
         bench.reference(("rmvpe-own", be.label, size, seconds, "whole"), lambda: (salience, f0))
     # Against the same backend: the default's chunks are held to the "chunked" bounds; the BiGRU-cutting rows are

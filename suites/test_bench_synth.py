@@ -14,7 +14,6 @@ benchmark process imports only the framework it measures.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from rvc_bench import parity, stages
@@ -34,48 +33,18 @@ def windows(frames: int, max_frames: int = MAX_WINDOW_FRAMES) -> list[tuple[int,
     return [(s, min(s + max_frames, frames)) for s in range(0, frames, max_frames)]
 
 
-def _chunk(inputs: synthetic.SynthInputs, s: int, e: int, upp: int) -> synthetic.SynthInputs:
-    return synthetic.SynthInputs(inputs.phone[s:e], inputs.pitch[s:e], inputs.pitchf[s:e], inputs.eps[s:e],
-                                 inputs.sine_noise[s * upp:e * upp])
-
-
 def windowed_synth(backend, path, inputs: synthetic.SynthInputs, tile_frames: int | None = TILE_FRAMES_CPU):
-    """(fn, args): fn(chunks) synthesises every window and concatenates; args hold the prepared device inputs.
-    tile_frames: the decoder's time tiles (None: one pass per window)."""
-    model = stages.SYNTH.load(backend, path)
-    if backend.name != "onnx":  # the exported graph runs the decoder in one pass
-        model.tile_frames = tile_frames
-    if backend.name == "torch":
-        import torch
-
-        from rvc_bench.synth import model_torch
-
-        chunks = [model_torch.prepare(_chunk(inputs, s, e, model.cfg.upp), backend.device)
+    """(runner, fn, args): fn(windows) synthesises every window (each computed before the next is built, so the peak
+    is one window's) and joins them on the device, the framework-level call a benchmark times; args hold the
+    windows' device inputs, made before the clock starts; runner.outputs(fn(*args)) is the audio [1, N, 1].
+    tile_frames: the decoder's time tiles (None: one pass per window, as the exported ONNX graph always runs)."""
+    runner = stages.SYNTH.load(backend, path, tile_frames=tile_frames)
+    upp = runner.model.cfg.upp
+    batch = lambda a: a[None]  # noqa: E731
+    windows_in = [runner.inputs(batch(inputs.phone[s:e]), None, batch(inputs.pitch[s:e]), batch(inputs.pitchf[s:e]),
+                                None, batch(inputs.eps[s:e]), batch(inputs.sine_noise[s * upp:e * upp]))
                   for s, e in windows(inputs.frames)]
-
-        def fn(chunks):
-            return torch.cat([model.infer(**kw) for kw in chunks], dim=-1)  # [1, 1, N]
-    elif backend.name == "onnx":
-        from rvc_bench.synth import model_onnx
-
-        chunks = [model_onnx.prepare(_chunk(inputs, s, e, model.cfg.upp)) for s, e in windows(inputs.frames)]
-
-        def fn(chunks):
-            return np.concatenate([model.infer(**kw) for kw in chunks], axis=-1)  # [1, 1, N]
-    else:
-        import mlx.core as mx
-
-        from rvc_bench.synth import model_mlx
-
-        chunks = [model_mlx.prepare(_chunk(inputs, s, e, model.cfg.upp)) for s, e in windows(inputs.frames)]
-
-        def fn(chunks):
-            out = []
-            for kw in chunks:  # each window evaluated before the next is built: the peak is one window's
-                out.append(model.infer(**kw))
-                mx.eval(out[-1])
-            return mx.concatenate(out, axis=1)  # [1, N, 1]
-    return fn, (chunks,)
+    return runner, runner.call_windows, (windows_in,)
 
 
 def test_windows_cover_the_frames_once():
@@ -90,32 +59,33 @@ def test_bench_synth(benchmark, bench, backend_name, seconds, variant):
     frames = int(round(seconds * 100))
     be = bench.backend(backend_name)
     tile = TILE_FRAMES_CPU if variant == TILED else None
-    if tile is not None and be.name == "onnx":
-        pytest.skip("the ONNX graph runs the decoder in one pass per window: its rows are the -whole variant")
+    tiles = stages.SYNTH.takes(be.name, "tile_frames")  # the ONNX graph runs the decoder in one pass per window
+    if tile is not None and not tiles:
+        pytest.skip(f"{backend_name} runs the decoder in one pass per window: its rows are the -whole variant")
     if tile is None and be.name == "mlx" and be.device == "cpu" and min(frames, MAX_WINDOW_FRAMES) > \
             MLX_CPU_WHOLE_MAX_FRAMES:
         pytest.skip(f"one decoder pass over a {min(frames, MAX_WINDOW_FRAMES) / 100:g} s window does not fit in "
                     "memory on the MLX CPU device")
     inputs = synthetic.make_inputs(cfg, bench.audio(seconds).f0[:frames], seed=0)
-    fn, args = windowed_synth(be, stages.SYNTH.checkpoint_for(be.name, path, bench.cache_dir), inputs, tile)
+    runner, fn, args = windowed_synth(be, stages.SYNTH.checkpoint_for(be.name, path, bench.cache_dir), inputs, tile)
     out = bench.measure(benchmark, be, fn, args, stage="synth", variant=variant, seconds=seconds)
-    audio = be.to_numpy(out).reshape(-1)
+    audio = runner.outputs(out).reshape(-1)
     assert audio.shape == (frames * cfg.upp,)
-    if variant == WHOLE and be.name != "onnx":
+    if variant == WHOLE and tiles:
         # Against the tiled output of the same backend (what the tiles cost): the "tiles" bound of the table.
-        tiled_fn, tiled_args = windowed_synth(be, stages.SYNTH.checkpoint_for(be.name, path, bench.cache_dir),
-                                              inputs)
+        tiled_runner, tiled_fn, tiled_args = windowed_synth(
+            be, stages.SYNTH.checkpoint_for(be.name, path, bench.cache_dir), inputs)
         tiled = bench.reference(("synth-own", be.label, bench.model_size, seconds, TILED),
-                                lambda: be.to_numpy(tiled_fn(*tiled_args)).reshape(-1))
+                                lambda: tiled_runner.outputs(tiled_fn(*tiled_args)).reshape(-1))
         bench.record_parity(parity.tensor_metrics(tiled, audio), reference=f"{backend_name} {TILED}", check="tiles")
         return
     bench.reference(("synth-own", be.label, bench.model_size, seconds, TILED), lambda: audio)
 
-    def torch_reference():
-        if backend_name == "torch":
+    def torch_reference():  # torch on the CPU: a torch run on a device is compared with it, as the other stages do
+        if backend_name == "torch" and be.device == "cpu":
             return audio
-        ref_fn, ref_args = windowed_synth(get_backend("torch", "cpu"), path, inputs, tile)
-        return ref_fn(*ref_args).numpy().reshape(-1)
+        ref_runner, ref_fn, ref_args = windowed_synth(get_backend("torch", "cpu"), path, inputs, tile)
+        return ref_runner.outputs(ref_fn(*ref_args)).reshape(-1)
 
     ref = bench.reference(("synth", variant, bench.model_size, seconds), torch_reference)
     # spectral metrics need windows of >= 1200 samples: only the full-size rates give enough

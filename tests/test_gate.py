@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rvc_bench import gate, stats, store
+from rvc_bench import gate, stats, store, tolerances
 
 THRESHOLD = gate.DEFAULT_MAX_SLOWDOWN
 
@@ -28,7 +28,8 @@ def test_parity_bound_comes_from_the_table_and_fails_below_it():
     ok = gate.evaluate(run_with([1.0] * 5, [1.0] * 5, snr=75).frame(), None)
     bad = gate.evaluate(run_with([1.0] * 5, [1.0] * 5, snr=42).frame(), None)
     assert statuses(ok, "parity") == [gate.OK] and statuses(bad, "parity") == [gate.FAIL]
-    assert "snr_db = 42 (bound snr_db >= 60)" in bad[0].detail
+    bound = tolerances.bound("synth", tolerances.BENCHMARK, "snr_db")
+    assert f"snr_db = 42 (bound snr_db >= {bound:g})" in bad[0].detail
     assert gate.exit_status(bad) == 1 and gate.exit_status(ok) == 0
 
 

@@ -169,20 +169,27 @@ def to_mlx(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def load_torch(path: str | os.PathLike, device: str = "cpu"):
-    """The torch Synthesizer (eval) of a voice .pth, on `device`."""
+def load_torch(path: str | os.PathLike, device: str = "cpu", tile_frames: int | None = None):
+    """The torch Synthesizer (eval) of a voice .pth, on `device`; tile_frames: the decoder's time tiles (tiling.py;
+    None: one pass)."""
     from rvc_bench.synth import model_torch
 
     state, cfg = read(path)
-    return model_torch.load(state, cfg, str(path)).to(device)
+    model = model_torch.load(state, cfg, str(path)).to(device)
+    model.tile_frames = tile_frames
+    return model
 
 
-def load_mlx(path: str | os.PathLike):
-    """The MLX Synthesizer of a voice .pth or of a converted .safetensors (convert_file)."""
+def load_mlx(path: str | os.PathLike, tile_frames: int | None | str = "auto"):
+    """The MLX Synthesizer of a voice .pth or of a converted .safetensors (convert_file); tile_frames: the decoder's
+    time tiles (tiling.py; None: one pass; "auto": the MLX default, tiles on the CPU device only)."""
     from rvc_bench.synth import model_mlx
 
     weights, cfg = converted.mlx_weights(path, STAGE, SynthConfig, read, to_mlx)
-    return model_mlx.load(weights, cfg, str(path))
+    model = model_mlx.load(weights, cfg, str(path))
+    if tile_frames != "auto":
+        model.tile_frames = tile_frames
+    return model
 
 
 def convert_file(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
