@@ -18,7 +18,7 @@ import pandas as pd
 
 from rvc_bench import results, stats, tolerances
 from rvc_bench import store as run_store
-from rvc_bench.backends import REFERENCES
+from rvc_bench.names import REFERENCES
 
 OK, FAIL, UNDECIDED = "ok", "FAIL", "cannot decide"
 EXIT = {OK: 0, FAIL: 1, UNDECIDED: 3}

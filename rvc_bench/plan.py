@@ -15,7 +15,7 @@ from typing import Callable
 
 from rvc_bench import blas, machine, measure
 from rvc_bench.audio import MIN_SECONDS
-from rvc_bench.backends import BACKENDS
+from rvc_bench.names import BACKENDS
 
 SUITES = ("mel", "rmvpe", "hubert", "synth", "pipeline")  # benchmark suites: each stage, then the whole conversion
 MODEL_SIZES = ("full", "tiny")

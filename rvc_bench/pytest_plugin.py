@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from rvc_bench import blas, fixtures, machine, measure, plan, tolerances
-from rvc_bench.backends import BACKENDS, REFERENCES, BackendError, get_backend
+from rvc_bench.backends import BackendError, get_backend
+from rvc_bench.names import BACKENDS, REFERENCES
 from rvc_bench.store import Run, git_state
 
 _SESSION = pytest.StashKey["BenchSession"]()

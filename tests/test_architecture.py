@@ -136,3 +136,17 @@ def test_a_fresh_process_benchmark_holds_only_its_framework(backend, framework):
     nodeid = f"suites/test_bench_rmvpe.py::test_bench_rmvpe[0.5s-{backend}]"
     probe = measure.run_probe(nodeid, ["--lengths", "0.5", "--model-size", "tiny", "--backends", backend])
     assert probe["frameworks"] == [framework], json.dumps(probe)
+
+
+def test_functions_and_modules_stay_short():
+    """Readable units (issue 24): no function of the package over 79 lines, no module over 400 lines but the model
+    twins (one file per stage per framework, which read alike side by side)."""
+    long_functions, long_modules = [], []
+    for name, path in modules().items():
+        text = path.read_text()
+        if text.count("\n") > 400 and not path.stem.startswith("model_"):
+            long_modules.append(f"{name} ({text.count(chr(10))} lines)")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 79:
+                long_functions.append(f"{name}.{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long_modules and not long_functions, f"modules: {long_modules}; functions: {long_functions}"

@@ -415,3 +415,26 @@ def test_an_unjudged_older_pipeline_row_is_judged_by_todays_table(tmp_path):
     snr = tolerances.bounds("pipeline")["snr_db"]
     assert len(summary) == 1 and f"FAIL: mlx snr_db 5.75 (bound {snr.op} {snr.bound:g})" in summary[0]
     assert "pass" not in summary[0]
+
+
+def test_a_failing_pitch_row_says_how_many_frames_were_ties(tmp_path):
+    """Hand-made rows: MLX's 1 min pipeline with 3 frames apart, 2 of them ties by the reference's margin; the
+    summary's FAIL says so, and a row that did not count ties says nothing about them."""
+    from rvc_bench import tolerances
+
+    run = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
+    b = tolerances.bounds("pipeline")["frames_apart"]
+    for seconds, tied in ((60.0, 2.0), (300.0, None)):
+        for backend in ("torch", "mlx"):
+            _rows(run, "pipeline", "v2-40k", backend, seconds, seconds / 5, 2**30, 2**30)
+        common = dict(stage="pipeline", variant="v2-40k", backend="mlx", device="cpu", device_name="cpu",
+                      dtype="float32", audio_seconds=seconds, unit="", reference="torch")
+        run.add(**common, metric="parity.frames_apart", value=3.0, bound=b.bound, bound_op=b.op, within_bound=False)
+        if tied is not None:
+            run.add(**common, metric="parity.frames_apart_tied", value=tied)
+    run.flush(tmp_path, "pipeline")
+    rows = [line for line in sections(files.generate(tmp_path).text)["Summary"].splitlines()
+            if line.startswith("| Full pipeline")]
+    assert len(rows) == 2
+    assert "frames_apart 3.00 (bound <= 0, 2.00 of them pitch ties at float32)" in rows[0]
+    assert "FAIL: mlx frames_apart 3.00 (bound <= 0)" in rows[1] and "ties" not in rows[1]

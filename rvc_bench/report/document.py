@@ -15,7 +15,7 @@ from rvc_bench.report.formatting import (RUN, TITLES, col, describe_machine, fmt
                                          table)
 from rvc_bench.report.query import Section, pub, sections_of, select
 from rvc_bench.report.sections import FigureSpec, figures_of, machine_section
-from rvc_bench.report.summary import runs_section, summary
+from rvc_bench.report.summary import runs_section, summary, ties_of
 
 
 @dataclass
@@ -53,14 +53,15 @@ def backend_parity(sec: Section, stage: str, variant: str, seconds: float, backe
     if backend == results.REFERENCE_BACKEND:
         return "reference"
     par = sec.parity_of(stage, variant, seconds, backend, device)
-    tied = par[par.metric == "frames_apart_tied"].value
-    par = par[par.within_bound.notna()]
-    if par.empty:
+    bounded = par[par.within_bound.notna()]
+    if bounded.empty:
         return "no bounded parity value"
-    bad = par[~par.within_bound.astype(bool)]
-    ties = f" ({sig(tied.iloc[0])} of the frames apart are pitch ties at float32)" if len(tied) else ""
-    return f"pass ({len(par)} of {len(par)})" if bad.empty else \
-        "FAIL: " + "; ".join(f"{r.metric} {sig(r.value)}" for r in bad.itertuples()) + ties
+    bad = bounded[~bounded.within_bound.astype(bool)]
+    if bad.empty:
+        return f"pass ({len(bounded)} of {len(bounded)})"
+    ties = ties_of(par, backend).removeprefix(", ")
+    return "FAIL: " + "; ".join(f"{r.metric} {sig(r.value)}" + (f" ({ties})" if ties and r.metric == "frames_apart"
+                                                                else "") for r in bad.itertuples())
 
 
 def original_backends(measured: list, pubs: pd.DataFrame) -> list[dict]:

@@ -14,15 +14,23 @@ from rvc_bench.report.query import GRID, Section, select
 from rvc_bench.report.tables import measurement_cells
 
 
+def ties_of(par: pd.DataFrame, backend: str) -> str:
+    """", N of them pitch ties" after a failing frames_apart, where the row counted its ties (parity.TIE_MARGIN):
+    frames the reference decided by less than float32 moves its salience, not a divergence of the port."""
+    tied = select(par, metric="frames_apart_tied", backend=backend).value
+    return f", {sig(tied.iloc[0])} of them pitch ties at float32" if len(tied) else ""
+
+
 def parity_verdict(sec: Section, stage: str, variant: str, seconds: float) -> str:
     par = sec.parity_of(stage, variant, seconds)
-    par = par[par.within_bound.notna()]
-    if par.empty:
+    bounded = par[par.within_bound.notna()]
+    if bounded.empty:
         return "no bounded parity value"
-    bad = par[~par.within_bound.astype(bool)]
+    bad = bounded[~bounded.within_bound.astype(bool)]
     if bad.empty:
-        return f"pass ({len(par)} of {len(par)} within bounds)"
-    return "FAIL: " + "; ".join(f"{r.backend} {r.metric} {sig(r.value)} (bound {r.bound_op} {exact(r.bound)})"
+        return f"pass ({len(bounded)} of {len(bounded)} within bounds)"
+    return "FAIL: " + "; ".join(f"{r.backend} {r.metric} {sig(r.value)} (bound {r.bound_op} {exact(r.bound)}"
+                                + (ties_of(par, r.backend) if r.metric == "frames_apart" else "") + ")"
                                 for r in bad.itertuples())
 
 
