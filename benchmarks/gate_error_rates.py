@@ -39,14 +39,31 @@ PLANTED = 1.3
 THRESHOLDS = (1.05, 1.10, 1.15, 1.20, 1.25)
 
 
-def measure(store: Path, runs: int, stages: str, lengths: str, model_size: str, rounds: int | None,
-            backends: str) -> list[float]:
+def measure(
+    store: Path, runs: int, stages: str, lengths: str, model_size: str, rounds: int | None, backends: str
+) -> list[float]:
     """Make the runs; return the machine's 1-minute load average after each."""
     loads = []
     for i in range(runs):
-        cmd = [sys.executable, "-m", "rvc_bench.cli", "run", "--model-size", model_size, "--stages", stages,
-               "--lengths", lengths, "--backends", backends, "--store", str(store), "--no-report",
-               "--machine-label", "gate-aa"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "rvc_bench.cli",
+            "run",
+            "--model-size",
+            model_size,
+            "--stages",
+            stages,
+            "--lengths",
+            lengths,
+            "--backends",
+            backends,
+            "--store",
+            str(store),
+            "--no-report",
+            "--machine-label",
+            "gate-aa",
+        ]
         cmd += ["--rounds", str(rounds)] if rounds else []
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -69,7 +86,7 @@ def pairs(order: list[str], k: int) -> list[tuple[list[str], list[str]]]:
     ... against i+1, i+3, ...), as an A/B job measuring base and head alternately would."""
     if k == 1:
         return [([a], [b]) for a, b in zip(order, order[1:])]
-    return [(order[i:i + 2 * k:2], order[i + 1:i + 2 * k:2]) for i in range(len(order) - 2 * k + 1)]
+    return [(order[i : i + 2 * k : 2], order[i + 1 : i + 2 * k : 2]) for i in range(len(order) - 2 * k + 1)]
 
 
 def aa_rows(store: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -83,15 +100,23 @@ def drift(store: Path) -> pd.DataFrame:
     """How much one benchmark's median moves from one same-commit run to the next (5th / 50th / 95th percentile
     of the ratio later / earlier), per backend: the noise a speed gate has to see through."""
     rows, order = aa_rows(store)
-    med = rows[rows.metric == "time_warm"].groupby(["run_id", "test"]).agg(value=("value", "median"),
-                                                                           backend=("backend", "first"))
+    med = (
+        rows[rows.metric == "time_warm"]
+        .groupby(["run_id", "test"])
+        .agg(value=("value", "median"), backend=("backend", "first"))
+    )
     out = []
     for backend, grp in med.groupby("backend"):
         table = grp.value.unstack("test").reindex(order)
         ratios = (table.shift(-1) / table).iloc[:-1].to_numpy().ravel()
         ratios = ratios[np.isfinite(ratios)]
-        out.append({"backend": backend, "run-to-run ratios": len(ratios),
-                    **{f"p{q}": f"×{np.percentile(ratios, q):.2f}" for q in (5, 50, 95)}})
+        out.append(
+            {
+                "backend": backend,
+                "run-to-run ratios": len(ratios),
+                **{f"p{q}": f"×{np.percentile(ratios, q):.2f}" for q in (5, 50, 95)},
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -116,8 +141,14 @@ def rates(store: Path, k: int) -> pd.DataFrame:
             tally["det_rel"] += [c.status == gate.FAIL for c in planted_rel]
             tally["det_all"].append(all(c.status == gate.FAIL for c in planted_time + planted_rel))
             tally["undecided"] += [c.status == gate.UNDECIDED for c in aa + det]
-        out.append({"runs per side": k, "threshold": threshold, "comparisons": len(pairs(order, k)),
-                    **{name: f"{sum(v)}/{len(v)} = {sum(v) / len(v):.1%}" if v else "–" for name, v in tally.items()}})
+        out.append(
+            {
+                "runs per side": k,
+                "threshold": threshold,
+                "comparisons": len(pairs(order, k)),
+                **{name: f"{sum(v)}/{len(v)} = {sum(v) / len(v):.1%}" if v else "–" for name, v in tally.items()},
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -131,14 +162,26 @@ def main(argv=None) -> int:
     p.add_argument("--backends", default="torch,mlx", help="the planted slowdown is MLX's (default torch,mlx)")
     p.add_argument("--rounds", type=int, default=None, help="default: rvc-bench run's default")
     p.add_argument("--no-measure", action="store_true", help="only compute rates from --store")
-    p.add_argument("--runs-per-side", type=int, nargs="+", default=[1, 3],
-                   help="runs on each side of a comparison (default: 1 and 3)")
-    p.add_argument("-o", "--output", default=str(Path(__file__).with_suffix(".md")),
-                   help="markdown file for the results (default: benchmarks/gate_error_rates.md)")
+    p.add_argument(
+        "--runs-per-side",
+        type=int,
+        nargs="+",
+        default=[1, 3],
+        help="runs on each side of a comparison (default: 1 and 3)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        default=str(Path(__file__).with_suffix(".md")),
+        help="markdown file for the results (default: benchmarks/gate_error_rates.md)",
+    )
     args = p.parse_args(argv)
     store = Path(args.store)
-    loads = None if args.no_measure else measure(store, args.runs, args.stages, args.lengths, args.model_size,
-                                                  args.rounds, args.backends)
+    loads = (
+        None
+        if args.no_measure
+        else measure(store, args.runs, args.stages, args.lengths, args.model_size, args.rounds, args.backends)
+    )
     rows, order = aa_rows(store)
     commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
     info = machine.machine_info()
@@ -149,8 +192,12 @@ def main(argv=None) -> int:
         f"{info.get('machine')}; commit `{commit}`; {len(order)} same-commit runs of `rvc-bench run --model-size "
         f"{args.model_size} --stages {args.stages} --lengths {args.lengths} --backends {args.backends}` (rounds: "
         f"{args.rounds or 'the default'}, default warm-up); "
-        + (f"1-minute load average after each run: {min(loads):.1f} to {max(loads):.1f} (median "
-           f"{np.median(loads):.1f}).\n" if loads else "load not recorded (rates from an earlier store).\n"),
+        + (
+            f"1-minute load average after each run: {min(loads):.1f} to {max(loads):.1f} (median "
+            f"{np.median(loads):.1f}).\n"
+            if loads
+            else "load not recorded (rates from an earlier store).\n"
+        ),
         f"A/A: same-commit runs compared as the gate compares them, at each `--max-slowdown` threshold: one run "
         f"against the previous one, or k runs against the k interleaved with them (relative checks: each run's own "
         f"MLX/PyTorch ratio). Detection: the same comparisons with every MLX round of the later side ×{PLANTED}. "
@@ -158,7 +205,8 @@ def main(argv=None) -> int:
         "one); det_*: planted slowdowns caught (all = every planted check of the comparison). Goals: at most 5 % "
         "false alarms per check, at least 95 % of planted slowdowns caught.\n",
         "Run-to-run drift of each benchmark's median (ratio of consecutive same-commit runs):\n",
-        drift(store).to_markdown(index=False) + "\n"]
+        drift(store).to_markdown(index=False) + "\n",
+    ]
     for k in args.runs_per_side:
         parts += [f"## {k} run(s) a side\n", rates(store, k).to_markdown(index=False) + "\n"]
     text = "\n".join(parts)

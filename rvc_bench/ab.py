@@ -41,8 +41,10 @@ from rvc_bench.plan import Plan, counts_text
 SIDES = gate.SIDES
 RUN_ID = re.compile(r"-(base|head)(\d+)$")
 # Each commit's own code says which environment each backend's process gets (its BLAS preload for MLX).
-ENV_PROBE = ("import json, sys\nfrom rvc_bench import blas\n"
-             "print(json.dumps({b: blas.process_env(b, sys.argv[1]) for b in sys.argv[2:]}))")
+ENV_PROBE = (
+    "import json, sys\nfrom rvc_bench import blas\n"
+    "print(json.dumps({b: blas.process_env(b, sys.argv[1]) for b in sys.argv[2:]}))"
+)
 
 
 class AbError(ValueError):
@@ -101,8 +103,9 @@ def toplevel(folder: Path) -> Path:
     try:
         return Path(git(folder, "rev-parse", "--show-toplevel"))
     except AbError:
-        raise AbError(f"{folder} is not inside a git repository: run rvc-bench ab in a checkout of the project") \
-            from None
+        raise AbError(
+            f"{folder} is not inside a git repository: run rvc-bench ab in a checkout of the project"
+        ) from None
 
 
 def describe(repo: Path, name: str, ref: str) -> Side:
@@ -162,8 +165,14 @@ def choose_environments(sides: list[Side], envs_dir: Path) -> None:
 def process_envs(side: Side, opts: Options, cache: Path) -> dict[str, dict]:
     """Each backend's process environment, computed by the commit's own rvc_bench.blas in its own environment."""
     env = {**os.environ, "PYTHONPATH": str(side.tree), "RVC_BENCH_CACHE": str(cache)}
-    proc = subprocess.run([side.python, "-c", ENV_PROBE, opts.plan.mlx_blas, *opts.plan.backends], cwd=side.tree,
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [side.python, "-c", ENV_PROBE, opts.plan.mlx_blas, *opts.plan.backends],
+        cwd=side.tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if proc.returncode != 0:
         raise SideFailed(f"its benchmark processes cannot be prepared: {_last_line(proc.stderr)}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -194,20 +203,33 @@ def measure(sides: list[Side], opts: Options, store: Path, comparison: str) -> N
         started_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         plan = opts.plan.replace(stages=tuple(side.stages), store=str(store))
         suites = [side.tree / "suites" / f"test_bench_{s}.py" for s in side.stages]
-        for out in runner.run_backends(plan, suites, side.envs, run_id, started_at, python=side.python,
-                                       cwd=side.tree, capture=True):
+        for out in runner.run_backends(
+            plan, suites, side.envs, run_id, started_at, python=side.python, cwd=side.tree, capture=True
+        ):
             step += 1
-            print(f"rvc-bench ab [{step}/{total}] {name} {side.short} run {i}, {out.backend}: "
-                  f"{_last_line(out.stdout)} ({out.seconds:.0f} s)", flush=True)
+            print(
+                f"rvc-bench ab [{step}/{total}] {name} {side.short} run {i}, {out.backend}: "
+                f"{_last_line(out.stdout)} ({out.seconds:.0f} s)",
+                flush=True,
+            )
             if not out.finished:
                 print((out.stdout + out.stderr)[-4000:], file=sys.stderr)
-                side.failure = (f"its {out.backend} benchmark process (run {run_id}) exited with status "
-                                f"{out.returncode}: {_last_line(out.stderr or out.stdout)}")
+                side.failure = (
+                    f"its {out.backend} benchmark process (run {run_id}) exited with status "
+                    f"{out.returncode}: {_last_line(out.stderr or out.stdout)}"
+                )
                 return
         for folder in store.glob(f"machine=*/run={run_id}"):  # the plan, where the commit's plugin put the run
-            run_store.write_run_plan(store, folder.parent.name.removeprefix("machine="), run_id, started_at, {
-                **plan.stored(), "ab": {"comparison": comparison, "side": name, "commit": side.commit,
-                                        "ref": side.ref}})
+            run_store.write_run_plan(
+                store,
+                folder.parent.name.removeprefix("machine="),
+                run_id,
+                started_at,
+                {
+                    **plan.stored(),
+                    "ab": {"comparison": comparison, "side": name, "commit": side.commit, "ref": side.ref},
+                },
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,8 +254,14 @@ def _outcomes(runs: dict, side: str) -> dict[str, list[str]]:
     return out
 
 
-def judge(store: Path, comparison: str, sides: list[Side], table: tolerances.Table, max_slowdown: float,
-          speed_checks: str = "all") -> tuple[list[gate.Check], list[str], str]:
+def judge(
+    store: Path,
+    comparison: str,
+    sides: list[Side],
+    table: tolerances.Table,
+    max_slowdown: float,
+    speed_checks: str = "all",
+) -> tuple[list[gate.Check], list[str], str]:
     """(checks, notes, machine id) of one comparison: this job's runs read back from the store, judged by the gate
     against head's tolerance table."""
     st = run_store.read(store)
@@ -242,12 +270,24 @@ def judge(store: Path, comparison: str, sides: list[Side], table: tolerances.Tab
     side_of = rows.run_id.str.extract(RUN_ID, expand=True)[0]
     head_rows = rows[side_of == "head"]
     machine = head_rows.machine_id.iloc[0] if len(head_rows) else (rows.machine_id.iloc[0] if len(rows) else "")
-    planned = {s: {t for r, info in runs.items() if RUN_ID.search(r).group(1) == s
-                   for part in info.parts.values() for t in part.get("tests", [])} for s in SIDES}
+    planned = {
+        s: {
+            t
+            for r, info in runs.items()
+            if RUN_ID.search(r).group(1) == s
+            for part in info.parts.values()
+            for t in part.get("tests", [])
+        }
+        for s in SIDES
+    }
     # Both sides ran here, in this job: one machine, even if the two commits derive its id differently.
-    job = gate.Sides(rows=rows.assign(machine_id=machine), side_of=side_of, planned=planned,
-                     failures={side.name: (side.short, side.failure) for side in sides},
-                     outcomes={s: _outcomes(runs, s) for s in SIDES})
+    job = gate.Sides(
+        rows=rows.assign(machine_id=machine),
+        side_of=side_of,
+        planned=planned,
+        failures={side.name: (side.short, side.failure) for side in sides},
+        outcomes={s: _outcomes(runs, s) for s in SIDES},
+    )
     checks, notes = gate.compare_sides(job, table, max_slowdown, speed_checks, st.problems)
     return checks, notes, machine
 
@@ -255,23 +295,34 @@ def judge(store: Path, comparison: str, sides: list[Side], table: tolerances.Tab
 VERDICT = {0: "pass", 1: "REGRESSION", 3: "cannot decide"}
 
 
-def summary(sides: list[Side], opts: Options, comparison: str, machine: str, checks: list[gate.Check],
-            notes: list[str], kept: str) -> str:
+def summary(
+    sides: list[Side],
+    opts: Options,
+    comparison: str,
+    machine: str,
+    checks: list[gate.Check],
+    notes: list[str],
+    kept: str,
+) -> str:
     base, head = sides
     plan = opts.plan
     status = gate.exit_status(checks)
     counts = {s: sum(c.status == s for c in checks) for s in (gate.OK, gate.FAIL, gate.UNDECIDED)}
     lines = [
-        f"## rvc-bench ab: {VERDICT[status]} (exit status {status})", "",
+        f"## rvc-bench ab: {VERDICT[status]} (exit status {status})",
+        "",
         f"base `{base.short}` ({base.ref}: {base.subject}) against head `{head.short}` ({head.ref}: "
-        f"{head.subject}), measured alternately on machine `{machine or 'unknown'}` in one job.", "",
+        f"{head.subject}), measured alternately on machine `{machine or 'unknown'}` in one job.",
+        "",
         f"{plan.model_size} models; stages {', '.join(plan.stages)}; {plan.lengths_text} s of audio; backends "
         f"{', '.join(f'{b} (device {plan.device(b)})' for b in plan.backends)}; "
         f"{opts.repeats} runs a side in ABBA order, each {counts_text(plan.rounds)} rounds + "
         f"{counts_text(plan.warmup)} warm-up; speed gated "
         f"on {'absolute times and ' if opts.speed == 'all' else ''}backend/PyTorch ratios; "
-        f"environments: base {base.environment}, head {head.environment}; comparison `{comparison}` ({kept}).", "",
-        f"gate: {counts[gate.OK]} passed, {counts[gate.FAIL]} failed, {counts[gate.UNDECIDED]} cannot decide", "",
+        f"environments: base {base.environment}, head {head.environment}; comparison `{comparison}` ({kept}).",
+        "",
+        f"gate: {counts[gate.OK]} passed, {counts[gate.FAIL]} failed, {counts[gate.UNDECIDED]} cannot decide",
+        "",
         gate.render(checks, opts.max_slowdown).rstrip(),
     ]
     if notes:
@@ -311,14 +362,19 @@ def run(opts: Options) -> int:
     repo = toplevel(Path.cwd())
     sides = [describe(repo, "base", opts.base), describe(repo, "head", opts.head)]
     if opts.head == "HEAD" and git(repo, "status", "--porcelain", "--untracked-files=no"):
-        print(f"rvc-bench ab: note: uncommitted changes are not measured (head is commit {sides[1].short})",
-              file=sys.stderr)
+        print(
+            f"rvc-bench ab: note: uncommitted changes are not measured (head is commit {sides[1].short})",
+            file=sys.stderr,
+        )
     cache = Path(os.environ.get("RVC_BENCH_CACHE") or repo / "fixtures" / "cache").resolve()
     comparison = uuid.uuid4().hex[:8]
     store = Path(opts.plan.store or tempfile.mkdtemp(prefix="rvc-bench-ab-store-")).resolve()
     kept = f"runs kept in {store}" if opts.plan.store else "runs discarded: pass --store DIR to keep them"
-    print(f"rvc-bench ab {comparison}: base {sides[0].short} ({opts.base}) against head {sides[1].short} "
-          f"({opts.head}), {opts.repeats} runs each, alternating; fixture cache {cache}", flush=True)
+    print(
+        f"rvc-bench ab {comparison}: base {sides[0].short} ({opts.base}) against head {sides[1].short} "
+        f"({opts.head}), {opts.repeats} runs each, alternating; fixture cache {cache}",
+        flush=True,
+    )
     try:
         with worktrees(repo, sides):
             table = head_table(sides[1])

@@ -53,10 +53,12 @@ def _float_in(low: float, high: float, closed_low: bool):
 
 def _add_run(sub) -> None:
     store = str(PROJECT / "reports" / "store")
-    run_options = plan.parent(lambda add: plan.add_run_options(add, backends=None, store=store),
-                              plan.add_stage_option, plan.add_blas_option)
-    r = sub.add_parser("run", parents=[run_options],
-                       help="run the benchmark suites into the store, then regenerate the report")
+    run_options = plan.parent(
+        lambda add: plan.add_run_options(add, backends=None, store=store), plan.add_stage_option, plan.add_blas_option
+    )
+    r = sub.add_parser(
+        "run", parents=[run_options], help="run the benchmark suites into the store, then regenerate the report"
+    )
     r.add_argument("--report", default=None, help=f"report to write (default {DEFAULT_REPORT}, replaced each run)")
     r.add_argument("--no-report", action="store_true")
     r.add_argument("--force", action="store_true", help="replace an existing --report file")
@@ -66,26 +68,40 @@ def _add_run(sub) -> None:
 def _add_report(sub) -> None:
     rep = sub.add_parser("report", help="regenerate the benchmarks document from the store alone")
     rep.add_argument("--store", default="reports/store")
-    rep.add_argument("-o", "--output", default=None,
-                     help=f"report to write (default {DEFAULT_REPORT_CWD}, replaced each time); figures go beside it")
+    rep.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help=f"report to write (default {DEFAULT_REPORT_CWD}, replaced each time); figures go beside it",
+    )
     rep.add_argument("--force", action="store_true", help="replace an existing -o file (and its figures)")
-    rep.add_argument("--check", action="store_true",
-                     help="write nothing; exit 1 if the -o file differs from what the store generates")
+    rep.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if the -o file differs from what the store generates",
+    )
     rep.set_defaults(command="report")
 
 
 def _max_slowdown(parser, what: str) -> None:
     from rvc_bench.gate import DEFAULT_MAX_SLOWDOWN
 
-    parser.add_argument("--max-slowdown", type=_float_in(1, math.inf, closed_low=True), default=DEFAULT_MAX_SLOWDOWN,
-                        help=f"ratio of medians ({what}), >= 1, beyond which a significant change counts as a "
-                        f"slowdown (default {DEFAULT_MAX_SLOWDOWN})")
+    parser.add_argument(
+        "--max-slowdown",
+        type=_float_in(1, math.inf, closed_low=True),
+        default=DEFAULT_MAX_SLOWDOWN,
+        help=f"ratio of medians ({what}), >= 1, beyond which a significant change counts as a "
+        f"slowdown (default {DEFAULT_MAX_SLOWDOWN})",
+    )
 
 
 def _add_gate(sub) -> None:
-    g = sub.add_parser("gate", help="fail on parity outside its bounds or a significant slowdown against a baseline",
-                       description="Exit status: 0 all checks pass, 1 a check failed, 2 bad input, 3 a speed "
-                       "comparison cannot be decided (fewer than 3 rounds on a side) and nothing failed.")
+    g = sub.add_parser(
+        "gate",
+        help="fail on parity outside its bounds or a significant slowdown against a baseline",
+        description="Exit status: 0 all checks pass, 1 a check failed, 2 bad input, 3 a speed "
+        "comparison cannot be decided (fewer than 3 rounds on a side) and nothing failed.",
+    )
     g.add_argument("--store", default="reports/store")
     g.add_argument("--candidate", default=None, help="run id (prefix) to judge (default: newest rows of --store)")
     g.add_argument("--baseline", default=None, help="run id (prefix) to compare speed against")
@@ -95,40 +111,70 @@ def _add_gate(sub) -> None:
 
 
 def _add_ab(sub) -> None:
-    run_options = plan.parent(lambda add: plan.add_run_options(add, backends="torch,mlx", store=None),
-                              plan.add_stage_option, plan.add_blas_option)
-    a = sub.add_parser("ab", parents=[run_options],
-                       help="measure two commits alternately on this machine, then gate head against base",
-                       description="Checks BASE and HEAD out into temporary worktrees, runs the chosen benchmarks of "
-                       "each (its own suites, in an environment that satisfies its own dependencies) alternately, "
-                       "--repeats runs a side in ABBA order, into one store (--store; default: a temporary store, "
-                       "removed), then gates: parity on both sides against head's tolerance table, speed of head "
-                       "against base from this job only. Exit status: 0 pass, 1 regression, 2 bad input, 3 cannot "
-                       "decide (n too small, or base could not be measured).")
+    run_options = plan.parent(
+        lambda add: plan.add_run_options(add, backends="torch,mlx", store=None),
+        plan.add_stage_option,
+        plan.add_blas_option,
+    )
+    a = sub.add_parser(
+        "ab",
+        parents=[run_options],
+        help="measure two commits alternately on this machine, then gate head against base",
+        description="Checks BASE and HEAD out into temporary worktrees, runs the chosen benchmarks of "
+        "each (its own suites, in an environment that satisfies its own dependencies) alternately, "
+        "--repeats runs a side in ABBA order, into one store (--store; default: a temporary store, "
+        "removed), then gates: parity on both sides against head's tolerance table, speed of head "
+        "against base from this job only. Exit status: 0 pass, 1 regression, 2 bad input, 3 cannot "
+        "decide (n too small, or base could not be measured).",
+    )
     a.add_argument("base", help="the commit to compare against (any git revision: origin/main, a sha, HEAD~1)")
-    a.add_argument("head", nargs="?", default="HEAD", help="the candidate (default HEAD: the checkout's commit; "
-                   "uncommitted changes are not measured)")
-    a.add_argument("--repeats", type=_int_at_least(1), default=3,
-                   help="runs of each commit, alternating (default 3: the fewest that can decide the per-run "
-                   "backend/PyTorch ratio check)")
+    a.add_argument(
+        "head",
+        nargs="?",
+        default="HEAD",
+        help="the candidate (default HEAD: the checkout's commit; uncommitted changes are not measured)",
+    )
+    a.add_argument(
+        "--repeats",
+        type=_int_at_least(1),
+        default=3,
+        help="runs of each commit, alternating (default 3: the fewest that can decide the per-run "
+        "backend/PyTorch ratio check)",
+    )
     _max_slowdown(a, "head / base")
-    a.add_argument("--speed", choices=("all", "relative"), default="all",
-                   help="what decides speed: all (absolute times and backend/PyTorch ratios, default) or relative "
-                   "(the ratios only; for a shared runner, where the times are shown but not gated)")
-    a.add_argument("--summary", default=None, help="also write the markdown summary to this file (it is always "
-                   "printed, and appended to $GITHUB_STEP_SUMMARY when that is set)")
+    a.add_argument(
+        "--speed",
+        choices=("all", "relative"),
+        default="all",
+        help="what decides speed: all (absolute times and backend/PyTorch ratios, default) or relative "
+        "(the ratios only; for a shared runner, where the times are shown but not gated)",
+    )
+    a.add_argument(
+        "--summary",
+        default=None,
+        help="also write the markdown summary to this file (it is always "
+        "printed, and appended to $GITHUB_STEP_SUMMARY when that is set)",
+    )
     a.add_argument("--force", action="store_true", help="replace an existing --summary file")
     a.set_defaults(command="ab")
 
 
 def _add_convert_and_doctor(sub) -> None:
-    c = sub.add_parser("convert", help="convert rmvpe.pt, hubert_base.pt (or a Hugging Face ContentVec folder) or a "
-                       "voice .pth to MLX safetensors")
+    c = sub.add_parser(
+        "convert",
+        help="convert rmvpe.pt, hubert_base.pt (or a Hugging Face ContentVec folder) or a "
+        "voice .pth to MLX safetensors",
+    )
     c.add_argument("checkpoint", help="the upstream file (a folder: Hugging Face config.json + weights)")
-    c.add_argument("-o", "--output", default=None, help="output .safetensors (default: the checkpoint's name with "
-                   ".safetensors)")
-    c.add_argument("--kind", choices=("auto", "rmvpe", "hubert", "synth"), default="auto",
-                   help="the checkpoint's stage (default: recognised from its structure)")
+    c.add_argument(
+        "-o", "--output", default=None, help="output .safetensors (default: the checkpoint's name with .safetensors)"
+    )
+    c.add_argument(
+        "--kind",
+        choices=("auto", "rmvpe", "hubert", "synth"),
+        default="auto",
+        help="the checkpoint's stage (default: recognised from its structure)",
+    )
     c.add_argument("--force", action="store_true", help="replace an existing output file")
     c.set_defaults(command="convert")
 
@@ -137,27 +183,50 @@ def _add_convert_and_doctor(sub) -> None:
 
 
 def _add_infer(sub) -> None:
-    i = sub.add_parser("infer", parents=[plan.parent(plan.add_device_options, plan.add_blas_option)],
-                       help="convert an audio file with an RVC voice model (whole pipeline, one backend)",
-                       description="RVC conversion as the WebUI's vc_single does it (RMVPE pitch, fp32 windows). The "
-                       "input is read as upstream's ffmpeg loader reads it: downmixed to mono with ffmpeg's weights "
-                       "((L+R)/sqrt 2 for stereo) and resampled to 16 kHz with ffmpeg's default resampler.")
-    i.add_argument("voice", help="RVC voice model .pth (MLX also takes a .safetensors from `rvc-bench convert`; ONNX "
-                   "Runtime exports it once into the fixture cache)")
-    i.add_argument("input", help="audio file: wav, flac, ogg (anything libsndfile reads), any sample rate, 1 to "
-                   f"{MAX_CHANNELS} channels, int or float samples")
-    i.add_argument("-o", "--output", required=True,
-                   help="output .wav or .flac (16-bit PCM: RVC's int16 result as it is) or .ogg (Vorbis)")
+    i = sub.add_parser(
+        "infer",
+        parents=[plan.parent(plan.add_device_options, plan.add_blas_option)],
+        help="convert an audio file with an RVC voice model (whole pipeline, one backend)",
+        description="RVC conversion as the WebUI's vc_single does it (RMVPE pitch, fp32 windows). The "
+        "input is read as upstream's ffmpeg loader reads it: downmixed to mono with ffmpeg's weights "
+        "((L+R)/sqrt 2 for stereo) and resampled to 16 kHz with ffmpeg's default resampler.",
+    )
+    i.add_argument(
+        "voice",
+        help="RVC voice model .pth (MLX also takes a .safetensors from `rvc-bench convert`; ONNX "
+        "Runtime exports it once into the fixture cache)",
+    )
+    i.add_argument(
+        "input",
+        help="audio file: wav, flac, ogg (anything libsndfile reads), any sample rate, 1 to "
+        f"{MAX_CHANNELS} channels, int or float samples",
+    )
+    i.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output .wav or .flac (16-bit PCM: RVC's int16 result as it is) or .ogg (Vorbis)",
+    )
     i.add_argument("--force", action="store_true", help="replace an existing output file")
     i.add_argument("--backend", choices=("torch", "mlx", "onnx"), default="torch")
     i.add_argument("--index", default=None, help="the voice's added_IVF*_Flat_nprobe_1_*.index (needs faiss-cpu)")
-    i.add_argument("--hubert", default=None, help="the content encoder: hubert_base.pt or a Hugging Face ContentVec "
-                   "folder (required, unless --synthetic-models)")
-    i.add_argument("--rmvpe", default=None, help="rmvpe.pt or the same keys in a .safetensors (required by voices "
-                   "with pitch, unless --synthetic-models)")
-    i.add_argument("--synthetic-models", action="store_true",
-                   help="use seeded random HuBERT/RMVPE checkpoints (generated into the fixture cache) for those "
-                   "not given: for timing and tests; the output is not a conversion")
+    i.add_argument(
+        "--hubert",
+        default=None,
+        help="the content encoder: hubert_base.pt or a Hugging Face ContentVec "
+        "folder (required, unless --synthetic-models)",
+    )
+    i.add_argument(
+        "--rmvpe",
+        default=None,
+        help="rmvpe.pt or the same keys in a .safetensors (required by voices with pitch, unless --synthetic-models)",
+    )
+    i.add_argument(
+        "--synthetic-models",
+        action="store_true",
+        help="use seeded random HuBERT/RMVPE checkpoints (generated into the fixture cache) for those "
+        "not given: for timing and tests; the output is not a conversion",
+    )
     _add_conversion_options(i)
     i.add_argument("--model-size", choices=plan.MODEL_SIZES, default="full", help=argparse.SUPPRESS)  # tests
     i.set_defaults(command="infer")
@@ -167,20 +236,37 @@ def _add_conversion_options(i) -> None:
     """RVC's own conversion settings (rvc_bench.pipeline.Options)."""
     i.add_argument("--f0-up-key", type=int, default=0, help="transpose in semitones (default 0)")
     i.add_argument("--index-rate", type=float, default=0.75, help="retrieval blend 0..1 (default 0.75)")
-    i.add_argument("--protect", type=float, default=0.33, help="protect unvoiced frames 0..0.5 (0.5: off; default 0.33)")
+    i.add_argument(
+        "--protect", type=float, default=0.33, help="protect unvoiced frames 0..0.5 (0.5: off; default 0.33)"
+    )
     i.add_argument("--rms-mix-rate", type=float, default=0.25, help="loudness envelope mix 0..1 (1: off; default 0.25)")
     i.add_argument("--sid", type=_int_at_least(0), default=0, help="speaker id (default 0)")
-    i.add_argument("--tile-frames", type=_int_at_least(0), default=None,
-                   help="synthesizer decoder tiles, in 10 ms frames (0: one pass; default: tiles on the MLX CPU)")
+    i.add_argument(
+        "--tile-frames",
+        type=_int_at_least(0),
+        default=None,
+        help="synthesizer decoder tiles, in 10 ms frames (0: one pass; default: tiles on the MLX CPU)",
+    )
     noise = i.add_mutually_exclusive_group()
-    noise.add_argument("--seed", type=_int_at_least(0), default=None,
-                       help="draw the synthesis noise in numpy from this seed (same output on both backends); "
-                       "default: each backend's own unseeded noise, as RVC")
-    noise.add_argument("--deterministic", action="store_true",
-                       help="zero synthesis noise (reproducible, same on both backends; not what RVC outputs)")
-    i.add_argument("--resample-sr", type=_int_at_least(0), default=0,
-                   help="output sample rate in Hz, >= 16000 (default 0: the voice's rate); resampled with the "
-                   "input's resampler (ffmpeg's), not librosa's soxr_hq as upstream")
+    noise.add_argument(
+        "--seed",
+        type=_int_at_least(0),
+        default=None,
+        help="draw the synthesis noise in numpy from this seed (same output on both backends); "
+        "default: each backend's own unseeded noise, as RVC",
+    )
+    noise.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="zero synthesis noise (reproducible, same on both backends; not what RVC outputs)",
+    )
+    i.add_argument(
+        "--resample-sr",
+        type=_int_at_least(0),
+        default=0,
+        help="output sample rate in Hz, >= 16000 (default 0: the voice's rate); resampled with the "
+        "input's resampler (ffmpeg's), not librosa's soxr_hq as upstream",
+    )
 
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:

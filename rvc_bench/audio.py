@@ -49,18 +49,45 @@ def validate(x: np.ndarray, what: str = "audio", sr: int = SAMPLE_RATE) -> np.nd
 # Mono downmix as ffmpeg does it (upstream decodes with `ffmpeg -ac 1 -ar 16000 -f f32le`): libswresample's default
 # matrix with float output, which is not normalised: front left/right 1/sqrt(2) each (so a stereo file's mono is
 # (L + R) / sqrt(2), not the mean), centre 1, LFE 0, back and side channels 1/2 each.
-_CHANNEL_WEIGHTS = {"FL": 0.5 ** 0.5, "FR": 0.5 ** 0.5, "FC": 1.0, "LFE": 0.0,
-                    "BL": 0.5, "BR": 0.5, "BC": 0.5, "SL": 0.5, "SR": 0.5}
+_CHANNEL_WEIGHTS = {
+    "FL": 0.5**0.5,
+    "FR": 0.5**0.5,
+    "FC": 1.0,
+    "LFE": 0.0,
+    "BL": 0.5,
+    "BR": 0.5,
+    "BC": 0.5,
+    "SL": 0.5,
+    "SR": 0.5,
+}
 # The channel order ffmpeg assumes for 3 to 8 channels, by container: FLAC and Vorbis define one per count; for WAV
 # and other containers ffmpeg takes its default layout for the count (a WAV channel mask naming another layout is not
 # read here). Mono is FC, stereo FL FR everywhere.
 _LAYOUTS = {
-    "FLAC": ("FL FR FC", "FL FR BL BR", "FL FR FC BL BR", "FL FR FC LFE BL BR", "FL FR FC LFE BC SL SR",
-             "FL FR FC LFE BL BR SL SR"),
-    "OGG": ("FL FC FR", "FL FR BL BR", "FL FC FR BL BR", "FL FC FR BL BR LFE", "FL FC FR SL SR BC LFE",
-            "FL FC FR SL SR BL BR LFE"),
-    "default": ("FL FR LFE", "FL FR FC BC", "FL FR FC SL SR", "FL FR FC LFE SL SR", "FL FR FC LFE BC SL SR",
-                "FL FR FC LFE BL BR SL SR"),
+    "FLAC": (
+        "FL FR FC",
+        "FL FR BL BR",
+        "FL FR FC BL BR",
+        "FL FR FC LFE BL BR",
+        "FL FR FC LFE BC SL SR",
+        "FL FR FC LFE BL BR SL SR",
+    ),
+    "OGG": (
+        "FL FC FR",
+        "FL FR BL BR",
+        "FL FC FR BL BR",
+        "FL FC FR BL BR LFE",
+        "FL FC FR SL SR BC LFE",
+        "FL FC FR SL SR BL BR LFE",
+    ),
+    "default": (
+        "FL FR LFE",
+        "FL FR FC BC",
+        "FL FR FC SL SR",
+        "FL FR FC LFE SL SR",
+        "FL FR FC LFE BC SL SR",
+        "FL FR FC LFE BL BR SL SR",
+    ),
 }
 MAX_CHANNELS = 8
 
@@ -74,7 +101,7 @@ def downmix_weights(channels: int, container: str = "WAV") -> np.ndarray:
     if channels == 1:
         return np.ones(1)
     if channels == 2:
-        return np.full(2, 0.5 ** 0.5)
+        return np.full(2, 0.5**0.5)
     layout = _LAYOUTS.get(container, _LAYOUTS["default"])[channels - 3]
     return np.array([_CHANNEL_WEIGHTS[name] for name in layout.split()])
 
@@ -103,12 +130,12 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     h /= h[::up].sum() * up  # resample_poly multiplies by up
     n, n_out = x.size, -(-x.size * up // down)
     head = down * -(-taps // down)  # whole periods of `down`, so that output k lands on input k * down / up
-    start = x[1:taps + 1][::-1]
-    end = x[::-1][:(min(n, taps) + 1) // 2]
+    start = x[1 : taps + 1][::-1]
+    end = x[::-1][: (min(n, taps) + 1) // 2]
     xp = np.concatenate([np.zeros(head - start.size), start, x, end, np.zeros(taps + down)])
     y = signal.resample_poly(xp, up, down, window=h, padtype="constant")
     k0 = head * up // down
-    return y[k0:k0 + n_out].astype(np.float32)
+    return y[k0 : k0 + n_out].astype(np.float32)
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, str]:
@@ -137,8 +164,9 @@ def output_format(path: str | Path) -> tuple[str, str]:
     """(format, subtype) for an output file, from its extension; anything else is an error (checked up front)."""
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
-        raise AudioError(f"{path}: unsupported output format {suffix or '(no extension)'!r}: "
-                         f"use {', '.join(OUTPUT_FORMATS)}")
+        raise AudioError(
+            f"{path}: unsupported output format {suffix or '(no extension)'!r}: use {', '.join(OUTPUT_FORMATS)}"
+        )
     return OUTPUT_FORMATS[suffix]
 
 

@@ -12,15 +12,26 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from rvc_bench import blas
-from rvc_bench.machine import (ONNX_PROVIDERS, available_reason, cpu_model, mlx_devices, mlx_has_cuda, nvidia_gpus,
-                               onnx_devices, ram_bytes, torch_devices)
+from rvc_bench.machine import (
+    ONNX_PROVIDERS,
+    available_reason,
+    cpu_model,
+    mlx_devices,
+    mlx_has_cuda,
+    nvidia_gpus,
+    onnx_devices,
+    ram_bytes,
+    torch_devices,
+)
 from rvc_bench.names import BACKENDS, REFERENCES  # noqa: F401 (REFERENCES: re-exported for the measuring code)
+
 TORCH_DEVICES = ("mps", "cuda", "cpu")
 MLX_DEVICES = ("gpu", "cpu")
 ONNX_DEVICES = tuple(ONNX_PROVIDERS)  # coreml, cuda, cpu
@@ -72,8 +83,9 @@ class Backend:
     # subclasses: from_numpy, to_numpy, sync, reset_peak_memory, peak_memory, describe
 
 
-def choose_device(backend: str, shown: str, device: str | None, known: tuple[str, ...],
-                  available: tuple[str, ...]) -> str:
+def choose_device(
+    backend: str, shown: str, device: str | None, known: tuple[str, ...], available: tuple[str, ...]
+) -> str:
     """`device`, or for None/"auto" the first of `known` (preference order) that is available; an unknown or
     unavailable device is an error, never a silent fallback."""
     if device in (None, "auto"):
@@ -93,8 +105,10 @@ class TorchBackend(Backend):
         device = choose_device("torch", "torch", device, TORCH_DEVICES, torch_devices())
         super().__init__("torch", device)
         self.dev = torch.device(device)
-        self.memory_source = {"cuda": "torch.cuda.max_memory_allocated",
-                              "mps": "torch.mps.current_allocated_memory (sampled every 2 ms)"}.get(device, "")
+        self.memory_source = {
+            "cuda": "torch.cuda.max_memory_allocated",
+            "mps": "torch.mps.current_allocated_memory (sampled every 2 ms)",
+        }.get(device, "")
         self._samplers: dict[str, _Sampler] = {}
         self._extra: dict[str, float] = {}
 
@@ -124,8 +138,10 @@ class TorchBackend(Backend):
         elif self.device == "mps":
             # MPS has no peak API: sample live tensors and the driver's total (allocator pools, MPSGraph) instead.
             mps = self.torch.mps
-            self._samplers = {"current": _Sampler(mps.current_allocated_memory),
-                              "driver": _Sampler(mps.driver_allocated_memory)}
+            self._samplers = {
+                "current": _Sampler(mps.current_allocated_memory),
+                "driver": _Sampler(mps.driver_allocated_memory),
+            }
             for sampler in self._samplers.values():
                 sampler.start()
 
@@ -147,8 +163,12 @@ class TorchBackend(Backend):
 
     def describe(self) -> dict:
         torch = self.torch
-        info = {"backend": "torch", "device": self.device, "torch_version": torch.__version__,
-                "torch_threads": torch.get_num_threads()}
+        info = {
+            "backend": "torch",
+            "device": self.device,
+            "torch_version": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        }
         if self.device == "cuda":
             info["device_name"] = torch.cuda.get_device_name()
             info["cuda_version"] = torch.version.cuda
@@ -260,8 +280,10 @@ class OnnxBackend(Backend):
         would run the whole session on the CPU provider instead."""
         session = self.ort.InferenceSession(os.fspath(path), self.session_options(), providers=self.providers)
         if session.get_providers()[0] != self.provider:
-            raise BackendError(f"onnxruntime could not start {self.provider} for {path} "
-                               f"(the session has {', '.join(session.get_providers())})")
+            raise BackendError(
+                f"onnxruntime could not start {self.provider} for {path} "
+                f"(the session has {', '.join(session.get_providers())})"
+            )
         return session
 
     @staticmethod
@@ -296,9 +318,15 @@ class OnnxBackend(Backend):
         return {}
 
     def describe(self) -> dict:
-        info = {"backend": "onnx", "device": self.device, "onnx_version": self.ort.__version__,
-                "onnx_providers": ",".join(self.providers), "onnx_intra_op_threads": self.threads,
-                "onnx_graph_optimization": ONNX_GRAPH_OPTIMIZATION, "onnx_execution_mode": "sequential"}
+        info = {
+            "backend": "onnx",
+            "device": self.device,
+            "onnx_version": self.ort.__version__,
+            "onnx_providers": ",".join(self.providers),
+            "onnx_intra_op_threads": self.threads,
+            "onnx_graph_optimization": ONNX_GRAPH_OPTIMIZATION,
+            "onnx_execution_mode": "sequential",
+        }
         if self.device == "cuda":
             info["device_name"] = (nvidia_gpus() or ["NVIDIA GPU"])[0]
             info["onnx_cuda_version"] = getattr(self.ort, "cuda_version", "")

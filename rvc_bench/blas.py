@@ -29,8 +29,12 @@ MARKER = "RVC_BENCH_MLX_BLAS"  # set in a process started with our preload: says
 # MKL's threading layer: INTEL uses libiomp5 from the intel-openmp wheel that mkl depends on. (GNU would need the
 # system's libgomp.so.1, which a fresh machine may lack: MKL then aborts the process.)
 MKL_ENV = {"MKL_THREADING_LAYER": "INTEL"}
-SYSTEM_OPENBLAS = ("/usr/lib/x86_64-linux-gnu/libopenblas.so.0", "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
-                   "/usr/lib64/libopenblas.so.0", "/usr/lib/libopenblas.so.0")
+SYSTEM_OPENBLAS = (
+    "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
+    "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
+    "/usr/lib64/libopenblas.so.0",
+    "/usr/lib/libopenblas.so.0",
+)
 PROBE_N = 512  # sgemm probe size: milliseconds with a real BLAS, ~0.1 s with the reference one
 
 
@@ -91,8 +95,9 @@ def select(choice: str) -> Preload | None:
     if choice == "mkl" and mkl is None:
         raise BlasError("--mlx-blas mkl: the mkl wheel is not installed (pip install mkl; Linux x86_64 only)")
     if choice == "openblas" and openblas is None:
-        raise BlasError("--mlx-blas openblas: no system OpenBLAS found "
-                        "(Debian/Ubuntu: apt-get install libopenblas0-pthread)")
+        raise BlasError(
+            "--mlx-blas openblas: no system OpenBLAS found (Debian/Ubuntu: apt-get install libopenblas0-pthread)"
+        )
     if choice in ("auto", "mkl") and mkl is not None:
         return Preload("mkl", mkl, dict(MKL_ENV))
     if choice in ("auto", "openblas") and openblas is not None:
@@ -184,8 +189,12 @@ def name_library(path: str) -> str:
 
 
 def _mkl_threading(libs: list[str]) -> str:
-    layers = {"libmkl_intel_thread": "INTEL", "libmkl_gnu_thread": "GNU", "libmkl_tbb_thread": "TBB",
-              "libmkl_sequential": "SEQUENTIAL"}
+    layers = {
+        "libmkl_intel_thread": "INTEL",
+        "libmkl_gnu_thread": "GNU",
+        "libmkl_tbb_thread": "TBB",
+        "libmkl_sequential": "SEQUENTIAL",
+    }
     found = [v for k, v in layers.items() if any(os.path.basename(p).startswith(k) for p in libs)]
     return ", ".join(found) or "not loaded yet"
 
@@ -202,8 +211,9 @@ def mlx_blas_in_process() -> tuple[str, str]:
         if name.startswith("MKL"):
             name += f", {_mkl_threading(mapped_libraries())} threading"
         return name + ", preloaded", path
-    bundled = next((p for p in mapped_libraries() if "mlx_cpu.libs" in p and os.path.basename(p).startswith("libblas")),
-                   None)
+    bundled = next(
+        (p for p in mapped_libraries() if "mlx_cpu.libs" in p and os.path.basename(p).startswith("libblas")), None
+    )
     if bundled is None:
         return "unknown", ""
     inner = global_symbol_file("sgemm_")  # the bundled CBLAS wrapper calls sgemm_, which a preload may replace

@@ -10,8 +10,9 @@ import pickletools
 import re
 import warnings
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -23,10 +24,15 @@ from rvc_bench.layout import CheckpointError, check_shapes
 # annotations. Each is replaced by an inert stand-in registered under its real name, for our loads only.
 _OMEGACONF_CONTAINERS = ("omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig")
 _OMEGACONF_NODES = tuple(f"omegaconf.nodes.{n}Node" for n in ("Any", "String", "Integer", "Float", "Boolean", "Bytes"))
-_OBJECTS = ("omegaconf.base.Metadata", "omegaconf.base.ContainerMetadata", "argparse.Namespace",
-            "fairseq.data.dictionary.Dictionary")
+_OBJECTS = (
+    "omegaconf.base.Metadata",
+    "omegaconf.base.ContainerMetadata",
+    "argparse.Namespace",
+    "fairseq.data.dictionary.Dictionary",
+)
 _TYPES = ("typing.Any", "typing.Dict", "typing.List") + tuple(
-    f"builtins.{t}" for t in ("dict", "list", "int", "float", "str", "bool", "bytes"))
+    f"builtins.{t}" for t in ("dict", "list", "int", "float", "str", "bool", "bytes")
+)
 MAX_DEPTH = 64  # nesting a checkpoint may have (real ones: < 10); deeper is refused, not recursed into
 _TENSOR_DTYPES = ("float16", "bfloat16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
 
@@ -73,18 +79,27 @@ def _stand_in(real_name: str, base: type) -> tuple[type, str]:
     return cls, real_name
 
 
-_STAND_INS = ([_stand_in(n, _OmegaContainer) for n in _OMEGACONF_CONTAINERS]
-              + [_stand_in(n, _OmegaNode) for n in _OMEGACONF_NODES]
-              + [_stand_in(n, _StandIn) for n in _OBJECTS + _TYPES]
-              + [_stand_in("collections.defaultdict", _DefaultDict)])
+_STAND_INS = (
+    [_stand_in(n, _OmegaContainer) for n in _OMEGACONF_CONTAINERS]
+    + [_stand_in(n, _OmegaNode) for n in _OMEGACONF_NODES]
+    + [_stand_in(n, _StandIn) for n in _OBJECTS + _TYPES]
+    + [_stand_in("collections.defaultdict", _DefaultDict)]
+)
 
 
 def _check_tensor(t, where: str) -> None:
     """A dense CPU tensor of a plain dtype and nothing else: no subclass, attributes, hooks, sparse or quantized."""
     import torch
 
-    if (type(t) not in (torch.Tensor, torch.nn.Parameter) or t.layout != torch.strided or t.device.type != "cpu"
-            or t.is_quantized or t.is_nested or vars(t) or t._backward_hooks):
+    if (
+        type(t) not in (torch.Tensor, torch.nn.Parameter)
+        or t.layout != torch.strided
+        or t.device.type != "cpu"
+        or t.is_quantized
+        or t.is_nested
+        or vars(t)
+        or t._backward_hooks
+    ):
         raise CheckpointError(f"{where}: not a plain dense CPU tensor ({type(t).__name__}, {t.layout})")
     if str(t.dtype).removeprefix("torch.") not in _TENSOR_DTYPES:
         raise CheckpointError(f"{where}: unsupported tensor dtype {t.dtype}")
@@ -150,11 +165,13 @@ def _refusal(err: BaseException) -> str:
     found = re.search(r"Unsupported operand (\d+)", text)
     if found:
         op = next((o.name for o in pickletools.opcodes if o.code == chr(int(found.group(1)))), None)
-        return (f"refusing to load it: pickle opcode {op} is not allowed" if op else
-                f"not a readable torch checkpoint (byte {int(found.group(1)):#04x} is no pickle opcode)")
+        return (
+            f"refusing to load it: pickle opcode {op} is not allowed"
+            if op
+            else f"not a readable torch checkpoint (byte {int(found.group(1)):#04x} is no pickle opcode)"
+        )
     parts = [p.strip() for p in text.split("\n\n") if p.strip()]
-    detail = next((p for p in reversed(parts) if not p.startswith(("Check the documentation", "Weights only"))),
-                  text)
+    detail = next((p for p in reversed(parts) if not p.startswith(("Check the documentation", "Weights only"))), text)
     return f"refusing to load it: {_first_line(detail)}"
 
 
@@ -181,8 +198,9 @@ def load_pickled(path: str | os.PathLike) -> Any:
     except pickle.UnpicklingError as err:
         raise CheckpointError(f"{path}: {_refusal(err)}") from None
     except Exception as err:  # an untrusted file can fail anywhere in the reader: one line, naming the file
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: {_first_line(err)})"
-                              ) from None
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint ({type(err).__name__}: {_first_line(err)})"
+        ) from None
     return _plain(obj, str(path))
 
 
@@ -203,7 +221,9 @@ def to_numpy_state(state: Any, what: str = "state dict") -> dict[str, np.ndarray
     return out
 
 
-def save_safetensors(path: str | os.PathLike, weights: Mapping[str, np.ndarray], metadata: Mapping[str, Any] | None = None) -> None:
+def save_safetensors(
+    path: str | os.PathLike, weights: Mapping[str, np.ndarray], metadata: Mapping[str, Any] | None = None
+) -> None:
     """MLX weights plus a JSON config in the safetensors header metadata; written atomically."""
     from safetensors.numpy import save
 
@@ -223,8 +243,9 @@ def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
         header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
         meta = json.loads((header.get("__metadata__") or {}).get("rvc_bench", "{}"))
     except Exception as err:  # an untrusted file can fail anywhere in the reader: one line, naming the file
-        raise CheckpointError(f"{path}: not a readable safetensors file ({type(err).__name__}: {_first_line(err)})"
-                              ) from None
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({type(err).__name__}: {_first_line(err)})"
+        ) from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: its rvc_bench metadata is not a JSON object")
     return weights, meta

@@ -1,4 +1,5 @@
-"""rvc-bench: run the suites into the store, regenerate the report, gate regressions (also of one commit\nagainst another, measured here), convert checkpoints, check the machine."""
+"""rvc-bench: run the suites into the store, regenerate the report, gate regressions (also of one commit
+against another, measured here), convert checkpoints, check the machine."""
 
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ def _check_weights_dir(folder: Path) -> None:
 
     if not folder.is_dir():
         raise UserError(f"--weights-dir {folder} is not a folder")
-    readers = {"rmvpe.pt": stages.RMVPE.convert.read,
-               "hubert_base.pt": lambda path: stages.HUBERT.convert.read(path, "full")}
+    readers = {
+        "rmvpe.pt": stages.RMVPE.convert.read,
+        "hubert_base.pt": lambda path: stages.HUBERT.convert.read(path, "full"),
+    }
     present = [name for name in readers if (folder / name).is_file()]
     if not present:
         raise UserError(f"--weights-dir {folder} holds neither {' nor '.join(readers)}")
@@ -138,8 +141,10 @@ def cmd_report(args) -> int:
         if args.check:
             problem = report.check(store, out)
             if problem:
-                print(f"rvc-bench report --check: {problem}; run `rvc-bench report` and commit the result",
-                      file=sys.stderr)
+                print(
+                    f"rvc-bench report --check: {problem}; run `rvc-bench report` and commit the result",
+                    file=sys.stderr,
+                )
                 return 1
             print(f"{out} is what the store generates")
             return 0
@@ -168,8 +173,10 @@ def cmd_gate(args) -> int:
     checks = gate.evaluate(candidate, baseline, args.max_slowdown, problems)
     print(gate.render(checks, args.max_slowdown), end="")
     counts = {status: sum(c.status == status for c in checks) for status in (gate.OK, gate.FAIL, gate.UNDECIDED)}
-    print(f"gate: {counts[gate.OK]} passed, {counts[gate.FAIL]} failed, {counts[gate.UNDECIDED]} cannot decide "
-          "(n too small)")
+    print(
+        f"gate: {counts[gate.OK]} passed, {counts[gate.FAIL]} failed, {counts[gate.UNDECIDED]} cannot decide "
+        "(n too small)"
+    )
     return gate.exit_status(checks)
 
 
@@ -189,9 +196,15 @@ def cmd_ab(args) -> int:
         check_folder(plan.store, "--store")
     if args.summary:
         check_output(args.summary, [], args.force)
-    opts = ab.Options(base=args.base, head=args.head, plan=plan, repeats=args.repeats,
-                      max_slowdown=args.max_slowdown, speed=args.speed,
-                      summary=Path(args.summary) if args.summary else None)
+    opts = ab.Options(
+        base=args.base,
+        head=args.head,
+        plan=plan,
+        repeats=args.repeats,
+        max_slowdown=args.max_slowdown,
+        speed=args.speed,
+        summary=Path(args.summary) if args.summary else None,
+    )
 
     def interrupt(signum, frame):  # a cancelled CI job: end like Ctrl-C, so the worktrees are removed
         raise KeyboardInterrupt
@@ -238,9 +251,11 @@ def cmd_doctor(args) -> int:
     from rvc_bench import machine as M
 
     versions = {name: M.framework_version(name) for name in M.FRAMEWORK_MODULES}
-    print(f"machine: {M.cpu_model()}, {os.cpu_count()} cores, {sys.platform} {os.uname().machine}, Python "
-          f"{sys.version.split()[0]}, torch {versions['torch'] or 'missing'}, mlx {versions['mlx'] or 'missing'}, "
-          f"onnxruntime {versions['onnx'] or 'missing'}")
+    print(
+        f"machine: {M.cpu_model()}, {os.cpu_count()} cores, {sys.platform} {os.uname().machine}, Python "
+        f"{sys.version.split()[0]}, torch {versions['torch'] or 'missing'}, mlx {versions['mlx'] or 'missing'}, "
+        f"onnxruntime {versions['onnx'] or 'missing'}"
+    )
     if versions["onnx"]:
         import onnxruntime
 
@@ -261,8 +276,10 @@ def cmd_doctor(args) -> int:
         _print_cpu_blas(probes)
         fixes += probes.fixes
     if "mps" in M.torch_devices():
-        print(f"PYTORCH_ENABLE_MPS_FALLBACK={os.environ.get('PYTORCH_ENABLE_MPS_FALLBACK', '0')} "
-              "(needed only by torch builds without MPS stft)")
+        print(
+            f"PYTORCH_ENABLE_MPS_FALLBACK={os.environ.get('PYTORCH_ENABLE_MPS_FALLBACK', '0')} "
+            "(needed only by torch builds without MPS stft)"
+        )
     if fixes:
         print("missing here, and the fix:")
         for what, fix in fixes:
@@ -274,16 +291,22 @@ def _print_cpu_blas(probes) -> None:
     from rvc_bench import machine as M
 
     print(f"CPU BLAS, fp32 {blas.PROBE_N}x{blas.PROBE_N} matmul (a loaded machine measures less):")
-    print(f"  torch:cpu                    {probes.torch['torch_cpu_sgemm_gflops']:7.1f} GFLOP/s  "
-          f"{probes.torch['torch_blas']}")
-    print(f"  mlx:cpu in this process      {probes.mlx_here['mlx_cpu_sgemm_gflops']:7.1f} GFLOP/s  "
-          f"{probes.mlx_here['mlx_cpu_blas']}")
+    print(
+        f"  torch:cpu                    {probes.torch['torch_cpu_sgemm_gflops']:7.1f} GFLOP/s  "
+        f"{probes.torch['torch_blas']}"
+    )
+    print(
+        f"  mlx:cpu in this process      {probes.mlx_here['mlx_cpu_sgemm_gflops']:7.1f} GFLOP/s  "
+        f"{probes.mlx_here['mlx_cpu_blas']}"
+    )
     if "cpu" in M.onnx_devices():
         print("  onnx:cpu                     ONNX Runtime's own MLAS kernels (no BLAS to choose, none preloaded)")
     if probes.mlx_run is not None:
         child = probes.mlx_run
-        print(f"  mlx:cpu in `rvc-bench run`   {child['mlx_cpu_sgemm_gflops']:7.1f} GFLOP/s  {child['mlx_cpu_blas']} "
-              f"({child['mlx_cpu_blas_path']}); also `rvc-bench infer --backend mlx`")
+        print(
+            f"  mlx:cpu in `rvc-bench run`   {child['mlx_cpu_sgemm_gflops']:7.1f} GFLOP/s  {child['mlx_cpu_blas']} "
+            f"({child['mlx_cpu_blas_path']}); also `rvc-bench infer --backend mlx`"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -295,8 +318,11 @@ def _synthetic_checkpoint(flag: str, stage, size: str) -> Path:
 
     cache = check_folder(fixtures.cache_dir(), "the fixture cache (RVC_BENCH_CACHE)")
     path = stage.checkpoint(cache, size)
-    print(f"rvc-bench infer: no {flag} given: using the synthetic {size}-size checkpoint {path} (random weights, "
-          f"generated into {cache})", file=sys.stderr)
+    print(
+        f"rvc-bench infer: no {flag} given: using the synthetic {size}-size checkpoint {path} (random weights, "
+        f"generated into {cache})",
+        file=sys.stderr,
+    )
     return path
 
 
@@ -316,8 +342,10 @@ def cmd_infer(args) -> int:
 
     keep_freed_memory()  # as the benchmarks run (rvc_bench.measure): each window reuses the last one's memory
     if args.hubert is None and not args.synthetic_models:  # random weights would make noise that looks like output
-        raise UserError("no --hubert: pass the content encoder (hubert_base.pt, or a Hugging Face ContentVec folder), "
-                        "or --synthetic-models to run on random synthetic weights (timing, tests)")
+        raise UserError(
+            "no --hubert: pass the content encoder (hubert_base.pt, or a Hugging Face ContentVec folder), "
+            "or --synthetic-models to run on random synthetic weights (timing, tests)"
+        )
     if args.backend == "mlx" and args.own_process and blas.MARKER not in os.environ:
         # LD_PRELOAD takes effect only at process start: restart this command once in MLX's BLAS environment (the
         # marker it sets stops a second restart). Never for torch (see rvc_bench/blas.py).
@@ -328,9 +356,16 @@ def cmd_infer(args) -> int:
         if blas.MARKER in env:
             os.execve(sys.executable, [sys.executable, "-m", "rvc_bench.cli", *sys.argv[1:]], env)
 
-    opts = pipeline.Options(f0_up_key=args.f0_up_key, index_rate=args.index_rate, protect=args.protect,
-                            rms_mix_rate=args.rms_mix_rate, sid=args.sid, seed=args.seed,
-                            deterministic=args.deterministic, resample_sr=args.resample_sr)
+    opts = pipeline.Options(
+        f0_up_key=args.f0_up_key,
+        index_rate=args.index_rate,
+        protect=args.protect,
+        rms_mix_rate=args.rms_mix_rate,
+        sid=args.sid,
+        seed=args.seed,
+        deterministic=args.deterministic,
+        resample_sr=args.resample_sr,
+    )
     try:
         opts.check()
         out = check_output(args.output, [args.voice, args.input, args.index, args.hubert, args.rmvpe], args.force)
@@ -350,14 +385,18 @@ def cmd_infer(args) -> int:
             models.synth.tile_frames = args.tile_frames
         embedder = read_metadata(args.voice).get("embedder_model", DEFAULT_EMBEDDER)
         if embedder != DEFAULT_EMBEDDER:  # the features must come from the encoder the voice was trained on
-            print(f"rvc-bench infer: note: {args.voice} was trained on {embedder!r} features (its embedder_model), "
-                  f"not ContentVec's: --hubert must be that encoder, or the conversion is wrong", file=sys.stderr)
+            print(
+                f"rvc-bench infer: note: {args.voice} was trained on {embedder!r} features (its embedder_model), "
+                f"not ContentVec's: --hubert must be that encoder, or the conversion is wrong",
+                file=sys.stderr,
+            )
         t0 = time.perf_counter()
         result = pipeline.convert(models, x, opts, index)
         seconds = time.perf_counter() - t0
         if not np.any(result.audio):
-            raise UserError(f"{args.voice}: converting {args.input} gave silence (every sample zero); "
-                            f"{out} not written")
+            raise UserError(
+                f"{args.voice}: converting {args.input} gave silence (every sample zero); {out} not written"
+            )
         audio.write_audio(out, result.audio, result.sr)  # the int16 samples RVC returns; atomic
     except (audio.AudioError, CheckpointError, retrieval.RetrievalError, pipeline.OptionError, BackendError) as err:
         raise UserError(str(err)) from None
@@ -366,16 +405,25 @@ def cmd_infer(args) -> int:
         ran += f" (onnxruntime {backend.ort.__version__}, {' + '.join(backend.providers)})"
     elif backend.device == "cpu":
         ran += f" (BLAS: {blas.mlx_blas_in_process()[0] if args.backend == 'mlx' else blas.torch_blas_in_process()})"
-    print(f"rvc-bench infer: converted {x.size / audio.SAMPLE_RATE:.2f} s ({source} -> {audio.SAMPLE_RATE} Hz mono) "
-          f"in {seconds:.2f} s on {ran} -> {out} ({result.sr} Hz, {result.seconds:.2f} s, "
-          f"{len(result.cuts) + 1} chunk(s))")
+    print(
+        f"rvc-bench infer: converted {x.size / audio.SAMPLE_RATE:.2f} s ({source} -> {audio.SAMPLE_RATE} Hz mono) "
+        f"in {seconds:.2f} s on {ran} -> {out} ({result.sr} Hz, {result.seconds:.2f} s, "
+        f"{len(result.cuts) + 1} chunk(s))"
+    )
     return 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "gate": cmd_gate, "ab": cmd_ab, "convert": cmd_convert,
-            "doctor": cmd_doctor, "infer": cmd_infer}
+COMMANDS = {
+    "run": cmd_run,
+    "report": cmd_report,
+    "gate": cmd_gate,
+    "ab": cmd_ab,
+    "convert": cmd_convert,
+    "doctor": cmd_doctor,
+    "infer": cmd_infer,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,8 +436,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rvc-bench: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # the disk said no (full, read-only, vanished folder): one line naming the file
-        print(f"rvc-bench: error: {err.filename or ''}{': ' if err.filename else ''}{err.strerror or err}",
-              file=sys.stderr)
+        print(
+            f"rvc-bench: error: {err.filename or ''}{': ' if err.filename else ''}{err.strerror or err}",
+            file=sys.stderr,
+        )
         return 1
 
 

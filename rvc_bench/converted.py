@@ -4,8 +4,9 @@ stage and holds its config, so it loads into the MLX twin without the upstream f
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -35,8 +36,13 @@ def read(path: str | os.PathLike, stage: str) -> tuple[dict[str, np.ndarray], di
     return weights, meta
 
 
-def mlx_weights(path: str | os.PathLike, stage: str, config_type: type,
-                read_upstream: Callable[[Path], tuple[dict, Any]], to_mlx: Callable[[dict], dict]) -> tuple[dict, Any]:
+def mlx_weights(
+    path: str | os.PathLike,
+    stage: str,
+    config_type: type,
+    read_upstream: Callable[[Path], tuple[dict, Any]],
+    to_mlx: Callable[[dict], dict],
+) -> tuple[dict, Any]:
     """(MLX weights, config) for a stage's load_mlx: from a converted file (config from its metadata), or from an
     upstream file read by the stage's `read_upstream(path) -> (state, config)` and laid out by its `to_mlx`."""
     found = read(path, stage)

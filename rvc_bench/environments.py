@@ -94,14 +94,18 @@ def cached_env(spec: list[str], envs_dir: Path) -> Path:
         if (folder / READY).is_file():
             return python
         shutil.rmtree(folder, ignore_errors=True)  # a half-built one from an interrupted install
-        print(f"rvc-bench ab: creating the environment {folder} ({len(spec)} requirements; once per dependency "
-              "spec)", flush=True)
+        print(
+            f"rvc-bench ab: creating the environment {folder} ({len(spec)} requirements; once per dependency spec)",
+            flush=True,
+        )
         venv.EnvBuilder(with_pip=True).create(folder)
         requirements = folder / "requirements.txt"
         requirements.write_text("".join(f"{line}\n" for line in spec))
         proc = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(requirements)])
         if proc.returncode != 0:
-            raise InstallError(f"installing {requirements} into {folder} failed (pip exited with status "
-                          f"{proc.returncode}; its output is above)")
+            raise InstallError(
+                f"installing {requirements} into {folder} failed (pip exited with status "
+                f"{proc.returncode}; its output is above)"
+            )
         (folder / READY).write_text(json.dumps({"spec": spec}, indent=1) + "\n")
     return python

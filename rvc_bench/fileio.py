@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 
 class OutputError(ValueError):
@@ -49,8 +49,9 @@ def _nearest_existing(path: Path) -> Path:
     return Path(path.anchor or ".")
 
 
-def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (), force: bool = False,
-                 flag: str = "--force") -> Path:
+def check_output(
+    path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (), force: bool = False, flag: str = "--force"
+) -> Path:
     """Refuse an output path that is an input, an existing file (unless `force`), not a regular file, or not
     writable. Returns the path. `flag` names the option that allows overwriting, for the message."""
     path = Path(path)

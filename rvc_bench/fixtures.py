@@ -79,4 +79,3 @@ def clip(seconds: float, seed: int = 0, directory: Path | None = None) -> Clip:
     np.savez(buf, audio=c.audio, f0=c.f0)
     atomic_write_bytes(path, buf.getvalue())
     return c
-

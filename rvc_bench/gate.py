@@ -61,14 +61,21 @@ def parity_checks(rows: pd.DataFrame, table: tolerances.Table | None = None) -> 
         subject = f"{r.stage}/{r.variant} {r.backend}({r.device}) {r.audio_seconds:g}s [{r.model_size}, run {r.run_id}]"
         if results.same_backend_reference(r.reference):
             if results.finite(r.bound):
-                checks.append(Check("parity", subject, f"{r.metric} = {r.value:.3g} (bound {r.metric} {r.bound_op} "
-                                    f"{r.bound:g} vs {r.reference})", OK if r.within_bound else FAIL))
+                checks.append(
+                    Check(
+                        "parity",
+                        subject,
+                        f"{r.metric} = {r.value:.3g} (bound {r.metric} {r.bound_op} {r.bound:g} vs {r.reference})",
+                        OK if r.within_bound else FAIL,
+                    )
+                )
             continue
         b = table.bounds(r.stage, tolerances.BENCHMARK, r.backend).get(r.metric)
         if b is None:
             continue
-        checks.append(Check("parity", subject, f"{r.metric} = {r.value:.3g} (bound {b})",
-                            OK if b.holds(r.value) else FAIL))
+        checks.append(
+            Check("parity", subject, f"{r.metric} = {r.value:.3g} (bound {b})", OK if b.holds(r.value) else FAIL)
+        )
     return checks
 
 
@@ -78,8 +85,10 @@ def _decision_check(kind: str, subject: str, d: stats.Decision) -> Check:
 
 
 def _subject(key: dict) -> str:
-    return (f"{key['stage']}/{key['variant']} {key['backend']}({key['device']}) {key['audio_seconds']:g}s "
-            f"[{key['model_size']}]")
+    return (
+        f"{key['stage']}/{key['variant']} {key['backend']}({key['device']}) {key['audio_seconds']:g}s "
+        f"[{key['model_size']}]"
+    )
 
 
 def compare_runs(base: pd.DataFrame, head: pd.DataFrame, max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> list[Check]:
@@ -95,14 +104,16 @@ def compare_runs(base: pd.DataFrame, head: pd.DataFrame, max_slowdown: float = D
         return {k: [r.value.to_numpy() for _, r in g.groupby("run_id")] for k, g in warm.groupby(key, sort=True)}
 
     old, new = samples(base), samples(head)
-    return [_decision_check("time", _subject(dict(zip(key, k))), stats.compare(old[k], new[k], max_slowdown))
-            for k in sorted(set(old) & set(new))]
+    return [
+        _decision_check("time", _subject(dict(zip(key, k))), stats.compare(old[k], new[k], max_slowdown))
+        for k in sorted(set(old) & set(new))
+    ]
 
 
-def relative_checks(base: pd.DataFrame, head: pd.DataFrame,
-                    max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> list[Check]:
+def relative_checks(base: pd.DataFrame, head: pd.DataFrame, max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> list[Check]:
     """Each run's backend/PyTorch time ratio (formed inside one run) compared between base and head: with one run
     a side, bootstrapped over both runs' rounds; with several, each run's ratio is one sample."""
+
     def ratios(rows: pd.DataFrame) -> dict:
         out = {}
         timed = results.lines(rows)
@@ -133,21 +144,29 @@ def select(store_dir, run_id: str | None) -> pd.DataFrame:
     build nobody checked."""
     st = run_store.read(store_dir)
     if st.problems:
-        raise GateError(f"unreadable store file in {store_dir}: {st.problems[0]} (fix or remove it; the gate will "
-                        "not judge the store around it)")
+        raise GateError(
+            f"unreadable store file in {store_dir}: {st.problems[0]} (fix or remove it; the gate will "
+            "not judge the store around it)"
+        )
     if st.rows.empty:
         raise GateError(f"no readable runs in {store_dir}")
     if run_id is None:
         return results.newest_rows(st.rows), st.problems
     ids = sorted(i for i in st.rows.run_id.unique() if i.startswith(run_id))
     if len(ids) != 1:
-        raise GateError(f"run id {run_id!r} matches {len(ids)} runs in {store_dir}"
-                        + (f": {', '.join(ids)}" if ids else ""))
+        raise GateError(
+            f"run id {run_id!r} matches {len(ids)} runs in {store_dir}" + (f": {', '.join(ids)}" if ids else "")
+        )
     return st.rows[st.rows.run_id == ids[0]], st.problems
 
 
-def evaluate(candidate: pd.DataFrame, baseline: pd.DataFrame | None, max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
-             problems: list[str] = (), table: tolerances.Table | None = None) -> list[Check]:
+def evaluate(
+    candidate: pd.DataFrame,
+    baseline: pd.DataFrame | None,
+    max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
+    problems: list[str] = (),
+    table: tolerances.Table | None = None,
+) -> list[Check]:
     checks = store_checks(problems)
     checks += parity_checks(candidate, table)
     if baseline is not None:
@@ -161,8 +180,10 @@ def render(checks: list[Check], max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> s
     df = pd.DataFrame([{"": c.status, "check": c.kind, "subject": c.subject, "detail": c.detail} for c in checks])
     rule = ""
     if any(c.kind in ("time", "relative") for c in checks):
-        rule = (f"\nspeed: x = new / old ratio of medians; slower = above x{max_slowdown:g} with its "
-                f"{stats.LEVEL:.0%} bootstrap interval above 1\n")
+        rule = (
+            f"\nspeed: x = new / old ratio of medians; slower = above x{max_slowdown:g} with its "
+            f"{stats.LEVEL:.0%} bootstrap interval above 1\n"
+        )
     return df.to_markdown(index=False) + "\n" + rule
 
 
@@ -191,21 +212,32 @@ def paired_parity_checks(rows: pd.DataFrame, side_of: pd.Series, table: toleranc
             continue
         worst = {s: _worst(v, b) if len(v) else None for s, v in by_side.items()}
         shown = {s: "not measured" if v is None else f"{v:.3g}" for s, v in worst.items()}
-        checks.append(Check("parity", f"{stage}/{variant} {backend}({device}) {seconds:g}s [{size}] {metric}",
-                            f"head {shown['head']}, base {shown['base']} (bound {b}; worst of each side's runs)",
-                            OK if b.holds(worst["head"]) else FAIL))
+        checks.append(
+            Check(
+                "parity",
+                f"{stage}/{variant} {backend}({device}) {seconds:g}s [{size}] {metric}",
+                f"head {shown['head']}, base {shown['base']} (bound {b}; worst of each side's runs)",
+                OK if b.holds(worst["head"]) else FAIL,
+            )
+        )
     return checks
 
 
-def side_checks(failures: dict[str, tuple[str, str | None]], outcomes: dict[str, dict[str, list[str]]]) \
-        -> tuple[list[Check], list[str]]:
+def side_checks(
+    failures: dict[str, tuple[str, str | None]], outcomes: dict[str, dict[str, list[str]]]
+) -> tuple[list[Check], list[str]]:
     """The runs themselves. failures: side -> (its short commit, why it could not be measured or None); outcomes:
     side -> {problem: the run numbers it happened in}. Head's are regressions; base's cannot decide (a side that
     could not be measured) or are notes (a failed benchmark only leaves its comparison undecided)."""
-    checks = [Check("run", f"{name} {short}", f"could not be measured: {failure}",
-                    FAIL if name == "head" else UNDECIDED) for name, (short, failure) in failures.items() if failure]
-    checks += [Check("run", f"head runs {', '.join(numbers)}", problem, FAIL)
-               for problem, numbers in outcomes.get("head", {}).items()]
+    checks = [
+        Check("run", f"{name} {short}", f"could not be measured: {failure}", FAIL if name == "head" else UNDECIDED)
+        for name, (short, failure) in failures.items()
+        if failure
+    ]
+    checks += [
+        Check("run", f"head runs {', '.join(numbers)}", problem, FAIL)
+        for problem, numbers in outcomes.get("head", {}).items()
+    ]
     notes = [f"base runs {', '.join(n)}: {p}" for p, n in outcomes.get("base", {}).items()]
     return checks, notes
 
@@ -239,6 +271,7 @@ class Sides:
     """What one `rvc-bench ab` job measured: its rows (machine id made one), each row's side, each side's planned
     tests, why a side could not be measured (side -> (short commit, failure or None)), and what went wrong in its
     runs (side -> {problem: run numbers})."""
+
     rows: pd.DataFrame
     side_of: pd.Series
     planned: dict[str, set[str]]
@@ -246,8 +279,13 @@ class Sides:
     outcomes: dict[str, dict[str, list[str]]]
 
 
-def compare_sides(job: Sides, table: tolerances.Table, max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
-                  speed: str = "all", problems: list[str] = ()) -> tuple[list[Check], list[str]]:
+def compare_sides(
+    job: Sides,
+    table: tolerances.Table,
+    max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
+    speed: str = "all",
+    problems: list[str] = (),
+) -> tuple[list[Check], list[str]]:
     """(checks, notes) of head against base: the store, the runs, parity against `table` (head's), speed (speed
     "relative": only the backend/PyTorch ratios decide, the absolute times become notes), and the benchmarks timed
     on one side only."""

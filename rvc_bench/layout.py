@@ -7,7 +7,7 @@ name tables and call these.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -48,8 +48,10 @@ def fold_weight_norm(g: np.ndarray, v: np.ndarray, dim: int) -> np.ndarray:
 
 # The two key styles torch writes for weight norm, as (g suffix, v suffix): legacy hooks and torch>=2.1
 # parametrizations.
-WEIGHT_NORM_STYLES = {"legacy": (".weight_g", ".weight_v"),
-                      "parametrizations": (".parametrizations.weight.original0", ".parametrizations.weight.original1")}
+WEIGHT_NORM_STYLES = {
+    "legacy": (".weight_g", ".weight_v"),
+    "parametrizations": (".parametrizations.weight.original0", ".parametrizations.weight.original1"),
+}
 
 
 def fold_weight_norms(state: Mapping[str, np.ndarray], dim_for: Callable[[str], int]) -> dict[str, np.ndarray]:
@@ -76,7 +78,9 @@ def fold_weight_norms(state: Mapping[str, np.ndarray], dim_for: Callable[[str], 
     return out
 
 
-def gru(weight_ih: np.ndarray, weight_hh: np.ndarray, bias_ih: np.ndarray, bias_hh: np.ndarray) -> dict[str, np.ndarray]:
+def gru(
+    weight_ih: np.ndarray, weight_hh: np.ndarray, bias_ih: np.ndarray, bias_hh: np.ndarray
+) -> dict[str, np.ndarray]:
     """One torch GRU direction -> mlx.nn.GRU parameters.
 
     Both use gate order (r, z, n). MLX folds the hidden bias of r and z into `b` and keeps the n-gate hidden bias
@@ -93,10 +97,14 @@ def check_shapes(expected: Mapping[str, tuple], got: Mapping[str, np.ndarray], w
     weight would turn the output into silence or noise, not an error). Errors name the key."""
     missing = sorted(set(expected) - set(got))
     if missing:
-        raise CheckpointError(f"{what}: missing key {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise CheckpointError(
+            f"{what}: missing key {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     extra = sorted(set(got) - set(expected))
     if extra:
-        raise CheckpointError(f"{what}: unexpected key {extra[0]!r}" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+        raise CheckpointError(
+            f"{what}: unexpected key {extra[0]!r}" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+        )
     for key, shape in expected.items():
         if tuple(got[key].shape) != tuple(shape):
             raise CheckpointError(f"{what}: key {key!r} has shape {tuple(got[key].shape)}, expected {tuple(shape)}")

@@ -1,8 +1,8 @@
 """What this machine is and has: CPU, memory, OS, library versions, available devices, and a stable machine id.
 
 Nothing here imports a framework except the device probes (`torch_devices`, `mlx_devices`, `onnx_devices`,
-`available_reason`), which import only the framework they ask about. Library versions come from package metadata, so recording a run's
-machine facts never loads torch or MLX into the process being measured.
+`available_reason`), which import only the framework they ask about. Library versions come from package
+metadata, so recording a run's machine facts never loads torch or MLX into the process being measured.
 """
 
 from __future__ import annotations
@@ -21,8 +21,18 @@ from importlib import metadata
 
 LABEL_ENV = "RVC_BENCH_MACHINE_LABEL"
 # Distributions whose versions every run records (read from metadata, never by importing them).
-LIBRARIES = ("numpy", "torch", "mlx", "mlx-metal", "mlx-cpu", "onnxruntime", "onnxruntime-gpu", "onnx", "onnxscript",
-             "pytest-benchmark")
+LIBRARIES = (
+    "numpy",
+    "torch",
+    "mlx",
+    "mlx-metal",
+    "mlx-cpu",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnx",
+    "onnxscript",
+    "pytest-benchmark",
+)
 # ONNX Runtime's devices are its execution providers, named like the other backends' devices.
 ONNX_PROVIDERS = {"coreml": "CoreMLExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
@@ -77,9 +87,11 @@ def available_devices(backend: str) -> tuple[str, ...]:
 # Diagnosis: one table, (backend, device) -> whether it runs here, why not, and the command that fixes it
 
 INSTALL = "pip install -e ."
-NOT_INSTALLED = {"torch": "torch is not installed",
-                 "mlx": "mlx is not installed (pip install 'mlx[cpu]' on Linux, 'mlx' on macOS arm64)",
-                 "onnx": "onnxruntime is not installed (pip install onnxruntime)"}
+NOT_INSTALLED = {
+    "torch": "torch is not installed",
+    "mlx": "mlx is not installed (pip install 'mlx[cpu]' on Linux, 'mlx' on macOS arm64)",
+    "onnx": "onnxruntime is not installed (pip install onnxruntime)",
+}
 FRAMEWORK_MODULES = {"torch": "torch", "mlx": "mlx.core", "onnx": "onnxruntime"}
 
 
@@ -117,9 +129,10 @@ def _torch_missing(device: str) -> tuple[str, str]:
     if device == "mps":
         if platform.system() != "Darwin":
             return f"MPS needs macOS on Apple Silicon (this is {host})", "none here: needs a Mac with Apple Silicon"
-        return ("torch.backends.mps.is_available() is False (macOS < 12.3 or a torch build without MPS)",
-                "pip install -U torch (MPS needs macOS >= 12.3)" if apple else "none here: needs a Mac with Apple "
-                "Silicon")
+        return (
+            "torch.backends.mps.is_available() is False (macOS < 12.3 or a torch build without MPS)",
+            "pip install -U torch (MPS needs macOS >= 12.3)" if apple else "none here: needs a Mac with Apple Silicon",
+        )
     reason = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
     if not nvidia:
         return reason, "none here: no NVIDIA GPU"
@@ -129,12 +142,17 @@ def _torch_missing(device: str) -> tuple[str, str]:
 def _mlx_missing(device: str) -> tuple[str, str]:
     host, apple, nvidia = _host()
     if platform.system() == "Darwin":
-        return ("MLX sees no Metal GPU (Intel Mac or a virtual machine without Metal)",
-                "none here: MLX sees no Metal GPU (a virtual machine?)" if apple else
-                "none here: needs a Mac with Apple Silicon")
+        return (
+            "MLX sees no Metal GPU (Intel Mac or a virtual machine without Metal)",
+            "none here: MLX sees no Metal GPU (a virtual machine?)"
+            if apple
+            else "none here: needs a Mac with Apple Silicon",
+        )
     reason = "this MLX build has no GPU backend (mlx[cpu]); install mlx[cuda12] on an NVIDIA machine"
-    return reason, "pip install -e '.[cuda]'" if nvidia else \
-        "none here: no NVIDIA GPU (Metal needs a Mac with Apple Silicon)"
+    return (
+        reason,
+        "pip install -e '.[cuda]'" if nvidia else "none here: no NVIDIA GPU (Metal needs a Mac with Apple Silicon)",
+    )
 
 
 def _onnx_missing(device: str) -> tuple[str, str]:
@@ -145,11 +163,16 @@ def _onnx_missing(device: str) -> tuple[str, str]:
     if device == "coreml":
         if platform.system() != "Darwin":
             return f"the CoreML execution provider needs macOS (this is {host})", "none here: needs macOS"
-        return (f"{build}; the CoreML provider ships in the macOS onnxruntime wheel",
-                "pip install -U onnxruntime (the macOS wheel has CoreML)")
-    return (f"{build}; CUDA needs the onnxruntime-gpu wheel (instead of onnxruntime) and an NVIDIA GPU",
-            "pip uninstall -y onnxruntime && pip install onnxruntime-gpu (one module, two wheels: never both)"
-            if nvidia else "none here: no NVIDIA GPU")
+        return (
+            f"{build}; the CoreML provider ships in the macOS onnxruntime wheel",
+            "pip install -U onnxruntime (the macOS wheel has CoreML)",
+        )
+    return (
+        f"{build}; CUDA needs the onnxruntime-gpu wheel (instead of onnxruntime) and an NVIDIA GPU",
+        "pip uninstall -y onnxruntime && pip install onnxruntime-gpu (one module, two wheels: never both)"
+        if nvidia
+        else "none here: no NVIDIA GPU",
+    )
 
 
 def diagnose(backend: str, device: str) -> Diagnosis:
@@ -178,8 +201,9 @@ def mlx_blas_child(choice: str) -> dict:
     from rvc_bench import blas
 
     code = "import json; from rvc_bench import blas; print(json.dumps(blas.mlx_cpu_blas()))"
-    proc = subprocess.run([sys.executable, "-c", code], env=blas.process_env("mlx", choice), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=blas.process_env("mlx", choice), capture_output=True, text=True, timeout=300
+    )
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"MLX does not start with --mlx-blas {choice} (broken install?): {tail}")
@@ -189,6 +213,7 @@ def mlx_blas_child(choice: str) -> dict:
 @dataclass(frozen=True)
 class CpuBlas:
     """The CPU BLAS each backend's process gets: sgemm GFLOP/s and library, here and in `rvc-bench run`."""
+
     torch: dict
     mlx_here: dict
     mlx_run: dict | None  # MLX's process with the preload `rvc-bench run` gives it; None: no preload
@@ -207,12 +232,20 @@ def cpu_blas() -> CpuBlas | None:
         child = mlx_blas_child("auto")
         if here["mlx_cpu_blas_path"] != child["mlx_cpu_blas_path"]:
             env = " ".join(f"{k}={v}" for k, v in {"LD_PRELOAD": preload.path, **preload.env}.items())
-            fixes.append(("MLX BLAS in `pytest suites/` run directly",
-                          f"{env} python -m pytest suites/ --benchmark-only --backends mlx "
-                          "(then --backends torch without it: the preload would replace torch's sgemm)"))
+            fixes.append(
+                (
+                    "MLX BLAS in `pytest suites/` run directly",
+                    f"{env} python -m pytest suites/ --benchmark-only --backends mlx "
+                    "(then --backends torch without it: the preload would replace torch's sgemm)",
+                )
+            )
     elif sys.platform.startswith("linux"):
-        fixes.append(("fast BLAS for MLX", "pip install mkl" if platform.machine() == "x86_64"
-                      else "apt-get install libopenblas0-pthread"))
+        fixes.append(
+            (
+                "fast BLAS for MLX",
+                "pip install mkl" if platform.machine() == "x86_64" else "apt-get install libopenblas0-pthread",
+            )
+        )
     return CpuBlas(torch_info, here, child, tuple(fixes))
 
 
@@ -268,9 +301,16 @@ def library_versions() -> dict[str, str | None]:
 def machine_info() -> dict:
     """Run-level metadata: host, OS, CPU, memory, GPUs, Python and library versions. Imports no framework."""
     info = {
-        "hostname": platform.node(), "system": platform.system(), "release": platform.release(),
-        "machine": platform.machine(), "cpu": cpu_model(), "cpu_count": os.cpu_count(), "ram_bytes": ram_bytes(),
-        "python": platform.python_version(), "gpus": nvidia_gpus(), "libraries": library_versions(),
+        "hostname": platform.node(),
+        "system": platform.system(),
+        "release": platform.release(),
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "ram_bytes": ram_bytes(),
+        "python": platform.python_version(),
+        "gpus": nvidia_gpus(),
+        "libraries": library_versions(),
     }
     if sys.platform == "darwin":
         info["macos"] = platform.mac_ver()[0]

@@ -16,9 +16,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rvc_bench.backends import Backend
 
@@ -48,14 +49,17 @@ def rounds_and_warmup(rounds, warmup, n_lengths: int) -> tuple[list[int], list[i
     r = per_length(rounds, n_lengths, 0, "--rounds")
     w = per_length(warmup, n_lengths, 0, "--warmup")
     if any(ri == 0 and wi > 0 for ri, wi in zip(r, w)):
-        raise ValueError(f"a length with 0 timed rounds (first call only) takes 0 warm-up rounds: --rounds {rounds} "
-                         f"--warmup {warmup}")
+        raise ValueError(
+            f"a length with 0 timed rounds (first call only) takes 0 warm-up rounds: --rounds {rounds} "
+            f"--warmup {warmup}"
+        )
     return r, w
 
 
 def compact(counts: list[int]) -> int | list[int]:
     """Per-length counts as stored in a run's options: one number when every length has the same."""
     return counts[0] if len(set(counts)) == 1 else counts
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Process memory: Linux has an exact, resettable high-water mark; elsewhere a sampling thread stands in.
@@ -129,7 +133,6 @@ def max_rss_bytes() -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
-
 # ---------------------------------------------------------------------------------------------------------------
 # The C heap. glibc's malloc hands blocks above 128 KiB back to the kernel when they are freed (mmap/munmap, heap
 # trimming), so each call of a stage page-faults its whole working set in again: on a Linux CPU that made torch's
@@ -158,8 +161,11 @@ def keep_freed_memory() -> str:
     """Tune glibc's malloc (Linux) to keep freed blocks for reuse; returns what the process's allocator now is."""
     libc = _glibc()
     m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt parameters (malloc.h)
-    if libc is not None and libc.mallopt(m_mmap_threshold, 2**30) == 1 and \
-            libc.mallopt(m_trim_threshold, 2**31 - 1) == 1:
+    if (
+        libc is not None
+        and libc.mallopt(m_mmap_threshold, 2**30) == 1
+        and libc.mallopt(m_trim_threshold, 2**31 - 1) == 1
+    ):
         return KEEP_FREED
     return "the platform's malloc (untuned)"
 
@@ -191,8 +197,9 @@ def cold_call(backend: Backend, fn: Callable, args: tuple) -> Measurement:
         out = backend.run(fn, *args)
         cold = time.perf_counter() - t0
     peak = backend.peak_memory()
-    return Measurement(cold_s=cold, mem_framework_peak=peak, rss_peak_delta=rss.delta,
-                       mem_extra=backend.extra_memory(), output=out)
+    return Measurement(
+        cold_s=cold, mem_framework_peak=peak, rss_peak_delta=rss.delta, mem_extra=backend.extra_memory(), output=out
+    )
 
 
 def warm_rounds(benchmark, backend: Backend, fn: Callable, args: tuple, rounds: int, warmup: int) -> list[float]:
@@ -226,8 +233,17 @@ def run_probe(nodeid: str, extra_args: list[str], timeout_s: float = 1800) -> di
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "probe.json"
         env = dict(os.environ, **{PROBE_ENV: str(out)})
-        cmd = [sys.executable, "-m", "pytest", nodeid, "-q", "-p", "no:cacheprovider", "--benchmark-disable",
-               *extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            nodeid,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--benchmark-disable",
+            *extra_args,
+        ]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
         if proc.returncode != 0 or not out.is_file():
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
@@ -238,5 +254,6 @@ def run_probe(nodeid: str, extra_args: list[str], timeout_s: float = 1800) -> di
 def write_probe_result(cold_s: float) -> None:
     # Which frameworks the process holds when its peak RSS is read: a probe must hold only the one it measures.
     frameworks = [name for name in ("torch", "mlx", "onnxruntime") if name in sys.modules]
-    Path(os.environ[PROBE_ENV]).write_text(json.dumps({"cold_s": cold_s, "rss_peak": max_rss_bytes(),
-                                                       "frameworks": frameworks}))
+    Path(os.environ[PROBE_ENV]).write_text(
+        json.dumps({"cold_s": cold_s, "rss_peak": max_rss_bytes(), "frameworks": frameworks})
+    )

@@ -73,7 +73,7 @@ def polyphase_conv_transpose1d(x: mx.array, w: mx.array, stride: int, padding: i
     wp = wp.transpose(2, 0, 1, 3).reshape(s * cout, taps, cin)
     x = mx.pad(x, [(0, 0), (taps - 1, max(0, a - t)), (0, 0)])  # x[a - j] for j < taps, zeros outside [0, T)
     y = mx.conv1d(x, wp)[:, :a]  # [B, a, s*Cout]
-    return y.reshape(b, a * s, cout)[:, padding:padding + t_out]  # row a*s + r is y[a s + r - p]
+    return y.reshape(b, a * s, cout)[:, padding : padding + t_out]  # row a*s + r is y[a s + r - p]
 
 
 class PolyphaseConvTranspose1d(nn.ConvTranspose1d):
@@ -94,9 +94,13 @@ class PolyphaseConvTranspose1d(nn.ConvTranspose1d):
 # row (column) of phase a at offset d, None where that tap does not exist.
 _PHASE_TAPS = ((1, None), (2, 0))
 _ZERO_TAP = 9  # index of an appended zero tap in the flattened 3x3 kernel
-_PHASE_INDEX = mx.array([[_ZERO_TAP if kh is None or kw is None else 3 * kh + kw
-                          for kh in _PHASE_TAPS[a] for kw in _PHASE_TAPS[b]]
-                         for a in (0, 1) for b in (0, 1)]).reshape(-1)  # [4 phases x 4 taps]
+_PHASE_INDEX = mx.array(
+    [
+        [_ZERO_TAP if kh is None or kw is None else 3 * kh + kw for kh in _PHASE_TAPS[a] for kw in _PHASE_TAPS[b]]
+        for a in (0, 1)
+        for b in (0, 1)
+    ]
+).reshape(-1)  # [4 phases x 4 taps]
 
 
 def phase_conv_transpose2d(x: mx.array, w: mx.array) -> mx.array:
@@ -117,8 +121,14 @@ class PhaseConvTranspose2d(nn.ConvTranspose2d):
     stock op takes its naive reference loop (~120 ms per RMVPE decoder level whatever its size)."""
 
     def __call__(self, x: mx.array) -> mx.array:
-        if not (on_cpu() and self.weight.shape[1:3] == (3, 3) and tuple(self.stride) == (2, 2)
-                and tuple(self.padding) == (1, 1) and tuple(self.output_padding) == (1, 1) and self.dilation == 1):
+        if not (
+            on_cpu()
+            and self.weight.shape[1:3] == (3, 3)
+            and tuple(self.stride) == (2, 2)
+            and tuple(self.padding) == (1, 1)
+            and tuple(self.output_padding) == (1, 1)
+            and self.dilation == 1
+        ):
             return super().__call__(x)
         y = phase_conv_transpose2d(x, self.weight)
         return y + self.bias if "bias" in self else y

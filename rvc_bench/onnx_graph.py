@@ -26,10 +26,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from rvc_bench.fileio import atomic_write_bytes
 from rvc_bench.layout import CheckpointError
@@ -37,8 +37,14 @@ from rvc_bench.layout import CheckpointError
 OPSET = 18
 EXPORT_VERSION = 2  # bump when an export wrapper changes what a graph computes, so cached exports are redone
 META_PREFIX = "rvc_bench."
-_ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(double)": "float64",
-              "tensor(int32)": "int32", "tensor(float16)": "float16", "tensor(bool)": "bool"}
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(int64)": "int64",
+    "tensor(double)": "float64",
+    "tensor(int32)": "int32",
+    "tensor(float16)": "float16",
+    "tensor(bool)": "bool",
+}
 
 
 class OnnxModelError(CheckpointError):
@@ -70,15 +76,19 @@ def check_ports(found: Sequence, expected: Sequence[Port], kind: str, what: str,
         missing = [p.name for p in expected if p.name not in names]
         extra = [n for n in names if n not in {p.name for p in expected}]
         if missing or extra:
-            parts = ([f"no {kind} {', '.join(map(repr, missing))}"] if missing else []) + \
-                    ([f"unexpected {kind} {', '.join(map(repr, extra))}"] if extra else [])
-            raise OnnxModelError(f"{what}: {'; '.join(parts)} (the runner needs {kind}s "
-                                 f"{', '.join(str(p) for p in expected)})")
+            parts = ([f"no {kind} {', '.join(map(repr, missing))}"] if missing else []) + (
+                [f"unexpected {kind} {', '.join(map(repr, extra))}"] if extra else []
+            )
+            raise OnnxModelError(
+                f"{what}: {'; '.join(parts)} (the runner needs {kind}s {', '.join(str(p) for p in expected)})"
+            )
         pairs = [(next(a for a in found if a.name == p.name), p) for p in expected]
     else:
         if len(found) != len(expected):
-            raise OnnxModelError(f"{what}: {len(found)} {kind}s ({', '.join(map(repr, names))}), the runner needs "
-                                 f"{len(expected)}: {', '.join(str(p) for p in expected)}")
+            raise OnnxModelError(
+                f"{what}: {len(found)} {kind}s ({', '.join(map(repr, names))}), the runner needs "
+                f"{len(expected)}: {', '.join(str(p) for p in expected)}"
+            )
         pairs = list(zip(found, expected))
     for arg, port in pairs:
         dtype = _ORT_TYPES.get(arg.type, arg.type)
@@ -86,14 +96,18 @@ def check_ports(found: Sequence, expected: Sequence[Port], kind: str, what: str,
         if dtype != port.dtype:
             raise OnnxModelError(f"{what}: {kind} {arg.name!r} is {dtype}, the runner needs {port}")
         if len(shape) != len(port.dims):
-            raise OnnxModelError(f"{what}: {kind} {arg.name!r} has {len(shape)} axes "
-                                 f"[{', '.join(map(_dim_text, shape))}], the runner needs {port}")
+            raise OnnxModelError(
+                f"{what}: {kind} {arg.name!r} has {len(shape)} axes "
+                f"[{', '.join(map(_dim_text, shape))}], the runner needs {port}"
+            )
         for axis, (have, want) in enumerate(zip(shape, port.dims)):
             if isinstance(have, int) and isinstance(want, int) and have != want:
                 raise OnnxModelError(f"{what}: {kind} {arg.name!r} axis {axis} is {have}, the runner needs {port}")
             if isinstance(have, int) and isinstance(want, str):
-                raise OnnxModelError(f"{what}: {kind} {arg.name!r} axis {axis} is fixed at {have}, the runner needs "
-                                     f"it dynamic ({want}): {port}")
+                raise OnnxModelError(
+                    f"{what}: {kind} {arg.name!r} axis {axis} is fixed at {have}, the runner needs "
+                    f"it dynamic ({want}): {port}"
+                )
 
 
 def open_session(path: str | os.PathLike, backend, stage: str) -> tuple[object, dict]:
@@ -108,8 +122,11 @@ def open_session(path: str | os.PathLike, backend, stage: str) -> tuple[object, 
         if type(err).__module__.startswith("onnxruntime"):
             raise OnnxModelError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0][:300]})") from None
         raise
-    meta = {k[len(META_PREFIX):]: v for k, v in session.get_modelmeta().custom_metadata_map.items()
-            if k.startswith(META_PREFIX)}
+    meta = {
+        k[len(META_PREFIX) :]: v
+        for k, v in session.get_modelmeta().custom_metadata_map.items()
+        if k.startswith(META_PREFIX)
+    }
     if meta and meta.get("stage") != stage:
         raise OnnxModelError(f"{path}: an rvc-bench export of stage {meta.get('stage')!r}, not {stage!r}")
     return session, meta
@@ -129,15 +146,29 @@ def exporter_versions() -> dict:
     return {"opset": OPSET, **versions, "export_version": EXPORT_VERSION}
 
 
-def export(module, args: tuple, path: str | os.PathLike, inputs: Sequence[Port], outputs: Sequence[Port],
-           dynamic_shapes: Mapping[str, dict | None], metadata: Mapping[str, object]) -> Path:
+def export(
+    module,
+    args: tuple,
+    path: str | os.PathLike,
+    inputs: Sequence[Port],
+    outputs: Sequence[Port],
+    dynamic_shapes: Mapping[str, dict | None],
+    metadata: Mapping[str, object],
+) -> Path:
     """Export `module(*args)` (forward's parameters named like `inputs`) to `path`, atomically."""
     import torch
 
     with torch.no_grad():
-        program = torch.onnx.export(module.eval(), args, dynamo=True, opset_version=OPSET, verbose=False,
-                                    input_names=[p.name for p in inputs], output_names=[p.name for p in outputs],
-                                    dynamic_shapes=dict(dynamic_shapes))
+        program = torch.onnx.export(
+            module.eval(),
+            args,
+            dynamo=True,
+            opset_version=OPSET,
+            verbose=False,
+            input_names=[p.name for p in inputs],
+            output_names=[p.name for p in outputs],
+            dynamic_shapes=dict(dynamic_shapes),
+        )
     model = program.model_proto
     del model.graph.value_info[:]  # see the module docstring
     ports = {p.name: p for p in [*inputs, *outputs]}
@@ -180,8 +211,13 @@ def export_path(cache_dir: str | os.PathLike, stage: str, variant: str, source: 
     return Path(cache_dir) / "onnx" / f"{stage}-{variant}-{key}.onnx"
 
 
-def cached_export(cache_dir: str | os.PathLike, stage: str, variant: str, source: str | os.PathLike | None,
-                  export_to: Callable[[Path, dict], object]) -> Path:
+def cached_export(
+    cache_dir: str | os.PathLike,
+    stage: str,
+    variant: str,
+    source: str | os.PathLike | None,
+    export_to: Callable[[Path, dict], object],
+) -> Path:
     """export_path(...), exported in this process by `export_to(path, metadata)` on first use; metadata carries
     the source's name and hash into the file."""
     path = export_path(cache_dir, stage, variant, source)
@@ -207,9 +243,18 @@ def ensure_exported(path: Path, module: str, *args, **kwargs) -> Path:
     if path.is_file():
         return path
     print(f"rvc-bench: exporting {path.name} to ONNX (once; cached in {path.parent})", file=sys.stderr, flush=True)
-    proc = subprocess.run([sys.executable, "-c", _CHILD, module, json.dumps([str(a) if isinstance(a, Path) else a
-                                                                           for a in args]), json.dumps(kwargs)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _CHILD,
+            module,
+            json.dumps([str(a) if isinstance(a, Path) else a for a in args]),
+            json.dumps(kwargs),
+        ],
+        capture_output=True,
+        text=True,
+    )
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     if proc.returncode != 0 and tail.startswith("rvc-bench: error: "):
         raise CheckpointError(tail.removeprefix("rvc-bench: error: "))

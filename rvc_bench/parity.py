@@ -79,8 +79,11 @@ def pitch_metrics(f0_test, f0_ref, ref_margin=None) -> dict[str, float]:
     nan = float("nan")
     apart = tv != rv
     apart[both] = dc > CENT_TOLERANCE
-    tied = {} if ref_margin is None else \
-        {"frames_apart_tied": float(np.sum(apart & (_pair(ref_margin, r)[0] < TIE_MARGIN)))}
+    tied = (
+        {}
+        if ref_margin is None
+        else {"frames_apart_tied": float(np.sum(apart & (_pair(ref_margin, r)[0] < TIE_MARGIN)))}
+    )
     return {
         "raw_pitch_accuracy": float(np.sum(dc <= CENT_TOLERANCE) / n_ref_voiced) if n_ref_voiced else nan,
         "raw_chroma_accuracy": float(np.sum(chroma <= CENT_TOLERANCE) / n_ref_voiced) if n_ref_voiced else nan,
@@ -101,8 +104,7 @@ MRSTFT_RESOLUTIONS = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))
 def _stft_mag(x: np.ndarray, n_fft: int, hop: int, win: int) -> np.ndarray:
     from scipy import signal
 
-    _, _, z = signal.stft(x, nperseg=win, noverlap=win - hop, nfft=n_fft, window="hann", boundary="even",
-                          padded=True)
+    _, _, z = signal.stft(x, nperseg=win, noverlap=win - hop, nfft=n_fft, window="hann", boundary="even", padded=True)
     return np.maximum(np.abs(z), 1e-7)
 
 
@@ -125,8 +127,13 @@ def log_mel_correlation(test, ref, sr: int, n_mels: int = 80) -> float:
     freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
     mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
     edges = 700.0 * (10 ** (np.linspace(mel(0.0), mel(sr / 2), n_mels + 2) / 2595.0) - 1.0)
-    fb = np.maximum(0, np.minimum((freqs - edges[:-2, None]) / (edges[1:-1, None] - edges[:-2, None]),
-                                  (edges[2:, None] - freqs) / (edges[2:, None] - edges[1:-1, None])))
+    fb = np.maximum(
+        0,
+        np.minimum(
+            (freqs - edges[:-2, None]) / (edges[1:-1, None] - edges[:-2, None]),
+            (edges[2:, None] - freqs) / (edges[2:, None] - edges[1:-1, None]),
+        ),
+    )
     specs = []
     for x in (t, r):
         _, _, z = signal.stft(x, nperseg=n_fft, noverlap=n_fft - hop, window="hann")

@@ -64,8 +64,9 @@ class Windows:
         if self.x_pad <= 0 or self.t_pad % HOP:
             raise OptionError(f"x_pad must be a positive multiple of 10 ms, got {self.x_pad}")
         if not 0 < self.x_query < self.x_center <= self.x_max:
-            raise OptionError(f"windows need 0 < x_query < x_center <= x_max, got {self.x_query}, {self.x_center}, "
-                             f"{self.x_max}")
+            raise OptionError(
+                f"windows need 0 < x_query < x_center <= x_max, got {self.x_query}, {self.x_center}, {self.x_max}"
+            )
 
 
 MAX_RESAMPLE_SR = 192000  # Hz; upstream resamples to any rate >= 16 kHz, this bounds a typo
@@ -98,8 +99,10 @@ class Options:
         if self.sid < 0:
             raise OptionError(f"sid must be >= 0, got {self.sid}")
         if self.resample_sr != 0 and not SAMPLE_RATE <= self.resample_sr <= MAX_RESAMPLE_SR:
-            raise OptionError(f"resample_sr must be 0 (the voice's rate) or in [{SAMPLE_RATE}, {MAX_RESAMPLE_SR}] Hz, "
-                              f"got {self.resample_sr}")
+            raise OptionError(
+                f"resample_sr must be 0 (the voice's rate) or in [{SAMPLE_RATE}, {MAX_RESAMPLE_SR}] Hz, "
+                f"got {self.resample_sr}"
+            )
         self.windows.check()
 
 
@@ -139,7 +142,7 @@ def split_points(x: np.ndarray, w: Windows = Windows()) -> list[int]:
         lo, hi = t - w.t_query, min(t + w.t_query, n)
         energy = np.zeros(hi - lo)  # energy[j] = sum_i |xp[lo + j + i]|, i = 0..159 in this order
         for i in range(HOP):
-            energy += xp[lo + i:hi + i]
+            energy += xp[lo + i : hi + i]
         cuts.append(lo + int(np.argmin(energy)))  # first index of the minimum
     return cuts
 
@@ -159,7 +162,7 @@ def rms(y: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
     y zero-padded by frame_length // 2 per side, sqrt(mean(y^2)) over each frame."""
     y = np.pad(np.asarray(y, dtype=np.float64), frame_length // 2, mode=RMS_PAD_MODE)
     frames = np.lib.stride_tricks.sliding_window_view(y, frame_length)[::hop_length]  # [n_frames, frame]
-    return np.sqrt(np.mean(frames ** 2, axis=1))
+    return np.sqrt(np.mean(frames**2, axis=1))
 
 
 def interp_linear(v: np.ndarray, size: int) -> np.ndarray:
@@ -220,8 +223,9 @@ class Models:
     def synthesize(self, phone, pitch, pitchf, sid, eps=None, sine_noise=None) -> np.ndarray:
         batch = lambda a: None if a is None else self.backend.from_numpy(a[None])  # noqa: E731
         sid = self.backend.from_numpy(np.array([sid]))
-        audio = self.synth.infer(batch(phone), None, batch(pitch), batch(pitchf), sid, batch(eps),
-                                 batch(sine_noise))  # no lengths: every frame is valid
+        audio = self.synth.infer(
+            batch(phone), None, batch(pitch), batch(pitchf), sid, batch(eps), batch(sine_noise)
+        )  # no lengths: every frame is valid
         return self.backend.to_numpy(audio).reshape(-1)
 
 
@@ -236,16 +240,21 @@ class WithPitch:
         return getattr(self.inner, name)
 
 
-def load_models(backend, voice: str | os.PathLike, hubert: str | os.PathLike, rmvpe: str | os.PathLike | None,
-                hubert_config: str = "full") -> Models:
+def load_models(
+    backend,
+    voice: str | os.PathLike,
+    hubert: str | os.PathLike,
+    rmvpe: str | os.PathLike | None,
+    hubert_config: str = "full",
+) -> Models:
     """The three models on `backend` (an rvc_bench.backends adapter), each through its stage's loader.
 
     voice: RVC voice .pth (or, for MLX, a converted .safetensors; for ONNX Runtime, our export); hubert:
     hubert_base.pt-style checkpoint or Hugging Face folder of the HuBERT preset `hubert_config` (for ONNX Runtime
     also a ContentVec .onnx of the voice's version); rmvpe: rmvpe.pt (or its keys in a .safetensors; for ONNX Runtime
     also an rmvpe.onnx), needed by pitch models only. ONNX Runtime exports the other files from their torch twins
-    into the fixture cache first (once, in a child process). Errors (missing files, bad or mismatched checkpoints) are CheckpointError with one-line
-    messages.
+    into the fixture cache first (once, in a child process). Errors (missing files, bad or mismatched checkpoints)
+    are CheckpointError with one-line messages.
     """
     for what, path in (("voice model", voice), ("HuBERT checkpoint", hubert), ("RMVPE checkpoint", rmvpe)):
         if path is not None and not Path(path).exists():  # a HuBERT may be a folder; the loaders check the rest
@@ -256,8 +265,10 @@ def load_models(backend, voice: str | os.PathLike, hubert: str | os.PathLike, rm
     hub = stages.HUBERT.model(backend, hubert, config=hubert_config, version=synth.cfg.version)
     width = hub.cfg.final_dim if synth.cfg.version == "v1" else hub.cfg.embed_dim
     if width != synth.cfg.phone_channels:
-        raise CheckpointError(f"HuBERT {synth.cfg.version} features are {width}-d but the voice model expects "
-                              f"{synth.cfg.phone_channels}-d")
+        raise CheckpointError(
+            f"HuBERT {synth.cfg.version} features are {width}-d but the voice model expects "
+            f"{synth.cfg.phone_channels}-d"
+        )
     return Models(backend, hub, stages.RMVPE.model(backend, rmvpe) if synth.cfg.f0 else None, synth)
 
 
@@ -311,16 +322,25 @@ def convert(models: Models, audio: np.ndarray, opts: Options = Options(), index=
             seg, frames = audio_pad[s:], slice(s // HOP, None)
         else:
             t = cut // HOP * HOP
-            seg, frames = audio_pad[s:t + t_pad2 + HOP], slice(s // HOP, (t + t_pad2) // HOP)
+            seg, frames = audio_pad[s : t + t_pad2 + HOP], slice(s // HOP, (t + t_pad2) // HOP)
         if opts.deterministic:
-            noise = lambda n: (np.zeros((n, cfg.inter_channels), np.float32),  # noqa: E731
-                               np.zeros(n * cfg.upp, np.float32) if cfg.f0 else None)
+            noise = lambda n: (  # noqa: E731
+                np.zeros((n, cfg.inter_channels), np.float32),
+                np.zeros(n * cfg.upp, np.float32) if cfg.f0 else None,
+            )
         elif opts.seed is not None:
             noise = lambda n, i=i: chunk_noise(cfg, n, opts.seed, i)  # noqa: E731
         else:
             noise = None
-        out = _convert_chunk(models, seg, None if pitch is None else pitch[frames],
-                             None if pitchf is None else pitchf[frames], opts, index, noise)
+        out = _convert_chunk(
+            models,
+            seg,
+            None if pitch is None else pitch[frames],
+            None if pitchf is None else pitchf[frames],
+            opts,
+            index,
+            noise,
+        )
         pieces.append(out[t_pad_tgt:-t_pad_tgt])
         if cut is not None:
             s = t

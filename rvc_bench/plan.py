@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from rvc_bench import blas, machine, measure
 from rvc_bench.audio import MIN_SECONDS
@@ -22,10 +22,15 @@ MODEL_SIZES = ("full", "tiny")
 MAX_SECONDS = 3600.0  # longest benchmark length: an hour of audio is ~230 MB per float32 copy, many copies per stage
 DEFAULT_LENGTHS = "5"  # seconds; with 7 timed rounds the full-size default run takes ~8-10 min on a 2-core CPU
 TEST_LENGTHS = "1"  # the test suite's length (pytest without --benchmark-only)
-DEVICE_HELP = {"torch": "mps, cuda or cpu", "mlx": "gpu or cpu",
-               "onnx": "ONNX Runtime execution provider: coreml, cuda or cpu"}
-MLX_BLAS_HELP = ("BLAS preloaded into MLX's Linux CPU process: mkl (the mkl wheel), openblas (a system OpenBLAS), "
-                 "bundled (mlx[cpu]'s reference BLAS) or auto (default: mkl, else openblas, else bundled)")
+DEVICE_HELP = {
+    "torch": "mps, cuda or cpu",
+    "mlx": "gpu or cpu",
+    "onnx": "ONNX Runtime execution provider: coreml, cuda or cpu",
+}
+MLX_BLAS_HELP = (
+    "BLAS preloaded into MLX's Linux CPU process: mkl (the mkl wheel), openblas (a system OpenBLAS), "
+    "bundled (mlx[cpu]'s reference BLAS) or auto (default: mkl, else openblas, else bundled)"
+)
 
 
 class PlanError(ValueError):
@@ -44,8 +49,10 @@ def parse_lengths(text: str) -> str:
     except ValueError:
         raise argparse.ArgumentTypeError(f"lengths must be seconds separated by commas, got {text!r}") from None
     if not values or any(not MIN_SECONDS <= v <= MAX_SECONDS for v in values):  # also refuses nan
-        raise argparse.ArgumentTypeError(f"lengths must be between {MIN_SECONDS:g} s (the shortest audio the stages "
-                                         f"take) and {MAX_SECONDS:g} s, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"lengths must be between {MIN_SECONDS:g} s (the shortest audio the stages "
+            f"take) and {MAX_SECONDS:g} s, got {text!r}"
+        )
     return ",".join(f"{v:g}" for v in values)
 
 
@@ -62,8 +69,9 @@ def parse_stages(text: str) -> str:
     chosen = [s.strip() for s in str(text).split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SUITES]
     if unknown or not chosen:
-        raise argparse.ArgumentTypeError(f"unknown stage {unknown[0] if unknown else text!r}: choose from "
-                                         f"{', '.join(SUITES)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown stage {unknown[0] if unknown else text!r}: choose from {', '.join(SUITES)}"
+        )
     return ",".join(chosen)
 
 
@@ -71,8 +79,9 @@ def parse_backends(text: str) -> str:
     chosen = [b.strip() for b in str(text).split(",") if b.strip()]
     unknown = [b for b in chosen if b not in BACKENDS]
     if unknown or not chosen:
-        raise argparse.ArgumentTypeError(f"unknown backend {unknown[0] if unknown else text!r}: choose from "
-                                         f"{', '.join(BACKENDS)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown backend {unknown[0] if unknown else text!r}: choose from {', '.join(BACKENDS)}"
+        )
     return ",".join(chosen)
 
 
@@ -87,28 +96,57 @@ def add_device_options(add: AddOption) -> None:
         add(f"--{name}-device", default="auto", help=f"{help_text} (default: best available)")
 
 
-def add_run_options(add: AddOption, *, backends: str | None, store: str | None, lengths: str | None = DEFAULT_LENGTHS,
-                    model_size: str | None = "full") -> None:
+def add_run_options(
+    add: AddOption,
+    *,
+    backends: str | None,
+    store: str | None,
+    lengths: str | None = DEFAULT_LENGTHS,
+    model_size: str | None = "full",
+) -> None:
     """Every option a benchmark process takes. The defaults are the caller's: `run` measures every installed
     backend into reports/store, `ab` torch and MLX into a temporary store, the plugin decides by its mode (None)."""
-    add("--lengths", type=parse_lengths, default=lengths,
+    add(
+        "--lengths",
+        type=parse_lengths,
+        default=lengths,
         help=f"audio lengths in seconds (default {lengths or f'{DEFAULT_LENGTHS} with --benchmark-only, else 1'}; "
-        "the original grid is 5,60,300)")
-    add("--rounds", type=parse_counts, default=str(measure.DEFAULT_ROUNDS),
+        "the original grid is 5,60,300)",
+    )
+    add(
+        "--rounds",
+        type=parse_counts,
+        default=str(measure.DEFAULT_ROUNDS),
         help=f"timed rounds (default {measure.DEFAULT_ROUNDS}); one per length of --lengths (e.g. 7,3,2) times long "
-        "lengths fewer times; 0 at a length: its first call only")
-    add("--warmup", type=parse_counts, default=str(measure.DEFAULT_WARMUP),
-        help=f"warm-up rounds (default {measure.DEFAULT_WARMUP}); one, or one per length")
-    add("--model-size", choices=MODEL_SIZES, default=model_size,
-        help=f"model configs (default {model_size or 'full with --benchmark-only, else tiny'})")
+        "lengths fewer times; 0 at a length: its first call only",
+    )
+    add(
+        "--warmup",
+        type=parse_counts,
+        default=str(measure.DEFAULT_WARMUP),
+        help=f"warm-up rounds (default {measure.DEFAULT_WARMUP}); one, or one per length",
+    )
+    add(
+        "--model-size",
+        choices=MODEL_SIZES,
+        default=model_size,
+        help=f"model configs (default {model_size or 'full with --benchmark-only, else tiny'})",
+    )
     add_device_options(add)
-    add("--backends", type=parse_backends, default=backends,
+    add(
+        "--backends",
+        type=parse_backends,
+        default=backends,
         help=f"comma-separated subset of {','.join(BACKENDS)} (default: {backends or 'every one installed here'}), "
-        "each benchmarked in its own process")
+        "each benchmarked in its own process",
+    )
     add("--fresh-process", action="store_true", help="also measure each benchmark in a fresh process (RSS)")
     add("--weights-dir", default=None, help="folder with real upstream checkpoints (rmvpe.pt, hubert_base.pt)")
-    add("--machine-label", default=None,
-        help=f"a name for this machine, part of its id in the store (default: ${machine.LABEL_ENV})")
+    add(
+        "--machine-label",
+        default=None,
+        help=f"a name for this machine, part of its id in the store (default: ${machine.LABEL_ENV})",
+    )
     add("--store", default=store, help=f"run store folder (default: {store or 'see the command'})")
 
 
@@ -154,10 +192,18 @@ class Plan:
     store: str | None = None
 
     @classmethod
-    def from_options(cls, get: Callable[[str], object], *, backends: list[str] | None = None,
-                     lengths: str = DEFAULT_LENGTHS, model_size: str = "full", min_rounds: int = 0) -> Plan:
+    def from_options(
+        cls,
+        get: Callable[[str], object],
+        *,
+        backends: list[str] | None = None,
+        lengths: str = DEFAULT_LENGTHS,
+        model_size: str = "full",
+        min_rounds: int = 0,
+    ) -> Plan:
         """The plan from parsed options (`get(dest)`: getattr on argparse's namespace, or pytest's getoption);
         lengths/model_size: the values when the option was left unset (None). Raises PlanError."""
+
         def opt(name, default=None):
             value = get(name)
             return default if value is None else value
@@ -172,12 +218,20 @@ class Plan:
         if min(rounds) < min_rounds:
             raise PlanError(f"--rounds must be at least {min_rounds} here, got {opt('rounds')}")
         chosen = backends or opt("backends", ",".join(BACKENDS)).split(",")
-        return cls(lengths=values, rounds=tuple(rounds), warmup=tuple(warmup),
-                   model_size=opt("model_size", model_size), backends=tuple(chosen),
-                   devices=tuple((b, opt(f"{b}_device", "auto")) for b in BACKENDS),
-                   stages=tuple(opt("stages", ",".join(SUITES)).split(",")), mlx_blas=opt("mlx_blas", "auto"),
-                   fresh_process=bool(opt("fresh_process", False)), weights_dir=opt("weights_dir"),
-                   machine_label=label, store=opt("store"))
+        return cls(
+            lengths=values,
+            rounds=tuple(rounds),
+            warmup=tuple(warmup),
+            model_size=opt("model_size", model_size),
+            backends=tuple(chosen),
+            devices=tuple((b, opt(f"{b}_device", "auto")) for b in BACKENDS),
+            stages=tuple(opt("stages", ",".join(SUITES)).split(",")),
+            mlx_blas=opt("mlx_blas", "auto"),
+            fresh_process=bool(opt("fresh_process", False)),
+            weights_dir=opt("weights_dir"),
+            machine_label=label,
+            store=opt("store"),
+        )
 
     def device(self, backend: str) -> str:
         return dict(self.devices)[backend]
@@ -198,9 +252,16 @@ class Plan:
 
     def pytest_args(self, backend: str) -> list[str]:
         """The plugin's options for one backend's process: what `from_options` reads back into this plan."""
-        args = ["--lengths", self.lengths_text, "--rounds", counts_text(self.rounds),
-                "--warmup", counts_text(self.warmup),
-                "--model-size", self.model_size]
+        args = [
+            "--lengths",
+            self.lengths_text,
+            "--rounds",
+            counts_text(self.rounds),
+            "--warmup",
+            counts_text(self.warmup),
+            "--model-size",
+            self.model_size,
+        ]
         for name, device in self.devices:
             args += [f"--{name}-device", device]
         args += ["--backends", backend, "--machine-label", self.machine_label]
@@ -210,13 +271,21 @@ class Plan:
 
     def stored(self) -> dict:
         """The plan as the store keeps it (the run's _run.json, before any process starts)."""
-        return {"backends": list(self.backends), "stages": list(self.stages), "lengths": list(self.lengths),
-                "model_size": self.model_size, "rounds": measure.compact(list(self.rounds)),
-                "warmup": measure.compact(list(self.warmup)), "fresh_process": self.fresh_process}
+        return {
+            "backends": list(self.backends),
+            "stages": list(self.stages),
+            "lengths": list(self.lengths),
+            "model_size": self.model_size,
+            "rounds": measure.compact(list(self.rounds)),
+            "warmup": measure.compact(list(self.warmup)),
+            "fresh_process": self.fresh_process,
+        }
 
     def describe(self) -> str:
-        return (f"stages {','.join(self.stages)}, lengths {self.lengths_text} s, {self.model_size} models, "
-                f"{counts_text(self.rounds)} warm rounds + {counts_text(self.warmup)} warm-up")
+        return (
+            f"stages {','.join(self.stages)}, lengths {self.lengths_text} s, {self.model_size} models, "
+            f"{counts_text(self.rounds)} warm rounds + {counts_text(self.warmup)} warm-up"
+        )
 
 
 def counts_text(counts: tuple[int, ...]) -> str:

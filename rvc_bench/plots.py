@@ -34,10 +34,17 @@ def _axes(title: str, xlabel: str = "audio length (s)", logy: bool = True):
 
 def _time(sec):
     fig, ax = _axes("warm median time (s); band: interquartile range; hollow: first call (a length timed once)")
-    for (stage, variant, backend, device), g in sec.lines.groupby(["stage", "variant", "backend", "device"], sort=False):
+    for (stage, variant, backend, device), g in sec.lines.groupby(
+        ["stage", "variant", "backend", "device"], sort=False
+    ):
         g = g.sort_values("audio_seconds")
-        line, = ax.plot(g.audio_seconds, g["median"], STYLE.get(backend, "-"), marker="o",
-                        label=f"{stage} {variant}: {backend} ({device})")
+        (line,) = ax.plot(
+            g.audio_seconds,
+            g["median"],
+            STYLE.get(backend, "-"),
+            marker="o",
+            label=f"{stage} {variant}: {backend} ({device})",
+        )
         once = g[g.first_only.astype(bool)]
         ax.plot(once.audio_seconds, once["median"], "o", color="white", markeredgecolor=line.get_color())
         ax.fill_between(g.audio_seconds, g.q1, g.q3, alpha=0.2, color=line.get_color())
@@ -47,22 +54,36 @@ def _time(sec):
 def _speedup(sec):
     fig, ax = _axes("speedup = PyTorch time / backend time (> 1: faster); bars: 95 % bootstrap interval", logy=False)
     for (stage, variant, backend, device, ref), g in sec.speed.groupby(
-            ["stage", "variant", "backend", "device", "ref_device"], sort=False):
+        ["stage", "variant", "backend", "device", "ref_device"], sort=False
+    ):
         g = g.sort_values("audio_seconds")
-        ax.errorbar(g.audio_seconds, g.speedup, yerr=[g.speedup - g.lo, g.hi - g.speedup], marker="o", capsize=3,
-                    label=f"{stage} {variant}: {backend} ({device}) vs torch ({ref})")
+        ax.errorbar(
+            g.audio_seconds,
+            g.speedup,
+            yerr=[g.speedup - g.lo, g.hi - g.speedup],
+            marker="o",
+            capsize=3,
+            label=f"{stage} {variant}: {backend} ({device}) vs torch ({ref})",
+        )
     ax.axhline(1.0, color="gray", lw=0.8)
     return fig, ax
 
 
 def _memory(sec):
     fig, ax = _axes("peak memory (MiB): framework counter, else RSS Δ")
-    for (stage, variant, backend, device), g in sec.lines.groupby(["stage", "variant", "backend", "device"], sort=False):
+    for (stage, variant, backend, device), g in sec.lines.groupby(
+        ["stage", "variant", "backend", "device"], sort=False
+    ):
         g = g.sort_values("audio_seconds")
         framework = np.isfinite(g["mem"]).all()
         mem = g["mem"] if framework else g["rss"]
-        ax.plot(g.audio_seconds, mem / 2**20, STYLE.get(backend, "-"), marker="o",
-                label=f"{stage} {variant}: {backend} ({device}), {'framework' if framework else 'RSS Δ'}")
+        ax.plot(
+            g.audio_seconds,
+            mem / 2**20,
+            STYLE.get(backend, "-"),
+            marker="o",
+            label=f"{stage} {variant}: {backend} ({device}), {'framework' if framework else 'RSS Δ'}",
+        )
     return fig, ax
 
 

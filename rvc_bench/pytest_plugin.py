@@ -14,8 +14,9 @@ Defaults depend on the mode: with --benchmark-only (a benchmark run) the model s
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -43,9 +44,11 @@ class BenchSession:
         bench_only = bool(config.getoption("benchmark_only", default=False))
         self.allocator = measure.keep_freed_memory() if bench_only or measure.PROBE_ENV in os.environ else ""
         try:
-            self.plan = plan.Plan.from_options(lambda name: config.getoption(name, default=None),
-                                               lengths=plan.DEFAULT_LENGTHS if bench_only else plan.TEST_LENGTHS,
-                                               model_size="full" if bench_only else "tiny")
+            self.plan = plan.Plan.from_options(
+                lambda name: config.getoption(name, default=None),
+                lengths=plan.DEFAULT_LENGTHS if bench_only else plan.TEST_LENGTHS,
+                model_size="full" if bench_only else "tiny",
+            )
         except plan.PlanError as err:
             raise pytest.UsageError(str(err)) from None
         store = self.plan.store or ("reports/store" if bench_only else None)
@@ -85,14 +88,21 @@ class BenchSession:
         if self._run is None:
             info = machine.machine_info()
             commit, dirty = git_state(self.config.rootpath)
-            run_id, started_at = self.config.getoption("run_id").split("@", 1) if self.config.getoption("run_id") \
-                else ("", "")
+            run_id, started_at = (
+                self.config.getoption("run_id").split("@", 1) if self.config.getoption("run_id") else ("", "")
+            )
             p = self.plan
             options = {k: v for k, v in p.stored().items() if k != "stages"}  # a process runs the files it is given
             options["weights_dir"] = str(self.weights_dir) if self.weights_dir else None
-            self._run = Run(machine_id=machine.machine_id(info, p.machine_label), model_size=p.model_size,
-                            run_id=run_id, started_at=started_at, git_commit=commit, git_dirty=dirty,
-                            meta={"machine": info, "machine_label": p.machine_label, "options": options})
+            self._run = Run(
+                machine_id=machine.machine_id(info, p.machine_label),
+                model_size=p.model_size,
+                run_id=run_id,
+                started_at=started_at,
+                git_commit=commit,
+                git_dirty=dirty,
+                meta={"machine": info, "machine_label": p.machine_label, "options": options},
+            )
         return self._run
 
     @property
@@ -123,22 +133,31 @@ def pytest_report_collectionfinish(config, start_path, items):
     lines = []
     for label, d in config.stash[_SESSION].descriptions.items():
         if d.get("mlx_cpu_blas"):
-            lines.append(f"rvc-bench: {label} BLAS: {d['mlx_cpu_blas']} ({d['mlx_cpu_sgemm_gflops']} GFLOP/s sgemm "
-                         f"{blas.PROBE_N})")
+            lines.append(
+                f"rvc-bench: {label} BLAS: {d['mlx_cpu_blas']} ({d['mlx_cpu_sgemm_gflops']} GFLOP/s sgemm "
+                f"{blas.PROBE_N})"
+            )
             if not blas.preloaded() and blas.select("auto") is not None:
-                lines.append("rvc-bench: `rvc-bench run` preloads a faster BLAS for MLX; `rvc-bench doctor` prints "
-                             "the command that gives it to pytest")
+                lines.append(
+                    "rvc-bench: `rvc-bench run` preloads a faster BLAS for MLX; `rvc-bench doctor` prints "
+                    "the command that gives it to pytest"
+                )
         elif d.get("torch_blas"):
-            lines.append(f"rvc-bench: {label} BLAS: {d['torch_blas']} ({d['torch_cpu_sgemm_gflops']} GFLOP/s sgemm "
-                         f"{blas.PROBE_N})")
+            lines.append(
+                f"rvc-bench: {label} BLAS: {d['torch_blas']} ({d['torch_cpu_sgemm_gflops']} GFLOP/s sgemm "
+                f"{blas.PROBE_N})"
+            )
     return lines
 
 
 def pytest_generate_tests(metafunc):
     session = metafunc.config.stash[_SESSION]
     # A test that parametrises an argument itself keeps its own values.
-    explicit = {name.strip() for m in metafunc.definition.iter_markers("parametrize")
-                for name in (m.args[0].split(",") if isinstance(m.args[0], str) else m.args[0])}
+    explicit = {
+        name.strip()
+        for m in metafunc.definition.iter_markers("parametrize")
+        for name in (m.args[0].split(",") if isinstance(m.args[0], str) else m.args[0])
+    }
     if "seconds" in metafunc.fixturenames and "seconds" not in explicit:
         metafunc.parametrize("seconds", session.lengths, ids=[f"{s:g}s" for s in session.lengths])
     if "backend_name" in metafunc.fixturenames and "backend_name" not in explicit:
@@ -242,13 +261,30 @@ class Bench:
     def _add(self, **kw) -> None:
         self.session.run.add(**self._current, test=self.request.node.nodeid, **kw)
 
-    def measure(self, benchmark, backend, fn: Callable, args: tuple, *, stage: str, variant: str, seconds: float,
-                dtype: str = "float32"):
+    def measure(
+        self,
+        benchmark,
+        backend,
+        fn: Callable,
+        args: tuple,
+        *,
+        stage: str,
+        variant: str,
+        seconds: float,
+        dtype: str = "float32",
+    ):
         """Cold call, then warm rounds through pytest-benchmark; records times and memory; returns the output."""
         session = self.session
         desc = session.descriptions[backend.label]
-        self._current = dict(stage=stage, variant=variant, backend=backend.name, device=backend.device,
-                             device_name=desc.get("device_name", ""), dtype=dtype, audio_seconds=seconds)
+        self._current = dict(
+            stage=stage,
+            variant=variant,
+            backend=backend.name,
+            device=backend.device,
+            device_name=desc.get("device_name", ""),
+            dtype=dtype,
+            audio_seconds=seconds,
+        )
         self._benchmark = benchmark
         m = measure.cold_call(backend, fn, args)
         if session.probe_mode:
@@ -263,21 +299,29 @@ class Bench:
         for name, value in m.mem_extra.items():
             self._add(metric=name, value=value, unit="bytes")
         self._add(metric="rss_peak_delta", value=m.rss_peak_delta, unit="bytes")
-        benchmark.extra_info.update(device=backend.label, device_name=self._current["device_name"],
-                                    time_cold_s=m.cold_s, mem_framework_peak=m.mem_framework_peak,
-                                    rss_peak_delta=m.rss_peak_delta)
+        benchmark.extra_info.update(
+            device=backend.label,
+            device_name=self._current["device_name"],
+            time_cold_s=m.cold_s,
+            mem_framework_peak=m.mem_framework_peak,
+            rss_peak_delta=m.rss_peak_delta,
+        )
         if session.plan.fresh_process:
             probe = measure.run_probe(self.request.node.nodeid, self._probe_args(backend.name))
             self._add(metric="rss_fresh_process", value=probe["rss_peak"], unit="bytes")
             self._add(metric="time_cold_fresh_process", value=probe["cold_s"], unit="s")
             benchmark.extra_info.update(rss_fresh_process=probe["rss_peak"])
-        warm_text = f"warm median {float(np.median(warm)):.3g} s over {len(warm)} rounds" if warm else \
-            "first call only"
+        warm_text = f"warm median {float(np.median(warm)):.3g} s over {len(warm)} rounds" if warm else "first call only"
         session.write_line(f"  {stage}/{variant} {backend.label} {seconds:g}s: cold {m.cold_s:.3g} s, {warm_text}")
         return m.output
 
-    def record_parity(self, metrics: dict[str, float], reference: str = "torch",
-                      check: str | None = tolerances.BENCHMARK, only: tuple[str, ...] | None = None) -> None:
+    def record_parity(
+        self,
+        metrics: dict[str, float],
+        reference: str = "torch",
+        check: str | None = tolerances.BENCHMARK,
+        only: tuple[str, ...] | None = None,
+    ) -> None:
         """Store parity numbers next to the measurement just taken, each with its bound from the tolerance table's
         `check` and whether it holds, then fail the test if any bound is broken. A reference is its backend on
         the CPU: that measurement itself has nothing to compare, but the same backend on another device (torch on
@@ -293,9 +337,15 @@ class Bench:
         bounds = {m: b for m, b in bounds.items() if only is None or m in only}
         for name, value in metrics.items():
             b = bounds.get(name)
-            self._add(metric=f"parity.{name}", value=value, unit="", reference=reference,
-                      bound=b.bound if b else float("nan"), bound_op=b.op if b else "",
-                      within_bound=b.holds(value) if b else None)
+            self._add(
+                metric=f"parity.{name}",
+                value=value,
+                unit="",
+                reference=reference,
+                bound=b.bound if b else float("nan"),
+                bound_op=b.op if b else "",
+                within_bound=b.holds(value) if b else None,
+            )
         self._benchmark.extra_info.update({f"parity_{k}": v for k, v in metrics.items()})
         broken = tolerances.broken(stage, check, metrics, only, backend) if check else []
         assert not broken, f"{stage}/{self._current['variant']} parity: " + "; ".join(broken)

@@ -21,8 +21,13 @@ SECTION = ["machine_id", "model_size"]  # never mixed: one report section each
 MEASUREMENT = ["stage", "variant", "dtype", "audio_seconds"]
 LINE = SECTION + ["run_id", "started_at"] + MEASUREMENT + ["backend", "device", "device_name"]
 STAGE_ORDER = {"mel": 0, "rmvpe": 1, "hubert": 2, "synth": 3, "pipeline": 4}
-SINGLE = {"time_cold": "cold", "mem_framework_peak": "mem", "rss_peak_delta": "rss",
-          "rss_fresh_process": "rss_fresh", "time_cold_fresh_process": "cold_fresh"}
+SINGLE = {
+    "time_cold": "cold",
+    "mem_framework_peak": "mem",
+    "rss_peak_delta": "rss",
+    "rss_fresh_process": "rss_fresh",
+    "time_cold_fresh_process": "cold_fresh",
+}
 
 
 def lines(rows: pd.DataFrame) -> pd.DataFrame:
@@ -42,13 +47,27 @@ def lines(rows: pd.DataFrame) -> pd.DataFrame:
         times = g.loc[g.metric == "time_warm"].sort_values("round").value.to_numpy()
         first_only = times.size == 0 and finite(rec["cold"])
         med, q1, q3 = stats.median_iqr(np.array([rec["cold"]]) if first_only else times)
-        out.append(dict(rec, rounds=len(times), first_only=first_only,
-                        times=np.array([rec["cold"]]) if first_only else times, median=med, q1=q1, q3=q3))
+        out.append(
+            dict(
+                rec,
+                rounds=len(times),
+                first_only=first_only,
+                times=np.array([rec["cold"]]) if first_only else times,
+                median=med,
+                q1=q1,
+                q3=q3,
+            )
+        )
     df = pd.DataFrame(out, columns=cols)
     order = df.stage.map(STAGE_ORDER).fillna(len(STAGE_ORDER))
-    return (df.assign(_order=order).sort_values(SECTION + ["_order", "stage", "variant", "dtype", "audio_seconds",
-                                                           "backend", "device"], kind="stable")
-            .drop(columns="_order").reset_index(drop=True))
+    return (
+        df.assign(_order=order)
+        .sort_values(
+            SECTION + ["_order", "stage", "variant", "dtype", "audio_seconds", "backend", "device"], kind="stable"
+        )
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )
 
 
 def newest(table: pd.DataFrame, key: list[str] | None = None) -> pd.DataFrame:
@@ -78,8 +97,17 @@ def speedups(table: pd.DataFrame, reference: str = REFERENCE_BACKEND) -> pd.Data
         ref = ref.iloc[0]
         for r in g[(g.backend != reference) & ~g.backend.isin(REFERENCES)].itertuples():
             point, lo, hi = stats.ratio_ci(ref.times, r.times)
-            out.append(dict(zip(SECTION + ["run_id"] + MEASUREMENT, key), backend=r.backend, device=r.device,
-                            ref_device=ref.device, speedup=point, lo=lo, hi=hi))
+            out.append(
+                dict(
+                    zip(SECTION + ["run_id"] + MEASUREMENT, key),
+                    backend=r.backend,
+                    device=r.device,
+                    ref_device=ref.device,
+                    speedup=point,
+                    lo=lo,
+                    hi=hi,
+                )
+            )
     return pd.DataFrame(out, columns=cols)
 
 

@@ -82,8 +82,12 @@ class FeatureIndex:
         self.dim = int(index.d)
         if index.ntotal == 0:
             name = Path(path).name
-            hint = (f": RVC's 'trained_' index is the empty trained quantizer; pass the 'added_' file trained beside it "
-                    f"({name.replace('trained', 'added', 1)})" if "trained" in name else "")
+            hint = (
+                f": RVC's 'trained_' index is the empty trained quantizer; pass the 'added_' file trained beside it "
+                f"({name.replace('trained', 'added', 1)})"
+                if "trained" in name
+                else ""
+            )
             raise RetrievalError(f"{path}: the index holds no vectors{hint}")
         self.database = index.reconstruct_n(0, index.ntotal).astype(np.float32, copy=False)  # [n, d]
 
@@ -96,8 +100,10 @@ class FeatureIndex:
         """[F, d] float32 -> (squared L2 distances [F, k], ids [F, k])."""
         feats = np.ascontiguousarray(feats, dtype=np.float32)
         if feats.ndim != 2 or feats.shape[1] != self.dim:
-            raise RetrievalError(f"{self.path}: index vectors are {self.dim}-d but the content features are "
-                                 f"{feats.shape[-1]}-d (a v1 index with a v2 voice, or the other way round?)")
+            raise RetrievalError(
+                f"{self.path}: index vectors are {self.dim}-d but the content features are "
+                f"{feats.shape[-1]}-d (a v1 index with a v2 voice, or the other way round?)"
+            )
         return self.index.search(feats, k)
 
     def blend(self, feats: np.ndarray, rate: float) -> np.ndarray:
@@ -136,7 +142,7 @@ def build_index(vectors: np.ndarray, n_ivf: int | None = None):
     faiss.extract_index_ivf(index).nprobe = 1
     index.train(vectors)
     for start in range(0, vectors.shape[0], 8192):  # RVC adds in batches of 8192
-        index.add(vectors[start:start + 8192])
+        index.add(vectors[start : start + 8192])
     return index
 
 
@@ -157,8 +163,9 @@ def synthetic_vectors(n: int, dim: int, seed: int = 0, clusters: int = 16) -> np
     return x.astype(np.float32)
 
 
-def ensure_synthetic_index(cache_dir: str | os.PathLike, dim: int, n: int = 2000, seed: int = 0,
-                           vectors: np.ndarray | None = None) -> Path:
+def ensure_synthetic_index(
+    cache_dir: str | os.PathLike, dim: int, n: int = 2000, seed: int = 0, vectors: np.ndarray | None = None
+) -> Path:
     """The cached synthetic index for (dim, n, seed), named like RVC's 'added_' files; generated on first use.
 
     `vectors` replaces the seeded ones (e.g. content features of a clip, as training would collect them); the

@@ -4,7 +4,8 @@ keys it does not know (metadata written by other tools, newer fields), and writt
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 class StageConfig:

@@ -35,10 +35,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -126,11 +127,14 @@ class Stage:
             return getattr(self.loader, f"load_{backend.name}")(backend)
         if backend.name == "onnx":
             if any(stage_opts.get(k) is not None for k in self.twin_only_opts):
-                raise ValueError(f"{self.name} on onnx takes no {', '.join(self.twin_only_opts)}: the exported "
-                                 "graph computes it in one pass")
+                raise ValueError(
+                    f"{self.name} on onnx takes no {', '.join(self.twin_only_opts)}: the exported "
+                    "graph computes it in one pass"
+                )
             stage_opts = {k: v for k, v in stage_opts.items() if k not in self.twin_only_opts}
-            return self.onnx.load(self.checkpoint_for("onnx", path, fixtures.cache_dir(), **stage_opts), backend,
-                                  **stage_opts)
+            return self.onnx.load(
+                self.checkpoint_for("onnx", path, fixtures.cache_dir(), **stage_opts), backend, **stage_opts
+            )
         stage_opts = {k: v for k, v in stage_opts.items() if k not in self.onnx_only_opts}
         if backend.name == "torch":
             return self.convert.load_torch(path, device=backend.device, **stage_opts)
@@ -144,8 +148,9 @@ class Stage:
         """The seeded synthetic checkpoint of preset `size` in the upstream format, generated into `cache`."""
         return self.synthetic.ensure_checkpoint(cache, size)
 
-    def checkpoint_for(self, backend_name: str, path: str | os.PathLike, cache: str | os.PathLike,
-                       **stage_opts) -> Path:
+    def checkpoint_for(
+        self, backend_name: str, path: str | os.PathLike, cache: str | os.PathLike, **stage_opts
+    ) -> Path:
         """The file `backend_name` loads `path` from: `path` itself for torch; for MLX the same weights converted
         once into cache/converted/, so that an MLX process never imports torch (which unpickling needs) and its
         fresh-process memory is MLX's alone (keyed by the source's path, size and mtime); for ONNX Runtime the torch
@@ -177,11 +182,28 @@ def _infer(model, **_) -> Callable:
 
 MEL = Stage("mel", "Log-mel (RMVPE front end)", onnx=mel_onnx, loader=mel_load, channels_first=("torch", "onnx"))
 RMVPE = Stage("rmvpe", "RMVPE pitch", tuple(rmvpe_config.PRESETS), rmvpe_convert, rmvpe_synthetic, rmvpe_onnx)
-HUBERT = Stage("hubert", "HuBERT/ContentVec features", tuple(hubert_config.PRESETS), hubert_convert,
-               hubert_synthetic, hubert_onnx, export_opts=("config", "version"), onnx_only_opts=("version",),
-               call=_features)
-SYNTH = Stage("synth", "RVC synthesis", synth_config.SIZES, synth_convert, synth_synthetic, synth_onnx,
-              twin_only_opts=("tile_frames",), call=_infer, channels_first=("torch", "onnx"))
+HUBERT = Stage(
+    "hubert",
+    "HuBERT/ContentVec features",
+    tuple(hubert_config.PRESETS),
+    hubert_convert,
+    hubert_synthetic,
+    hubert_onnx,
+    export_opts=("config", "version"),
+    onnx_only_opts=("version",),
+    call=_features,
+)
+SYNTH = Stage(
+    "synth",
+    "RVC synthesis",
+    synth_config.SIZES,
+    synth_convert,
+    synth_synthetic,
+    synth_onnx,
+    twin_only_opts=("tile_frames",),
+    call=_infer,
+    channels_first=("torch", "onnx"),
+)
 STAGES: dict[str, Stage] = {s.name: s for s in (MEL, RMVPE, HUBERT, SYNTH)}
 
 # The content encoder of a pipeline of each size: the tiny HuBERT preset is 64 wide, which no synthesizer takes.

@@ -44,7 +44,7 @@ def _boot_medians(groups: list[np.ndarray], rng: np.random.Generator) -> np.ndar
     lens = np.array([g.size for g in groups])
     padded = np.full((len(groups), lens.max()), np.nan)
     for i, g in enumerate(groups):
-        padded[i, :g.size] = g
+        padded[i, : g.size] = g
     pick = rng.integers(0, len(groups), size=(N_BOOT, len(groups)))  # which runs
     n = lens[pick][..., None]
     idx = (rng.random((N_BOOT, len(groups), lens.max())) * n).astype(int)  # which rounds of each

@@ -41,14 +41,44 @@ import pyarrow.parquet as pq
 from rvc_bench.fileio import atomic_write_bytes
 
 COLUMNS = {
-    "machine_id": "string", "run_id": "string", "started_at": "string", "git_commit": "string", "git_dirty": "bool",
-    "model_size": "string", "test": "string", "stage": "string", "variant": "string", "backend": "string",
-    "device": "string", "device_name": "string", "dtype": "string", "audio_seconds": "float64", "metric": "string",
-    "round": "int64", "value": "float64", "unit": "string", "reference": "string", "bound": "float64",
-    "bound_op": "string", "within_bound": "boolean",
+    "machine_id": "string",
+    "run_id": "string",
+    "started_at": "string",
+    "git_commit": "string",
+    "git_dirty": "bool",
+    "model_size": "string",
+    "test": "string",
+    "stage": "string",
+    "variant": "string",
+    "backend": "string",
+    "device": "string",
+    "device_name": "string",
+    "dtype": "string",
+    "audio_seconds": "float64",
+    "metric": "string",
+    "round": "int64",
+    "value": "float64",
+    "unit": "string",
+    "reference": "string",
+    "bound": "float64",
+    "bound_op": "string",
+    "within_bound": "boolean",
 }
-SCHEMA = pa.schema([(name, {"string": pa.string(), "bool": pa.bool_(), "boolean": pa.bool_(), "float64": pa.float64(),
-                            "int64": pa.int64()}[kind]) for name, kind in COLUMNS.items()])
+SCHEMA = pa.schema(
+    [
+        (
+            name,
+            {
+                "string": pa.string(),
+                "bool": pa.bool_(),
+                "boolean": pa.bool_(),
+                "float64": pa.float64(),
+                "int64": pa.int64(),
+            }[kind],
+        )
+        for name, kind in COLUMNS.items()
+    ]
+)
 META_KEY = b"rvc_bench.run"
 RUN_PLAN = "_run.json"
 
@@ -63,8 +93,13 @@ def git_state(cwd: Path | None = None) -> tuple[str, bool]:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return "unknown", False
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                                capture_output=True, text=True, timeout=10)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return sha.stdout.strip(), bool(status.stdout.strip())
     except OSError:
         return "unknown", False
@@ -110,23 +145,66 @@ class Run:
         if not self.run_id:
             self.run_id, self.started_at = new_run_id()
 
-    def add(self, *, stage: str, variant: str, backend: str, device: str, device_name: str, dtype: str,
-            audio_seconds: float, metric: str, value: float, unit: str, round: int = -1, reference: str = "",
-            test: str = "", bound: float = float("nan"), bound_op: str = "", within_bound: bool | None = None) -> None:
-        self.rows.append(dict(machine_id=self.machine_id, run_id=self.run_id, started_at=self.started_at,
-                              git_commit=self.git_commit, git_dirty=self.git_dirty, model_size=self.model_size,
-                              test=test, stage=stage, variant=variant, backend=backend, device=device,
-                              device_name=device_name, dtype=dtype, audio_seconds=float(audio_seconds), metric=metric,
-                              round=int(round), value=float(value), unit=unit, reference=reference,
-                              bound=float(bound), bound_op=bound_op, within_bound=within_bound))
+    def add(
+        self,
+        *,
+        stage: str,
+        variant: str,
+        backend: str,
+        device: str,
+        device_name: str,
+        dtype: str,
+        audio_seconds: float,
+        metric: str,
+        value: float,
+        unit: str,
+        round: int = -1,
+        reference: str = "",
+        test: str = "",
+        bound: float = float("nan"),
+        bound_op: str = "",
+        within_bound: bool | None = None,
+    ) -> None:
+        self.rows.append(
+            dict(
+                machine_id=self.machine_id,
+                run_id=self.run_id,
+                started_at=self.started_at,
+                git_commit=self.git_commit,
+                git_dirty=self.git_dirty,
+                model_size=self.model_size,
+                test=test,
+                stage=stage,
+                variant=variant,
+                backend=backend,
+                device=device,
+                device_name=device_name,
+                dtype=dtype,
+                audio_seconds=float(audio_seconds),
+                metric=metric,
+                round=int(round),
+                value=float(value),
+                unit=unit,
+                reference=reference,
+                bound=float(bound),
+                bound_op=bound_op,
+                within_bound=within_bound,
+            )
+        )
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=list(COLUMNS)).astype(COLUMNS)
 
     @property
     def identity(self) -> dict:
-        return {"run_id": self.run_id, "started_at": self.started_at, "machine_id": self.machine_id,
-                "git_commit": self.git_commit, "git_dirty": self.git_dirty, "model_size": self.model_size}
+        return {
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "machine_id": self.machine_id,
+            "git_commit": self.git_commit,
+            "git_dirty": self.git_dirty,
+            "model_size": self.model_size,
+        }
 
     def flush(self, store_dir: str | Path, name: str, extra_meta: dict | None = None) -> Path:
         """Write the buffered rows as one file `<name>.parquet` of this run (atomically) and clear the buffer."""
@@ -146,8 +224,10 @@ class Run:
         """What one process of the run will measure (written before it starts) and how each test ended (after; the
         time it was written then is when the process finished)."""
         path = run_dir(store_dir, self.machine_id, self.run_id) / f"_part-{file_name(part)}.json"
-        _write_json(path, {**self.meta, **self.identity, "part": part, "tests": tests, "outcomes": outcomes,
-                           "written_at": utc_now()})
+        _write_json(
+            path,
+            {**self.meta, **self.identity, "part": part, "tests": tests, "outcomes": outcomes, "written_at": utc_now()},
+        )
         return path
 
 
@@ -216,11 +296,14 @@ class RunInfo:
             outcomes = part.get("outcomes")
             lost = [t for t in part.get("tests", []) if t not in self.stored_tests]
             if outcomes is None:
-                why.append(f"the {name} process did not finish ({len(part.get('tests', [])) - len(lost)} of "
-                           f"{len(part.get('tests', []))} benchmarks stored)")
+                why.append(
+                    f"the {name} process did not finish ({len(part.get('tests', [])) - len(lost)} of "
+                    f"{len(part.get('tests', []))} benchmarks stored)"
+                )
             else:
-                why += [f"{t.split('::')[-1]}: {outcomes.get(t, 'not run')}" for t in lost
-                        if outcomes.get(t) != "skipped"]
+                why += [
+                    f"{t.split('::')[-1]}: {outcomes.get(t, 'not run')}" for t in lost if outcomes.get(t) != "skipped"
+                ]
         return why
 
 
@@ -242,15 +325,18 @@ def read(store_dir: str | Path) -> Store:
     frames, runs, problems = [], {}, []
 
     def problem(path: Path, err: Exception) -> None:
-        problems.append(f"{path.relative_to(store_dir).as_posix()}: {type(err).__name__}: "
-                        f"{str(err).splitlines()[0] if str(err) else ''}")
+        problems.append(
+            f"{path.relative_to(store_dir).as_posix()}: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}"
+        )
         warnings.warn(f"skipping unreadable store file {path}: {err}", stacklevel=3)
 
     def info(meta: dict) -> RunInfo:
         run = runs.get(meta["run_id"])
         if run is None:
-            run = runs[meta["run_id"]] = RunInfo(meta["run_id"], meta.get("machine_id", "unknown"),
-                                                 meta.get("started_at", ""))
+            run = runs[meta["run_id"]] = RunInfo(
+                meta["run_id"], meta.get("machine_id", "unknown"), meta.get("started_at", "")
+            )
         return run
 
     for path in sorted(store_dir.glob("*.parquet")):
@@ -288,7 +374,18 @@ def read(store_dir: str | Path) -> Store:
             run.backends[meta["backend"]["label"]] = meta["backend"]
         run.stored_tests.update(frame["test"].unique())
     rows = pd.concat(frames, ignore_index=True) if frames else _empty()
-    order = ["machine_id", "started_at", "run_id", "stage", "variant", "dtype", "audio_seconds", "backend", "device",
-             "metric", "round"]
+    order = [
+        "machine_id",
+        "started_at",
+        "run_id",
+        "stage",
+        "variant",
+        "dtype",
+        "audio_seconds",
+        "backend",
+        "device",
+        "metric",
+        "round",
+    ]
     rows = rows.sort_values(order, kind="stable").reset_index(drop=True)
     return Store(rows, runs, problems)

@@ -63,8 +63,9 @@ class Table(Mapping):
         rows = [b for (s, c, _, be), b in self._rows.items() if s == stage and c == check and be in ("", backend)]
         return {b.metric: b for b in sorted(rows, key=lambda b: b.backend != "")}  # a backend's own row comes last
 
-    def broken(self, stage: str, check: str, metrics: dict[str, float], only: tuple[str, ...] | None = None,
-               backend: str = "") -> list[str]:
+    def broken(
+        self, stage: str, check: str, metrics: dict[str, float], only: tuple[str, ...] | None = None, backend: str = ""
+    ) -> list[str]:
         """The bounds of (stage, check) that `metrics` breaks on `backend`, one line each (a bounded metric that is
         missing from `metrics` counts as broken: nothing unmeasured passes). `only` restricts the check to some
         metrics, for a test that compares one part of a stage's output (e.g. RMVPE's salience without its f0)."""
@@ -78,8 +79,9 @@ class Table(Mapping):
                 out.append(f"{name} = {metrics[name]:.3g} (bound {b})")
         return out
 
-    def assert_within(self, stage: str, check: str, metrics: dict[str, float], only: tuple[str, ...] | None = None,
-                      backend: str = "") -> dict[str, float]:
+    def assert_within(
+        self, stage: str, check: str, metrics: dict[str, float], only: tuple[str, ...] | None = None, backend: str = ""
+    ) -> dict[str, float]:
         """A suite's parity assertion: every bound of (stage, check) (or of its `only` metrics) on `backend` holds;
         returns the metrics."""
         if not [m for m in self.bounds(stage, check, backend) if only is None or m in only]:
@@ -129,13 +131,15 @@ def bounds(stage: str, check: str = BENCHMARK, backend: str = "") -> dict[str, B
     return table().bounds(stage, check, backend)
 
 
-def broken(stage: str, check: str, metrics: dict[str, float], only: tuple[str, ...] | None = None,
-           backend: str = "") -> list[str]:
+def broken(
+    stage: str, check: str, metrics: dict[str, float], only: tuple[str, ...] | None = None, backend: str = ""
+) -> list[str]:
     return table().broken(stage, check, metrics, only, backend)
 
 
-def assert_within(stage: str, check: str, metrics: dict[str, float], only: tuple[str, ...] | None = None,
-                  backend: str = "") -> dict[str, float]:
+def assert_within(
+    stage: str, check: str, metrics: dict[str, float], only: tuple[str, ...] | None = None, backend: str = ""
+) -> dict[str, float]:
     return table().assert_within(stage, check, metrics, only, backend)
 
 

@@ -40,12 +40,22 @@ def test_bench_hubert(benchmark, bench, backend_name, seconds):
     path, size = checkpoint(bench)
     runner = hubert(be, bench.cache_dir, path, size)
     clip = bench.audio(seconds)
-    out = bench.measure(benchmark, be, runner.call, runner.inputs(clip.audio[None]), stage="hubert",
-                        variant="v2-layer12", seconds=seconds)
+    out = bench.measure(
+        benchmark,
+        be,
+        runner.call,
+        runner.inputs(clip.audio[None]),
+        stage="hubert",
+        variant="v2-layer12",
+        seconds=seconds,
+    )
     out = runner.outputs(out)
-    ref = bench.reference(("hubert", "v2", str(path), seconds),
-                          (lambda: out) if backend_name == "torch" and be.device == "cpu"
-                          else (lambda: torch_reference(path, size, clip.audio[None])))
+    ref = bench.reference(
+        ("hubert", "v2", str(path), seconds),
+        (lambda: out)
+        if backend_name == "torch" and be.device == "cpu"
+        else (lambda: torch_reference(path, size, clip.audio[None])),
+    )
     assert out.shape == (1, get_config(size).num_frames(clip.audio.size), get_config(size).embed_dim)
     # The table's benchmark bound: relative L2 against torch, fp32, same weights (measurements in test_hubert.py:
     # MLX <= 2.5e-6 per layer at full size, 9e-6 for 60 s windowed; tests/test_onnx.py), any size and length.

@@ -25,8 +25,9 @@ def test_bench_mel(benchmark, bench, backend_name, seconds):
     be = bench.backend(backend_name)
     clip = bench.audio(seconds)
     runner = stages.MEL.load(be)
-    out = bench.measure(benchmark, be, runner.call, runner.inputs(clip.audio), stage="mel", variant="log-mel-128",
-                        seconds=seconds)
+    out = bench.measure(
+        benchmark, be, runner.call, runner.inputs(clip.audio), stage="mel", variant="log-mel-128", seconds=seconds
+    )
     out = runner.outputs(out)  # [T, 128]
     ref = bench.reference(("mel", seconds), lambda: reference.log_mel(clip.audio))  # [128, T]
     bench.record_parity(mel_metrics(out.T, ref), reference="numpy-float64")  # asserts the table's bounds
@@ -38,5 +39,13 @@ def test_bench_mel_reference(benchmark, bench, seconds):
     if "torch" not in bench.backend_names:
         pytest.skip("measured in the torch benchmark process")
     clip = bench.audio(seconds)
-    bench.measure(benchmark, bench.backend("numpy"), reference.log_mel, (clip.audio,), stage="mel",
-                  variant="log-mel-128", seconds=seconds, dtype="float64")
+    bench.measure(
+        benchmark,
+        bench.backend("numpy"),
+        reference.log_mel,
+        (clip.audio,),
+        stage="mel",
+        variant="log-mel-128",
+        seconds=seconds,
+        dtype="float64",
+    )

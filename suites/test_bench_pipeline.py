@@ -39,10 +39,13 @@ def models(backend_name: str, variant: str = VARIANT, size: str = "tiny", device
     hubert, rmvpe = checkpoints(size)
     voice = synth_synthetic.ensure_checkpoint(cache_dir(), size, variant=variant)
     hubert_preset = stages.PIPELINE_HUBERT[size]
-    files = [stages.SYNTH.checkpoint_for(backend_name, voice, cache_dir()),
-             stages.HUBERT.checkpoint_for(backend_name, hubert, cache_dir(), config=hubert_preset,
-                                          version=preset(variant).version),
-             stages.RMVPE.checkpoint_for(backend_name, rmvpe, cache_dir())]
+    files = [
+        stages.SYNTH.checkpoint_for(backend_name, voice, cache_dir()),
+        stages.HUBERT.checkpoint_for(
+            backend_name, hubert, cache_dir(), config=hubert_preset, version=preset(variant).version
+        ),
+        stages.RMVPE.checkpoint_for(backend_name, rmvpe, cache_dir()),
+    ]
     return pipeline.load_models(get_backend(backend_name, device), *files, hubert_preset)
 
 
@@ -59,19 +62,25 @@ def snr(test, ref) -> float:
 
 def given_f0(m: pipeline.Models, ref: pipeline.Conversion, audio, opts: pipeline.Options, index=None):
     """The conversion of `m` given the reference's f0 (pitch() returns f0 before the transpose, so it is undone)."""
-    return pipeline.convert(pipeline.WithPitch(m, lambda _: (None, transpose(ref.f0, -opts.f0_up_key))), audio, opts, index)
+    return pipeline.convert(
+        pipeline.WithPitch(m, lambda _: (None, transpose(ref.f0, -opts.f0_up_key))), audio, opts, index
+    )
 
 
-def twin_metrics(out: pipeline.Conversion, ref: pipeline.Conversion, same: pipeline.Conversion | None,
-                 spectral: bool) -> dict:
+def twin_metrics(
+    out: pipeline.Conversion, ref: pipeline.Conversion, same: pipeline.Conversion | None, spectral: bool
+) -> dict:
     """What the pipeline's parity is judged on, always all of it: the waveform (identical noise on both sides), the
     spectral metrics (phase-insensitive) where the output is long enough, the f0 tracks (with how many of the frames
     apart the reference decided by less than float32's resolution: parity.TIE_MARGIN), and same_f0_snr_db, the
     waveform SNR of the tested backend's conversion given the reference's f0 (`same`): it tells a pitch divergence
     (snr_db fails, same_f0_snr_db holds) from a synthesis divergence (both fail); same=None: not measured."""
     assert out.sr == ref.sr and out.audio.shape == ref.audio.shape
-    wave = parity.audio_metrics(out.waveform, ref.waveform, ref.sr) if spectral else \
-        parity.tensor_metrics(out.waveform, ref.waveform)
+    wave = (
+        parity.audio_metrics(out.waveform, ref.waveform, ref.sr)
+        if spectral
+        else parity.tensor_metrics(out.waveform, ref.waveform)
+    )
     pitch = parity.pitch_metrics(out.f0, ref.f0, parity.decision_margin(ref.salience, THRESHOLD))
     if same is None:
         return {**wave, **pitch}
@@ -89,8 +98,9 @@ def judged(check: str, spectral: bool, same_f0: bool = True) -> tuple[str, ...] 
 def describe(what: str, metrics: dict) -> str:
     keys = ("snr_db", "same_f0_snr_db", "frames_apart", "frames_apart_tied", "cents_p95", *SPECTRAL)
     # log_mel_corr: enough digits to see how far from 1 it is
-    return f"\n{what}: " + ", ".join(f"{k} {metrics[k]:.{7 if k == 'log_mel_corr' else 3}g}"
-                                     for k in keys if k in metrics)
+    return f"\n{what}: " + ", ".join(
+        f"{k} {metrics[k]:.{7 if k == 'log_mel_corr' else 3}g}" for k in keys if k in metrics
+    )
 
 
 def check_twins(out, ref, same, check: str, what: str, spectral: bool = False) -> dict:
@@ -107,11 +117,20 @@ def test_bench_pipeline(benchmark, bench, backend_name, seconds):
     index = bench_index(size)
     audio = bench.audio(seconds).audio
     opts = pipeline.Options(seed=0)  # identical noise on both sides: the waveform is comparable sample by sample
-    out = bench.measure(benchmark, be, lambda x: pipeline.convert(m, x, opts, index), (audio,), stage="pipeline",
-                        variant=VARIANT, seconds=seconds)
+    out = bench.measure(
+        benchmark,
+        be,
+        lambda x: pipeline.convert(m, x, opts, index),
+        (audio,),
+        stage="pipeline",
+        variant=VARIANT,
+        seconds=seconds,
+    )
     is_reference = backend_name == "torch" and be.device == "cpu"
-    ref = bench.reference(("pipeline", VARIANT, size, seconds), lambda: out if is_reference else
-                          pipeline.convert(models("torch", VARIANT, size), audio, opts, index))
+    ref = bench.reference(
+        ("pipeline", VARIANT, size, seconds),
+        lambda: out if is_reference else pipeline.convert(models("torch", VARIANT, size), audio, opts, index),
+    )
     # Given the reference's f0 where the tracks differ (any frame apart), to tell a pitch divergence from a synthesis
     # divergence; where they agree snr_db judges the synthesis itself, and the extra call would cost as much as the
     # benchmark's own first call (11 min for MLX at 5 min here).

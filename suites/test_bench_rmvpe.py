@@ -8,7 +8,6 @@ child process, so a benchmark process imports only the framework it measures.
 from __future__ import annotations
 
 import numpy as np
-
 import pytest
 
 from rvc_bench import parity, stages
@@ -24,10 +23,13 @@ _MODELS: dict = {}
 # the old MLX default ran it (4096 frames + 1024 of overlap) and without overlap, among them the original port's 32k
 # frames (measured rows, never offered as a default). Their parity is against the same backend: the whole row against
 # the default's output (what the bounded default costs), the others against the whole sequence, salience and pitch.
-CHUNKING = {"e2e": {}, "whole": {"chunk_frames": None},
-            "chunked-4096-cut-gru": {"chunk_frames": 4096, "overlap_frames": 1024, "cut_gru": True},
-            "chunked-4096-no-overlap": {"chunk_frames": 4096, "overlap_frames": 0, "cut_gru": True},
-            "chunked-32768-no-overlap": {"chunk_frames": 32768, "overlap_frames": 0, "cut_gru": True}}
+CHUNKING = {
+    "e2e": {},
+    "whole": {"chunk_frames": None},
+    "chunked-4096-cut-gru": {"chunk_frames": 4096, "overlap_frames": 1024, "cut_gru": True},
+    "chunked-4096-no-overlap": {"chunk_frames": 4096, "overlap_frames": 0, "cut_gru": True},
+    "chunked-32768-no-overlap": {"chunk_frames": 32768, "overlap_frames": 0, "cut_gru": True},
+}
 
 
 def rmvpe(backend, cache, size: str, variant: str = "e2e"):
@@ -49,13 +51,15 @@ def test_bench_rmvpe(benchmark, bench, backend_name, seconds):
     size = bench.model_size
     clip = bench.audio(seconds)
     runner = rmvpe(be, bench.cache_dir, size)
-    out = bench.measure(benchmark, be, runner.call, runner.inputs(clip.audio), stage="rmvpe", variant="e2e",
-                        seconds=seconds)
+    out = bench.measure(
+        benchmark, be, runner.call, runner.inputs(clip.audio), stage="rmvpe", variant="e2e", seconds=seconds
+    )
     salience, f0 = runner.outputs(out)
     # The torch-cpu run's own output when it ran first, else computed here.
     own = (salience, f0) if backend_name == "torch" and be.device == "cpu" else None
-    s_ref, f_ref = bench.reference(("rmvpe", size, seconds),
-                                   lambda: own or torch_reference(bench.cache_dir, size, clip.audio))
+    s_ref, f_ref = bench.reference(
+        ("rmvpe", size, seconds), lambda: own or torch_reference(bench.cache_dir, size, clip.audio)
+    )
     sal_metrics = parity.tensor_metrics(salience, s_ref)
     f0_metrics = parity.pitch_metrics(f0, f_ref, parity.decision_margin(s_ref, THRESHOLD))
     assert salience.shape == (clip.audio.size // 160 + 1, 360)
@@ -68,7 +72,11 @@ def test_bench_rmvpe(benchmark, bench, backend_name, seconds):
 def same_as(variant: str, default_chunk: int | None, n_frames: int, overlap: int) -> str | None:
     """The variant that computes exactly what `variant` computes on n_frames of log-mel, if any: measuring it again
     would only repeat a row (at 5 s every variant runs the whole sequence; torch's default is whole)."""
-    opts = {"chunk_frames": default_chunk, "overlap_frames": overlap, **CHUNKING["e2e" if variant == "whole" else variant]}
+    opts = {
+        "chunk_frames": default_chunk,
+        "overlap_frames": overlap,
+        **CHUNKING["e2e" if variant == "whole" else variant],
+    }
     runs_whole = bounded_chunk(n_frames, opts["chunk_frames"], opts["overlap_frames"]) is None
     return ("e2e" if variant == "whole" else "whole") if runs_whole else None
 
@@ -83,15 +91,23 @@ def test_bench_rmvpe_chunking(benchmark, bench, backend_name, seconds, variant):
     if same:
         pytest.skip(f"at {seconds:g} s {variant} computes exactly what {same} computes on {backend_name}")
     runner = rmvpe(be, bench.cache_dir, size, variant)
-    out = bench.measure(benchmark, be, runner.call, runner.inputs(clip.audio), stage="rmvpe", variant=variant,
-                        seconds=seconds)
+    out = bench.measure(
+        benchmark, be, runner.call, runner.inputs(clip.audio), stage="rmvpe", variant=variant, seconds=seconds
+    )
     salience, f0 = runner.outputs(out)
     against = "e2e" if variant == "whole" else "whole"
-    s_ref, f_ref = bench.reference(("rmvpe-own", be.label, size, seconds, against),
-                                   lambda: rmvpe(be, bench.cache_dir, size, against)(clip.audio))
+    s_ref, f_ref = bench.reference(
+        ("rmvpe-own", be.label, size, seconds, against), lambda: rmvpe(be, bench.cache_dir, size, against)(clip.audio)
+    )
     if variant == "whole":
         bench.reference(("rmvpe-own", be.label, size, seconds, "whole"), lambda: (salience, f0))
     # Against the same backend: the default's chunks are held to the "chunked" bounds; the BiGRU-cutting rows are
     # measured only, with what they cost in salience, cents and voicing (see test_rmvpe.py).
-    bench.record_parity({**parity.tensor_metrics(salience, s_ref), **parity.pitch_metrics(f0, f_ref, parity.decision_margin(s_ref, THRESHOLD))},
-                        reference=f"{backend_name} {against}", check="chunked" if variant == "whole" else None)
+    bench.record_parity(
+        {
+            **parity.tensor_metrics(salience, s_ref),
+            **parity.pitch_metrics(f0, f_ref, parity.decision_margin(s_ref, THRESHOLD)),
+        },
+        reference=f"{backend_name} {against}",
+        check="chunked" if variant == "whole" else None,
+    )

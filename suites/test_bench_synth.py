@@ -41,9 +41,18 @@ def windowed_synth(backend, path, inputs: synthetic.SynthInputs, tile_frames: in
     runner = stages.SYNTH.load(backend, path, tile_frames=tile_frames)
     upp = runner.model.cfg.upp
     batch = lambda a: a[None]  # noqa: E731
-    windows_in = [runner.inputs(batch(inputs.phone[s:e]), None, batch(inputs.pitch[s:e]), batch(inputs.pitchf[s:e]),
-                                None, batch(inputs.eps[s:e]), batch(inputs.sine_noise[s * upp:e * upp]))
-                  for s, e in windows(inputs.frames)]
+    windows_in = [
+        runner.inputs(
+            batch(inputs.phone[s:e]),
+            None,
+            batch(inputs.pitch[s:e]),
+            batch(inputs.pitchf[s:e]),
+            None,
+            batch(inputs.eps[s:e]),
+            batch(inputs.sine_noise[s * upp : e * upp]),
+        )
+        for s, e in windows(inputs.frames)
+    ]
     return runner, runner.call_windows, (windows_in,)
 
 
@@ -62,10 +71,16 @@ def test_bench_synth(benchmark, bench, backend_name, seconds, variant):
     tiles = stages.SYNTH.takes(be.name, "tile_frames")  # the ONNX graph runs the decoder in one pass per window
     if tile is not None and not tiles:
         pytest.skip(f"{backend_name} runs the decoder in one pass per window: its rows are the -whole variant")
-    if tile is None and be.name == "mlx" and be.device == "cpu" and min(frames, MAX_WINDOW_FRAMES) > \
-            MLX_CPU_WHOLE_MAX_FRAMES:
-        pytest.skip(f"one decoder pass over a {min(frames, MAX_WINDOW_FRAMES) / 100:g} s window does not fit in "
-                    "memory on the MLX CPU device")
+    if (
+        tile is None
+        and be.name == "mlx"
+        and be.device == "cpu"
+        and min(frames, MAX_WINDOW_FRAMES) > MLX_CPU_WHOLE_MAX_FRAMES
+    ):
+        pytest.skip(
+            f"one decoder pass over a {min(frames, MAX_WINDOW_FRAMES) / 100:g} s window does not fit in "
+            "memory on the MLX CPU device"
+        )
     inputs = synthetic.make_inputs(cfg, bench.audio(seconds).f0[:frames], seed=0)
     runner, fn, args = windowed_synth(be, stages.SYNTH.checkpoint_for(be.name, path, bench.cache_dir), inputs, tile)
     out = bench.measure(benchmark, be, fn, args, stage="synth", variant=variant, seconds=seconds)
@@ -74,9 +89,12 @@ def test_bench_synth(benchmark, bench, backend_name, seconds, variant):
     if variant == WHOLE and tiles:
         # Against the tiled output of the same backend (what the tiles cost): the "tiles" bound of the table.
         tiled_runner, tiled_fn, tiled_args = windowed_synth(
-            be, stages.SYNTH.checkpoint_for(be.name, path, bench.cache_dir), inputs)
-        tiled = bench.reference(("synth-own", be.label, bench.model_size, seconds, TILED),
-                                lambda: tiled_runner.outputs(tiled_fn(*tiled_args)).reshape(-1))
+            be, stages.SYNTH.checkpoint_for(be.name, path, bench.cache_dir), inputs
+        )
+        tiled = bench.reference(
+            ("synth-own", be.label, bench.model_size, seconds, TILED),
+            lambda: tiled_runner.outputs(tiled_fn(*tiled_args)).reshape(-1),
+        )
         bench.record_parity(parity.tensor_metrics(tiled, audio), reference=f"{backend_name} {TILED}", check="tiles")
         return
     bench.reference(("synth-own", be.label, bench.model_size, seconds, TILED), lambda: audio)

@@ -135,7 +135,7 @@ def test_first_group_norm_is_accurate_at_60_s():
     norm = model_mlx.ChannelGroupNorm(c, eps=1e-5)
     norm.weight, norm.bias = mx.array(weight), mx.array(bias)
     centred = x.astype(np.float64) - x.astype(np.float64).mean(axis=1, keepdims=True)
-    ref = centred / np.sqrt((centred ** 2).mean(axis=1, keepdims=True) + 1e-5) * weight + bias
+    ref = centred / np.sqrt((centred**2).mean(axis=1, keepdims=True) + 1e-5) * weight + bias
     assert np.abs(np.array(norm(mx.array(x))) - ref).max() <= GROUP_NORM_60S_MAX_ABS
 
 
@@ -174,8 +174,9 @@ def test_windowed_features(tiny_models):
     whole = torch_np(tm.features(torch.from_numpy(x), "v2"))
     assert 1e-4 < parity.tensor_metrics(wt, whole)["rel_l2"] < 0.5
     # Audio that fits one window is one call.
-    assert np.array_equal(torch_np(tm.features_windowed(torch.from_numpy(x), "v1")),
-                          torch_np(tm.features(torch.from_numpy(x), "v1")))
+    assert np.array_equal(
+        torch_np(tm.features_windowed(torch.from_numpy(x), "v1")), torch_np(tm.features(torch.from_numpy(x), "v1"))
+    )
 
 
 # The frame grid of 3.3 s (52 800 samples, 164 frames) in windows of at most 1 s, stated here rather than read from
@@ -188,6 +189,7 @@ GRID_SPANS = tuple((320 * f, 320 * (f + c - 1) + 400) for f, c in GRID_FRAMES)
 def grid_misses(tm, mm, x) -> dict[str, float]:
     """rel_l2 of each twin's features_windowed (v2, 1 s windows) against its own features() of the GRID_SPANS
     windows, concatenated, and of MLX against torch; inf where the frame counts differ."""
+
     def miss(out, ref):
         return parity.tensor_metrics(out, ref)["rel_l2"] if out.shape == ref.shape else float("inf")
 
@@ -210,8 +212,9 @@ def test_windows_sit_on_the_frame_grid_in_both_twins(tiny_models):
 def _shift_later_windows(by: int):
     """HubertConfig.windows with every window after the first moved by `by` samples (frame count kept)."""
     windows = HubertConfig.windows
-    return lambda cfg, n, max_seconds: [(a + by * (i > 0), b + by * (i > 0))
-                                        for i, (a, b) in enumerate(windows(cfg, n, max_seconds))]
+    return lambda cfg, n, max_seconds: [
+        (a + by * (i > 0), b + by * (i > 0)) for i, (a, b) in enumerate(windows(cfg, n, max_seconds))
+    ]
 
 
 class MovedBoundary(HubertConfig):
@@ -255,13 +258,17 @@ def test_hf_layout_gives_identical_outputs(tiny_ckpt, tiny_models, tmp_path, suf
     tm_hf, mm_hf = convert.load_torch(hf_path, config="tiny"), convert.load_mlx(hf_path, config="tiny")
     for version in ("v1", "v2"):
         assert torch.equal(tm_hf.features(torch.from_numpy(x), version), tm.features(torch.from_numpy(x), version))
-        assert np.array_equal(np.array(mm_hf.features(mx.array(x), version)), np.array(mm.features(mx.array(x), version)))
+        assert np.array_equal(
+            np.array(mm_hf.features(mx.array(x), version)), np.array(mm.features(mx.array(x), version))
+        )
 
 
-@pytest.mark.parametrize("weights,wn_style", [("model.safetensors", "parametrizations"),
-                                              ("pytorch_model.bin", "legacy")])
-def test_hf_folder_gives_the_features_of_the_same_weights_in_fairseq_layout(tiny_ckpt, tiny_models, tmp_path,
-                                                                           weights, wn_style):
+@pytest.mark.parametrize(
+    "weights,wn_style", [("model.safetensors", "parametrizations"), ("pytorch_model.bin", "legacy")]
+)
+def test_hf_folder_gives_the_features_of_the_same_weights_in_fairseq_layout(
+    tiny_ckpt, tiny_models, tmp_path, weights, wn_style
+):
     """A folder as transformers' save_pretrained writes it (config.json + weights), on both backends and through
     `convert`: the features are exactly those of the fairseq file holding the same weights."""
     import json
@@ -294,24 +301,36 @@ def _edit_config(**changes):
         cfg = json.loads((folder / "config.json").read_text())
         cfg.update(changes)
         (folder / "config.json").write_text(json.dumps(cfg))
+
     return edit
 
 
-@pytest.mark.parametrize("edit,match", [
-    (_edit_config(hidden_size=1024), r"config.json: hidden_size = 1024, expected 64"),
-    (_edit_config(num_attention_heads=8), r"num_attention_heads = 8, expected 4"),  # shapes cannot show heads
-    (_edit_config(conv_stride=[5, 2, 2, 2, 2, 2, 1]), r"conv_stride = \[5, 2, 2, 2, 2, 2, 1\], expected"),
-    (_edit_config(do_stable_layer_norm=True), r"do_stable_layer_norm = True; only False is supported"),
-    (_edit_config(feat_extract_norm="layer"), r"feat_extract_norm = 'layer'; only 'group' is supported"),
-    (_edit_config(model_type="wav2vec2"), r"model_type = 'wav2vec2'; only 'hubert' is supported"),
-    (lambda f: (f / "config.json").unlink(), r"contentvec: a folder without config.json"),
-    (lambda f: (f / "config.json").write_text("{not json"), r"config.json: not a readable JSON file"),
-    (lambda f: (f / "config.json").write_text("[1, 2]"), r"config.json: expected a JSON object, found list"),
-    (lambda f: (f / "model.safetensors").unlink(), r"contentvec: no model.safetensors or pytorch_model.bin$"),
-    (lambda f: [(f / "model.safetensors").rename(f / "model-00001-of-00002.safetensors"),
-                (f / "model.safetensors.index.json").write_text("{}")], r"sharded weights are not supported"),
-    (lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 16), r"model.safetensors: not a readable safetensors"),
-])
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (_edit_config(hidden_size=1024), r"config.json: hidden_size = 1024, expected 64"),
+        (_edit_config(num_attention_heads=8), r"num_attention_heads = 8, expected 4"),  # shapes cannot show heads
+        (_edit_config(conv_stride=[5, 2, 2, 2, 2, 2, 1]), r"conv_stride = \[5, 2, 2, 2, 2, 2, 1\], expected"),
+        (_edit_config(do_stable_layer_norm=True), r"do_stable_layer_norm = True; only False is supported"),
+        (_edit_config(feat_extract_norm="layer"), r"feat_extract_norm = 'layer'; only 'group' is supported"),
+        (_edit_config(model_type="wav2vec2"), r"model_type = 'wav2vec2'; only 'hubert' is supported"),
+        (lambda f: (f / "config.json").unlink(), r"contentvec: a folder without config.json"),
+        (lambda f: (f / "config.json").write_text("{not json"), r"config.json: not a readable JSON file"),
+        (lambda f: (f / "config.json").write_text("[1, 2]"), r"config.json: expected a JSON object, found list"),
+        (lambda f: (f / "model.safetensors").unlink(), r"contentvec: no model.safetensors or pytorch_model.bin$"),
+        (
+            lambda f: [
+                (f / "model.safetensors").rename(f / "model-00001-of-00002.safetensors"),
+                (f / "model.safetensors.index.json").write_text("{}"),
+            ],
+            r"sharded weights are not supported",
+        ),
+        (
+            lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 16),
+            r"model.safetensors: not a readable safetensors",
+        ),
+    ],
+)
 def test_hf_folder_errors_name_the_file_and_field(tmp_path, edit, match):
     folder = _folder_with(tmp_path, "contentvec", edit)
     with pytest.raises(CheckpointError, match=match):
@@ -327,8 +346,11 @@ def test_hf_folder_weights_are_checked_strictly(tmp_path):
         del weights["encoder.layers.1.feed_forward.output_dense.bias"]
         save_file(weights, folder / "model.safetensors")
 
-    with pytest.raises(CheckpointError, match=r"model.safetensors \(hf layout\): missing key "
-                                              r"'encoder.layers.1.feed_forward.output_dense.bias'"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"model.safetensors \(hf layout\): missing key "
+        r"'encoder.layers.1.feed_forward.output_dense.bias'",
+    ):
         convert.read(_folder_with(tmp_path, "contentvec", drop_key), "tiny")
 
 
@@ -361,8 +383,13 @@ def test_convert_file_writes_mlx_weights_with_config(tiny_ckpt, tiny_models, tmp
 
 
 def _fairseq_file(path, state, cfg_sections=None):
-    save_torch_checkpoint(path, {"model": {k: torch.from_numpy(v) for k, v in state.items()},
-                                 "cfg": cfg_sections or synthetic.fairseq_cfg(get_config("tiny"))})
+    save_torch_checkpoint(
+        path,
+        {
+            "model": {k: torch.from_numpy(v) for k, v in state.items()},
+            "cfg": cfg_sections or synthetic.fairseq_cfg(get_config("tiny")),
+        },
+    )
     return path
 
 
@@ -374,16 +401,26 @@ def _edit(state, key, new_key=None, value=None):
 
 
 STRICT_CASES = {
-    "renamed key": (lambda s: _edit(s, "encoder.layers.0.fc1.weight", "encoder.layers.0.fc_1.weight"),
-                    "missing key 'encoder.layers.0.fc1.weight'"),
-    "unexpected key": (lambda s: {**s, "encoder.layers.0.extra": np.zeros(3, np.float32)},
-                       "unexpected key 'encoder.layers.0.extra'"),
-    "wrong shape": (lambda s: _edit(s, "encoder.layers.1.self_attn.k_proj.weight", value=np.zeros((64, 63), np.float32)),
-                    r"key 'encoder.layers.1.self_attn.k_proj.weight' has shape \(64, 63\), expected \(64, 64\)"),
-    "weight_g without weight_v": (lambda s: {k: v for k, v in s.items() if k != "encoder.pos_conv.0.weight_v"},
-                                  "missing key 'encoder.pos_conv.0.weight_v'"),
-    "wrong unused shape": (lambda s: _edit(s, "label_embs_concat", value=np.zeros((3, 16), np.float32)),
-                           "key 'label_embs_concat' has shape"),
+    "renamed key": (
+        lambda s: _edit(s, "encoder.layers.0.fc1.weight", "encoder.layers.0.fc_1.weight"),
+        "missing key 'encoder.layers.0.fc1.weight'",
+    ),
+    "unexpected key": (
+        lambda s: {**s, "encoder.layers.0.extra": np.zeros(3, np.float32)},
+        "unexpected key 'encoder.layers.0.extra'",
+    ),
+    "wrong shape": (
+        lambda s: _edit(s, "encoder.layers.1.self_attn.k_proj.weight", value=np.zeros((64, 63), np.float32)),
+        r"key 'encoder.layers.1.self_attn.k_proj.weight' has shape \(64, 63\), expected \(64, 64\)",
+    ),
+    "weight_g without weight_v": (
+        lambda s: {k: v for k, v in s.items() if k != "encoder.pos_conv.0.weight_v"},
+        "missing key 'encoder.pos_conv.0.weight_v'",
+    ),
+    "wrong unused shape": (
+        lambda s: _edit(s, "label_embs_concat", value=np.zeros((3, 16), np.float32)),
+        "key 'label_embs_concat' has shape",
+    ),
 }
 
 
@@ -421,10 +458,14 @@ def test_fairseq_cfg_is_cross_checked(tmp_path):
     tiny = get_config("tiny")
     state = synthetic.fairseq_state(tiny)
     sections = synthetic.fairseq_cfg(tiny)
-    pre_ln = _fairseq_file(tmp_path / "pre_ln.pt", state, {**sections, "model": {**sections["model"], "layer_norm_first": True}})
+    pre_ln = _fairseq_file(
+        tmp_path / "pre_ln.pt", state, {**sections, "model": {**sections["model"], "layer_norm_first": True}}
+    )
     with pytest.raises(CheckpointError, match="layer_norm_first"):
         convert.read(pre_ln, "tiny")
-    heads = _fairseq_file(tmp_path / "heads.pt", state, {**sections, "model": {**sections["model"], "encoder_attention_heads": 8}})
+    heads = _fairseq_file(
+        tmp_path / "heads.pt", state, {**sections, "model": {**sections["model"], "encoder_attention_heads": 8}}
+    )
     with pytest.raises(CheckpointError, match="encoder_attention_heads = 8, expected 4"):
         convert.read(heads, "tiny")
     with pytest.raises(CheckpointError, match="encoder_layers = 2, expected 12"):  # a tiny file read as full size

@@ -52,8 +52,10 @@ def test_reference_on_a_pure_tone_peaks_in_the_right_band():
     x = np.sin(2 * np.pi * f * np.arange(sr) / sr).astype(np.float32)
     mel = reference.log_mel(x)
     peak_band = int(np.argmax(mel[:, 50]))
-    centres = 700 * (10 ** (np.linspace(2595 * np.log10(1 + 30 / 700), 2595 * np.log10(1 + 8000 / 700), 130)
-                           / 2595) - 1)[1:-1]
+    centres = (
+        700
+        * (10 ** (np.linspace(2595 * np.log10(1 + 30 / 700), 2595 * np.log10(1 + 8000 / 700), 130) / 2595) - 1)[1:-1]
+    )
     assert abs(centres[peak_band] - f) < 0.1 * f
 
 

@@ -74,7 +74,7 @@ def _energy(x: np.ndarray) -> np.ndarray:
     xp = np.abs(np.pad(x.astype(np.float64), (HOP // 2, HOP // 2), mode="reflect"))  # |.| is exact: once is enough
     energy = np.zeros(x.shape[0])
     for i in range(HOP):
-        energy += xp[i:i + x.shape[0]]
+        energy += xp[i : i + x.shape[0]]
     return energy
 
 
@@ -83,7 +83,7 @@ def _split_points_by_definition(x: np.ndarray, w: pipeline.Windows) -> list[int]
     energy = _energy(x)
     cuts = []
     for t in range(w.t_center, x.shape[0], w.t_center):
-        part = energy[t - w.t_query:t + w.t_query]
+        part = energy[t - w.t_query : t + w.t_query]
         cuts.append(t - w.t_query + int(np.flatnonzero(part == part.min())[0]))
     return cuts
 
@@ -94,14 +94,14 @@ def test_split_points_cut_in_the_quietest_frame():
     x = 0.3 * rng.standard_normal(int(3.3 * SAMPLE_RATE))
     gaps = [int(1.1 * SAMPLE_RATE), int(2.55 * SAMPLE_RATE)]  # within +-0.3 s of 1.2 s and 2.4 s
     for g in gaps:
-        x[g:g + 400] *= 1e-3
+        x[g : g + 400] *= 1e-3
     cuts = pipeline.split_points(x, w)
     assert cuts == _split_points_by_definition(x, w)
     assert len(cuts) == 2 and all(g - HOP <= c <= g + 400 for c, g in zip(cuts, gaps))
     # Cut only when len + 160 > t_max.
-    assert pipeline.split_points(x[:w.t_max - HOP], w) == []
-    assert len(pipeline.split_points(x[:w.t_max - HOP + 1], w)) == 1
-    assert pipeline.split_points(x[:SAMPLE_RATE * 40], pipeline.Windows()) == []  # fp32 row: up to 41 s - 10 ms
+    assert pipeline.split_points(x[: w.t_max - HOP], w) == []
+    assert len(pipeline.split_points(x[: w.t_max - HOP + 1], w)) == 1
+    assert pipeline.split_points(x[: SAMPLE_RATE * 40], pipeline.Windows()) == []  # fp32 row: up to 41 s - 10 ms
 
 
 def _speech_with_silent_gaps(seconds: float, seed: int) -> np.ndarray:
@@ -116,7 +116,7 @@ def _speech_with_silent_gaps(seconds: float, seed: int) -> np.ndarray:
         t = np.arange(n) / SAMPLE_RATE
         f0 = rng.uniform(90, 250)
         tone = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 8))
-        x[pos:pos + n] = 0.3 * np.sin(np.pi * t * SAMPLE_RATE / n) ** 0.5 * tone + 0.02 * rng.standard_normal(n)
+        x[pos : pos + n] = 0.3 * np.sin(np.pi * t * SAMPLE_RATE / n) ** 0.5 * tone + 0.02 * rng.standard_normal(n)
         pos += n + int(rng.uniform(0.05, 0.6) * SAMPLE_RATE)
     return x
 
@@ -125,9 +125,11 @@ def _split_points_by_running_sum(x: np.ndarray, w: pipeline.Windows) -> list[int
     """The former implementation (cumsum difference), kept to show the signals below tell it apart."""
     xp = np.pad(np.abs(x), (HOP // 2, HOP // 2), mode="reflect")
     c = np.concatenate(([0.0], np.cumsum(xp)))
-    energy = c[HOP:HOP + x.shape[0]] - c[:x.shape[0]]
-    return [t - w.t_query + int(np.argmin(energy[t - w.t_query:t + w.t_query]))
-            for t in range(w.t_center, x.shape[0], w.t_center)]
+    energy = c[HOP : HOP + x.shape[0]] - c[: x.shape[0]]
+    return [
+        t - w.t_query + int(np.argmin(energy[t - w.t_query : t + w.t_query]))
+        for t in range(w.t_center, x.shape[0], w.t_center)
+    ]
 
 
 def test_split_points_are_upstreams_on_digitally_silent_gaps():
@@ -140,7 +142,7 @@ def test_split_points_are_upstreams_on_digitally_silent_gaps():
         x = highpass(_speech_with_silent_gaps(seconds, seed))
         cuts = pipeline.split_points(x, w)
         assert len(cuts) == seconds // w.x_center and cuts == _split_points_by_definition(x, w), seconds
-        energy = [np.abs(x[c - HOP // 2:c + HOP // 2]).sum() for c in cuts]
+        energy = [np.abs(x[c - HOP // 2 : c + HOP // 2]).sum() for c in cuts]
         assert max(energy) < 1e-10, energy
         differs += sum(a != b for a, b in zip(cuts, _split_points_by_running_sum(x, w)))
     print(f"running sum picks another cut at {differs} of 10")
@@ -172,8 +174,9 @@ def test_neighbour_weights_and_blend_by_hand():
     retrieved = [w[0] @ database[[0, 1, 2]], (database[3] + database[2]) / 2, (database[1] + database[2]) / 2, feats[3]]
     np.testing.assert_allclose(out, 0.75 * np.array(retrieved) + 0.25 * feats, rtol=1e-6)
     # Tiny distances do not overflow (upstream computes 1/score^2 in float32: inf/inf).
-    np.testing.assert_allclose(retrieval.neighbour_weights(np.array([[1e-30, 2e-30]]), np.array([[0, 1]])),
-                               [[0.8, 0.2]], rtol=1e-12)
+    np.testing.assert_allclose(
+        retrieval.neighbour_weights(np.array([[1e-30, 2e-30]]), np.array([[0, 1]])), [[0.8, 0.2]], rtol=1e-12
+    )
 
 
 def test_index_file_is_the_real_format(tmp_path):
@@ -194,8 +197,9 @@ def test_index_file_is_the_real_format(tmp_path):
     s, i = raw.search(q, retrieval.K)
     w = (1.0 / s.astype(np.float64)) ** 2
     w /= w.sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(index.blend(q, 0.6), 0.6 * np.einsum("fk,fkc->fc", w, vectors[i]) + 0.4 * q,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        index.blend(q, 0.6), 0.6 * np.einsum("fk,fkc->fc", w, vectors[i]) + 0.4 * q, rtol=1e-5, atol=1e-6
+    )
     with pytest.raises(retrieval.RetrievalError, match="index vectors are 32-d but the content features are 16-d"):
         index.blend(q[:, :16], 0.5)
 
@@ -219,7 +223,7 @@ def test_index_errors(tmp_path, monkeypatch):
 
 def _rms_by_definition(y, frame, hop):
     y = np.pad(y, frame // 2)  # center=True, pad_mode "constant"
-    return np.array([np.sqrt(np.mean(y[i:i + frame] ** 2)) for i in range(0, len(y) - frame + 1, hop)])
+    return np.array([np.sqrt(np.mean(y[i : i + frame] ** 2)) for i in range(0, len(y) - frame + 1, hop)])
 
 
 def test_rms_and_interpolation_match_their_definitions():
@@ -260,11 +264,16 @@ def test_int16_output_scaling():
 
 
 def test_options_are_checked():
-    for bad, match in ((dict(index_rate=1.5), "index_rate"), (dict(protect=0.7), "protect"),
-                       (dict(rms_mix_rate=-0.1), "rms_mix_rate"), (dict(f0_up_key=float("nan")), "f0_up_key"),
-                       (dict(windows=pipeline.Windows(x_pad=0.333)), "x_pad"),
-                       (dict(windows=pipeline.Windows(x_query=40.0)), "x_query < x_center"),
-                       (dict(resample_sr=8000), "resample_sr"), (dict(resample_sr=10 ** 6), "resample_sr")):
+    for bad, match in (
+        (dict(index_rate=1.5), "index_rate"),
+        (dict(protect=0.7), "protect"),
+        (dict(rms_mix_rate=-0.1), "rms_mix_rate"),
+        (dict(f0_up_key=float("nan")), "f0_up_key"),
+        (dict(windows=pipeline.Windows(x_pad=0.333)), "x_pad"),
+        (dict(windows=pipeline.Windows(x_query=40.0)), "x_query < x_center"),
+        (dict(resample_sr=8000), "resample_sr"),
+        (dict(resample_sr=10**6), "resample_sr"),
+    ):
         with pytest.raises(pipeline.OptionError, match=match):
             pipeline.Options(**bad).check()
 
@@ -358,12 +367,13 @@ def _near_tied_quiet_points(seconds: float = 1.7, seed: int = 4) -> np.ndarray:
     window: 60 ms of a 2 kHz tone at 1.02, 1.01 and 1.00 % of full scale, 0.1 s apart, around 0.6 s and 1.2 s.
     Their quietest 10 ms are within 2.5 % (measured L1 0.9921, 0.9941, 0.9717 round 0.6 s); the last wins."""
     x = generate(seconds, seed=seed).audio + 0.02 * np.random.default_rng(seed).standard_normal(
-        int(round(seconds * SAMPLE_RATE))).astype(np.float32)
+        int(round(seconds * SAMPLE_RATE))
+    ).astype(np.float32)
     tone = 1e-2 * np.sin(2 * np.pi * 2000 * np.arange(960) / SAMPLE_RATE)
     for centre in (0.6, 1.2):
         for offset, level in ((-0.1, 1.01), (0.0, 1.02), (0.1, 1.0)):
             a = int((centre + offset) * SAMPLE_RATE)
-            x[a:a + tone.size] = level * tone
+            x[a : a + tone.size] = level * tone
     return x
 
 
@@ -375,7 +385,7 @@ def _chunked_by_definition(m: pipeline.Models, audio: np.ndarray, opts: pipeline
     x = highpass(peak_guard(audio))
     ts = [c // HOP * HOP for c in _split_points_by_definition(x, w)]
     audio_pad = np.pad(x, w.t_pad, mode="reflect")
-    f0 = m.pitch(audio_pad.astype(np.float32))[1][:audio_pad.size // HOP]
+    f0 = m.pitch(audio_pad.astype(np.float32))[1][: audio_pad.size // HOP]
     pitch, pitchf = pipeline.coarse_pitch(f0), f0.astype(np.float32)
     zeros = lambda n: (np.zeros((n, cfg.inter_channels), np.float32), np.zeros(n * cfg.upp, np.float32))  # noqa: E731
     trim, pieces = int(round(cfg.sr * w.x_pad)), []
@@ -409,7 +419,7 @@ def _tied_reference() -> np.ndarray:
 def _search_before_the_centre_only(x, w):
     """A half search window ([t - t_query, t)): picks the runner-up candidate, 0.2 s before the quietest."""
     energy = _energy(x)
-    return [t - w.t_query + int(np.argmin(energy[t - w.t_query:t])) for t in range(w.t_center, x.size, w.t_center)]
+    return [t - w.t_query + int(np.argmin(energy[t - w.t_query : t])) for t in range(w.t_center, x.size, w.t_center)]
 
 
 @pytest.mark.parametrize("fault", ["runner-up candidate", "one hop late", "chunks overlap by a frame"])
@@ -438,8 +448,15 @@ def test_index_protect_and_noise_change_the_output(tiny_index):
     ref = pipeline.convert(tm, audio, base, tiny_index).waveform
     same = pipeline.convert(tm, audio, base, tiny_index).waveform
     assert np.array_equal(ref, same)  # seeded noise: reproducible
-    for change in (dict(index_rate=0.0), dict(protect=0.5), dict(seed=1), dict(deterministic=True),
-                   dict(f0_up_key=12), dict(rms_mix_rate=1.0), dict(sid=2)):
+    for change in (
+        dict(index_rate=0.0),
+        dict(protect=0.5),
+        dict(seed=1),
+        dict(deterministic=True),
+        dict(f0_up_key=12),
+        dict(rms_mix_rate=1.0),
+        dict(sid=2),
+    ):
         other = pipeline.convert(tm, audio, dataclasses.replace(base, **change), tiny_index).waveform
         assert parity.tensor_metrics(other, ref)["rel_l2"] > 1e-3, change
     # Sub-second input: the 1 s reflect padding is longer than the audio (numpy reflects repeatedly, as upstream).
@@ -475,8 +492,23 @@ def test_cli_infer_end_to_end(tmp_path, capsys, tiny_index):
     audio = clip(1.0, seed=8)
     src = _wav(tmp_path / "in.wav", audio)
     voice = synth_synthetic.ensure_checkpoint(cache_dir(), "tiny")
-    common = ["--model-size", "tiny", "--synthetic-models", "--seed", "3", "--index", tiny_index.path,
-              "--f0-up-key", "-2", "--index-rate", "0.5", "--protect", "0.2", "--rms-mix-rate", "0.5"]
+    common = [
+        "--model-size",
+        "tiny",
+        "--synthetic-models",
+        "--seed",
+        "3",
+        "--index",
+        tiny_index.path,
+        "--f0-up-key",
+        "-2",
+        "--index-rate",
+        "0.5",
+        "--protect",
+        "0.2",
+        "--rms-mix-rate",
+        "0.5",
+    ]
     written = {}
     for backend in ("torch", "mlx"):
         out = tmp_path / "out" / f"{backend}.wav"
@@ -501,13 +533,17 @@ BAD_INPUTS = {
     "missing voice": (lambda d: [d / "nope.pth", d / "ok.wav"], "voice model not found"),
     "not a voice": (lambda d: [checkpoints()[1], d / "ok.wav"], "not an RVC voice model"),
     "unknown torch device": (lambda d: ["VOICE", d / "ok.wav", "--torch-device", "tpu"], "unknown torch device 'tpu'"),
-    "unknown mlx device": (lambda d: ["VOICE", d / "ok.wav", "--backend", "mlx", "--mlx-device", "npu"],
-                           "unknown MLX device 'npu'"),
+    "unknown mlx device": (
+        lambda d: ["VOICE", d / "ok.wav", "--backend", "mlx", "--mlx-device", "npu"],
+        "unknown MLX device 'npu'",
+    ),
     "index rate": (lambda d: ["VOICE", d / "ok.wav", "--index-rate", "2"], "index_rate must be in"),
     "protect": (lambda d: ["VOICE", d / "ok.wav", "--protect", "0.9"], "protect must be in"),
     "missing index": (lambda d: ["VOICE", d / "ok.wav", "--index", d / "nope.index"], "index file not found"),
-    "missing hubert": (lambda d: ["VOICE", d / "ok.wav", "--hubert", d / "nope.pt", "--rmvpe", d / "nope.pt"],
-                       "HuBERT checkpoint not found"),
+    "missing hubert": (
+        lambda d: ["VOICE", d / "ok.wav", "--hubert", d / "nope.pt", "--rmvpe", d / "nope.pt"],
+        "HuBERT checkpoint not found",
+    ),
 }
 
 
@@ -536,8 +572,21 @@ def test_cli_infer_bad_input(case, bad_inputs, capsys):
 
 
 def test_cli_infer_exit_status_in_a_real_process(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "rvc_bench.cli", "infer", "voice.pth", str(tmp_path / "x.wav"),
-                           "-o", str(tmp_path / "o.wav"), "--synthetic-models"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rvc_bench.cli",
+            "infer",
+            "voice.pth",
+            str(tmp_path / "x.wav"),
+            "-o",
+            str(tmp_path / "o.wav"),
+            "--synthetic-models",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and proc.stderr == "rvc-bench: error: voice model not found: voice.pth\n"
 
 

@@ -152,7 +152,10 @@ def test_full_architecture_matches_the_released_checkpoint():
     assert abs(sum(p.numel() for p in model.unet.intermediate.parameters()) - 74.5e6) < 0.05e6
     # Key names and shapes from spec §6.
     assert state["cnn.weight"].shape == (3, 16, 3, 3) and state["fc.1.weight"].shape == (360, 512)
-    assert state["fc.0.gru.weight_ih_l0"].shape == (768, 384) and state["fc.0.gru.weight_hh_l0_reverse"].shape == (768, 256)
+    assert state["fc.0.gru.weight_ih_l0"].shape == (768, 384) and state["fc.0.gru.weight_hh_l0_reverse"].shape == (
+        768,
+        256,
+    )
     assert state["unet.decoder.layers.0.conv1.0.weight"].shape == (512, 256, 3, 3)  # ConvT: [in, out, kh, kw]
     assert "unet.encoder.layers.4.conv.0.shortcut.bias" in state
     assert "unet.intermediate.layers.3.conv.3.conv.4.num_batches_tracked" in state
@@ -285,10 +288,14 @@ def test_rmvpe_keys_in_a_safetensors_load_like_rmvpe_pt(tmp_path, tiny_state, dt
     mel = torch_log_mel(generate(1.0, seed=5).audio)
     x = mx.array(mel.numpy().transpose(0, 2, 1))
     with torch.inference_mode():
-        assert torch.equal(convert.load_torch(tmp_path / "rmvpe.safetensors").model.mel2hidden(mel),
-                           convert.load_torch(pt).model.mel2hidden(mel))
-    np.testing.assert_array_equal(np.array(convert.load_mlx(tmp_path / "rmvpe.safetensors").model.mel2hidden(x)),
-                                  np.array(convert.load_mlx(pt).model.mel2hidden(x)))
+        assert torch.equal(
+            convert.load_torch(tmp_path / "rmvpe.safetensors").model.mel2hidden(mel),
+            convert.load_torch(pt).model.mel2hidden(mel),
+        )
+    np.testing.assert_array_equal(
+        np.array(convert.load_mlx(tmp_path / "rmvpe.safetensors").model.mel2hidden(x)),
+        np.array(convert.load_mlx(pt).model.mel2hidden(x)),
+    )
     a = load_safetensors(convert.convert_file(tmp_path / "rmvpe.safetensors", tmp_path / "a.safetensors"))[0]
     b = load_safetensors(convert.convert_file(pt, tmp_path / "b.safetensors"))[0]
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
@@ -315,8 +322,9 @@ def test_every_key_has_exactly_one_conversion_rule():
 FULL = pytest.mark.full_size
 
 
-@pytest.mark.parametrize("size,seconds", [("tiny", 0.1), ("tiny", 1.0), ("tiny", 5.0),
-                                          pytest.param("full", 5.0, marks=FULL)])
+@pytest.mark.parametrize(
+    "size,seconds", [("tiny", 0.1), ("tiny", 1.0), ("tiny", 5.0), pytest.param("full", 5.0, marks=FULL)]
+)
 def test_network_parity(size, seconds):
     mel = torch_log_mel(generate(seconds, seed=0).audio)  # 0.1 s: 11 frames, less than one 32-frame pad unit
     ref, out = net_torch(size, mel), net_mlx(size, mel)
@@ -344,8 +352,12 @@ def test_receptive_field_is_derived_exactly():
     with that overlap are exact) and reaches R at some alignment (R is not larger than the network's reach)."""
     cfg = preset("tiny")
     reach = rconfig.receptive_field(cfg)
-    assert (reach, cfg.default_overlap, rconfig.receptive_field(preset("full")), preset("full").default_overlap) == \
-        (59, 64, 1583, 1600)
+    assert (reach, cfg.default_overlap, rconfig.receptive_field(preset("full")), preset("full").default_overlap) == (
+        59,
+        64,
+        1583,
+        1600,
+    )
     model = model_torch.load(synthetic.build_state(cfg, kind="torch-init"), cfg)
     mel = torch.randn(1, cfg.n_mels, 512, generator=torch.Generator().manual_seed(0), requires_grad=True)
     features = model.cnn_features(mel)[0]  # [T, 384]
@@ -359,7 +371,9 @@ def test_receptive_field_is_derived_exactly():
     assert seen == reach
 
 
-KINDS = synthetic.KINDS  # calibrated (forgets fast), torch-init (upstream's untrained E2E), long-memory (GRU keeps state)
+KINDS = (
+    synthetic.KINDS
+)  # calibrated (forgets fast), torch-init (upstream's untrained E2E), long-memory (GRU keeps state)
 
 
 @functools.lru_cache(maxsize=None)

@@ -55,7 +55,7 @@ def tiny_twins(name: str):
 def f0_track(frames: int, seed: int = 3) -> np.ndarray:
     """A fixture f0 contour of exactly `frames` frames: voiced glides with an unvoiced gap at 40-50 %."""
     f0 = generate(frames / 100 + 0.02, seed=seed).f0[:frames].copy()
-    f0[int(0.4 * frames):int(0.5 * frames) + 1] = 0.0
+    f0[int(0.4 * frames) : int(0.5 * frames) + 1] = 0.0
     return f0
 
 
@@ -88,10 +88,20 @@ def test_config_round_trips_through_the_checkpoint_list(name, size):
 # Stored parameter counts (weight-norm g included) from spec §9, in millions.
 SPEC_PARAMS_M = {"v1-32k": 27.47, "v1-40k": 27.44, "v1-48k": 27.48, "v2-32k": 28.06, "v2-40k": 27.54, "v2-48k": 28.72}
 # ConvTranspose paddings and NSF noise-conv kernels from spec §5.6.
-SPEC_PADDINGS = {"v1-32k": [3, 6, 1, 1, 1], "v1-40k": [3, 3, 1, 1], "v1-48k": [3, 5, 1, 1, 1], "v2-32k": [5, 4, 1, 1],
-                 "v2-40k": [3, 3, 1, 1], "v2-48k": [6, 5, 1, 1]}
-SPEC_NOISE_KERNELS = {"v1-32k": [64, 16, 8, 4, 1], "v1-40k": [80, 8, 4, 1], "v2-40k": [80, 8, 4, 1],
-                      "v2-48k": [80, 8, 4, 1]}
+SPEC_PADDINGS = {
+    "v1-32k": [3, 6, 1, 1, 1],
+    "v1-40k": [3, 3, 1, 1],
+    "v1-48k": [3, 5, 1, 1, 1],
+    "v2-32k": [5, 4, 1, 1],
+    "v2-40k": [3, 3, 1, 1],
+    "v2-48k": [6, 5, 1, 1],
+}
+SPEC_NOISE_KERNELS = {
+    "v1-32k": [64, 16, 8, 4, 1],
+    "v1-40k": [80, 8, 4, 1],
+    "v2-40k": [80, 8, 4, 1],
+    "v2-48k": [80, 8, 4, 1],
+}
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -183,10 +193,15 @@ def test_relative_attention_matches_closed_form(frames):
 
     c, heads, window = 16, 2, 10
     rng = np.random.default_rng(frames)
-    w = {f"{n}.{p}": (rng.standard_normal((c, c, 1)) / 4 if p == "weight" else 0.1 * rng.standard_normal(c))
-         for n in ("conv_q", "conv_k", "conv_v", "conv_o") for p in ("weight", "bias")}
-    w.update(emb_rel_k=rng.standard_normal((1, 2 * window + 1, c // heads)),
-             emb_rel_v=rng.standard_normal((1, 2 * window + 1, c // heads)))
+    w = {
+        f"{n}.{p}": (rng.standard_normal((c, c, 1)) / 4 if p == "weight" else 0.1 * rng.standard_normal(c))
+        for n in ("conv_q", "conv_k", "conv_v", "conv_o")
+        for p in ("weight", "bias")
+    }
+    w.update(
+        emb_rel_k=rng.standard_normal((1, 2 * window + 1, c // heads)),
+        emb_rel_v=rng.standard_normal((1, 2 * window + 1, c // heads)),
+    )
     w = {k: v.astype(np.float32) for k, v in w.items()}
     x = rng.standard_normal((frames, c)).astype(np.float32)
     ref = attention_reference(x, w, heads, window)
@@ -196,8 +211,9 @@ def test_relative_attention_matches_closed_form(frames):
     with torch.inference_mode():
         out_t = t_attn(torch.from_numpy(x.T.copy())[None], torch.ones(1, 1, frames, frames))[0].numpy().T
     m_attn = model_mlx.MultiHeadAttention(c, heads, window)
-    load_mlx_module(m_attn, {k: layout.conv1d(v) if v.ndim == 3 and k.startswith("conv") else v for k, v in w.items()},
-                    "attention")
+    load_mlx_module(
+        m_attn, {k: layout.conv1d(v) if v.ndim == 3 and k.startswith("conv") else v for k, v in w.items()}, "attention"
+    )
     out_m = np.array(m_attn(mx.array(x)[None], None, model_mlx.relative_indices(frames, window))[0])
     # float32 against float64 on O(1) values: measured <= 5.3e-7 (a dropped or shifted relative term gives O(0.1))
     assert np.abs(out_t - ref).max() < 5e-6
@@ -306,7 +322,7 @@ def test_decoder_context_is_its_receptive_field(size):
         z = torch.randn(1, cfg.inter_channels, frames, dtype=torch.float64, requires_grad=True)
         har = torch.randn(1, 1, frames * cfg.upp, dtype=torch.float64, requires_grad=True)
         g = torch.randn(1, cfg.gin_channels, 1, dtype=torch.float64)
-        out = dec.filter(z, g, har)[0, 0, f * cfg.upp:(f + 1) * cfg.upp]
+        out = dec.filter(z, g, har)[0, 0, f * cfg.upp : (f + 1) * cfg.upp]
         (out * torch.randn(cfg.upp, dtype=torch.float64)).sum().backward()
         assert torch.nonzero(z.grad.abs().sum(dim=1)[0]).flatten().tolist() == list(range(f - left, f + right + 1))
         used = torch.nonzero(har.grad[0, 0]).flatten()
@@ -459,26 +475,49 @@ def _broken(mutate) -> dict:
     return ckpt
 
 
-@pytest.mark.parametrize("mutate,message", [
-    pytest.param(lambda c: c["weight"].pop("dec.conv_post.weight"), r"missing key 'dec\.conv_post\.weight'",
-                 id="missing-key"),
-    pytest.param(lambda c: c["weight"].pop("flow.flows.2.enc.in_layers.1.weight_v"),
-                 r"'flow\.flows\.2\.enc\.in_layers\.1\.weight_g' has no partner", id="missing-weight-norm-half"),
-    pytest.param(lambda c: c["weight"].__setitem__("enc_p.proj.bias", c["weight"]["enc_p.proj.bias"][:-1]),
-                 r"key 'enc_p\.proj\.bias' has shape \(31,\), expected \(32,\)", id="wrong-shape"),
-    pytest.param(lambda c: c["weight"].__setitem__("dec.extra.weight", c["weight"]["enc_p.proj.bias"]),
-                 r"unexpected key 'dec\.extra\.weight'", id="unexpected-key"),
-    pytest.param(lambda c: c.__setitem__("vocoder", "RefineGAN"), r"vocoder 'RefineGAN' is not supported",
-                 id="refinegan"),
-    pytest.param(lambda c: c.__setitem__("vocoder", "MRF HiFi-GAN"), r"vocoder 'MRF HiFi-GAN' is not supported",
-                 id="mrf-hifigan"),
-    pytest.param(lambda c: c.__setitem__("version", "v1"), r"key 'enc_p\.emb_phone\.weight' has shape \(16, 768\)",
-                 id="v2-weights-labelled-v1"),
-    pytest.param(lambda c: c.__setitem__("f0", 0), r"unexpected key 'dec\.m_source\.l_linear\.bias'",
-                 id="pitch-weights-labelled-nono"),
-    pytest.param(lambda c: c["config"].__setitem__(9, "2"), r"resblock '2'", id="resblock-2"),
-    pytest.param(lambda c: c.pop("config"), r"not an RVC voice model", id="no-config"),
-])
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        pytest.param(
+            lambda c: c["weight"].pop("dec.conv_post.weight"), r"missing key 'dec\.conv_post\.weight'", id="missing-key"
+        ),
+        pytest.param(
+            lambda c: c["weight"].pop("flow.flows.2.enc.in_layers.1.weight_v"),
+            r"'flow\.flows\.2\.enc\.in_layers\.1\.weight_g' has no partner",
+            id="missing-weight-norm-half",
+        ),
+        pytest.param(
+            lambda c: c["weight"].__setitem__("enc_p.proj.bias", c["weight"]["enc_p.proj.bias"][:-1]),
+            r"key 'enc_p\.proj\.bias' has shape \(31,\), expected \(32,\)",
+            id="wrong-shape",
+        ),
+        pytest.param(
+            lambda c: c["weight"].__setitem__("dec.extra.weight", c["weight"]["enc_p.proj.bias"]),
+            r"unexpected key 'dec\.extra\.weight'",
+            id="unexpected-key",
+        ),
+        pytest.param(
+            lambda c: c.__setitem__("vocoder", "RefineGAN"), r"vocoder 'RefineGAN' is not supported", id="refinegan"
+        ),
+        pytest.param(
+            lambda c: c.__setitem__("vocoder", "MRF HiFi-GAN"),
+            r"vocoder 'MRF HiFi-GAN' is not supported",
+            id="mrf-hifigan",
+        ),
+        pytest.param(
+            lambda c: c.__setitem__("version", "v1"),
+            r"key 'enc_p\.emb_phone\.weight' has shape \(16, 768\)",
+            id="v2-weights-labelled-v1",
+        ),
+        pytest.param(
+            lambda c: c.__setitem__("f0", 0),
+            r"unexpected key 'dec\.m_source\.l_linear\.bias'",
+            id="pitch-weights-labelled-nono",
+        ),
+        pytest.param(lambda c: c["config"].__setitem__(9, "2"), r"resblock '2'", id="resblock-2"),
+        pytest.param(lambda c: c.pop("config"), r"not an RVC voice model", id="no-config"),
+    ],
+)
 def test_bad_checkpoints_fail_naming_the_problem(tmp_path, mutate, message):
     from rvc_bench.checkpoints import save_torch_checkpoint
 
@@ -492,9 +531,19 @@ def test_bad_checkpoints_fail_naming_the_problem(tmp_path, mutate, message):
 
 
 # The metadata Applio's extract_model adds to a voice .pth (spec §6), beside the classic keys.
-APPLIO_METADATA = {"epoch": 300, "step": 12000, "creation_date": "2025-01-02T03:04:05.678901",
-                   "model_hash": "9f" * 32, "overtrain_info": "None", "dataset_length": 412, "model_name": "singer",
-                   "author": "someone", "embedder_model": "contentvec", "speakers_id": 0, "vocoder": "HiFi-GAN"}
+APPLIO_METADATA = {
+    "epoch": 300,
+    "step": 12000,
+    "creation_date": "2025-01-02T03:04:05.678901",
+    "model_hash": "9f" * 32,
+    "overtrain_info": "None",
+    "dataset_length": 412,
+    "model_name": "singer",
+    "author": "someone",
+    "embedder_model": "contentvec",
+    "speakers_id": 0,
+    "vocoder": "HiFi-GAN",
+}
 
 
 def test_applio_voice_loads_as_the_classic_one_and_keeps_its_metadata(tmp_path):

@@ -24,14 +24,36 @@ MEL_MLX = "rvc_bench/mel/model_mlx.py"
 CALL = "    def __call__(self, audio: mx.array) -> mx.array:\n"
 # Real work in the timed path: the log-mel of the first half of the audio again (half the frames, so ~1.5x the
 # time), folded into the output with a zero weight so that MLX's lazy graph must evaluate it and parity holds.
-PLANTED = ("    def __call__(self, audio: mx.array) -> mx.array:\n"
-           "        return self._log_mel(audio) + 0 * self._log_mel(audio[: audio.shape[0] // 2]).sum()\n\n"
-           "    def _log_mel(self, audio: mx.array) -> mx.array:\n")
+PLANTED = (
+    "    def __call__(self, audio: mx.array) -> mx.array:\n"
+    "        return self._log_mel(audio) + 0 * self._log_mel(audio[: audio.shape[0] // 2]).sum()\n\n"
+    "    def _log_mel(self, audio: mx.array) -> mx.array:\n"
+)
 TIMING_VERDICTS = "RVC_BENCH_TIMING_VERDICTS"
-timing_verdict = pytest.mark.skipif(os.environ.get(TIMING_VERDICTS) != "1", reason=(
-    f"the timing verdict of a real A/B needs a quiet machine: set {TIMING_VERDICTS}=1 (runs once, never retried)"))
-AB = ["--stages", "mel", "--backends", "mlx", "--mlx-device", "cpu", "--model-size", "tiny", "--lengths", "10",
-      "--rounds", "40", "--warmup", "2", "--repeats", "7"]
+timing_verdict = pytest.mark.skipif(
+    os.environ.get(TIMING_VERDICTS) != "1",
+    reason=(
+        f"the timing verdict of a real A/B needs a quiet machine: set {TIMING_VERDICTS}=1 (runs once, never retried)"
+    ),
+)
+AB = [
+    "--stages",
+    "mel",
+    "--backends",
+    "mlx",
+    "--mlx-device",
+    "cpu",
+    "--model-size",
+    "tiny",
+    "--lengths",
+    "10",
+    "--rounds",
+    "40",
+    "--warmup",
+    "2",
+    "--repeats",
+    "7",
+]
 
 
 def git(repo, *args):
@@ -40,8 +62,18 @@ def git(repo, *args):
 
 def commit(repo, message):
     git(repo, "add", "-A")
-    git(repo, "-c", "user.name=test", "-c", "user.email=test@example.invalid", "commit", "-q", "--allow-empty",
-        "-m", message)
+    git(
+        repo,
+        "-c",
+        "user.name=test",
+        "-c",
+        "user.email=test@example.invalid",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        message,
+    )
     return git(repo, "rev-parse", "HEAD")
 
 
@@ -71,16 +103,23 @@ def rvc_ab(repo, *args):
     # machine a single-threaded benchmark is the least disturbed by other processes.
     env = {**os.environ, "PYTHONPATH": str(PROJECT), "MKL_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     env.pop("GITHUB_STEP_SUMMARY", None)
-    return subprocess.run([sys.executable, "-m", "rvc_bench.cli", "ab", *args], cwd=repo, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "rvc_bench.cli", "ab", *args],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @timing_verdict
 def test_planted_slowdown_is_a_regression(repo, tmp_path):
     root, refs = repo
     summary = tmp_path / "summary.md"
-    proc = rvc_ab(root, refs["base"], refs["slow"], *AB, "--summary", str(summary), "--force", "--store",
-                 str(tmp_path / "s"))
+    proc = rvc_ab(
+        root, refs["base"], refs["slow"], *AB, "--summary", str(summary), "--force", "--store", str(tmp_path / "s")
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     text = summary.read_text()
     assert text.startswith("## rvc-bench ab: REGRESSION (exit status 1)")
@@ -113,8 +152,25 @@ def test_ab_runs_each_commit_with_the_whole_plan_and_reports_its_verdict(repo, t
     from rvc_bench import store
 
     root, refs = repo
-    short = ["--stages", "mel", "--backends", "mlx", "--mlx-device", "cpu", "--model-size", "tiny", "--lengths", "1",
-             "--rounds", "5", "--warmup", "1", "--repeats", "2", "--fresh-process"]
+    short = [
+        "--stages",
+        "mel",
+        "--backends",
+        "mlx",
+        "--mlx-device",
+        "cpu",
+        "--model-size",
+        "tiny",
+        "--lengths",
+        "1",
+        "--rounds",
+        "5",
+        "--warmup",
+        "1",
+        "--repeats",
+        "2",
+        "--fresh-process",
+    ]
     proc = rvc_ab(root, refs["base"], refs["slow"], *short, "--store", str(tmp_path / "s"))
     assert proc.returncode in ab.VERDICT, proc.stdout + proc.stderr
     assert f"## rvc-bench ab: {ab.VERDICT[proc.returncode]} (exit status {proc.returncode})" in proc.stdout
@@ -147,7 +203,9 @@ def test_environment_fast_path_and_cache(tmp_path):
 
     assert environments.unmet([f"numpy=={numpy.__version__}", "pytest>=1; sys_platform == 'nosuch'"]) == []
     assert environments.unmet(["numpy<1", "no-such-distribution-xyz"]) == [
-        f"numpy {numpy.__version__} does not satisfy numpy<1", "no-such-distribution-xyz is not installed"]
+        f"numpy {numpy.__version__} does not satisfy numpy<1",
+        "no-such-distribution-xyz is not installed",
+    ]
     key = environments.spec_key
     assert key(["a>=1", "b"]) == key(["b", "a >= 1"]) != key(["a>=2", "b"])
 
@@ -165,5 +223,6 @@ def test_environment_fast_path_and_cache(tmp_path):
         (folder / "bin" / "python").symlink_to(sys.executable)
         (folder / environments.READY).write_text("{}")
     ab.choose_environments(sides, tmp_path / "envs")  # head unmet: both leave this interpreter, never one of each
-    assert [s.python for s in sides] == [str(tmp_path / "envs" / environments.spec_key(s) / "bin" / "python")
-                                         for s in (["numpy"], ["numpy<1"])]
+    assert [s.python for s in sides] == [
+        str(tmp_path / "envs" / environments.spec_key(s) / "bin" / "python") for s in (["numpy"], ["numpy<1"])
+    ]

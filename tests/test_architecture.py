@@ -60,7 +60,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         state[node] = 2
@@ -116,15 +116,20 @@ def test_each_loader_imports_only_its_own_framework():
     assert _fresh(load.format("load_torch", str(pt))) == ["torch"]
     assert _fresh(load.format("load_mlx", str(converted))) == ["mlx"]
     exported = stages.RMVPE.checkpoint_for("onnx", pt, cache)  # what the ONNX benchmark exports, in a child
-    assert _fresh("from rvc_bench import stages, backends\n"
-                  f"stages.RMVPE.load(backends.get_backend('onnx', 'cpu'), {str(exported)!r})") == ["onnxruntime"]
-    assert _fresh("from rvc_bench import stages, backends\n"  # a checkpoint: its cached export is found by content
-                  f"stages.RMVPE.load(backends.get_backend('onnx', 'cpu'), {str(pt)!r})") == ["onnxruntime"]
+    assert _fresh(
+        "from rvc_bench import stages, backends\n"
+        f"stages.RMVPE.load(backends.get_backend('onnx', 'cpu'), {str(exported)!r})"
+    ) == ["onnxruntime"]
+    assert _fresh(
+        "from rvc_bench import stages, backends\n"  # a checkpoint: its cached export is found by content
+        f"stages.RMVPE.load(backends.get_backend('onnx', 'cpu'), {str(pt)!r})"
+    ) == ["onnxruntime"]
 
 
 def test_only_the_kernels_module_picks_a_kernel_by_device():
-    checks = sorted(str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
-                    if "default_device()" in path.read_text())
+    checks = sorted(
+        str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py") if "default_device()" in path.read_text()
+    )
     assert checks == ["mlx_kernels.py"]
 
 

@@ -43,9 +43,9 @@ def signal_for(sr: int, channels: int, seconds: float = SECONDS) -> np.ndarray:
     k = np.arange(n, dtype=np.int64)
     out = np.empty((n, channels))
     for c in range(channels):
-        chirp = np.sin(2 * np.pi * (50 * t + (0.49 * sr - 50) * t ** 2 / (2 * seconds)))
+        chirp = np.sin(2 * np.pi * (50 * t + (0.49 * sr - 50) * t**2 / (2 * seconds)))
         tone = sum(np.sin(2 * np.pi * h * (110 + 37 * c) * t) / h for h in range(1, 9))
-        noise = ((k * 1103515245 + 12345 * (c + 1)) % 2 ** 31) / 2 ** 30 - 1.0
+        noise = ((k * 1103515245 + 12345 * (c + 1)) % 2**31) / 2**30 - 1.0
         out[:, c] = 0.3 * chirp + 0.15 * tone + 0.1 * noise
     return out.astype(np.float32)
 
@@ -88,8 +88,12 @@ def test_stereo_downmix_is_not_the_mean(golden, tmp_path):
 @pytest.mark.parametrize("fmt", list(LAYOUT_FORMATS))
 def test_downmix_weights_are_ffmpegs_for_every_channel_count(fmt, golden):
     for channels in range(1, audio.MAX_CHANNELS + 1):
-        np.testing.assert_allclose(audio.downmix_weights(channels, fmt), golden[f"weights_{fmt}_{channels}"],
-                                   atol=1e-4, err_msg=f"{fmt}, {channels} channels")
+        np.testing.assert_allclose(
+            audio.downmix_weights(channels, fmt),
+            golden[f"weights_{fmt}_{channels}"],
+            atol=1e-4,
+            err_msg=f"{fmt}, {channels} channels",
+        )
 
 
 def test_resample_keeps_dc_and_tones_and_has_ffmpegs_length():

@@ -9,8 +9,9 @@ from rvc_bench import machine
 from rvc_bench.backends import BACKENDS, BackendError, get_backend
 
 
-@pytest.mark.parametrize("name,device", [("torch", "mps"), ("torch", "cuda"), ("mlx", "gpu"), ("onnx", "cuda"),
-                                         ("onnx", "coreml")])
+@pytest.mark.parametrize(
+    "name,device", [("torch", "mps"), ("torch", "cuda"), ("mlx", "gpu"), ("onnx", "cuda"), ("onnx", "coreml")]
+)
 def test_unavailable_device_is_an_error(name, device):
     available = machine.available_devices(name)
     if device in available:
@@ -45,17 +46,32 @@ def test_describe_names_the_device_that_runs():
 def test_pytest_option_for_missing_device_is_a_clear_error(tmp_path):
     if "mps" in machine.torch_devices():
         pytest.skip("MPS exists here")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/test_bench_mel.py", "--torch-device", "mps", "-q",
-                           "-p", "no:cacheprovider"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "suites/test_bench_mel.py",
+            "--torch-device",
+            "mps",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0
     assert "torch device 'mps' is not available here" in proc.stderr + proc.stdout
 
 
 def test_machine_info_reads_versions_without_importing_a_framework():
-    code = ("import sys; from rvc_bench import machine; info = machine.machine_info(); "
-            "assert info['libraries']['torch'] and info['libraries']['mlx'], info; "
-            "assert info['cpu_count'] >= 1 and info['ram_bytes'] > 0; "
-            "loaded = [m for m in ('torch', 'mlx', 'mlx.core') if m in sys.modules]; assert not loaded, loaded")
+    code = (
+        "import sys; from rvc_bench import machine; info = machine.machine_info(); "
+        "assert info['libraries']['torch'] and info['libraries']['mlx'], info; "
+        "assert info['cpu_count'] >= 1 and info['ram_bytes'] > 0; "
+        "loaded = [m for m in ('torch', 'mlx', 'mlx.core') if m in sys.modules]; assert not loaded, loaded"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
@@ -74,8 +90,22 @@ def test_a_session_without_benchmarks_builds_no_backend(tmp_path):
     (tmp_path / "test_plain.py").write_text(
         "import sys\n"
         "def test_nothing_framework_related_happened():\n"
-        "    assert not [m for m in ('torch', 'mlx', 'mlx.core') if m in sys.modules]\n")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
-                           "rvc_bench.pytest_plugin", str(tmp_path / "test_plain.py")], capture_output=True,
-                          text=True, cwd=tmp_path)
+        "    assert not [m for m in ('torch', 'mlx', 'mlx.core') if m in sys.modules]\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "rvc_bench.pytest_plugin",
+            str(tmp_path / "test_plain.py"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:]

@@ -13,8 +13,10 @@ from rvc_bench.backends import get_backend
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="LD_PRELOAD and /proc/self/maps are Linux's")
 # On Linux x86_64 the mkl wheel is a dependency (pyproject.toml); elsewhere a preload needs a system OpenBLAS.
-needs_preload = pytest.mark.skipif(sys.platform != "linux" or blas.select("auto") is None,
-                                   reason="no BLAS to preload here (mkl wheel or system OpenBLAS)")
+needs_preload = pytest.mark.skipif(
+    sys.platform != "linux" or blas.select("auto") is None,
+    reason="no BLAS to preload here (mkl wheel or system OpenBLAS)",
+)
 
 # Run in a child: which BLAS files it mapped, and what the detection says, after one matmul in each framework.
 CHILD = """
@@ -57,7 +59,9 @@ def test_detection_names_a_preload_that_reaches_torch():
     preload = blas.select("auto")
     env = {**os.environ, "LD_PRELOAD": preload.path, **preload.env}
     torch = child("torch", env)
-    assert f"sgemm_ is interposed by a preloaded {blas.name_library(preload.path)} ({preload.path})" in torch["torch_blas"]
+    assert (
+        f"sgemm_ is interposed by a preloaded {blas.name_library(preload.path)} ({preload.path})" in torch["torch_blas"]
+    )
 
 
 @linux_only
@@ -100,9 +104,15 @@ class Restarted(Exception):
 
 
 @linux_only
-@pytest.mark.parametrize("backend,choice,marked,restarts", [("mlx", "auto", False, True), ("mlx", "auto", True, False),
-                                                            ("mlx", "bundled", False, False),
-                                                            ("torch", "auto", False, False)])
+@pytest.mark.parametrize(
+    "backend,choice,marked,restarts",
+    [
+        ("mlx", "auto", False, True),
+        ("mlx", "auto", True, False),
+        ("mlx", "bundled", False, False),
+        ("torch", "auto", False, False),
+    ],
+)
 def test_infer_restarts_itself_once_for_mlx_only(backend, choice, marked, restarts, tmp_path, monkeypatch, capsys):
     if restarts and blas.select(choice) is None:
         pytest.skip("no BLAS to preload here")
@@ -118,13 +128,24 @@ def test_infer_restarts_itself_once_for_mlx_only(backend, choice, marked, restar
     else:
         monkeypatch.delenv(blas.MARKER, raising=False)
     # A missing voice stops the command right after the point where it would restart.
-    argv = ["rvc-bench", "infer", str(tmp_path / "nope.pth"), "in.wav", "-o", "out.wav", "--backend", backend,
-            "--mlx-blas", choice, "--synthetic-models"]
+    argv = [
+        "rvc-bench",
+        "infer",
+        str(tmp_path / "nope.pth"),
+        "in.wav",
+        "-o",
+        "out.wav",
+        "--backend",
+        backend,
+        "--mlx-blas",
+        choice,
+        "--synthetic-models",
+    ]
     monkeypatch.setattr(sys, "argv", argv)
     if restarts:
         with pytest.raises(Restarted):
             cli.main()
-        (args, env), = calls
+        ((args, env),) = calls
         assert args == [sys.executable, "-m", "rvc_bench.cli", *argv[1:]]
         assert env == blas.process_env("mlx", choice) and env[blas.MARKER] == blas.select(choice).name
     else:
@@ -145,10 +166,26 @@ def test_infer_with_mlx_runs_on_the_preloaded_blas(tmp_path):
 
     voice = synthetic.ensure_checkpoint(fixtures.cache_dir(), "tiny")
     sf.write(tmp_path / "in.wav", fixtures.clip(0.5).audio, 16000, subtype="FLOAT")
-    proc = subprocess.run([sys.executable, "-m", "rvc_bench.cli", "infer", str(voice), str(tmp_path / "in.wav"), "-o",
-                           str(tmp_path / "out.wav"), "--model-size", "tiny", "--synthetic-models", "--backend",
-                           "mlx"],
-                          capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != blas.MARKER})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rvc_bench.cli",
+            "infer",
+            str(voice),
+            str(tmp_path / "in.wav"),
+            "-o",
+            str(tmp_path / "out.wav"),
+            "--model-size",
+            "tiny",
+            "--synthetic-models",
+            "--backend",
+            "mlx",
+        ],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != blas.MARKER},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"on mlx:cpu (BLAS: {blas.name_library(blas.select('auto').path)}" in proc.stdout
     assert (tmp_path / "out.wav").is_file()
@@ -178,9 +215,12 @@ def test_doctor_measures_the_preloaded_blas_and_gives_the_pytest_command(capsys)
 
 def test_pytest_header_names_each_backends_blas():
     # The session is lazy: backends (and their BLAS probes) exist once benchmarks are collected, so collect one.
-    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/test_bench_mel.py", "--collect-only", "-p",
-                           "no:cacheprovider"], capture_output=True, text=True,
-                          env={k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", blas.MARKER)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites/test_bench_mel.py", "--collect-only", "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", blas.MARKER)},
+    )
     assert proc.returncode == 0, proc.stdout[-2000:]
     devices = {name: get_backend(name).device for name in ("torch", "mlx")}
     if devices["mlx"] == "cpu":

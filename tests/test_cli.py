@@ -20,8 +20,19 @@ def test_gate_exit_status_says_cannot_decide_when_rounds_are_too_few(tmp_path):
     for times in ([1.0, 1.01], [1.5, 1.51]):  # 2 rounds each: a 1.5x slowdown that cannot be decided
         run = store.Run(machine_id="m-1", model_size="full")
         for i, t in enumerate(times):
-            run.add(stage="mel", variant="v", backend="mlx", device="cpu", device_name="cpu", dtype="float32",
-                    audio_seconds=5, metric="time_warm", value=t, unit="s", round=i)
+            run.add(
+                stage="mel",
+                variant="v",
+                backend="mlx",
+                device="cpu",
+                device_name="cpu",
+                dtype="float32",
+                audio_seconds=5,
+                metric="time_warm",
+                value=t,
+                unit="s",
+                round=i,
+            )
         run.flush(tmp_path, "b")
         ids.append(run.run_id)
     proc = rvc("gate", "--store", str(tmp_path), "--candidate", ids[1], "--baseline", ids[0])
@@ -42,16 +53,32 @@ def test_run_on_a_missing_device_is_a_clear_error_and_writes_nothing(tmp_path):
     if "mps" in machine.torch_devices():
         pytest.skip("MPS exists here")
     store = tmp_path / "store"
-    proc = rvc("run", "--stages", "mel", "--lengths", "0.5", "--torch-device", "mps", "--store", str(store),
-               "--report", str(tmp_path / "B.md"))
+    proc = rvc(
+        "run",
+        "--stages",
+        "mel",
+        "--lengths",
+        "0.5",
+        "--torch-device",
+        "mps",
+        "--store",
+        str(store),
+        "--report",
+        str(tmp_path / "B.md"),
+    )
     assert proc.returncode not in (0, 1)
     assert "torch device 'mps' is not available here" in proc.stdout + proc.stderr
     assert not store.exists() and not (tmp_path / "B.md").exists()
 
 
-@pytest.mark.parametrize("args,match", [(("run", "--stages", "bogus"), "unknown stage 'bogus'"),
-                                        (("run", "--lengths", "-5"), "lengths must be between 0.1 s"),
-                                        (("run", "--lengths", "abc"), "lengths must be seconds")])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (("run", "--stages", "bogus"), "unknown stage 'bogus'"),
+        (("run", "--lengths", "-5"), "lengths must be between 0.1 s"),
+        (("run", "--lengths", "abc"), "lengths must be seconds"),
+    ],
+)
 def test_bad_arguments(args, match):
     proc = rvc(*args)
     assert proc.returncode == 2 and match in proc.stderr
@@ -99,8 +126,25 @@ def test_infer_output_format_follows_the_extension(tmp_path, capsys):
     heads = {"wav": b"RIFF", "flac": b"fLaC", "ogg": b"OggS"}
     for ext in heads:
         out = tmp_path / f"out.{ext}"
-        assert cli.main(["infer", str(voice), str(src), "-o", str(out), "--seed", "1", "--model-size", "tiny",
-                         "--synthetic-models", "--backend", "mlx"]) == 0  # MLX: the faster of the two on a small CPU
+        assert (
+            cli.main(
+                [
+                    "infer",
+                    str(voice),
+                    str(src),
+                    "-o",
+                    str(out),
+                    "--seed",
+                    "1",
+                    "--model-size",
+                    "tiny",
+                    "--synthetic-models",
+                    "--backend",
+                    "mlx",
+                ]
+            )
+            == 0
+        )  # MLX: the faster of the two on a small CPU
         assert out.read_bytes()[:4] == heads[ext]
     wav, sr = sf.read(tmp_path / "out.wav", dtype="int16")
     info = sf.info(tmp_path / "out.wav")
@@ -130,8 +174,10 @@ def test_infer_converts_a_44k1_stereo_wav_and_a_22k05_mono_flac(tmp_path, capsys
         return sf.read(tmp_path / out, dtype="int16")
 
     outputs = {}
-    for name, described in (("stereo.wav", "44100 Hz, 2 channels, WAV PCM_16"),
-                            ("mono.flac", "22050 Hz, 1 channel, FLAC PCM_24")):
+    for name, described in (
+        ("stereo.wav", "44100 Hz, 2 channels, WAV PCM_16"),
+        ("mono.flac", "22050 Hz, 1 channel, FLAC PCM_24"),
+    ):
         x, _ = audio.read_audio(tmp_path / name)
         sf.write(tmp_path / f"{name}.16k.wav", x, 16000, subtype="FLOAT")
         outputs[name], sr = infer(tmp_path / name, f"{name}.out.wav")
@@ -163,9 +209,27 @@ def test_infer_and_convert_take_real_world_layouts(tmp_path, capsys):
     sf.write(tmp_path / "in.wav", fixtures.generate(0.5, seed=5).audio, 16000, subtype="FLOAT")
 
     def infer(out, voice_path, hubert, rmvpe):
-        assert cli.main(["infer", str(voice_path), str(tmp_path / "in.wav"), "-o", str(tmp_path / out), "--hubert",
-                         str(hubert), "--rmvpe", str(rmvpe), "--model-size", "tiny", "--deterministic",
-                         "--backend", "mlx"]) == 0
+        assert (
+            cli.main(
+                [
+                    "infer",
+                    str(voice_path),
+                    str(tmp_path / "in.wav"),
+                    "-o",
+                    str(tmp_path / out),
+                    "--hubert",
+                    str(hubert),
+                    "--rmvpe",
+                    str(rmvpe),
+                    "--model-size",
+                    "tiny",
+                    "--deterministic",
+                    "--backend",
+                    "mlx",
+                ]
+            )
+            == 0
+        )
         return sf.read(tmp_path / out, dtype="int16")[0]
 
     upstream = infer("upstream.wav", voice, hubert_pt, rmvpe_pt)
@@ -194,26 +258,70 @@ def test_the_plan_survives_the_pytest_command_line_it_becomes():
 
     from rvc_bench import plan
 
-    options = ["--lengths", "5,60", "--rounds", "7,3", "--warmup", "1,0", "--model-size", "tiny", "--backends",
-               "torch,mlx", "--mlx-device", "cpu", "--fresh-process", "--weights-dir", "/w", "--machine-label", "box",
-               "--store", "/s"]
+    options = [
+        "--lengths",
+        "5,60",
+        "--rounds",
+        "7,3",
+        "--warmup",
+        "1,0",
+        "--model-size",
+        "tiny",
+        "--backends",
+        "torch,mlx",
+        "--mlx-device",
+        "cpu",
+        "--fresh-process",
+        "--weights-dir",
+        "/w",
+        "--machine-label",
+        "box",
+        "--store",
+        "/s",
+    ]
     run, ab = (cli.build_parser().parse_args([*head, *options]) for head in (["run"], ["ab", "main"]))
     built = [plan.Plan.from_options(lambda name, a=a: getattr(a, name, None)) for a in (run, ab)]
     assert built[0] == built[1]
     p = built[0]
-    assert (p.lengths, p.rounds, p.warmup, p.device("mlx"), p.machine_label) == ((5.0, 60.0), (7, 3), (1, 0), "cpu",
-                                                                                  "box")
+    assert (p.lengths, p.rounds, p.warmup, p.device("mlx"), p.machine_label) == (
+        (5.0, 60.0),
+        (7, 3),
+        (1, 0),
+        "cpu",
+        "box",
+    )
     plugin = argparse.ArgumentParser()
     plan.add_run_options(plugin.add_argument, backends="torch,mlx,onnx", store=None, lengths=None, model_size=None)
     back = plugin.parse_args(p.pytest_args("mlx"))
     assert plan.Plan.from_options(lambda name: getattr(back, name, None)) == p.replace(backends=("mlx",))
-    assert p.stored() == {"backends": ["torch", "mlx"], "stages": list(plan.SUITES), "lengths": [5.0, 60.0],
-                          "model_size": "tiny", "rounds": [7, 3], "warmup": [1, 0], "fresh_process": True}
+    assert p.stored() == {
+        "backends": ["torch", "mlx"],
+        "stages": list(plan.SUITES),
+        "lengths": [5.0, 60.0],
+        "model_size": "tiny",
+        "rounds": [7, 3],
+        "warmup": [1, 0],
+        "fresh_process": True,
+    }
 
 
 def test_one_lengths_limit_for_the_cli_and_pytest():
-    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/test_bench_mel.py", "--collect-only", "-q",
-                           "-p", "no:cacheprovider", "--lengths", "3601"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "suites/test_bench_mel.py",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--lengths",
+            "3601",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 4 and "between 0.1 s (the shortest audio the stages take) and 3600 s" in proc.stderr
     assert "and 3600 s" in rvc("run", "--lengths", "3601").stderr
 

@@ -29,11 +29,15 @@ def test_check_output(tmp_path):
     os.link(src, tmp_path / "hard.wav")
     assert fileio.check_output(tmp_path / "new" / "o.wav", [src]) == tmp_path / "new" / "o.wav"
     assert fileio.check_output(existing, [src], force=True) == existing
-    for path, force, message in [(existing, False, "exists: choose another name, or pass --force"),
-                                 (src, True, "is the input file"), (tmp_path / "link.wav", True, "is the input"),
-                                 (tmp_path / "hard.wav", True, "is the input"), (folder, True, "is a folder"),
-                                 (afile / "o.wav", False, "afile is not a folder"),
-                                 (tmp_path / "null", True, "not a regular file")]:
+    for path, force, message in [
+        (existing, False, "exists: choose another name, or pass --force"),
+        (src, True, "is the input file"),
+        (tmp_path / "link.wav", True, "is the input"),
+        (tmp_path / "hard.wav", True, "is the input"),
+        (folder, True, "is a folder"),
+        (afile / "o.wav", False, "afile is not a folder"),
+        (tmp_path / "null", True, "not a regular file"),
+    ]:
         if path.name == "null":
             os.mkfifo(path)
         with pytest.raises(fileio.OutputError, match=message):

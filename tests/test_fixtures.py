@@ -42,10 +42,17 @@ def test_cache_round_trip(tmp_path):
     assert len(list(tmp_path.iterdir())) == 1
 
 
-@pytest.mark.parametrize("bad,match", [(np.zeros(0), "empty"), (np.full(16000, np.nan), "NaN"),
-                                       (np.zeros(16000), "silent"), (np.full(16000, 1 / 32768), "silent"),
-                                       (np.ones(100), "too short"),
-                                       (np.ones((2, 16000)), "mono")])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (np.zeros(0), "empty"),
+        (np.full(16000, np.nan), "NaN"),
+        (np.zeros(16000), "silent"),
+        (np.full(16000, 1 / 32768), "silent"),
+        (np.ones(100), "too short"),
+        (np.ones((2, 16000)), "mono"),
+    ],
+)
 def test_bad_audio_is_rejected(bad, match):
     with pytest.raises(audio.AudioError, match=match):
         audio.validate(bad)

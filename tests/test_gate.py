@@ -38,10 +38,20 @@ def test_parity_against_another_variant_keeps_its_stored_bound():
     stored with them (their own check), and none to a measured-only row (a variant kept to show what it costs)."""
     run = run_with([1.0] * 5, [1.0] * 5)
     common = dict(stage="rmvpe", device="cpu", device_name="cpu", dtype="float32", audio_seconds=60, backend="mlx")
-    run.add(variant="whole", metric="parity.max_abs", value=3e-4, unit="", reference="mlx e2e", bound=1e-4,
-            bound_op="<=", within_bound=False, **common)
-    run.add(variant="chunked-4096-no-overlap", metric="parity.max_abs", value=0.9, unit="", reference="mlx whole",
-            **common)
+    run.add(
+        variant="whole",
+        metric="parity.max_abs",
+        value=3e-4,
+        unit="",
+        reference="mlx e2e",
+        bound=1e-4,
+        bound_op="<=",
+        within_bound=False,
+        **common,
+    )
+    run.add(
+        variant="chunked-4096-no-overlap", metric="parity.max_abs", value=0.9, unit="", reference="mlx whole", **common
+    )
     checks = [c for c in gate.evaluate(run.frame(), None) if c.kind == "parity" and "rmvpe" in c.subject]
     assert [c.status for c in checks] == [gate.FAIL] and "rmvpe/whole" in checks[0].subject
 
@@ -105,9 +115,11 @@ def test_compare_runs_pools_the_runs_of_each_side():
 def test_several_runs_a_side_count_the_run_to_run_spread():
     """k runs a side: the cluster bootstrap widens the interval by the spread between runs, and the relative
     check takes each run's own ratio as one sample (so 2 runs a side cannot decide it)."""
+
     def side(levels, factor=1.0):
-        return pd.concat([run_with([factor * level * x for x in (1.0, 1.01, 0.99)], [1.0, 1.0, 1.01]).frame()
-                          for level in levels])
+        return pd.concat(
+            [run_with([factor * level * x for x in (1.0, 1.01, 0.99)], [1.0, 1.0, 1.01]).frame() for level in levels]
+        )
 
     # runs that each look tight but sit 20 % apart from one another: one run a side would call this a slowdown
     base, head = side([0.9, 1.1, 1.0]), side([1.1, 0.9, 1.0], factor=1.2)
@@ -115,8 +127,7 @@ def test_several_runs_a_side_count_the_run_to_run_spread():
     assert [c.status for c in one] == [gate.FAIL, gate.OK]
     several = gate.compare_runs(base, head)
     assert [c.status for c in several] == [gate.OK, gate.OK]  # 1.2x is inside the run-to-run spread
-    assert [c.status for c in gate.compare_runs(side([1.0, 1.01, 0.99]), side([1.0, 1.01, 0.99], 1.3))][0] == \
-        gate.FAIL
+    assert [c.status for c in gate.compare_runs(side([1.0, 1.01, 0.99]), side([1.0, 1.01, 0.99], 1.3))][0] == gate.FAIL
     rel = gate.relative_checks(side([1.0, 1.0]), side([1.3, 1.3]))
     assert [c.status for c in rel] == [gate.UNDECIDED]
     rel = gate.relative_checks(side([1.0, 1.01, 0.99]), side([1.3, 1.31, 1.29]))
@@ -126,15 +137,28 @@ def test_several_runs_a_side_count_the_run_to_run_spread():
 def test_reference_implementations_are_timed_but_never_gated():
     """The float64 numpy log-mel is timed for the document's mel table; three times slower it is still no
     regression of a backend (on a shared CPU its millisecond times were the A/B's false alarms)."""
+
     def with_numpy(factor):
         run = run_with([1.0, 1.01, 0.99], [1.0, 1.0, 1.0], stage="mel")
         for i, t in enumerate([0.01, 0.0101, 0.0099]):
-            run.add(backend="numpy", metric="time_warm", value=t * factor, unit="s", round=i, stage="mel",
-                    variant="v2-40k", device="cpu", device_name="cpu", dtype="float64", audio_seconds=5)
+            run.add(
+                backend="numpy",
+                metric="time_warm",
+                value=t * factor,
+                unit="s",
+                round=i,
+                stage="mel",
+                variant="v2-40k",
+                device="cpu",
+                device_name="cpu",
+                dtype="float64",
+                audio_seconds=5,
+            )
         return run.frame()
 
-    checks = gate.compare_runs(with_numpy(1.0), with_numpy(3.0)) + gate.relative_checks(with_numpy(1.0),
-                                                                                        with_numpy(3.0))
+    checks = gate.compare_runs(with_numpy(1.0), with_numpy(3.0)) + gate.relative_checks(
+        with_numpy(1.0), with_numpy(3.0)
+    )
     assert checks and not [c for c in checks if "numpy" in c.subject]
     assert all(c.status == gate.OK for c in checks)
 
@@ -151,8 +175,13 @@ def test_the_gate_judges_by_the_table_it_is_given():
     assert statuses(gate.evaluate(rows, None), "parity") == [gate.OK]  # this package's bound: snr_db >= 60
     assert statuses(gate.evaluate(rows, None, table=head), "parity") == [gate.FAIL]
     side_of = pd.Series("head", index=rows.index)
-    job = gate.Sides(rows=rows, side_of=side_of, planned={"base": set(), "head": set()},
-                     failures={"base": ("b", None), "head": ("h", None)}, outcomes={})
+    job = gate.Sides(
+        rows=rows,
+        side_of=side_of,
+        planned={"base": set(), "head": set()},
+        failures={"base": ("b", None), "head": ("h", None)},
+        outcomes={},
+    )
     checks, _ = gate.compare_sides(job, head)
     parity = [c for c in checks if c.kind == "parity"]
     assert [c.status for c in parity] == [gate.FAIL] and "bound snr_db >= 80" in parity[0].detail

@@ -25,8 +25,8 @@ import torch
 
 from rvc_bench import checkpoints, cli, fixtures, stages
 from rvc_bench.hubert import convert as hubert_convert
-from rvc_bench.hubert.config import get_config
 from rvc_bench.hubert import synthetic as hubert_synthetic
+from rvc_bench.hubert.config import get_config
 from rvc_bench.layout import CheckpointError
 from rvc_bench.rmvpe import convert as rmvpe_convert
 from rvc_bench.synth import convert as synth_convert
@@ -58,16 +58,55 @@ CLI_PATHS = {  # argv for a checkpoint file F, in a folder of good inputs W (see
     "infer VOICE torch": lambda f, w: ["infer", f, w.wav, "-o", w.out(".wav"), *SYNTHETIC],
     "infer VOICE mlx": lambda f, w: ["infer", f, w.wav, "-o", w.out(".wav"), "--backend", "mlx", *SYNTHETIC],
     "infer --hubert torch": lambda f, w: ["infer", w.voice, w.wav, "-o", w.out(".wav"), "--hubert", f, *SYNTHETIC],
-    "infer --hubert mlx": lambda f, w: ["infer", w.voice, w.wav, "-o", w.out(".wav"), "--hubert", f,
-                                        "--backend", "mlx", *SYNTHETIC],
+    "infer --hubert mlx": lambda f, w: [
+        "infer",
+        w.voice,
+        w.wav,
+        "-o",
+        w.out(".wav"),
+        "--hubert",
+        f,
+        "--backend",
+        "mlx",
+        *SYNTHETIC,
+    ],
     "infer --rmvpe torch": lambda f, w: ["infer", w.voice, w.wav, "-o", w.out(".wav"), "--rmvpe", f, *SYNTHETIC],
-    "infer --rmvpe mlx": lambda f, w: ["infer", w.voice, w.wav, "-o", w.out(".wav"), "--rmvpe", f,
-                                       "--backend", "mlx", *SYNTHETIC],
-    "run --weights-dir rmvpe.pt": lambda f, w: ["run", "--weights-dir", w.weights_dir(f, "rmvpe.pt"), "--stages",
-                                                "mel", *TINY, "--store", w.out(""), "--report", w.out(".md")],
-    "run --weights-dir hubert_base.pt": lambda f, w: ["run", "--weights-dir", w.weights_dir(f, "hubert_base.pt"),
-                                                      "--stages", "mel", *TINY, "--store", w.out(""),
-                                                      "--report", w.out(".md")],
+    "infer --rmvpe mlx": lambda f, w: [
+        "infer",
+        w.voice,
+        w.wav,
+        "-o",
+        w.out(".wav"),
+        "--rmvpe",
+        f,
+        "--backend",
+        "mlx",
+        *SYNTHETIC,
+    ],
+    "run --weights-dir rmvpe.pt": lambda f, w: [
+        "run",
+        "--weights-dir",
+        w.weights_dir(f, "rmvpe.pt"),
+        "--stages",
+        "mel",
+        *TINY,
+        "--store",
+        w.out(""),
+        "--report",
+        w.out(".md"),
+    ],
+    "run --weights-dir hubert_base.pt": lambda f, w: [
+        "run",
+        "--weights-dir",
+        w.weights_dir(f, "hubert_base.pt"),
+        "--stages",
+        "mel",
+        *TINY,
+        "--store",
+        w.out(""),
+        "--report",
+        w.out(".md"),
+    ],
 }
 # Paths that load a good voice (and more) before the checkpoint under test: ~0.3 s each, so they get every
 # payload in one position; the others get every payload in every position.
@@ -163,41 +202,91 @@ def _inner_pickle(marker: Path) -> Path:
 PAYLOADS = {
     "posix.system (textbook __reduce__)": (lambda m: _call(_g("posix", "system"), _s(_touch(m))), 2, True),
     "os.system": (lambda m: _call(_g("os", "system"), _s(_touch(m))), 2, True),
-    "torch._utils._import_dotted_name('os.system')": (lambda m: _call(
-        _call(_g("torch._utils", "_import_dotted_name"), _s("os.system")), _s(_touch(m))), 2, True),
-    "STACK_GLOBAL torch._tensor, torch.os.system": (lambda m: (
-        _s("torch._tensor") + _s("torch.os.system") + b"\x93" + _s(_touch(m)) + b"\x85R"), 4, True),
-    "GLOBAL torch._tensor torch.os.system": (lambda m: _call(_g("torch._tensor", "torch.os.system"),
-                                                             _s(_touch(m))), 4, True),
-    "builtins.getattr(__import__('os'), 'system')": (lambda m: _call(
-        _call(_g("builtins", "getattr"), _call(_g("builtins", "__import__"), _s("os")), _s("system")),
-        _s(_touch(m))), 2, True),
+    "torch._utils._import_dotted_name('os.system')": (
+        lambda m: _call(_call(_g("torch._utils", "_import_dotted_name"), _s("os.system")), _s(_touch(m))),
+        2,
+        True,
+    ),
+    "STACK_GLOBAL torch._tensor, torch.os.system": (
+        lambda m: _s("torch._tensor") + _s("torch.os.system") + b"\x93" + _s(_touch(m)) + b"\x85R",
+        4,
+        True,
+    ),
+    "GLOBAL torch._tensor torch.os.system": (
+        lambda m: _call(_g("torch._tensor", "torch.os.system"), _s(_touch(m))),
+        4,
+        True,
+    ),
+    "builtins.getattr(__import__('os'), 'system')": (
+        lambda m: _call(
+            _call(_g("builtins", "getattr"), _call(_g("builtins", "__import__"), _s("os")), _s("system")), _s(_touch(m))
+        ),
+        2,
+        True,
+    ),
     "builtins.eval": (lambda m: _call(_g("builtins", "eval"), _s(_py(m))), 2, True),
     "builtins.exec": (lambda m: _call(_g("builtins", "exec"), _s(_py(m))), 2, True),
     "__builtin__.eval (python 2 name)": (lambda m: _call(_g("__builtin__", "eval"), _s(_py(m))), 2, True),
-    "importlib.import_module": (lambda m: _call(
-        _call(_g("builtins", "getattr"), _call(_g("importlib", "import_module"), _s("os")), _s("system")),
-        _s(_touch(m))), 2, True),
+    "importlib.import_module": (
+        lambda m: _call(
+            _call(_g("builtins", "getattr"), _call(_g("importlib", "import_module"), _s("os")), _s("system")),
+            _s(_touch(m)),
+        ),
+        2,
+        True,
+    ),
     "subprocess.getoutput": (lambda m: _call(_g("subprocess", "getoutput"), _s(_touch(m))), 2, True),
-    "pickle.loads of an embedded pickle": (lambda m: _call(
-        _g("pickle", "loads"), _call(_g("_codecs", "encode"), _s(pickle.dumps(_RunsCode(m), 2).decode("latin1")),
-                                     _s("latin1"))), 2, True),
-    "torch.load(nested, None, pickle)": (lambda m: _call(
-        _g("torch", "load"), _s(str(_inner_pickle(m))), b"N", _g("torch.serialization", "pickle")), 2, True),
-    "torch.serialization.load(nested, None, pickle)": (lambda m: _call(
-        _g("torch.serialization", "load"), _s(str(_inner_pickle(m))), b"N", _g("torch.serialization", "pickle")),
-        2, True),
-    "numpy.load(pickle, allow_pickle=True)": (lambda m: _call(
-        _g("numpy", "load"), _s(str(_inner_pickle(m))), b"N", b"\x88"), 2, True),
-    "numpy.testing runstring": (lambda m: _call(_g("numpy.testing._private.utils", "runstring"), _s(_py(m)), b"}"),
-                                2, True),
-    "numpy.core.multiarray._reconstruct": (lambda m: _call(
-        _g("numpy.core.multiarray", "_reconstruct"), _g("numpy", "ndarray"), b"(K\x00t", _s("b")), 2, False),
-    "numpy._core.multiarray.scalar": (lambda m: _call(
-        _g("numpy._core.multiarray", "scalar"), _call(_g("numpy", "dtype"), _s("O")), _s("AAAAAAAA")), 2, False),
-    "omegaconf DictConfig name, eval inside": (lambda m: (
-        _g("omegaconf.dictconfig", "DictConfig") + b")\x81}" + _s("_content")
-        + _call(_g("builtins", "eval"), _s(_py(m))) + b"sb"), 2, False),
+    "pickle.loads of an embedded pickle": (
+        lambda m: _call(
+            _g("pickle", "loads"),
+            _call(_g("_codecs", "encode"), _s(pickle.dumps(_RunsCode(m), 2).decode("latin1")), _s("latin1")),
+        ),
+        2,
+        True,
+    ),
+    "torch.load(nested, None, pickle)": (
+        lambda m: _call(_g("torch", "load"), _s(str(_inner_pickle(m))), b"N", _g("torch.serialization", "pickle")),
+        2,
+        True,
+    ),
+    "torch.serialization.load(nested, None, pickle)": (
+        lambda m: _call(
+            _g("torch.serialization", "load"), _s(str(_inner_pickle(m))), b"N", _g("torch.serialization", "pickle")
+        ),
+        2,
+        True,
+    ),
+    "numpy.load(pickle, allow_pickle=True)": (
+        lambda m: _call(_g("numpy", "load"), _s(str(_inner_pickle(m))), b"N", b"\x88"),
+        2,
+        True,
+    ),
+    "numpy.testing runstring": (
+        lambda m: _call(_g("numpy.testing._private.utils", "runstring"), _s(_py(m)), b"}"),
+        2,
+        True,
+    ),
+    "numpy.core.multiarray._reconstruct": (
+        lambda m: _call(_g("numpy.core.multiarray", "_reconstruct"), _g("numpy", "ndarray"), b"(K\x00t", _s("b")),
+        2,
+        False,
+    ),
+    "numpy._core.multiarray.scalar": (
+        lambda m: _call(_g("numpy._core.multiarray", "scalar"), _call(_g("numpy", "dtype"), _s("O")), _s("AAAAAAAA")),
+        2,
+        False,
+    ),
+    "omegaconf DictConfig name, eval inside": (
+        lambda m: (
+            _g("omegaconf.dictconfig", "DictConfig")
+            + b")\x81}"
+            + _s("_content")
+            + _call(_g("builtins", "eval"), _s(_py(m)))
+            + b"sb"
+        ),
+        2,
+        False,
+    ),
 }
 
 
@@ -233,15 +322,19 @@ POSITIONS = {
 FORMATS = ("zip", "legacy")
 
 
-def write_payload(path: Path, payload: str, marker: Path, position: str, fmt: str, protocol: int | None = None
-                  ) -> Path:
+def write_payload(path: Path, payload: str, marker: Path, position: str, fmt: str, protocol: int | None = None) -> Path:
     """torch.save of POSITIONS[position] with the payload's opcodes where the slot is: a real checkpoint file."""
     opcodes, default_protocol, _ = PAYLOADS[payload]
     protocol = protocol or default_protocol
     pickler = type("SplicingPickler", (_SplicingPickler,), {"payload": opcodes(marker)})
     module = types.SimpleNamespace(__name__="splicing_pickle", Pickler=pickler, dump=pickle.dump)
-    torch.save(POSITIONS[position](_Slot()), path, pickle_module=module, pickle_protocol=protocol,
-               _use_new_zipfile_serialization=fmt == "zip")
+    torch.save(
+        POSITIONS[position](_Slot()),
+        path,
+        pickle_module=module,
+        pickle_protocol=protocol,
+        _use_new_zipfile_serialization=fmt == "zip",
+    )
     return path
 
 
@@ -258,8 +351,13 @@ def test_the_payloads_are_real(payload, tmp_path):
         assert marker.exists(), fmt
 
 
-CASES = [(p, pos, fmt) for p in PAYLOADS for pos in POSITIONS for fmt in FORMATS
-         if fmt == "zip" or pos == "inside the state dict"]
+CASES = [
+    (p, pos, fmt)
+    for p in PAYLOADS
+    for pos in POSITIONS
+    for fmt in FORMATS
+    if fmt == "zip" or pos == "inside the state dict"
+]
 
 
 def assert_refused_everywhere(path: Path, marker: Path, paths, world, capsys) -> None:
@@ -280,8 +378,9 @@ def assert_refused_everywhere(path: Path, marker: Path, paths, world, capsys) ->
 def test_payload_runs_nowhere(payload, position, fmt, tmp_path, world, capsys):
     marker = tmp_path / "PWNED"
     path = write_payload(tmp_path / "evil.pt", payload, marker, position, fmt)
-    assert_refused_everywhere(path, marker, [*LOADERS, *(p for p in CLI_PATHS if p not in BEHIND_A_VOICE)], world,
-                              capsys)
+    assert_refused_everywhere(
+        path, marker, [*LOADERS, *(p for p in CLI_PATHS if p not in BEHIND_A_VOICE)], world, capsys
+    )
 
 
 @pytest.mark.parametrize("payload", PAYLOADS)
@@ -292,11 +391,13 @@ def test_payload_runs_nowhere_behind_a_voice(payload, tmp_path, world, capsys):
 
 
 def test_refusals_name_the_global(tmp_path):
-    expect = {"posix.system (textbook __reduce__)": "global posix.system",
-              "torch._utils._import_dotted_name('os.system')": "global torch._utils._import_dotted_name",
-              "GLOBAL torch._tensor torch.os.system": "global torch._tensor.torch.os.system",
-              "STACK_GLOBAL torch._tensor, torch.os.system": "pickle opcode STACK_GLOBAL is not allowed",
-              "numpy.load(pickle, allow_pickle=True)": "global numpy.load"}
+    expect = {
+        "posix.system (textbook __reduce__)": "global posix.system",
+        "torch._utils._import_dotted_name('os.system')": "global torch._utils._import_dotted_name",
+        "GLOBAL torch._tensor torch.os.system": "global torch._tensor.torch.os.system",
+        "STACK_GLOBAL torch._tensor, torch.os.system": "pickle opcode STACK_GLOBAL is not allowed",
+        "numpy.load(pickle, allow_pickle=True)": "global numpy.load",
+    }
     for payload, message in expect.items():  # protocol 2 here: a protocol 4 file is refused at its first FRAME
         path = write_payload(tmp_path / "evil.pt", payload, tmp_path / "m", "top level", "zip", protocol=2)
         with pytest.raises(CheckpointError) as err:
@@ -324,8 +425,11 @@ def test_raw_pickles_and_protocol_4_are_refused(tmp_path):
 def test_tensors_that_carry_more_than_data_are_refused(tmp_path):
     p = torch.nn.Parameter(torch.ones(2))
     p.evil = "attribute set by the file"  # pickled through torch._utils._rebuild_parameter_with_state (allowed)
-    cases = {"attributes": {"w": p}, "sparse": {"w": torch.ones(2).to_sparse()},
-             "complex": {"w": torch.ones(2, dtype=torch.complex64)}}
+    cases = {
+        "attributes": {"w": p},
+        "sparse": {"w": torch.ones(2).to_sparse()},
+        "complex": {"w": torch.ones(2, dtype=torch.complex64)},
+    }
     for name, obj in cases.items():
         torch.save(obj, tmp_path / f"{name}.pt")
         with pytest.raises(CheckpointError, match=r"\['w'\]"):
@@ -352,8 +456,9 @@ def test_cycles_and_deep_nesting_are_refused(tmp_path):
 def test_no_stand_in_is_registered_outside_a_load(tmp_path):
     torch.save({"w": torch.ones(1)}, tmp_path / "w.pt")
     checkpoints.load_pickled(tmp_path / "w.pt")
-    registered = {name for entry in torch.serialization.get_safe_globals() if isinstance(entry, tuple)
-                  for name in entry[1:]}
+    registered = {
+        name for entry in torch.serialization.get_safe_globals() if isinstance(entry, tuple) for name in entry[1:]
+    }
     assert not registered & {name for _, name in checkpoints._STAND_INS}
 
 
@@ -373,10 +478,13 @@ def _omegaconf_classes(monkeypatch) -> dict:
     """Classes under omegaconf's and fairseq's real names, pickled as those libraries do (state via __dict__):
     the test needs neither library installed."""
     made = {}
-    for module, names in {"omegaconf.dictconfig": ["DictConfig"], "omegaconf.listconfig": ["ListConfig"],
-                          "omegaconf.nodes": ["AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode"],
-                          "omegaconf.base": ["Metadata", "ContainerMetadata"],
-                          "fairseq.data.dictionary": ["Dictionary"]}.items():
+    for module, names in {
+        "omegaconf.dictconfig": ["DictConfig"],
+        "omegaconf.listconfig": ["ListConfig"],
+        "omegaconf.nodes": ["AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode"],
+        "omegaconf.base": ["Metadata", "ContainerMetadata"],
+        "fairseq.data.dictionary": ["Dictionary"],
+    }.items():
         classes = {n: type(n, (), {}) for n in names}
         monkeypatch.setitem(sys.modules, module, _fake_module(module, **classes))
         made.update(classes)
@@ -396,8 +504,15 @@ def _omegaconf(value, c, parent=None):
         return o
 
     def metadata(cls, key, ref_type):
-        return obj(cls, ref_type=ref_type, object_type=None, optional=True, key=key, flags={},
-                   resolver_cache=collections.defaultdict(dict))
+        return obj(
+            cls,
+            ref_type=ref_type,
+            object_type=None,
+            optional=True,
+            key=key,
+            flags={},
+            resolver_cache=collections.defaultdict(dict),
+        )
 
     def build(v, key, parent):
         if isinstance(v, dict):
@@ -421,12 +536,25 @@ def write_fairseq_hubert(path: Path, monkeypatch, **model_cfg_changes) -> Path:
     sections["model"].update(model_cfg_changes)
     classes = _omegaconf_classes(monkeypatch)
     dictionary = classes["Dictionary"].__new__(classes["Dictionary"])
-    dictionary.__dict__.update(symbols=["<s>", "<pad>", "</s>", "<unk>", "0", "1"], count=[1] * 6,
-                               indices={"<s>": 0}, bos_index=0, pad_index=1, eos_index=2, unk_index=3, nspecial=4)
+    dictionary.__dict__.update(
+        symbols=["<s>", "<pad>", "</s>", "<unk>", "0", "1"],
+        count=[1] * 6,
+        indices={"<s>": 0},
+        bos_index=0,
+        pad_index=1,
+        eos_index=2,
+        unk_index=3,
+        nspecial=4,
+    )
     state = {k: torch.from_numpy(v.astype(np.float16)) for k, v in hubert_synthetic.fairseq_state(cfg).items()}
-    ckpt = {"model": state, "cfg": _omegaconf(sections, classes),
-            "args": argparse.Namespace(arch="hubert", **sections["model"]),
-            "task_state": {"dictionaries": [dictionary]}, "optimizer_history": [], "extra_state": {}}
+    ckpt = {
+        "model": state,
+        "cfg": _omegaconf(sections, classes),
+        "args": argparse.Namespace(arch="hubert", **sections["model"]),
+        "task_state": {"dictionaries": [dictionary]},
+        "optimizer_history": [],
+        "extra_state": {},
+    }
     torch.save(ckpt, path)
     monkeypatch.undo()  # the fake omegaconf/fairseq modules are gone before anything loads
     return path
@@ -444,8 +572,9 @@ def test_fairseq_hubert_with_omegaconf_cfg_loads_as_plain_data(tmp_path, monkeyp
     assert cfg == tiny and state["final_proj.weight"].dtype == np.float32
     assert hubert_convert.load_torch(path, config=tiny).cfg == tiny
     out = tmp_path / "out.wav"  # the whole conversion, through the CLI
-    code, err = run_cli(["infer", world.voice, world.wav, "-o", out, "--hubert", path, "--backend", "mlx", *SYNTHETIC],
-                        capsys)
+    code, err = run_cli(
+        ["infer", world.voice, world.wav, "-o", out, "--hubert", path, "--backend", "mlx", *SYNTHETIC], capsys
+    )
     assert code == 0 and out.is_file(), err
     # The cfg is read, not just survived: a cfg that contradicts the model is refused, naming the field.
     bad = write_fairseq_hubert(tmp_path / "heads.pt", monkeypatch, encoder_attention_heads=5)
@@ -482,8 +611,9 @@ def test_stand_ins_stay_inert_when_the_real_library_is_importable(tmp_path, monk
 
     path = tmp_path / "cfg.pt"
     monkeypatch.setitem(sys.modules, "omegaconf", types.ModuleType("omegaconf"))
-    monkeypatch.setitem(sys.modules, "omegaconf.dictconfig", _fake_module("omegaconf.dictconfig",
-                                                                          DictConfig=DictConfig))
+    monkeypatch.setitem(
+        sys.modules, "omegaconf.dictconfig", _fake_module("omegaconf.dictconfig", DictConfig=DictConfig)
+    )
     cfg = DictConfig.__new__(DictConfig)
     cfg.__dict__.update(_content={"a": 1}, _parent=None)
     torch.save({"cfg": cfg}, path)

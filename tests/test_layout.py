@@ -28,8 +28,12 @@ def test_conv_transpose1d_layout():
     conv = torch.nn.ConvTranspose1d(6, 4, 16, stride=8, padding=4, bias=False)
     x = rng.standard_normal((1, 6, 10)).astype(np.float32)
     ref = conv(torch.from_numpy(x)).detach().numpy()
-    out = mx.conv_transpose1d(mx.array(x.transpose(0, 2, 1)), mx.array(layout.conv_transpose1d(conv.weight.detach().numpy())),
-                              stride=8, padding=4)
+    out = mx.conv_transpose1d(
+        mx.array(x.transpose(0, 2, 1)),
+        mx.array(layout.conv_transpose1d(conv.weight.detach().numpy())),
+        stride=8,
+        padding=4,
+    )
     np.testing.assert_allclose(np.array(out).transpose(0, 2, 1), ref, atol=1e-5)
 
 
@@ -43,13 +47,16 @@ def test_conv2d_and_conv_transpose2d_layouts():
         ref = convt(conv(torch.from_numpy(x))).numpy()
     h = mx.conv2d(mx.array(x.transpose(0, 2, 3, 1)), mx.array(layout.conv2d(conv.weight.detach().numpy())), padding=1)
     h = h + mx.array(conv.bias.detach().numpy())
-    out = mx.conv_transpose2d(h, mx.array(layout.conv_transpose2d(convt.weight.detach().numpy())), stride=2, padding=1,
-                              output_padding=1)
+    out = mx.conv_transpose2d(
+        h, mx.array(layout.conv_transpose2d(convt.weight.detach().numpy())), stride=2, padding=1, output_padding=1
+    )
     np.testing.assert_allclose(np.array(out).transpose(0, 3, 1, 2), ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("dim,module", [(0, torch.nn.Conv1d(4, 6, 3)), (0, torch.nn.ConvTranspose1d(4, 6, 3)),
-                                        (2, torch.nn.Conv1d(4, 4, 8, groups=2))])
+@pytest.mark.parametrize(
+    "dim,module",
+    [(0, torch.nn.Conv1d(4, 6, 3)), (0, torch.nn.ConvTranspose1d(4, 6, 3)), (2, torch.nn.Conv1d(4, 4, 8, groups=2))],
+)
 def test_weight_norm_fold_matches_torch(dim, module):
     wn = torch.nn.utils.weight_norm(module, dim=dim)
     with torch.no_grad():
@@ -62,8 +69,9 @@ def test_weight_norm_fold_matches_torch(dim, module):
 def test_fold_weight_norms_handles_both_key_styles_and_names_orphans():
     g, v = np.ones((2, 1, 1), np.float32), rng.standard_normal((2, 3, 1)).astype(np.float32)
     legacy = layout.fold_weight_norms({"a.weight_g": g, "a.weight_v": v, "a.bias": np.zeros(2)}, lambda m: 0)
-    new = layout.fold_weight_norms({"a.parametrizations.weight.original0": g, "a.parametrizations.weight.original1": v},
-                                   lambda m: 0)
+    new = layout.fold_weight_norms(
+        {"a.parametrizations.weight.original0": g, "a.parametrizations.weight.original1": v}, lambda m: 0
+    )
     assert set(legacy) == {"a.weight", "a.bias"} and set(new) == {"a.weight"}
     np.testing.assert_array_equal(legacy["a.weight"], new["a.weight"])
     with pytest.raises(CheckpointError, match="'b.weight_g' has no partner 'b.weight_v'"):
@@ -80,7 +88,9 @@ def test_gru_mapping_matches_torch():
             p.uniform_(-0.5, 0.5)
     x = rng.standard_normal((1, 9, 7)).astype(np.float32)
     ref = gru(torch.from_numpy(x))[0].detach().numpy()
-    params = layout.gru(*(getattr(gru, n).detach().numpy() for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")))
+    params = layout.gru(
+        *(getattr(gru, n).detach().numpy() for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"))
+    )
     m = nn.GRU(7, 5)
     m.load_weights([(k, mx.array(v)) for k, v in params.items()], strict=True)
     np.testing.assert_allclose(np.array(m(mx.array(x))), ref, atol=1e-5)

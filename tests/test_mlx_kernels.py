@@ -51,25 +51,50 @@ def test_space_to_batch_conv1d_matches_mlx_and_torch(kernel, dilation, length):
     for padding in paddings:
         out = mlx_kernels.space_to_batch_conv1d(mx.array(x), mx.array(w), padding, dilation)
         assert_close(out, mx.conv1d(mx.array(x), mx.array(w), 1, padding, dilation))
-        expected = F.conv1d(torch.from_numpy(x.transpose(0, 2, 1)), torch.from_numpy(w.transpose(0, 2, 1).copy()),
-                            padding=padding, dilation=dilation)
+        expected = F.conv1d(
+            torch.from_numpy(x.transpose(0, 2, 1)),
+            torch.from_numpy(w.transpose(0, 2, 1).copy()),
+            padding=padding,
+            dilation=dilation,
+        )
         assert_close(out, expected.numpy().transpose(0, 2, 1))
 
 
 @pytest.mark.parametrize("length", [1, 7, 13])  # 7, 13: not multiples of any stride
-@pytest.mark.parametrize("kernel,stride,padding", [
-    (16, 10, 3), (16, 8, 4), (4, 2, 1), (20, 10, 5), (24, 12, 6), (16, 6, 5), (16, 4, 6),  # full-size ups
-    (9, 5, 2), (5, 3, 1), (6, 4, 1), (12, 6, 3), (8, 4, 2), (8, 2, 3),  # tiny-config ups
-    (7, 2, 0), (3, 4, 0), (16, 10, 0), (5, 1, 2),  # off-config: no padding, kernel < stride, stride 1
-])
+@pytest.mark.parametrize(
+    "kernel,stride,padding",
+    [
+        (16, 10, 3),
+        (16, 8, 4),
+        (4, 2, 1),
+        (20, 10, 5),
+        (24, 12, 6),
+        (16, 6, 5),
+        (16, 4, 6),  # full-size ups
+        (9, 5, 2),
+        (5, 3, 1),
+        (6, 4, 1),
+        (12, 6, 3),
+        (8, 4, 2),
+        (8, 2, 3),  # tiny-config ups
+        (7, 2, 0),
+        (3, 4, 0),
+        (16, 10, 0),
+        (5, 1, 2),  # off-config: no padding, kernel < stride, stride 1
+    ],
+)
 def test_polyphase_conv_transpose1d_matches_mlx_and_torch(kernel, stride, padding, length):
     x, w = conv_case(kernel * 100 + stride * 10 + length, length, kernel)
     out = mlx_kernels.polyphase_conv_transpose1d(mx.array(x), mx.array(w), stride, padding)
     ref = mx.conv_transpose1d(mx.array(x), mx.array(w), stride, padding)
     assert ref.shape[1] == (length - 1) * stride + kernel - 2 * padding
     assert_close(out, ref)
-    expected = F.conv_transpose1d(torch.from_numpy(x.transpose(0, 2, 1)),  # torch weight [Cin, Cout, K]
-                                  torch.from_numpy(w.transpose(2, 0, 1).copy()), stride=stride, padding=padding)
+    expected = F.conv_transpose1d(
+        torch.from_numpy(x.transpose(0, 2, 1)),  # torch weight [Cin, Cout, K]
+        torch.from_numpy(w.transpose(2, 0, 1).copy()),
+        stride=stride,
+        padding=padding,
+    )
     assert_close(out, expected.numpy().transpose(0, 2, 1))
 
 
@@ -116,10 +141,16 @@ def test_layers_keep_the_stock_parameters_and_numbers():
     x2 = mx.array(rng.standard_normal((1, 5, 7, 6)).astype(np.float32))
     pairs = [
         (mlx_kernels.SpaceToBatchConv1d(6, 4, 7, dilation=3, padding=9), nn.Conv1d(6, 4, 7, dilation=3, padding=9), x1),
-        (mlx_kernels.PolyphaseConvTranspose1d(6, 4, 16, 10, padding=3), nn.ConvTranspose1d(6, 4, 16, 10, padding=3),
-         x1),
-        (mlx_kernels.PhaseConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1),
-         nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1), x2),
+        (
+            mlx_kernels.PolyphaseConvTranspose1d(6, 4, 16, 10, padding=3),
+            nn.ConvTranspose1d(6, 4, 16, 10, padding=3),
+            x1,
+        ),
+        (
+            mlx_kernels.PhaseConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1),
+            nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1),
+            x2,
+        ),
     ]
     with mx.stream(mx.cpu):  # the rewrites are selected on the CPU device only
         assert mlx_kernels.on_cpu()
@@ -162,9 +193,13 @@ def test_synthesizer_takes_the_fast_paths_on_cpu(kernel_calls):
     assert dilated == 2 * 3 * len(cfg.upsample_rates) and ups == len(cfg.upsample_rates)  # ResBlock dilations 3, 5
     frames = 9
     with mx.stream(mx.cpu):
-        audio = model.infer(mx.zeros((1, frames, cfg.phone_channels)), pitch=mx.ones((1, frames), mx.int32),
-                            nsff0=mx.full((1, frames), 200.0), eps=mx.zeros((1, frames, cfg.inter_channels)),
-                            sine_noise=mx.zeros((1, frames * cfg.upp)))
+        audio = model.infer(
+            mx.zeros((1, frames, cfg.phone_channels)),
+            pitch=mx.ones((1, frames), mx.int32),
+            nsff0=mx.full((1, frames), 200.0),
+            eps=mx.zeros((1, frames, cfg.inter_channels)),
+            sine_noise=mx.zeros((1, frames * cfg.upp)),
+        )
         mx.eval(audio)
     assert kernel_calls == {"space_to_batch_conv1d": dilated, "polyphase_conv_transpose1d": ups}
 

@@ -74,8 +74,10 @@ def rmvpe_models():
 def hubert_models(version: str):
     """(export of `version`, torch HubertModel) of the tiny preset."""
     ckpt = stages.HUBERT.checkpoint(cache_dir(), "tiny")
-    return (stages.HUBERT.onnx.ensure(ckpt, cache_dir(), "tiny", version),
-            stages.HUBERT.convert.load_torch(ckpt, config="tiny"))
+    return (
+        stages.HUBERT.onnx.ensure(ckpt, cache_dir(), "tiny", version),
+        stages.HUBERT.convert.load_torch(ckpt, config="tiny"),
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -267,10 +269,12 @@ def test_exports_record_source_opset_and_exporter():
 def test_a_missing_export_is_made_in_a_child_process_and_never_imports_torch_here(tmp_path):
     """What a benchmark process measuring ONNX Runtime relies on: loading through the registry from a cold cache
     exports in a child process (torch is imported there, not here)."""
-    code = ("import sys; from rvc_bench.backends import get_backend; from rvc_bench.mel import model_onnx\n"
-            f"mel = model_onnx.load(get_backend('onnx', 'cpu'), {str(tmp_path)!r})\n"
-            "assert mel(__import__('numpy').zeros(16000, 'float32')).shape == (128, 101)\n"
-            "print(sorted(m for m in ('torch', 'mlx', 'onnxruntime') if m in sys.modules))")
+    code = (
+        "import sys; from rvc_bench.backends import get_backend; from rvc_bench.mel import model_onnx\n"
+        f"mel = model_onnx.load(get_backend('onnx', 'cpu'), {str(tmp_path)!r})\n"
+        "assert mel(__import__('numpy').zeros(16000, 'float32')).shape == (128, 101)\n"
+        "print(sorted(m for m in ('torch', 'mlx', 'onnxruntime') if m in sys.modules))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "['onnxruntime']"
@@ -324,8 +328,9 @@ def test_upstream_layout_rmvpe_and_contentvec_load_by_position(tmp_path):
         audio = generate(1, seed=3).audio[None]
         theirs = hubert_onnx.load(vec, backend(), config="tiny")
         assert theirs.version == version  # read from the feature width
-        assert np.array_equal(theirs.features(audio, version),
-                              hubert_onnx.load(path, backend()).features(audio, version))
+        assert np.array_equal(
+            theirs.features(audio, version), hubert_onnx.load(path, backend()).features(audio, version)
+        )
 
 
 def _as_upstream_synth(model: onnx.ModelProto, upp: int) -> onnx.ModelProto:
@@ -336,15 +341,18 @@ def _as_upstream_synth(model: onnx.ModelProto, upp: int) -> onnx.ModelProto:
 
     g = model.graph
     const = lambda name, value: helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value))  # noqa
-    nodes = [helper.make_node("Identity", ["ds"], ["sid"]),
-             const("noise_scale", np.array(PRIOR_NOISE_SCALE, np.float32)),
-             helper.make_node("Div", ["rnd", "noise_scale"], ["eps_first"]),
-             helper.make_node("Transpose", ["eps_first"], ["eps"], perm=[0, 2, 1]),
-             helper.make_node("Shape", ["pitchf"], ["frames_shape"]),
-             const("upp", np.array([1, upp], np.int64)),
-             helper.make_node("Mul", ["frames_shape", "upp"], ["noise_shape"]),
-             helper.make_node("ConstantOfShape", ["noise_shape"], ["sine_noise"],
-                              value=numpy_helper.from_array(np.zeros(1, np.float32)))]
+    nodes = [
+        helper.make_node("Identity", ["ds"], ["sid"]),
+        const("noise_scale", np.array(PRIOR_NOISE_SCALE, np.float32)),
+        helper.make_node("Div", ["rnd", "noise_scale"], ["eps_first"]),
+        helper.make_node("Transpose", ["eps_first"], ["eps"], perm=[0, 2, 1]),
+        helper.make_node("Shape", ["pitchf"], ["frames_shape"]),
+        const("upp", np.array([1, upp], np.int64)),
+        helper.make_node("Mul", ["frames_shape", "upp"], ["noise_shape"]),
+        helper.make_node(
+            "ConstantOfShape", ["noise_shape"], ["sine_noise"], value=numpy_helper.from_array(np.zeros(1, np.float32))
+        ),
+    ]
     for node in reversed(nodes):
         g.node.insert(0, node)
     for value in g.input:
@@ -374,8 +382,13 @@ def test_upstream_layout_synthesizer_maps_ds_and_rnd(tmp_path):
     silent = inputs.__class__(**{**inputs.__dict__, "sine_noise": np.zeros_like(inputs.sine_noise)})
     within_table("synth", parity.tensor_metrics(audio, model_torch.run(twin, silent)["audio"]))
     with pytest.raises(ValueError, match="draws its NSF noise inside the graph"):
-        model.infer(inputs.phone[None], [inputs.frames], inputs.pitch[None], inputs.pitchf[None],
-                    sine_noise=inputs.sine_noise[None])
+        model.infer(
+            inputs.phone[None],
+            [inputs.frames],
+            inputs.pitch[None],
+            inputs.pitchf[None],
+            sine_noise=inputs.sine_noise[None],
+        )
 
 
 # ---- mismatched files are refused by name -------------------------------------------------------------------------
@@ -387,12 +400,18 @@ def fake_onnx(path, inputs, outputs):
     """A loadable graph with the given (name, dtype, dims) inputs and outputs (each output a reshaped range whose
     length depends on the first input, so that ONNX Runtime reports the declared output shapes)."""
     const = lambda name, value: helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value))  # noqa
-    nodes = [helper.make_node("Size", [inputs[0][0]], ["n"]), const("zero", np.array(0, np.int64)),
-             const("one", np.array(1, np.int64)), helper.make_node("Range", ["zero", "n", "one"], ["range"]),
-             helper.make_node("Cast", ["range"], ["values"], to=TensorProto.FLOAT)]
+    nodes = [
+        helper.make_node("Size", [inputs[0][0]], ["n"]),
+        const("zero", np.array(0, np.int64)),
+        const("one", np.array(1, np.int64)),
+        helper.make_node("Range", ["zero", "n", "one"], ["range"]),
+        helper.make_node("Cast", ["range"], ["values"], to=TensorProto.FLOAT),
+    ]
     for name, _, dims in outputs:
-        nodes += [const(f"{name}_shape", np.array([d if isinstance(d, int) else -1 for d in dims], np.int64)),
-                  helper.make_node("Reshape", ["values", f"{name}_shape"], [name])]
+        nodes += [
+            const(f"{name}_shape", np.array([d if isinstance(d, int) else -1 for d in dims], np.int64)),
+            helper.make_node("Reshape", ["values", f"{name}_shape"], [name]),
+        ]
     info = lambda name, dtype, dims: helper.make_tensor_value_info(name, _TYPES[dtype], dims)  # noqa: E731
     graph = helper.make_graph(nodes, "fake", [info(*i) for i in inputs], [info(*o) for o in outputs])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), path)
@@ -419,19 +438,27 @@ def test_mismatched_files_are_refused_naming_the_mismatch(tmp_path):
     assert "input 'x' axis 1 is 80, the runner needs mel float32[1, 128, frames]" in msg
     msg = refusal(rmvpe_e2e, fake_onnx(tmp_path / "b.onnx", [("x", "float32", [1, 128, 64])], salience))
     assert "axis 2 is fixed at 64, the runner needs it dynamic (frames)" in msg
-    msg = refusal(rmvpe_e2e, fake_onnx(tmp_path / "c.onnx", [("x", "float32", [1, 128, "t"]),
-                                                                  ("y", "float32", [1])], salience))
+    msg = refusal(
+        rmvpe_e2e, fake_onnx(tmp_path / "c.onnx", [("x", "float32", [1, 128, "t"]), ("y", "float32", [1])], salience)
+    )
     assert "2 inputs ('x', 'y'), the runner needs 1" in msg
-    msg = refusal(hubert_load, fake_onnx(tmp_path / "d.onnx", [("wav", "float32", [1, 1, "n"])],
-                                              [("feats", "float32", [1, "t", 512])]))
+    msg = refusal(
+        hubert_load,
+        fake_onnx(tmp_path / "d.onnx", [("wav", "float32", [1, 1, "n"])], [("feats", "float32", [1, "t", 512])]),
+    )
     assert "cannot tell the RVC version" in msg
     msg = refusal(rmvpe_e2e, hubert_models("v2")[0])
     assert "an rvc-bench export of stage 'hubert', not 'rmvpe'" in msg
 
     cfg = synth_models("v2-40k")[1].cfg
-    upstream = [("phone", "float32", [1, "t", cfg.phone_channels]), ("phone_lengths", "int64", [1]),
-                ("pitch", "int64", [1, "t"]), ("pitchf", "float32", [1, "t"]), ("ds", "int64", [1]),
-                ("rnd", "float32", [1, cfg.inter_channels, "t"])]
+    upstream = [
+        ("phone", "float32", [1, "t", cfg.phone_channels]),
+        ("phone_lengths", "int64", [1]),
+        ("pitch", "int64", [1, "t"]),
+        ("pitchf", "float32", [1, "t"]),
+        ("ds", "int64", [1]),
+        ("rnd", "float32", [1, cfg.inter_channels, "t"]),
+    ]
     audio = [("audio", "float32", [1, 1, "n"])]
     load = lambda p: synth_onnx.load(p, backend(), cfg=cfg)  # noqa: E731
     fake_onnx(tmp_path / "ok.onnx", upstream, audio)
@@ -457,10 +484,30 @@ def test_run_with_onnx_stores_rows_held_to_the_table_and_reports_them(tmp_path):
     store with parity against torch within the table, and the report's tables naming onnx:cpu."""
     from rvc_bench import results, store
 
-    proc = subprocess.run([sys.executable, "-m", "rvc_bench.cli", "run", "--stages", "mel,rmvpe", "--lengths", "0.5",
-                           "--rounds", "3", "--model-size", "tiny", "--backends", "torch,onnx",
-                           "--store", str(tmp_path / "store"), "--report", str(tmp_path / "B.md")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rvc_bench.cli",
+            "run",
+            "--stages",
+            "mel,rmvpe",
+            "--lengths",
+            "0.5",
+            "--rounds",
+            "3",
+            "--model-size",
+            "tiny",
+            "--backends",
+            "torch,onnx",
+            "--store",
+            str(tmp_path / "store"),
+            "--report",
+            str(tmp_path / "B.md"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = store.read(tmp_path / "store").rows
     onnx_rows = rows[rows.backend == "onnx"]
@@ -486,10 +533,31 @@ def test_infer_with_onnx_matches_torch(tmp_path, capsys):
     out = {}
     for name in ("torch", "onnx"):
         path = tmp_path / f"{name}.wav"
-        assert cli.main(["infer", str(voice), str(src), "-o", str(path), "--seed", "1", "--model-size", "tiny",
-                         "--synthetic-models", "--backend", name]) == 0
+        assert (
+            cli.main(
+                [
+                    "infer",
+                    str(voice),
+                    str(src),
+                    "-o",
+                    str(path),
+                    "--seed",
+                    "1",
+                    "--model-size",
+                    "tiny",
+                    "--synthetic-models",
+                    "--backend",
+                    name,
+                ]
+            )
+            == 0
+        )
         out[name] = sf.read(path, dtype="float32")[0]
     assert "on onnx:cpu (onnxruntime " in capsys.readouterr().out
     assert out["onnx"].shape == out["torch"].shape and np.any(out["torch"])
-    within_table("pipeline", {"snr_db": parity.tensor_metrics(out["onnx"], out["torch"])["snr_db"]},
-                 check="e2e", only=("snr_db",))
+    within_table(
+        "pipeline",
+        {"snr_db": parity.tensor_metrics(out["onnx"], out["torch"])["snr_db"]},
+        check="e2e",
+        only=("snr_db",),
+    )

@@ -11,8 +11,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_wheel_carries_every_module_and_the_references(tmp_path):
     isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w", str(tmp_path),
-                           str(ROOT)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = tmp_path.glob("rvc_bench-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -24,9 +27,16 @@ def test_the_wheel_carries_every_module_and_the_references(tmp_path):
     # importlib.resources.
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = ("import rvc_bench, rvc_bench.tolerances as t, rvc_bench.report.files as r; "
-            f"assert rvc_bench.__file__.startswith({str(site)!r}), rvc_bench.__file__; "
-            "assert t.bounds('pipeline') and len(r.published()) > 10")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+    code = (
+        "import rvc_bench, rvc_bench.tolerances as t, rvc_bench.report.files as r; "
+        f"assert rvc_bench.__file__.startswith({str(site)!r}), rvc_bench.__file__; "
+        "assert t.bounds('pipeline') and len(r.published()) > 10"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -56,17 +56,21 @@ def test_pitch_metrics_by_hand():
 def test_pitch_missed_voicing_counts_against_recall():
     ref = np.array([200.0, 200.0, 0.0])
     m = parity.pitch_metrics(np.array([200.0, 0.0, 0.0]), ref)
-    assert m["voicing_recall"] == 0.5 and m["raw_pitch_accuracy"] == 0.5 and m["voicing_disagreement"] == pytest.approx(1 / 3)
+    assert (
+        m["voicing_recall"] == 0.5
+        and m["raw_pitch_accuracy"] == 0.5
+        and m["voicing_disagreement"] == pytest.approx(1 / 3)
+    )
 
 
 def test_decision_margin_and_ties_by_hand():
     """Margins computed by hand: distance to the threshold, and to the best bin >= CLEAR_BINS from the argmax."""
     thr = 0.03
     sal = np.full((4, 10), 0.001)
-    sal[0, 2] = 0.5                       # clear: peak 0.5, rival 0.001 -> margin 0.47 (threshold is nearer)
-    sal[1, 2], sal[1, 7] = 0.5, 0.4995    # a near-tie 5 bins apart -> 5e-4
-    sal[2, 2], sal[2, 3] = 0.5, 0.4999    # the runner-up is the neighbour (within CLEAR_BINS): still 0.47
-    sal[3, 4] = thr + 2e-4                # barely voiced -> 2e-4 from the threshold
+    sal[0, 2] = 0.5  # clear: peak 0.5, rival 0.001 -> margin 0.47 (threshold is nearer)
+    sal[1, 2], sal[1, 7] = 0.5, 0.4995  # a near-tie 5 bins apart -> 5e-4
+    sal[2, 2], sal[2, 3] = 0.5, 0.4999  # the runner-up is the neighbour (within CLEAR_BINS): still 0.47
+    sal[3, 4] = thr + 2e-4  # barely voiced -> 2e-4 from the threshold
     np.testing.assert_allclose(parity.decision_margin(sal, thr), [0.47, 5e-4, 0.47, 2e-4], rtol=1e-9)
     ref = np.array([100.0, 100.0, 100.0, 100.0])
     test = np.array([200.0, 300.0, 100.0, 0.0])  # apart on frames 0 (decided), 1 (a tie) and 3 (a tie)

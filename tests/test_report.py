@@ -23,8 +23,9 @@ from rvc_bench.report.document import render
 
 
 def rvc(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "rvc_bench.cli", *map(str, args)], capture_output=True, text=True,
-                          **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "rvc_bench.cli", *map(str, args)], capture_output=True, text=True, **kw
+    )
 
 
 RUN = ("run", "--stages", "mel", "--lengths", "0.5", "--rounds", "3", "--model-size", "tiny")
@@ -38,10 +39,31 @@ def two_machines(tmp_path_factory):
     proc = rvc(*RUN, "--machine-label", "alpha", "--store", root / "store", "--no-report")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "mel/log-mel-128 mlx:cpu 0.5s" in proc.stdout  # progress while it runs
-    proc = subprocess.run([sys.executable, "-m", "pytest", "suites/test_bench_mel.py", "-q",
-                           "-p", "no:cacheprovider", "--benchmark-only", "--lengths", "0.5", "--rounds", "3",
-                           "--model-size", "tiny", "--machine-label", "beta", "--store", str(root / "store")],
-                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "suites/test_bench_mel.py",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--benchmark-only",
+            "--lengths",
+            "0.5",
+            "--rounds",
+            "3",
+            "--model-size",
+            "tiny",
+            "--machine-label",
+            "beta",
+            "--store",
+            str(root / "store"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     files.write(root / "store", root / "B.md")
     return root
@@ -60,7 +82,7 @@ def test_two_machines_get_their_own_sections_and_no_cross_machine_ratio(two_mach
     assert [m.split("-")[0] for m in machines] == ["alpha", "beta"]
     machine_sections = {h: s for h, s in sections(doc).items() if h.startswith("Machine `")}
     assert len(machine_sections) == 2
-    for machine_id, (heading, text) in zip(machines, sorted(machine_sections.items())):
+    for machine_id, (heading, _text) in zip(machines, sorted(machine_sections.items())):
         assert machine_id in heading
         rows = st.rows[(st.rows.machine_id == machine_id) & (st.rows.metric == "time_warm")]
         assert rows.run_id.nunique() == 1
@@ -109,7 +131,7 @@ def test_check_fails_when_one_number_is_edited(two_machines, tmp_path):
     assert ok.returncode == 0, ok.stderr
     text = out.read_text()
     number = re.search(r"\| (\d+\.\d+) ms ", text)
-    out.write_text(text[:number.start(1)] + str(float(number.group(1)) + 0.01) + text[number.end(1):])
+    out.write_text(text[: number.start(1)] + str(float(number.group(1)) + 0.01) + text[number.end(1) :])
     bad = rvc("report", "--check", "--store", two_machines / "store", "-o", out)
     assert bad.returncode == 1 and "differs from what the store generates" in bad.stderr
     assert out.read_text() != text  # --check writes nothing
@@ -124,9 +146,24 @@ def test_a_killed_run_keeps_what_finished_and_shows_as_incomplete(two_machines, 
     store_dir = tmp_path / "store"
     shutil.copytree(two_machines / "store", store_dir)
     old = set(store.read(store_dir).runs)
-    proc = subprocess.Popen([sys.executable, "-m", "rvc_bench.cli", *RUN[:4], "0.5,1,2", *RUN[5:], "--machine-label",
-                             "alpha", "--store", str(store_dir), "--no-report"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rvc_bench.cli",
+            *RUN[:4],
+            "0.5,1,2",
+            *RUN[5:],
+            "--machine-label",
+            "alpha",
+            "--store",
+            str(store_dir),
+            "--no-report",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not any(p.parent.name.removeprefix("run=") not in old for p in store_dir.rglob("*.parquet")):
@@ -146,8 +183,12 @@ def test_a_killed_run_keeps_what_finished_and_shows_as_incomplete(two_machines, 
     # mel at 0.5 s on alpha now comes from the killed run: MLX is missing there, not borrowed from the older run
     alpha = next(s for h, s in sections(doc).items() if h.startswith("Machine `alpha"))
     assert f"missing (run `{new}` incomplete)" in alpha
-    older_mlx = st.rows[(st.rows.run_id.isin(old)) & (st.rows.machine_id.str.startswith("alpha"))
-                        & (st.rows.backend == "mlx") & (st.rows.metric == "time_warm")]
+    older_mlx = st.rows[
+        (st.rows.run_id.isin(old))
+        & (st.rows.machine_id.str.startswith("alpha"))
+        & (st.rows.backend == "mlx")
+        & (st.rows.metric == "time_warm")
+    ]
     assert fmt.fmt_time(float(np.median(older_mlx.value))) not in alpha.split("### Mel")[1].split("###")[0]
 
 
@@ -158,8 +199,19 @@ def test_tiny_model_runs_stay_out_of_full_size_tables(two_machines, tmp_path):
     full = store.Run(machine_id=alpha, model_size="full", meta={"machine": {"cpu": "test"}})
     for backend, t in (("torch", 7.25), ("mlx", 9.75)):  # distinctive values to find in the text
         for i in range(3):
-            full.add(stage="mel", variant="log-mel-128", backend=backend, device="cpu", device_name="cpu",
-                     dtype="float32", audio_seconds=0.5, metric="time_warm", value=t, unit="s", round=i)
+            full.add(
+                stage="mel",
+                variant="log-mel-128",
+                backend=backend,
+                device="cpu",
+                device_name="cpu",
+                dtype="float32",
+                audio_seconds=0.5,
+                metric="time_warm",
+                value=t,
+                unit="s",
+                round=i,
+            )
         full.flush(store_dir, f"full-{backend}")
     doc = files.generate(store_dir).text
     secs = sections(doc)
@@ -172,7 +224,8 @@ def test_tiny_model_runs_stay_out_of_full_size_tables(two_machines, tmp_path):
     assert not any(m in full_sec for m in tiny_medians) and all(m in tiny_sec for m in tiny_medians)
     assert "7.25 s" not in tiny_sec
     assert list(secs).index(next(h for h in secs if "full-size" in h)) < list(secs).index(
-        next(h for h in secs if "tiny" in h))  # full-size sections first
+        next(h for h in secs if "tiny" in h)
+    )  # full-size sections first
 
 
 def test_published_claims_are_tested_only_on_the_devices_they_were_made_for(tmp_path):
@@ -180,13 +233,26 @@ def test_published_claims_are_tested_only_on_the_devices_they_were_made_for(tmp_
     run = store.Run(machine_id="mac-1", model_size="full", meta={"machine": {"cpu": "Apple M9"}})
     for backend, device, t in (("torch", "mps", 0.4), ("mlx", "gpu", 0.2)):
         for i in range(7):
-            run.add(stage="rmvpe", variant="e2e", backend=backend, device=device, device_name="gpu", dtype="float32",
-                    audio_seconds=5.0, metric="time_warm", value=t * (1 + 0.001 * i), unit="s", round=i)
+            run.add(
+                stage="rmvpe",
+                variant="e2e",
+                backend=backend,
+                device=device,
+                device_name="gpu",
+                dtype="float32",
+                audio_seconds=5.0,
+                metric="time_warm",
+                value=t * (1 + 0.001 * i),
+                unit="s",
+                round=i,
+            )
         run.flush(tmp_path, f"rmvpe-{backend}")
     summary = sections(files.generate(tmp_path).text)["Summary"]
     assert re.search(r"RMVPE pitch at 5 s: MLX 1\.59× .*rmvpe_run1\): held: measured 2\.00×", summary)
     assert re.search(r"RMVPE pitch at 5 s: MLX 2\.05× .*rmvpe_run2\): not held: measured 2\.00×", summary)
-    assert "RMVPE pitch at 1 min: MLX 1.86× as fast as PyTorch MPS (published, rmvpe_run1): not measured here" in summary
+    assert (
+        "RMVPE pitch at 1 min: MLX 1.86× as fast as PyTorch MPS (published, rmvpe_run1): not measured here" in summary
+    )
 
 
 def test_a_machine_s_speedup_is_formed_from_its_own_rows(tmp_path):
@@ -195,14 +261,24 @@ def test_a_machine_s_speedup_is_formed_from_its_own_rows(tmp_path):
     Expected by hand: box-a 0.4 / 0.2 = 2.00x (a ratio of means would be 2.86x); its interval stays 2.00-2.00, since
     a bootstrap resample's median is 1.6 s only when 4 of its 7 draws are that round (p ~ 1 %, under the 2.5 %
     tail); box-b 3 / 0.5 = 6.00x, no spread. Crossed: 0.4 / 0.5 = 0.800x and 3 / 0.2 = 15.0x, in neither."""
-    times = {"box-a": {"torch": [0.4] * 6 + [1.6], "mlx": [0.2] * 7},
-             "box-b": {"torch": [3.0] * 7, "mlx": [0.5] * 7}}
+    times = {"box-a": {"torch": [0.4] * 6 + [1.6], "mlx": [0.2] * 7}, "box-b": {"torch": [3.0] * 7, "mlx": [0.5] * 7}}
     for machine_id, by_backend in times.items():
         run = store.Run(machine_id=machine_id, model_size="full", meta={"machine": {"cpu": machine_id}})
         for backend, values in by_backend.items():
             for i, value in enumerate(values):
-                run.add(stage="hubert", variant="v2", backend=backend, device="cpu", device_name="cpu",
-                        dtype="float32", audio_seconds=5.0, metric="time_warm", value=value, unit="s", round=i)
+                run.add(
+                    stage="hubert",
+                    variant="v2",
+                    backend=backend,
+                    device="cpu",
+                    device_name="cpu",
+                    dtype="float32",
+                    audio_seconds=5.0,
+                    metric="time_warm",
+                    value=value,
+                    unit="s",
+                    round=i,
+                )
             run.flush(tmp_path, f"hubert-{backend}")
     st = store.read(tmp_path)
     speed = results.speedups(results.lines(st.rows)).set_index("machine_id")
@@ -219,10 +295,22 @@ def test_a_machine_s_speedup_is_formed_from_its_own_rows(tmp_path):
 
 
 def test_numbers_have_three_significant_figures_and_units():
-    assert [fmt.sig(x) for x in (0.000557, 0.42449, 2134.33, 120.6277, 1.0, 0, 1e5)] == \
-        ["5.57e-4", "0.424", "2130", "121", "1.00", "0", "1.00e5"]
-    assert [fmt.fmt_time(x) for x in (0.00234, 0.62469, 12.312, 102.533, 5e-5)] == \
-        ["2.34 ms", "625 ms", "12.3 s", "103 s", "50.0 µs"]
+    assert [fmt.sig(x) for x in (0.000557, 0.42449, 2134.33, 120.6277, 1.0, 0, 1e5)] == [
+        "5.57e-4",
+        "0.424",
+        "2130",
+        "121",
+        "1.00",
+        "0",
+        "1.00e5",
+    ]
+    assert [fmt.fmt_time(x) for x in (0.00234, 0.62469, 12.312, 102.533, 5e-5)] == [
+        "2.34 ms",
+        "625 ms",
+        "12.3 s",
+        "103 s",
+        "50.0 µs",
+    ]
     assert fmt.fmt_bytes(634.2 * 2**20) == "634 MiB" and fmt.fmt_bytes(13.47 * 2**30) == "13.5 GiB"
     assert fmt.fmt_ratio(0.4244, 0.401, 0.4449) == "0.424× (0.401–0.445)"
     assert fmt.fmt_len(5) == "5 s" and fmt.fmt_len(300) == "5 min" and fmt.fmt_len(90) == "90 s"
@@ -234,8 +322,19 @@ def test_across_machines_shows_absolute_times_side_by_side_and_never_a_ratio(tmp
         run = store.Run(machine_id=machine_id, model_size="full", meta={"machine": {"cpu": machine_id}})
         for backend, t in (("torch", 0.4), ("mlx", 0.8)):
             for i in range(7):
-                run.add(stage="hubert", variant="v2", backend=backend, device="cpu", device_name="cpu",
-                        dtype="float32", audio_seconds=5.0, metric="time_warm", value=t * scale, unit="s", round=i)
+                run.add(
+                    stage="hubert",
+                    variant="v2",
+                    backend=backend,
+                    device="cpu",
+                    device_name="cpu",
+                    dtype="float32",
+                    audio_seconds=5.0,
+                    metric="time_warm",
+                    value=t * scale,
+                    unit="s",
+                    round=i,
+                )
             run.flush(tmp_path, f"hubert-{backend}")
     across = sections(files.generate(tmp_path).text)["Across machines"]
     for text in ("400 ms", "800 ms", "1.20 s", "2.40 s", "`box-a` MLX (cpu)", "`box-b` PyTorch (cpu)"):
@@ -244,8 +343,15 @@ def test_across_machines_shows_absolute_times_side_by_side_and_never_a_ratio(tmp
 
 
 def _rows(run, stage, variant, backend, seconds, time_s, mem, rss, rounds=3, cold=None, **extra):
-    common = dict(stage=stage, variant=variant, backend=backend, device="cpu", device_name="cpu", dtype="float32",
-                  audio_seconds=seconds)
+    common = dict(
+        stage=stage,
+        variant=variant,
+        backend=backend,
+        device="cpu",
+        device_name="cpu",
+        dtype="float32",
+        audio_seconds=seconds,
+    )
     if cold is not None:
         run.add(metric="time_cold", value=cold, unit="s", **common)
     for i in range(rounds):
@@ -260,25 +366,35 @@ def test_scaling_and_chunking_tables_from_a_synthetic_store(tmp_path):
     """Report logic on hand-made rows (not measurements): time(5 min)/time(5 s) against 60x, memory at 5 min over
     1 min, per stage and backend of the main variant; chunking variants in their own table with their parity."""
     gib = 2**30
-    for stage, variant in (("rmvpe", "e2e"), ("rmvpe", "whole"), ("rmvpe", "chunked-4096-no-overlap"),
-                           ("synth", "v2-40k-tile250"), ("synth", "v2-40k-whole")):
+    for stage, variant in (
+        ("rmvpe", "e2e"),
+        ("rmvpe", "whole"),
+        ("rmvpe", "chunked-4096-no-overlap"),
+        ("synth", "v2-40k-tile250"),
+        ("synth", "v2-40k-whole"),
+    ):
         run = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
         for backend in ("torch", "mlx"):
             # e2e: 5 s in 1 s, 5 min in 69 s (+15 %); memory 3 GiB at 1 min, 3.3 GiB at 5 min; RSS 4 -> 8 GiB
             times = {5.0: 1.0, 60.0: 12.0, 300.0: 69.0 if variant == "e2e" else 61.0}
             mems = {5.0: 1 * gib, 60.0: 3 * gib, 300.0: 3.3 * gib if variant == "e2e" else 13 * gib}
             for t in (5.0, 60.0, 300.0):
-                extra = {"max_abs": (7.7e-6, f"{backend} e2e")} if variant == "whole" else \
-                    {"max_abs": (0.93, f"{backend} whole")} if "no-overlap" in variant else {}
+                extra = (
+                    {"max_abs": (7.7e-6, f"{backend} e2e")}
+                    if variant == "whole"
+                    else {"max_abs": (0.93, f"{backend} whole")}
+                    if "no-overlap" in variant
+                    else {}
+                )
                 _rows(run, stage, variant, backend, t, times[t], mems[t], 4 * gib if t < 300 else 8 * gib, **extra)
         run.flush(tmp_path, f"{stage}-{variant}")
     doc = files.generate(tmp_path).text
-    scaling = doc[doc.index("### Scaling with length"):doc.index("### Memory")]
+    scaling = doc[doc.index("### Scaling with length") : doc.index("### Memory")]
     rmvpe = [line for line in scaling.splitlines() if line.startswith("| RMVPE")]
     assert len(rmvpe) == 2 and all("`e2e`" in line for line in rmvpe)  # main variant only, one row per backend
     assert all("69.0× (+15 %)" in line and "1.10×" in line and "2.00×" in line for line in rmvpe)
     assert "| RVC synthesis" in scaling and "| HuBERT" not in scaling  # no hubert rows stored
-    chunking = doc[doc.index("### Chunking"):doc.index("### Scaling with length")]
+    chunking = doc[doc.index("### Chunking") : doc.index("### Scaling with length")]
     assert "| 5 min   | MLX (cpu)     | `whole`" in chunking and "7.70e-6 vs `mlx e2e`" in chunking
     assert "0.930 vs `torch whole`" in chunking and "`v2-40k-whole`" in chunking
     assert "`e2e`" in chunking  # the default beside the variants it is compared with
@@ -301,10 +417,10 @@ def test_lengths_timed_once_show_their_first_call_and_scale_first_call_over_firs
     assert once.first_only.all() and (once.rounds == 0).all() and sorted(once["median"]) == [60.0, 150.0]
     assert not lines[lines.audio_seconds == 5.0].first_only.any()
     doc = files.generate(tmp_path).text
-    pipeline = doc[doc.index("### Full RVC pipeline"):doc.index("### Component breakdown")]
+    pipeline = doc[doc.index("### Full RVC pipeline") : doc.index("### Component breakdown")]
     assert "60.0 s (first call only)" in pipeline and "150 s (first call only)" in pipeline
     assert "1.01 s [" in pipeline  # 5 s: the warm median, unmarked
-    scaling = doc[doc.index("### Scaling with length"):doc.index("### Memory")]
+    scaling = doc[doc.index("### Scaling with length") : doc.index("### Memory")]
     torch_row, mlx_row = (line for line in scaling.splitlines() if line.startswith("| Full pipeline"))
     assert "59.4× (-1 %), first call / warm" in torch_row and "4.29× (-14 %), first calls" in torch_row
     assert "1.10×" in torch_row and "1.30×" in torch_row
@@ -313,6 +429,7 @@ def test_lengths_timed_once_show_their_first_call_and_scale_first_call_over_firs
     assert "| 5 min   | 60.0 s (first call only) | 150 s (first call only)  | 0.400× (0.400–0.400)" in summary
     # The gate has no warm rounds to compare at a length timed once: it forms no relative check there.
     from rvc_bench import gate
+
     rows = store.read(tmp_path).rows
     assert all("300" not in c.subject for c in gate.relative_checks(rows, rows))
 
@@ -321,10 +438,12 @@ def test_scaling_is_formed_inside_one_run(tmp_path):
     """Report logic on hand-made rows: HuBERT's 5 min run measured 5 s too (1 s; 5 min in 60 s), and a newer run
     measured 5 s again (2 s): the tables show the newer 5 s, the scaling ratio stays inside the 5 min row's run.
     RMVPE's 5 min run never measured 5 s: another run's 5 s row is not divided into it."""
-    runs = (("a", "2026-01-01T00:00:00Z", "rmvpe", "e2e", {5.0: 1.0}),
-            ("b", "2026-01-02T00:00:00Z", "rmvpe", "e2e", {60.0: 12.0, 300.0: 60.0}),
-            ("c", "2026-01-03T00:00:00Z", "hubert", "v2-layer12", {5.0: 1.0, 60.0: 12.0, 300.0: 60.0}),
-            ("d", "2026-01-04T00:00:00Z", "hubert", "v2-layer12", {5.0: 2.0}))
+    runs = (
+        ("a", "2026-01-01T00:00:00Z", "rmvpe", "e2e", {5.0: 1.0}),
+        ("b", "2026-01-02T00:00:00Z", "rmvpe", "e2e", {60.0: 12.0, 300.0: 60.0}),
+        ("c", "2026-01-03T00:00:00Z", "hubert", "v2-layer12", {5.0: 1.0, 60.0: 12.0, 300.0: 60.0}),
+        ("d", "2026-01-04T00:00:00Z", "hubert", "v2-layer12", {5.0: 2.0}),
+    )
     for name, started, stage, variant, times in runs:
         run = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
         run.started_at = started
@@ -345,8 +464,10 @@ def test_scaling_is_formed_inside_one_run(tmp_path):
 def test_a_renamed_variant_does_not_keep_the_tables_on_an_older_run(tmp_path):
     """Report logic on hand-made rows (not measurements): the synthesizer's variant was `v2-40k` in an older run
     and is `v2-40k-tile250` in the newer one, each at one length: the tables show the newer."""
-    for variant, started, t in (("v2-40k", "2026-01-01T00:00:00Z", 9.0),
-                                ("v2-40k-tile250", "2026-02-01T00:00:00Z", 3.0)):
+    for variant, started, t in (
+        ("v2-40k", "2026-01-01T00:00:00Z", 9.0),
+        ("v2-40k-tile250", "2026-02-01T00:00:00Z", 3.0),
+    ):
         run = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
         run.started_at = started
         for backend in ("torch", "mlx"):
@@ -372,16 +493,29 @@ def test_a_pipeline_whose_audio_disagrees_shows_a_failing_verdict(tmp_path):
             values = dict(snr_db=snr_db, same_f0_snr_db=110.0, frames_apart=0.0, cents_p95=4e-3)
             for name, value in values.items():
                 b = bounds[name]
-                run.add(stage="pipeline", variant="v2-40k", backend=backend, device="cpu", device_name="cpu",
-                        dtype="float32", audio_seconds=seconds, metric=f"parity.{name}", value=value, unit="",
-                        reference="torch", bound=b.bound, bound_op=b.op, within_bound=b.holds(value))
+                run.add(
+                    stage="pipeline",
+                    variant="v2-40k",
+                    backend=backend,
+                    device="cpu",
+                    device_name="cpu",
+                    dtype="float32",
+                    audio_seconds=seconds,
+                    metric=f"parity.{name}",
+                    value=value,
+                    unit="",
+                    reference="torch",
+                    bound=b.bound,
+                    bound_op=b.op,
+                    within_bound=b.holds(value),
+                )
     run.flush(tmp_path, "pipeline")
     doc = files.generate(tmp_path).text
     rows = [line for line in sections(doc)["Summary"].splitlines() if line.startswith("| Full pipeline")]
     assert len(rows) == 2 and "pass (4 of 4 within bounds)" in rows[0]
     snr_bound = f"{bounds['snr_db'].op} {bounds['snr_db'].bound:g}"  # the table's, as the report prints it
     assert f"FAIL: mlx snr_db 2.75 (bound {snr_bound})" in rows[1] and "pass" not in rows[1]
-    accuracy = doc[doc.index("#### Full pipeline"):]
+    accuracy = doc[doc.index("#### Full pipeline") :]
     snr_row = next(line for line in accuracy.splitlines() if line.startswith("| snr_db "))
     assert f"| {snr_bound} " in snr_row and "66.1 pass" in snr_row and "2.75 **FAIL**" in snr_row
     for name in ("same_f0_snr_db", "frames_apart"):  # the new metrics have their own rows, each judged
@@ -396,11 +530,26 @@ def test_an_unjudged_older_pipeline_row_is_judged_by_todays_table(tmp_path):
     run = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
     for backend in ("torch", "mlx"):
         _rows(run, "pipeline", "v2-40k", backend, 300.0, 60.0, 2**30, 2**30)
-    common = dict(stage="pipeline", variant="v2-40k", device="cpu", device_name="cpu", dtype="float32",
-                  audio_seconds=300.0, unit="")
+    common = dict(
+        stage="pipeline",
+        variant="v2-40k",
+        device="cpu",
+        device_name="cpu",
+        dtype="float32",
+        audio_seconds=300.0,
+        unit="",
+    )
     run.add(**common, backend="mlx", metric="parity.snr_db", value=5.75, reference="torch")
-    run.add(**common, backend="mlx", metric="parity.raw_pitch_accuracy", value=0.9996, reference="torch",
-            bound=0.99, bound_op=">=", within_bound=True)
+    run.add(
+        **common,
+        backend="mlx",
+        metric="parity.raw_pitch_accuracy",
+        value=0.9996,
+        reference="torch",
+        bound=0.99,
+        bound_op=">=",
+        within_bound=True,
+    )
     run.add(**common, backend="mlx", metric="parity.mean_abs", value=0.04, reference="torch")  # no bound today
     run.add(**common, backend="mlx", metric="parity.snr_db", value=5.75, reference="mlx whole")
     run.flush(tmp_path, "pipeline")
@@ -408,8 +557,11 @@ def test_an_unjudged_older_pipeline_row_is_judged_by_todays_table(tmp_path):
     judged = par.set_index(["metric", "reference"]).within_bound
     assert judged[("snr_db", "torch")] == False and judged[("raw_pitch_accuracy", "torch")] == True  # noqa: E712
     assert pd.isna(judged[("mean_abs", "torch")]) and pd.isna(judged[("snr_db", "mlx whole")])
-    summary = [line for line in sections(files.generate(tmp_path).text)["Summary"].splitlines()
-               if line.startswith("| Full pipeline")]
+    summary = [
+        line
+        for line in sections(files.generate(tmp_path).text)["Summary"].splitlines()
+        if line.startswith("| Full pipeline")
+    ]
     from rvc_bench import tolerances
 
     snr = tolerances.bounds("pipeline")["snr_db"]
@@ -427,14 +579,26 @@ def test_a_failing_pitch_row_says_how_many_frames_were_ties(tmp_path):
     for seconds, tied in ((60.0, 2.0), (300.0, None)):
         for backend in ("torch", "mlx"):
             _rows(run, "pipeline", "v2-40k", backend, seconds, seconds / 5, 2**30, 2**30)
-        common = dict(stage="pipeline", variant="v2-40k", backend="mlx", device="cpu", device_name="cpu",
-                      dtype="float32", audio_seconds=seconds, unit="", reference="torch")
+        common = dict(
+            stage="pipeline",
+            variant="v2-40k",
+            backend="mlx",
+            device="cpu",
+            device_name="cpu",
+            dtype="float32",
+            audio_seconds=seconds,
+            unit="",
+            reference="torch",
+        )
         run.add(**common, metric="parity.frames_apart", value=3.0, bound=b.bound, bound_op=b.op, within_bound=False)
         if tied is not None:
             run.add(**common, metric="parity.frames_apart_tied", value=tied)
     run.flush(tmp_path, "pipeline")
-    rows = [line for line in sections(files.generate(tmp_path).text)["Summary"].splitlines()
-            if line.startswith("| Full pipeline")]
+    rows = [
+        line
+        for line in sections(files.generate(tmp_path).text)["Summary"].splitlines()
+        if line.startswith("| Full pipeline")
+    ]
     assert len(rows) == 2
     assert "frames_apart 3.00 (bound <= 0, 2.00 of them pitch ties at float32)" in rows[0]
     assert "FAIL: mlx frames_apart 3.00 (bound <= 0)" in rows[1] and "ties" not in rows[1]

@@ -45,8 +45,11 @@ def test_every_stage_loads_through_the_same_calls(name, opts):
     assert onnx_file.suffix == ".onnx" and onnx_file.parent == cache / "onnx"
     assert stage.checkpoint_for("onnx", onnx_file, cache) == onnx_file  # an .onnx is its own
     from_export = stage.model(get_backend("onnx", "cpu"), onnx_file, **opts)
-    assert type(from_export).__module__ == type(stage.model(get_backend("onnx", "cpu"), src, **opts)).__module__ \
+    assert (
+        type(from_export).__module__
+        == type(stage.model(get_backend("onnx", "cpu"), src, **opts)).__module__
         == f"rvc_bench.{name}.model_onnx"
+    )
     if name == "rmvpe":  # same weights either way: bit-identical outputs
         import mlx.core as mx
 
@@ -71,12 +74,15 @@ def _stage_inputs(name: str, audio: np.ndarray) -> tuple:
 
 # Time-major output shapes on 0.5 s of audio (8000 samples: 8000 // 160 + 1 frames of 10 ms; HuBERT (8000 - its
 # 400-sample receptive field) // 320 + 1 of 20 ms) and on 20 frames of synthesis
-EXPECTED_SHAPES = {"mel": [(51, 128)], "rmvpe": [(51, 360), (51,)], "hubert": [(1, 24, 768)],
-                   "synth": [(1, 20 * TINY_VOICE.upp, 1)]}
+EXPECTED_SHAPES = {
+    "mel": [(51, 128)],
+    "rmvpe": [(51, 360), (51,)],
+    "hubert": [(1, 24, 768)],
+    "synth": [(1, 20 * TINY_VOICE.upp, 1)],
+}
 
 
-@pytest.mark.parametrize("name,opts", [("mel", {}), ("rmvpe", {}), ("hubert", {"config": "tiny-768"}),
-                                       ("synth", {})])
+@pytest.mark.parametrize("name,opts", [("mel", {}), ("rmvpe", {}), ("hubert", {"config": "tiny-768"}), ("synth", {})])
 def test_every_stage_runs_numpy_in_time_major_out(name, opts):
     """Stage.load's runner on each backend: numpy in, the same time-major shapes out, the same numbers as the
     framework model called directly (its layout fixed by hand here), so that the boundary changes no value."""

@@ -14,9 +14,20 @@ from rvc_bench import store
 
 def add_times(run: store.Run, backend: str, times, stage="mel", seconds=5.0, test=None):
     for i, t in enumerate(times):
-        run.add(stage=stage, variant="v", backend=backend, device="cpu", device_name="cpu", dtype="float32",
-                audio_seconds=seconds, metric="time_warm", value=t, unit="s", round=i,
-                test=test or f"suites/test_x.py::test_bench[{seconds:g}s-{backend}]")
+        run.add(
+            stage=stage,
+            variant="v",
+            backend=backend,
+            device="cpu",
+            device_name="cpu",
+            dtype="float32",
+            audio_seconds=seconds,
+            metric="time_warm",
+            value=t,
+            unit="s",
+            round=i,
+            test=test or f"suites/test_x.py::test_bench[{seconds:g}s-{backend}]",
+        )
 
 
 def make_run(machine_id="m-1", **kw) -> store.Run:

@@ -22,13 +22,16 @@ def test_every_stage_has_benchmark_bounds_and_the_table_is_well_formed():
 
 def test_a_backend_row_replaces_the_shared_bound_for_that_backend_only():
     onnx, shared = tolerances.bounds("mel", backend="onnx"), tolerances.bounds("mel")
-    assert onnx["max_abs_energetic"].backend == "onnx" and onnx["max_abs_energetic"].bound > \
-        shared["max_abs_energetic"].bound
+    assert (
+        onnx["max_abs_energetic"].backend == "onnx"
+        and onnx["max_abs_energetic"].bound > shared["max_abs_energetic"].bound
+    )
     assert onnx["rel_l2"] == shared["rel_l2"] and tolerances.bounds("mel", backend="mlx") == shared
     value = {"rel_l2": 1e-5, "max_abs_energetic": 3.4e-5}  # ONNX Runtime's STFT at 5 s
     assert tolerances.broken("mel", "benchmark", value, backend="onnx") == []
     assert tolerances.broken("mel", "benchmark", value, backend="mlx") == [
-        "max_abs_energetic = 3.4e-05 (bound max_abs_energetic <= 2e-05)"]
+        "max_abs_energetic = 3.4e-05 (bound max_abs_energetic <= 2e-05)"
+    ]
 
 
 def test_a_bound_fails_beyond_it_on_nan_and_when_missing():
@@ -45,25 +48,46 @@ def test_a_bound_fails_beyond_it_on_nan_and_when_missing():
         tolerances.assert_within("rmvpe", "nonsense", {})
 
 
-BENCHMARK_FILE = '''
+BENCHMARK_FILE = """
 import numpy as np
 
 def test_bench_fake_mel(benchmark, bench):
     be = bench.backend("numpy")
     bench.measure(benchmark, be, lambda x: x * 2, (np.ones(4),), stage="mel", variant="fake", seconds=1.0)
     bench.record_parity({"rel_l2": 0.5, "max_abs_energetic": 1e-6, "pearson": 1.0}, reference="numpy-float64")
-'''
+"""
 
 
 def run_fake_benchmark(tmp_path, source: str) -> subprocess.CompletedProcess:
     """`source` as a benchmark file run by pytest with the plugin, 3 rounds, into tmp_path/store."""
     (tmp_path / "test_fake.py").write_text(source)
     # the plugin of the package under test, also where it is imported from a checkout by a relative PYTHONPATH
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(tolerances.__file__).parents[1]),
-                                                        os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
-                           "rvc_bench.pytest_plugin", "test_fake.py", "--benchmark-only", "--rounds", "3",
-                           "--store", str(tmp_path / "store")], capture_output=True, text=True, cwd=tmp_path, env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(tolerances.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "rvc_bench.pytest_plugin",
+            "test_fake.py",
+            "--benchmark-only",
+            "--rounds",
+            "3",
+            "--store",
+            str(tmp_path / "store"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
 
 
 def test_bench_fixture_stores_bound_and_verdict_and_fails_the_benchmark(tmp_path):
@@ -78,9 +102,10 @@ def test_bench_fixture_stores_bound_and_verdict_and_fails_the_benchmark(tmp_path
     assert (rows.metric == "time_warm").sum() == 3  # the failed benchmark's times are kept too
 
 
-
-ONLY_FILE = BENCHMARK_FILE.replace('{"rel_l2": 0.5, "max_abs_energetic": 1e-6, "pearson": 1.0}, ',
-                                   '{"rel_l2": 1e-5, "pearson": 1.0}, only=("rel_l2",), ')
+ONLY_FILE = BENCHMARK_FILE.replace(
+    '{"rel_l2": 0.5, "max_abs_energetic": 1e-6, "pearson": 1.0}, ',
+    '{"rel_l2": 1e-5, "pearson": 1.0}, only=("rel_l2",), ',
+)
 
 
 def test_record_parity_only_bounds_part_of_a_check(tmp_path):

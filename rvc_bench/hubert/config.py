@@ -88,8 +88,15 @@ class HubertConfig(StageConfig):
 
 _TINY = HubertConfig(
     conv_layers=((32, 10, 5),) + ((32, 3, 2),) * 4 + ((32, 2, 2),) * 2,
-    embed_dim=64, ffn_dim=128, heads=4, layers=2, pos_conv_kernel=16, pos_conv_groups=4,
-    final_dim=16, num_label_embs=24, v1_layer=1,
+    embed_dim=64,
+    ffn_dim=128,
+    heads=4,
+    layers=2,
+    pos_conv_kernel=16,
+    pos_conv_groups=4,
+    final_dim=16,
+    num_label_embs=24,
+    v1_layer=1,
 )
 PRESETS: dict[str, HubertConfig] = {
     # hubert_base.pt / ContentVec legacy: 94.7 M parameters.

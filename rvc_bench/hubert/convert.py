@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ def _rename(key: str, table) -> str | None:
         m = pattern.match(key)
         if m:
             head = target.replace("{i}", m.group(1)) if m.groups() else target
-            return head + key[m.end():]
+            return head + key[m.end() :]
     return None
 
 
@@ -151,17 +152,21 @@ def detect_layout(state: Mapping[str, Any], what: str = "hubert checkpoint") -> 
     for name, marker in _MARKERS.items():
         if marker in state:
             return name
-    raise CheckpointError(f"{what}: not a HuBERT/ContentVec state dict: no key {_MARKERS['fairseq']!r} (fairseq) "
-                          f"or {_MARKERS['hf']!r} (HF)")
+    raise CheckpointError(
+        f"{what}: not a HuBERT/ContentVec state dict: no key {_MARKERS['fairseq']!r} (fairseq) "
+        f"or {_MARKERS['hf']!r} (HF)"
+    )
 
 
-def canonical_state(raw: Mapping[str, Any], cfg: HubertConfig, what: str = "hubert checkpoint") -> dict[str, np.ndarray]:
+def canonical_state(
+    raw: Mapping[str, Any], cfg: HubertConfig, what: str = "hubert checkpoint"
+) -> dict[str, np.ndarray]:
     """A fairseq or HF state dict (torch tensors or numpy) -> the canonical state.
 
     Strict: every key consumed, every shape checked, errors name the key as the file spells it.
     """
     if any(k.startswith(_HF_PREFIX) for k in raw):  # HubertFor* wrappers keep the encoder under `hubert.`
-        raw = {k[len(_HF_PREFIX):] if k.startswith(_HF_PREFIX) else k: v for k, v in raw.items()}
+        raw = {k[len(_HF_PREFIX) :] if k.startswith(_HF_PREFIX) else k: v for k, v in raw.items()}
     src = detect_layout(raw, what)
     name = (lambda k: k) if src == "fairseq" else to_hf_name
     wn_style = next((s for s, pair in WN_SUFFIXES.items() if any(name(POS_CONV + x) in raw for x in pair)), None)
@@ -238,8 +243,9 @@ def read_folder(folder: Path, cfg: HubertConfig) -> dict[str, np.ndarray]:
     weights = next((folder / name for name in HF_WEIGHTS if (folder / name).is_file()), None)
     if weights is None:
         sharded = any(folder.glob("*.index.json"))
-        raise CheckpointError(f"{folder}: no {' or '.join(HF_WEIGHTS)}"
-                              + (" (sharded weights are not supported)" if sharded else ""))
+        raise CheckpointError(
+            f"{folder}: no {' or '.join(HF_WEIGHTS)}" + (" (sharded weights are not supported)" if sharded else "")
+        )
     raw = load_safetensors(weights)[0] if weights.suffix == ".safetensors" else load_pickled(weights)
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{weights}: expected a state dict, found {type(raw).__name__}")

@@ -9,7 +9,7 @@ only numpy weights.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -156,7 +156,9 @@ class HubertModel(nn.Module):
 
     def _front(self, source):  # [B, N] -> [B, F, D]
         if source.ndim != 2 or source.shape[1] < self.cfg.receptive_field:
-            raise ValueError(f"expected 16 kHz audio [batch, samples >= {self.cfg.receptive_field}], got {tuple(source.shape)}")
+            raise ValueError(
+                f"expected 16 kHz audio [batch, samples >= {self.cfg.receptive_field}], got {tuple(source.shape)}"
+            )
         return self.post_extract_proj(self.layer_norm(self.feature_extractor(source)))
 
     def extract_features(self, source, output_layer: int | None = None):

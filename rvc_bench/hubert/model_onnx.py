@@ -30,8 +30,10 @@ def width(cfg: HubertConfig, version: str) -> int:
 
 
 def ports(cfg: HubertConfig, version: str) -> tuple[tuple[Port, ...], tuple[Port, ...]]:
-    return ((Port("source", "float32", (1, 1, "samples")),),
-            (Port("features", "float32", (1, "frames", width(cfg, version))),))
+    return (
+        (Port("source", "float32", (1, 1, "samples")),),
+        (Port("features", "float32", (1, "frames", width(cfg, version))),),
+    )
 
 
 def export(model, version: str, path: str | os.PathLike, metadata: dict | None = None) -> Path:
@@ -50,9 +52,15 @@ def export(model, version: str, path: str | os.PathLike, metadata: dict | None =
     inputs, outputs = ports(cfg, version)
     example = 0.1 * torch.randn(1, 1, EXAMPLE_SAMPLES, generator=torch.Generator().manual_seed(0))
     samples = torch.export.Dim("samples", min=cfg.receptive_field)
-    return onnx_graph.export(Features(), (example,), path, inputs, outputs, {"source": {2: samples}},
-                             {"stage": STAGE, "variant": version, "version": version, "config": cfg.to_dict(),
-                              **(metadata or {})})
+    return onnx_graph.export(
+        Features(),
+        (example,),
+        path,
+        inputs,
+        outputs,
+        {"source": {2: samples}},
+        {"stage": STAGE, "variant": version, "version": version, "config": cfg.to_dict(), **(metadata or {})},
+    )
 
 
 def _variant(checkpoint: str | os.PathLike, config: str, version: str) -> str:
@@ -60,27 +68,40 @@ def _variant(checkpoint: str | os.PathLike, config: str, version: str) -> str:
     return f"{Path(checkpoint).stem}-{config}-{version}"
 
 
-def export_path(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike, config: str = "full",
-                version: str = "v2") -> Path:
+def export_path(
+    checkpoint: str | os.PathLike, cache_dir: str | os.PathLike, config: str = "full", version: str = "v2"
+) -> Path:
     """Where the export of `checkpoint`'s `version` features (HuBERT preset `config`) is cached."""
     return onnx_graph.export_path(cache_dir, STAGE, _variant(checkpoint, config, version), checkpoint)
 
 
-def ensure(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike, config: str = "full",
-           version: str = "v2") -> Path:
+def ensure(
+    checkpoint: str | os.PathLike, cache_dir: str | os.PathLike, config: str = "full", version: str = "v2"
+) -> Path:
     """The cached export, made in this process from the torch twin on first use (imports torch)."""
     from rvc_bench.hubert.convert import load_torch
 
-    return onnx_graph.cached_export(cache_dir, STAGE, _variant(checkpoint, config, version), checkpoint,
-                                    lambda path, meta: export(load_torch(checkpoint, config=config), version, path,
-                                                              meta))
+    return onnx_graph.cached_export(
+        cache_dir,
+        STAGE,
+        _variant(checkpoint, config, version),
+        checkpoint,
+        lambda path, meta: export(load_torch(checkpoint, config=config), version, path, meta),
+    )
 
 
-def exported(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike, config: str = "full",
-             version: str = "v2") -> Path:
+def exported(
+    checkpoint: str | os.PathLike, cache_dir: str | os.PathLike, config: str = "full", version: str = "v2"
+) -> Path:
     """The cached export, made in a child process on first use (this process imports no torch)."""
-    return onnx_graph.ensure_exported(export_path(checkpoint, cache_dir, config, version), __name__, checkpoint,
-                                      cache_dir, config=config, version=version)
+    return onnx_graph.ensure_exported(
+        export_path(checkpoint, cache_dir, config, version),
+        __name__,
+        checkpoint,
+        cache_dir,
+        config=config,
+        version=version,
+    )
 
 
 class HubertModel:
@@ -107,8 +128,10 @@ class HubertModel:
         by_width = {width(self.cfg, v): v for v in ("v1", "v2")}
         if len(shape) != 3 or shape[-1] not in by_width:
             widths = " or ".join(f"{w} ({v})" for w, v in by_width.items())
-            raise OnnxModelError(f"{what}: cannot tell the RVC version: the runner needs one output [1, frames, "
-                                 f"{widths}], the file has {[(o.name, o.shape) for o in outputs]}")
+            raise OnnxModelError(
+                f"{what}: cannot tell the RVC version: the runner needs one output [1, frames, "
+                f"{widths}], the file has {[(o.name, o.shape) for o in outputs]}"
+            )
         return by_width[shape[-1]]
 
     def features(self, source: np.ndarray, version: str = "v2") -> np.ndarray:
@@ -117,12 +140,14 @@ class HubertModel:
             raise ValueError(f"this ONNX graph computes {self.version} features, not {version}")
         source = np.asarray(source, dtype=np.float32)
         if source.ndim != 2 or source.shape[1] < self.cfg.receptive_field:
-            raise ValueError(f"expected 16 kHz audio [batch, samples >= {self.cfg.receptive_field}], "
-                             f"got {source.shape}")
+            raise ValueError(
+                f"expected 16 kHz audio [batch, samples >= {self.cfg.receptive_field}], got {source.shape}"
+            )
         return np.concatenate([self.session.run(None, {self._input: row[None, None]})[0] for row in source])
 
-    def features_windowed(self, source: np.ndarray, version: str = "v2",
-                          max_seconds: float = T_MAX_SECONDS) -> np.ndarray:
+    def features_windowed(
+        self, source: np.ndarray, version: str = "v2", max_seconds: float = T_MAX_SECONDS
+    ) -> np.ndarray:
         """features() over windows of at most max_seconds that tile the frame grid (HubertConfig.windows)."""
         spans = self.cfg.windows(np.shape(source)[-1], max_seconds)
         if len(spans) <= 1:
@@ -130,8 +155,9 @@ class HubertModel:
         return np.concatenate([self.features(source[:, a:b], version) for a, b in spans], axis=1)
 
 
-def load(path: str | os.PathLike, backend, config: HubertConfig | str = "full", version: str | None = None
-         ) -> HubertModel:
+def load(
+    path: str | os.PathLike, backend, config: HubertConfig | str = "full", version: str | None = None
+) -> HubertModel:
     """An exported (or upstream ContentVec) .onnx on an OnnxBackend. `config` applies to upstream files only (ours
     carry theirs); `version`, when given, must be the one the graph computes (one graph per version: ONNX Runtime
     runs every node of a graph, whatever outputs are asked for, so a graph with both would run v2's layers for v1)."""

@@ -8,7 +8,7 @@ by convert.py; this module sees only numpy weights.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -92,10 +92,13 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         d, k = cfg.embed_dim, cfg.pos_conv_kernel
         # Weight norm (dim 2) is folded by the converter: the conv holds g * v / ||v|| as its plain weight.
-        self.pos_conv = nn.Sequential(nn.Conv1d(d, d, k, padding=k // 2, groups=cfg.pos_conv_groups), SamePad(k), nn.GELU())
+        self.pos_conv = nn.Sequential(
+            nn.Conv1d(d, d, k, padding=k // 2, groups=cfg.pos_conv_groups), SamePad(k), nn.GELU()
+        )
         self.layer_norm = nn.LayerNorm(d, eps=cfg.eps)
         self.layers = nn.ModuleList(
-            TransformerSentenceEncoderLayer(d, cfg.ffn_dim, cfg.heads, cfg.eps) for _ in range(cfg.layers))
+            TransformerSentenceEncoderLayer(d, cfg.ffn_dim, cfg.heads, cfg.eps) for _ in range(cfg.layers)
+        )
 
     def forward(self, x, output_layer: int, all_layers: bool = False):  # [B, T, D]
         x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
@@ -126,7 +129,9 @@ class HubertModel(nn.Module):
 
     def _front(self, source):  # [B, N] -> [B, F, D]
         if source.dim() != 2 or source.shape[1] < self.cfg.receptive_field:
-            raise ValueError(f"expected 16 kHz audio [batch, samples >= {self.cfg.receptive_field}], got {tuple(source.shape)}")
+            raise ValueError(
+                f"expected 16 kHz audio [batch, samples >= {self.cfg.receptive_field}], got {tuple(source.shape)}"
+            )
         x = self.feature_extractor(source).transpose(1, 2)  # [B, F, C]
         return self.post_extract_proj(self.layer_norm(x))
 

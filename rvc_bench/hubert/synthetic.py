@@ -38,11 +38,22 @@ def _conv_spec(cfg: HubertConfig) -> str:
 
 def fairseq_cfg(cfg: HubertConfig) -> dict:
     """The model and task sections fairseq saves as cfg (field names are fairseq's)."""
-    model = {"_name": "hubert", "extractor_mode": "default", "conv_feature_layers": _conv_spec(cfg),
-             "conv_bias": False, "layer_norm_first": False, "activation_fn": "gelu", "logit_temp": 0.1,
-             "encoder_layers": cfg.layers, "encoder_embed_dim": cfg.embed_dim,
-             "encoder_ffn_embed_dim": cfg.ffn_dim, "encoder_attention_heads": cfg.heads,
-             "conv_pos": cfg.pos_conv_kernel, "conv_pos_groups": cfg.pos_conv_groups, "final_dim": cfg.final_dim}
+    model = {
+        "_name": "hubert",
+        "extractor_mode": "default",
+        "conv_feature_layers": _conv_spec(cfg),
+        "conv_bias": False,
+        "layer_norm_first": False,
+        "activation_fn": "gelu",
+        "logit_temp": 0.1,
+        "encoder_layers": cfg.layers,
+        "encoder_embed_dim": cfg.embed_dim,
+        "encoder_ffn_embed_dim": cfg.ffn_dim,
+        "encoder_attention_heads": cfg.heads,
+        "conv_pos": cfg.pos_conv_kernel,
+        "conv_pos_groups": cfg.pos_conv_groups,
+        "final_dim": cfg.final_dim,
+    }
     task = {"_name": "hubert_pretraining", "sample_rate": 16000, "normalize": False, "labels": ["km"]}
     return {"model": model, "task": task}
 
@@ -74,13 +85,19 @@ def _torch_dict(state: dict[str, np.ndarray], dtype: str) -> dict:
     return {k: torch.from_numpy(v.astype(dtype)) for k, v in state.items()}
 
 
-def write_fairseq(path: str | os.PathLike, cfg: str | HubertConfig = "full", seed: int = 0,
-                  dtype: str = DEFAULT_DTYPE) -> Path:
+def write_fairseq(
+    path: str | os.PathLike, cfg: str | HubertConfig = "full", seed: int = 0, dtype: str = DEFAULT_DTYPE
+) -> Path:
     cfg = get_config(cfg)
     sections = fairseq_cfg(cfg)
-    ckpt = {"model": _torch_dict(fairseq_state(cfg, seed), dtype), "cfg": sections,
-            "args": argparse.Namespace(arch="hubert", **sections["model"]),  # pre-2021 fairseq files carry this
-            "optimizer_history": [], "extra_state": {}, "last_optimizer_state": None}
+    ckpt = {
+        "model": _torch_dict(fairseq_state(cfg, seed), dtype),
+        "cfg": sections,
+        "args": argparse.Namespace(arch="hubert", **sections["model"]),  # pre-2021 fairseq files carry this
+        "optimizer_history": [],
+        "extra_state": {},
+        "last_optimizer_state": None,
+    }
     save_torch_checkpoint(path, ckpt)
     return Path(path)
 
@@ -100,8 +117,13 @@ def hf_state(state: dict[str, np.ndarray], wn_style: str = "parametrizations") -
     return out
 
 
-def write_hf(path: str | os.PathLike, cfg: str | HubertConfig = "full", seed: int = 0, dtype: str = DEFAULT_DTYPE,
-             wn_style: str = "parametrizations") -> Path:
+def write_hf(
+    path: str | os.PathLike,
+    cfg: str | HubertConfig = "full",
+    seed: int = 0,
+    dtype: str = DEFAULT_DTYPE,
+    wn_style: str = "parametrizations",
+) -> Path:
     """HF-layout state dict: `.safetensors` (as transformers saves) or a torch.save'd dict (pytorch_model.bin)."""
     path = Path(path)
     state = hf_state(fairseq_state(get_config(cfg), seed), wn_style)
@@ -119,22 +141,49 @@ def write_hf(path: str | os.PathLike, cfg: str | HubertConfig = "full", seed: in
 def hf_config(cfg: HubertConfig, dtype: str = DEFAULT_DTYPE) -> dict:
     """config.json of a ContentVec saved by transformers' save_pretrained (HubertModel plus RVC's final_proj):
     every field of its HubertConfig, including the training-only ones a loader must ignore."""
-    out = {"architectures": ["HubertModelWithFinalProj"], **HF_REQUIRED,
-           **{hf: getattr(cfg, ours) for hf, ours in HF_FIELDS.items()},
-           "conv_dim": [c for c, _, _ in cfg.conv_layers], "conv_kernel": [k for _, k, _ in cfg.conv_layers],
-           "conv_stride": [s for _, _, s in cfg.conv_layers], "num_feat_extract_layers": len(cfg.conv_layers),
-           "activation_dropout": 0.1, "apply_spec_augment": True, "attention_dropout": 0.1, "bos_token_id": 1,
-           "ctc_loss_reduction": "sum", "ctc_zero_infinity": False, "eos_token_id": 2, "feat_proj_dropout": 0.0,
-           "final_dropout": 0.1, "hidden_dropout": 0.1, "initializer_range": 0.02, "layerdrop": 0.1,
-           "mask_feature_length": 10, "mask_feature_min_masks": 0, "mask_feature_prob": 0.0, "mask_time_length": 10,
-           "mask_time_min_masks": 2, "mask_time_prob": 0.05, "pad_token_id": 0, "torch_dtype": dtype,
-           "transformers_version": "4.46.3", "use_weighted_layer_sum": False, "vocab_size": 32}
+    out = {
+        "architectures": ["HubertModelWithFinalProj"],
+        **HF_REQUIRED,
+        **{hf: getattr(cfg, ours) for hf, ours in HF_FIELDS.items()},
+        "conv_dim": [c for c, _, _ in cfg.conv_layers],
+        "conv_kernel": [k for _, k, _ in cfg.conv_layers],
+        "conv_stride": [s for _, _, s in cfg.conv_layers],
+        "num_feat_extract_layers": len(cfg.conv_layers),
+        "activation_dropout": 0.1,
+        "apply_spec_augment": True,
+        "attention_dropout": 0.1,
+        "bos_token_id": 1,
+        "ctc_loss_reduction": "sum",
+        "ctc_zero_infinity": False,
+        "eos_token_id": 2,
+        "feat_proj_dropout": 0.0,
+        "final_dropout": 0.1,
+        "hidden_dropout": 0.1,
+        "initializer_range": 0.02,
+        "layerdrop": 0.1,
+        "mask_feature_length": 10,
+        "mask_feature_min_masks": 0,
+        "mask_feature_prob": 0.0,
+        "mask_time_length": 10,
+        "mask_time_min_masks": 2,
+        "mask_time_prob": 0.05,
+        "pad_token_id": 0,
+        "torch_dtype": dtype,
+        "transformers_version": "4.46.3",
+        "use_weighted_layer_sum": False,
+        "vocab_size": 32,
+    }
     return dict(sorted(out.items()))  # transformers writes its keys sorted
 
 
-def write_hf_folder(folder: str | os.PathLike, cfg: str | HubertConfig = "full", seed: int = 0,
-                    dtype: str = DEFAULT_DTYPE, weights: str = "model.safetensors",
-                    wn_style: str = "parametrizations") -> Path:
+def write_hf_folder(
+    folder: str | os.PathLike,
+    cfg: str | HubertConfig = "full",
+    seed: int = 0,
+    dtype: str = DEFAULT_DTYPE,
+    weights: str = "model.safetensors",
+    wn_style: str = "parametrizations",
+) -> Path:
     """A folder as save_pretrained writes it: config.json plus `weights` ("model.safetensors", the default since
     transformers 4.35, or "pytorch_model.bin"), with the weights of write_fairseq(cfg, seed)."""
     from rvc_bench.fileio import atomic_write_bytes
@@ -147,8 +196,9 @@ def write_hf_folder(folder: str | os.PathLike, cfg: str | HubertConfig = "full",
     return folder
 
 
-def ensure_checkpoint(cache_dir: str | os.PathLike, size: str = "tiny", seed: int = 0, dtype: str = DEFAULT_DTYPE,
-                      layout: str = "fairseq") -> Path:
+def ensure_checkpoint(
+    cache_dir: str | os.PathLike, size: str = "tiny", seed: int = 0, dtype: str = DEFAULT_DTYPE, layout: str = "fairseq"
+) -> Path:
     """The cached synthetic checkpoint for (size, seed, dtype, layout), generated on first use.
 
     layout: "fairseq" (hubert_base.pt form) or "hf" (HF names, safetensors).

@@ -30,8 +30,15 @@ def export(path: str | os.PathLike, metadata: dict | None = None) -> Path:
 
     example = torch.randn(1, SAMPLE_RATE, generator=torch.Generator().manual_seed(0))
     samples = torch.export.Dim("samples", min=MIN_SAMPLES)
-    return onnx_graph.export(TorchMel(), (example,), path, INPUTS, OUTPUTS, {"audio": {1: samples}},
-                             {"stage": STAGE, "variant": VARIANT, **(metadata or {})})
+    return onnx_graph.export(
+        TorchMel(),
+        (example,),
+        path,
+        INPUTS,
+        OUTPUTS,
+        {"audio": {1: samples}},
+        {"stage": STAGE, "variant": VARIANT, **(metadata or {})},
+    )
 
 
 def export_path(checkpoint: None, cache_dir: str | os.PathLike) -> Path:

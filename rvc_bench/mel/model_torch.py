@@ -16,7 +16,15 @@ class MelSpectrogram(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """[N] or [B, N] -> [128, T] or [B, 128, T], T = N // 160 + 1."""
-        spec = torch.stft(audio, N_FFT, hop_length=HOP, win_length=N_FFT, window=self.window, center=True,
-                          pad_mode="reflect", return_complex=True)
+        spec = torch.stft(
+            audio,
+            N_FFT,
+            hop_length=HOP,
+            win_length=N_FFT,
+            window=self.window,
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )
         magnitude = spec.abs()  # [.., 513, T]
         return torch.log(torch.clamp(torch.matmul(self.mel_basis, magnitude), min=CLAMP))

@@ -34,8 +34,7 @@ def read_store(store_dir: str | Path) -> run_store.Store:
     """The store a document is made from; one without a readable run has nothing to report."""
     st = run_store.read(store_dir)
     if st.rows.empty:
-        raise ReportError(f"no readable runs in {store_dir}"
-                          + (f" ({'; '.join(st.problems)})" if st.problems else ""))
+        raise ReportError(f"no readable runs in {store_dir}" + (f" ({'; '.join(st.problems)})" if st.problems else ""))
     return st
 
 

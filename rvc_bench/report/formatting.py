@@ -7,8 +7,13 @@ import math
 import numpy as np
 import pandas as pd
 
-TITLES = {"mel": "Log-mel (RMVPE front end)", "rmvpe": "RMVPE pitch", "hubert": "HuBERT/ContentVec features",
-          "synth": "RVC synthesis", "pipeline": "Full pipeline"}
+TITLES = {
+    "mel": "Log-mel (RMVPE front end)",
+    "rmvpe": "RMVPE pitch",
+    "hubert": "HuBERT/ContentVec features",
+    "synth": "RVC synthesis",
+    "pipeline": "Full pipeline",
+}
 BACKEND_TITLES = {"torch": "PyTorch", "mlx": "MLX", "onnx": "ONNX Runtime", "numpy": "numpy"}
 RUN = "rvc-bench run"
 
@@ -111,8 +116,12 @@ def runs_text(run_ids) -> str:
 def describe_machine(m: dict) -> str:
     if not m:
         return "unknown machine"
-    parts = [str(m.get("cpu", "?")), f"{m.get('cpu_count', '?')} cores", fmt_bytes(m.get("ram_bytes", math.nan)),
-             f"{m.get('system', '?')} {m.get('machine', '')}".strip()]
+    parts = [
+        str(m.get("cpu", "?")),
+        f"{m.get('cpu_count', '?')} cores",
+        fmt_bytes(m.get("ram_bytes", math.nan)),
+        f"{m.get('system', '?')} {m.get('machine', '')}".strip(),
+    ]
     if m.get("hw_model"):
         parts.insert(0, m["hw_model"])
     parts += list(m.get("gpus") or [])

@@ -72,8 +72,11 @@ class Section:
 
     @property
     def title(self) -> str:
-        size = "full-size models" if self.model_size == "full" else \
-            f"{self.model_size} models (a smoke test: not comparable with full-size numbers)"
+        size = (
+            "full-size models"
+            if self.model_size == "full"
+            else f"{self.model_size} models (a smoke test: not comparable with full-size numbers)"
+        )
         return f"Machine `{self.machine_id}`: {describe_machine(self.machine)} — {size}"
 
     def columns(self) -> list[tuple[str, str]]:
@@ -142,8 +145,7 @@ class Section:
         return runs_text(sorted(runs)) or "–"
 
     def parity_of(self, stage, variant, seconds, backend=None, device=None) -> pd.DataFrame:
-        return select(self.parity, stage=stage, variant=variant, audio_seconds=seconds, backend=backend,
-                      device=device)
+        return select(self.parity, stage=stage, variant=variant, audio_seconds=seconds, backend=backend, device=device)
 
 
 def sections_of(st: run_store.Store) -> list[Section]:

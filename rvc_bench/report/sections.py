@@ -10,8 +10,19 @@ import pandas as pd
 
 from rvc_bench import results
 from rvc_bench.report import notes, tables
-from rvc_bench.report.formatting import (RUN, TITLES, backend_text, col, empty, exact, fmt_bytes, fmt_len,
-                                         runs_text, sig, table)
+from rvc_bench.report.formatting import (
+    RUN,
+    TITLES,
+    backend_text,
+    col,
+    empty,
+    exact,
+    fmt_bytes,
+    fmt_len,
+    runs_text,
+    sig,
+    table,
+)
 from rvc_bench.report.query import Section, pub, select
 
 FIGURE_KINDS = ("time", "speedup", "memory", "parity")
@@ -35,24 +46,27 @@ def hardware_table(sec: Section) -> str:
     info = sec.runs[results.runs_of(sec.lines)[-1]]
     m = info.meta.get("machine") or {}
     libs = ", ".join(f"{k} {v}" for k, v in sorted((m.get("libraries") or {}).items()) if v)
-    recs = [("chip / CPU", " ".join(x for x in (m.get("hw_model"), m.get("cpu")) if x) or "?"),
-            ("cores, memory", f"{m.get('cpu_count', '?')} cores, {fmt_bytes(m.get('ram_bytes', math.nan))}"),
-            ("GPUs", ", ".join(m.get("gpus") or []) or "none found"),
-            ("OS", " ".join(str(x) for x in (m.get("system"), m.get("macos") or m.get("release"), m.get("machine"))
-                            if x)),
-            ("Python, libraries", f"Python {m.get('python', '?')}; {libs}"),
-            ("backends", "; ".join(backend_text(d) for _, d in sorted(info.backends.items())) or "–")]
-    return (f"### Hardware and software (run `{info.run_id}`)\n\n"
-            + table([{"": k, "value": v} for k, v in recs]))
+    recs = [
+        ("chip / CPU", " ".join(x for x in (m.get("hw_model"), m.get("cpu")) if x) or "?"),
+        ("cores, memory", f"{m.get('cpu_count', '?')} cores, {fmt_bytes(m.get('ram_bytes', math.nan))}"),
+        ("GPUs", ", ".join(m.get("gpus") or []) or "none found"),
+        ("OS", " ".join(str(x) for x in (m.get("system"), m.get("macos") or m.get("release"), m.get("machine")) if x)),
+        ("Python, libraries", f"Python {m.get('python', '?')}; {libs}"),
+        ("backends", "; ".join(backend_text(d) for _, d in sorted(info.backends.items())) or "–"),
+    ]
+    return f"### Hardware and software (run `{info.run_id}`)\n\n" + table([{"": k, "value": v} for k, v in recs])
 
 
 def column_bounds(p: pd.DataFrame) -> pd.DataFrame:
     """Each metric's column bound: the one most of its values were held to (a backend's own bound shows in its
     cell), indexed by metric."""
     bounded = p[p.within_bound.notna()]
-    return bounded.assign(n=bounded.groupby(["metric", "bound_op", "bound"]).value.transform("size")) \
-        .sort_values(["metric", "n", "bound"], ascending=[True, False, True]).drop_duplicates("metric") \
+    return (
+        bounded.assign(n=bounded.groupby(["metric", "bound_op", "bound"]).value.transform("size"))
+        .sort_values(["metric", "n", "bound"], ascending=[True, False, True])
+        .drop_duplicates("metric")
         .set_index("metric")
+    )
 
 
 def accuracy_cell(hit: pd.DataFrame, metric: str, bounded: pd.DataFrame) -> str:
@@ -66,21 +80,31 @@ def accuracy_cell(hit: pd.DataFrame, metric: str, bounded: pd.DataFrame) -> str:
 
 def accuracy_table(sec: Section, stage: str, pubs: pd.DataFrame) -> str:
     p = select(sec.parity, stage=stage)
-    keys = list(p[["backend", "device", "reference", "variant", "audio_seconds"]].drop_duplicates()
-                .sort_values(["backend", "device", "variant", "audio_seconds"]).itertuples(index=False))
+    keys = list(
+        p[["backend", "device", "reference", "variant", "audio_seconds"]]
+        .drop_duplicates()
+        .sort_values(["backend", "device", "variant", "audio_seconds"])
+        .itertuples(index=False)
+    )
     bounded = column_bounds(p)
     recs = []
     for m in sorted(p.metric.unique(), key=lambda m: (m not in bounded.index, m)):
-        rec = {"metric": m, "bound": f"{bounded.at[m, 'bound_op']} {exact(bounded.at[m, 'bound'])}"
-               if m in bounded.index else "–"}
+        rec = {
+            "metric": m,
+            "bound": f"{bounded.at[m, 'bound_op']} {exact(bounded.at[m, 'bound'])}" if m in bounded.index else "–",
+        }
         for k in keys:
-            hit = select(p, metric=m, backend=k.backend, device=k.device, variant=k.variant,
-                         audio_seconds=k.audio_seconds)
-            rec[f"{col(k.backend, k.device)} vs {k.reference}, `{k.variant}` {fmt_len(k.audio_seconds)}"] = \
+            hit = select(
+                p, metric=m, backend=k.backend, device=k.device, variant=k.variant, audio_seconds=k.audio_seconds
+            )
+            rec[f"{col(k.backend, k.device)} vs {k.reference}, `{k.variant}` {fmt_len(k.audio_seconds)}"] = (
                 accuracy_cell(hit, m, bounded)
+            )
         recs.append(rec)
-    published = {"rmvpe": pub(pubs, "accuracy", "rmvpe", "mlx", "voiced_detection_error"),
-                 "pipeline": pub(pubs, "accuracy", "pipeline", "mlx", "correlation")}.get(stage)
+    published = {
+        "rmvpe": pub(pubs, "accuracy", "rmvpe", "mlx", "voiced_detection_error"),
+        "pipeline": pub(pubs, "accuracy", "pipeline", "mlx", "correlation"),
+    }.get(stage)
     note = f"\nPublished (original document, MLX): {published}.\n" if published and sec.full else ""
     return f"#### {TITLES.get(stage, stage)}\n\n" + table(recs) + note
 
@@ -95,12 +119,19 @@ def accuracy_section(sec: Section, pubs: pd.DataFrame) -> str:
 
 
 def machine_section(sec: Section, pubs: pd.DataFrame) -> str:
-    parts = [f"## {sec.title}\n\nRuns " + runs_text(results.runs_of(sec.lines)) + ".\n",
-             hardware_table(sec),
-             tables.speed_table(sec, "rmvpe", pubs, "RMVPE pitch detection"),
-             tables.pipeline_table(sec, pubs), tables.components_table(sec, pubs), tables.mel_table(sec, pubs),
-             tables.chunking_table(sec), tables.scaling_table(sec), tables.memory_section(sec, pubs),
-             tables.first_run_table(sec, pubs), accuracy_section(sec, pubs)]
+    parts = [
+        f"## {sec.title}\n\nRuns " + runs_text(results.runs_of(sec.lines)) + ".\n",
+        hardware_table(sec),
+        tables.speed_table(sec, "rmvpe", pubs, "RMVPE pitch detection"),
+        tables.pipeline_table(sec, pubs),
+        tables.components_table(sec, pubs),
+        tables.mel_table(sec, pubs),
+        tables.chunking_table(sec),
+        tables.scaling_table(sec),
+        tables.memory_section(sec, pubs),
+        tables.first_run_table(sec, pubs),
+        accuracy_section(sec, pubs),
+    ]
     for stage in ("hubert", "synth"):
         if sec.main_variant(stage):
             parts.append(tables.speed_table(sec, stage, pubs, TITLES[stage], grid=()))

@@ -8,14 +8,25 @@ import pandas as pd
 from rvc_bench import results
 from rvc_bench import store as run_store
 from rvc_bench.report import notes
-from rvc_bench.report.formatting import (RUN, TITLES, backend_text, col, empty, exact, fmt_counts, fmt_len,
-                                         fmt_ratio, sig, table)
+from rvc_bench.report.formatting import (
+    RUN,
+    TITLES,
+    backend_text,
+    col,
+    empty,
+    exact,
+    fmt_counts,
+    fmt_len,
+    fmt_ratio,
+    sig,
+    table,
+)
 from rvc_bench.report.query import GRID, Section, select
 from rvc_bench.report.tables import measurement_cells
 
 
 def ties_of(par: pd.DataFrame, backend: str) -> str:
-    """", N of them pitch ties" after a failing frames_apart, where the row counted its ties (parity.TIE_MARGIN):
+    """ ", N of them pitch ties" after a failing frames_apart, where the row counted its ties (parity.TIE_MARGIN):
     frames the reference decided by less than float32 moves its salience, not a divergence of the port."""
     tied = select(par, metric="frames_apart_tied", backend=backend).value
     return f", {sig(tied.iloc[0])} of them pitch ties at float32" if len(tied) else ""
@@ -29,17 +40,22 @@ def parity_verdict(sec: Section, stage: str, variant: str, seconds: float) -> st
     bad = bounded[~bounded.within_bound.astype(bool)]
     if bad.empty:
         return f"pass ({len(bounded)} of {len(bounded)} within bounds)"
-    return "FAIL: " + "; ".join(f"{r.backend} {r.metric} {sig(r.value)} (bound {r.bound_op} {exact(r.bound)}"
-                                + (ties_of(par, r.backend) if r.metric == "frames_apart" else "") + ")"
-                                for r in bad.itertuples())
+    return "FAIL: " + "; ".join(
+        f"{r.backend} {r.metric} {sig(r.value)} (bound {r.bound_op} {exact(r.bound)}"
+        + (ties_of(par, r.backend) if r.metric == "frames_apart" else "")
+        + ")"
+        for r in bad.itertuples()
+    )
 
 
 def published_claims(pubs: pd.DataFrame) -> list[tuple[str, float, str, float]]:
     """(stage, length, published table, MLX's published speedup over PyTorch MPS) of every published claim."""
     cases = []
-    for stage, seconds, tname in ([("rmvpe", s, t) for t in ("rmvpe_run1", "rmvpe_run2") for s in GRID]
-                                  + [("pipeline", 5.0, "pipeline")]
-                                  + [(s, 5.0, "components") for s in ("rmvpe", "hubert", "synth")]):
+    for stage, seconds, tname in (
+        [("rmvpe", s, t) for t in ("rmvpe_run1", "rmvpe_run2") for s in GRID]
+        + [("pipeline", 5.0, "pipeline")]
+        + [(s, 5.0, "components") for s in ("rmvpe", "hubert", "synth")]
+    ):
         p = select(pubs, table=tname, stage=stage, audio_seconds=seconds, metric="time").set_index("backend").value
         cases.append((stage, seconds, tname, float(p["torch-mps"] / p["mlx"])))
     return cases
@@ -49,22 +65,34 @@ def claims(sec: Section, pubs: pd.DataFrame) -> str:
     """Each published speedup, tested where this section measured the same thing on the same kind of device."""
     cases = published_claims(pubs)
     if not {("mlx", "gpu"), ("torch", "mps")} <= set(sec.columns()):
-        listed = "; ".join(f"{TITLES[stage]} {fmt_len(seconds)} {sig(claim)}× ({tname})"
-                           for stage, seconds, tname, claim in cases)
-        return ("Published claims (MLX on an Apple GPU against PyTorch MPS: " + listed + ") are not testable on this "
-                "machine, which ran " + ", ".join(col(b, d) for b, d in sec.columns()) + ".\n")
+        listed = "; ".join(
+            f"{TITLES[stage]} {fmt_len(seconds)} {sig(claim)}× ({tname})" for stage, seconds, tname, claim in cases
+        )
+        return (
+            "Published claims (MLX on an Apple GPU against PyTorch MPS: " + listed + ") are not testable on this "
+            "machine, which ran " + ", ".join(col(b, d) for b, d in sec.columns()) + ".\n"
+        )
     out = []
     for stage, seconds, tname, claim in cases:
         variant = sec.main_variant(stage)
-        hit = select(sec.speed, stage=stage, variant=variant, audio_seconds=seconds, backend="mlx", device="gpu",
-                     ref_device="mps")
+        hit = select(
+            sec.speed,
+            stage=stage,
+            variant=variant,
+            audio_seconds=seconds,
+            backend="mlx",
+            device="gpu",
+            ref_device="mps",
+        )
         if variant is None or hit.empty:
             verdict = f"not measured here (`{RUN} --stages {stage} --lengths {seconds:g}` tests it)"
         else:
             r = hit.iloc[0]
             verdict = f"{'held' if r.hi >= claim else 'not held'}: measured {fmt_ratio(r.speedup, r.lo, r.hi)}"
-        out.append(f"- {TITLES[stage]} at {fmt_len(seconds)}: MLX {sig(claim)}× as fast as PyTorch MPS (published, "
-                   f"{tname}): {verdict}")
+        out.append(
+            f"- {TITLES[stage]} at {fmt_len(seconds)}: MLX {sig(claim)}× as fast as PyTorch MPS (published, "
+            f"{tname}): {verdict}"
+        )
     return "Published claims:\n\n" + "\n".join(out) + "\n"
 
 
@@ -77,9 +105,14 @@ def summary(secs: list[Section], pubs: pd.DataFrame) -> str:
             if variant is None:
                 continue
             for seconds in sorted(set(sec.stage_lines(stage, variant).audio_seconds)):
-                recs.append({"stage": f"{TITLES[stage]} (`{variant}`)", "audio": fmt_len(seconds),
-                             **measurement_cells(sec, stage, variant, seconds, sec.others(), iqr=False),
-                             "parity": parity_verdict(sec, stage, variant, seconds)})
+                recs.append(
+                    {
+                        "stage": f"{TITLES[stage]} (`{variant}`)",
+                        "audio": fmt_len(seconds),
+                        **measurement_cells(sec, stage, variant, seconds, sec.others(), iqr=False),
+                        "parity": parity_verdict(sec, stage, variant, seconds),
+                    }
+                )
         out.append(f"### {sec.title}\n")
         out.append(table(recs) if recs else "*No benchmark lines.*\n")
         if sec.full:
@@ -97,12 +130,17 @@ def runs_section(st: run_store.Store) -> str:
         missing = info.missing()
         sizes = sorted(set(rows.model_size)) or [str(opts.get("model_size", "?"))]
         commit = (rows.git_commit.iloc[0][:10] + (" (dirty)" if rows.git_dirty.iloc[0] else "")) if len(rows) else "–"
-        recs.append({
-            "machine": f"`{info.machine_id}`", "run": f"`{info.run_id}`", "started (UTC)": info.started_at,
-            "commit": commit, "models": ", ".join(sizes),
-            "rounds": f"{fmt_counts(opts.get('rounds', '?'))} + {fmt_counts(opts.get('warmup', '?'))} warm-up",
-            "wall time": "–" if info.wall_seconds() is None else f"{sig(info.wall_seconds() / 60)} min",
-            "backends": "; ".join(backend_text(d) for _, d in sorted(info.backends.items())) or "–",
-            "status": "complete" if not missing else "**incomplete**: " + "; ".join(missing),
-        })
+        recs.append(
+            {
+                "machine": f"`{info.machine_id}`",
+                "run": f"`{info.run_id}`",
+                "started (UTC)": info.started_at,
+                "commit": commit,
+                "models": ", ".join(sizes),
+                "rounds": f"{fmt_counts(opts.get('rounds', '?'))} + {fmt_counts(opts.get('warmup', '?'))} warm-up",
+                "wall time": "–" if info.wall_seconds() is None else f"{sig(info.wall_seconds() / 60)} min",
+                "backends": "; ".join(backend_text(d) for _, d in sorted(info.backends.items())) or "–",
+                "status": "complete" if not missing else "**incomplete**: " + "; ".join(missing),
+            }
+        )
     return f"## Runs\n\n{notes.RUNS}\n\n" + (table(recs) if recs else "")

@@ -12,8 +12,21 @@ import pandas as pd
 from rvc_bench import results
 from rvc_bench.names import REFERENCES
 from rvc_bench.report import notes
-from rvc_bench.report.formatting import (RUN, TITLES, col, empty, fmt_bytes, fmt_len, fmt_lengths, fmt_line,
-                                         fmt_time, later_calls, sig, speed_header, table)
+from rvc_bench.report.formatting import (
+    RUN,
+    TITLES,
+    col,
+    empty,
+    fmt_bytes,
+    fmt_len,
+    fmt_lengths,
+    fmt_line,
+    fmt_time,
+    later_calls,
+    sig,
+    speed_header,
+    table,
+)
 from rvc_bench.report.query import GRID, Section, chunking_variant, pub, select
 
 
@@ -31,8 +44,14 @@ def backend_rows(sec: Section, stage: str, variant: str, fields) -> list[dict]:
         for b, d in sec.columns():
             c = sec.cell(stage, variant, seconds, b, d)
             missing = None if c is not None else sec.missing_text(stage, variant, seconds, b)
-            recs.append({"backend": col(b, d), "audio": fmt_len(seconds), **fields(c, seconds, missing),
-                         "run": sec.run_cell(stage, variant, seconds)})
+            recs.append(
+                {
+                    "backend": col(b, d),
+                    "audio": fmt_len(seconds),
+                    **fields(c, seconds, missing),
+                    "run": sec.run_cell(stage, variant, seconds),
+                }
+            )
     return recs
 
 
@@ -59,15 +78,20 @@ def speed_table(sec: Section, stage: str, pubs: pd.DataFrame, title: str, grid=G
         recs.append(rec)
     measured = set(sec.stage_lines(stage, variant).audio_seconds)
     unmeasured = [s for s in sec.lengths(stage, variant, grid) if s not in measured]
-    fill = (f"\n`{RUN} --stages {stage} --lengths {fmt_lengths(unmeasured)}` fills the rows not measured.\n"
-            if unmeasured else "")
+    fill = (
+        f"\n`{RUN} --stages {stage} --lengths {fmt_lengths(unmeasured)}` fills the rows not measured.\n"
+        if unmeasured
+        else ""
+    )
     return head + f"Variant `{variant}`. {notes.NOTE_TIME}\n\n" + table(recs) + fill
 
 
 def _published_rows(pubs: pd.DataFrame, sec: Section, table_name: str, names, cells) -> list[dict]:
     """The original document's rows beside a table's measured ones (full-size sections only)."""
-    return [{"backend": f"{name} (published, M-series)", **cells(table_name, key), "run": "original document"}
-            for key, name in (names if sec.full else ())]
+    return [
+        {"backend": f"{name} (published, M-series)", **cells(table_name, key), "run": "original document"}
+        for key, name in (names if sec.full else ())
+    ]
 
 
 def pipeline_table(sec: Section, pubs: pd.DataFrame) -> str:
@@ -75,11 +99,23 @@ def pipeline_table(sec: Section, pubs: pd.DataFrame) -> str:
     variant = sec.main_variant("pipeline")
     if variant is None:
         return head + empty("no pipeline benchmark", f"{RUN} --stages pipeline")
-    recs = backend_rows(sec, "pipeline", variant, lambda c, seconds, missing: {
-        "time": missing if c is None else fmt_line(c), "RTF": "–" if c is None else sig(c["median"] / seconds),
-        "first call": "–" if c is None else fmt_time(c.cold)})
-    recs += _published_rows(pubs, sec, "pipeline", (("torch-mps", "PyTorch MPS"), ("mlx", "MLX")), lambda t, b: {
-        "audio": "5 s", "time": pub(pubs, t, "pipeline", b, seconds=5.0), "RTF": "–", "first call": "–"})
+    recs = backend_rows(
+        sec,
+        "pipeline",
+        variant,
+        lambda c, seconds, missing: {
+            "time": missing if c is None else fmt_line(c),
+            "RTF": "–" if c is None else sig(c["median"] / seconds),
+            "first call": "–" if c is None else fmt_time(c.cold),
+        },
+    )
+    recs += _published_rows(
+        pubs,
+        sec,
+        "pipeline",
+        (("torch-mps", "PyTorch MPS"), ("mlx", "MLX")),
+        lambda t, b: {"audio": "5 s", "time": pub(pubs, t, "pipeline", b, seconds=5.0), "RTF": "–", "first call": "–"},
+    )
     return head + f"Variant `{variant}`: {notes.PIPELINE}\n\n" + table(recs)
 
 
@@ -88,8 +124,11 @@ def _first_later(c, missing) -> dict:
     if c is None:
         return {"first call": "–", "later calls": missing, "first / later": "–"}
     median = c["median"] if isinstance(c, pd.Series) else c.median  # a Series' .median is its method
-    return {"first call": fmt_time(c.cold), "later calls": later_calls(c, fmt_line(c)),
-            "first / later": later_calls(c, f"{sig(c.cold / median)}×")}
+    return {
+        "first call": fmt_time(c.cold),
+        "later calls": later_calls(c, fmt_line(c)),
+        "first / later": later_calls(c, f"{sig(c.cold / median)}×"),
+    }
 
 
 def mel_table(sec: Section, pubs: pd.DataFrame) -> str:
@@ -100,15 +139,37 @@ def mel_table(sec: Section, pubs: pd.DataFrame) -> str:
     recs = backend_rows(sec, "mel", variant, lambda c, seconds, missing: _first_later(c, missing))
     references = sec.stage_lines("mel")[sec.stage_lines("mel").backend.isin(REFERENCES)]
     for r in references.itertuples():
-        recs.append({"backend": f"{col(r.backend, r.device)}, float64 reference", "audio": fmt_len(r.audio_seconds),
-                     **_first_later(r, None), "run": f"`{r.run_id}`"})
+        recs.append(
+            {
+                "backend": f"{col(r.backend, r.device)}, float64 reference",
+                "audio": fmt_len(r.audio_seconds),
+                **_first_later(r, None),
+                "run": f"`{r.run_id}`",
+            }
+        )
     if references.empty:
-        recs.append({"backend": "numpy (cpu), float64 reference", "audio": "–", "first call": "not measured",
-                     "later calls": "not measured", "first / later": "–",
-                     "run": f"`{RUN} --stages mel` (with the torch backend)"})
-    recs += _published_rows(pubs, sec, "mel", (("librosa-cpu", "librosa on the CPU"), ("mlx", "MLX")), lambda t, b: {
-        "audio": "not stated", "first call": pub(pubs, t, "mel", b, "time_cold"),
-        "later calls": pub(pubs, t, "mel", b, "time_warm"), "first / later": "–"})
+        recs.append(
+            {
+                "backend": "numpy (cpu), float64 reference",
+                "audio": "–",
+                "first call": "not measured",
+                "later calls": "not measured",
+                "first / later": "–",
+                "run": f"`{RUN} --stages mel` (with the torch backend)",
+            }
+        )
+    recs += _published_rows(
+        pubs,
+        sec,
+        "mel",
+        (("librosa-cpu", "librosa on the CPU"), ("mlx", "MLX")),
+        lambda t, b: {
+            "audio": "not stated",
+            "first call": pub(pubs, t, "mel", b, "time_cold"),
+            "later calls": pub(pubs, t, "mel", b, "time_warm"),
+            "first / later": "–",
+        },
+    )
     return head + f"{notes.MEL}\n\n" + table(recs)
 
 
@@ -117,14 +178,25 @@ def components_table(sec: Section, pubs: pd.DataFrame, seconds: float = 5.0) -> 
     cols = sec.columns()
     if select(sec.lines, audio_seconds=seconds).empty:
         return head + empty(f"no benchmark at {fmt_len(seconds)}", RUN)
-    published = (lambda key: f"{pub(pubs, 'components', key, 'mlx')} / {pub(pubs, 'components', key, 'torch-mps')}"
-                 if key else "–")
-    recs = [{"component": "Audio loading", **{col(b, d): "not measured (benchmarks start from decoded audio)"
-                                             for b, d in cols}, **{speed_header(b, d): "–" for b, d in cols[1:]}}]
+    published = lambda key: (  # noqa: E731
+        f"{pub(pubs, 'components', key, 'mlx')} / {pub(pubs, 'components', key, 'torch-mps')}" if key else "–"
+    )
+    recs = [
+        {
+            "component": "Audio loading",
+            **{col(b, d): "not measured (benchmarks start from decoded audio)" for b, d in cols},
+            **{speed_header(b, d): "–" for b, d in cols[1:]},
+        }
+    ]
     if sec.full:
         recs[0]["published MLX / PyTorch MPS"] = published("audio_loading")
-    for stage, pstage in (("mel", None), ("hubert", "hubert"), ("rmvpe", "rmvpe"), ("synth", "synth"),
-                          ("pipeline", "total")):
+    for stage, pstage in (
+        ("mel", None),
+        ("hubert", "hubert"),
+        ("rmvpe", "rmvpe"),
+        ("synth", "synth"),
+        ("pipeline", "total"),
+    ):
         variant = sec.main_variant(stage)
         name = TITLES[stage] + (" (end to end: the total)" if stage == "pipeline" else "")
         rec = {"component": name + (f" `{variant}`" if variant else "")}
@@ -139,8 +211,10 @@ def components_table(sec: Section, pubs: pd.DataFrame, seconds: float = 5.0) -> 
     return head + f"{notes.COMPONENTS}\n\n" + table(recs)
 
 
-CHUNKING_STAGES = {"rmvpe": "RMVPE: whole sequence against chunked", "synth": "Synthesizer: decoder in one pass "
-                   "against time tiles"}
+CHUNKING_STAGES = {
+    "rmvpe": "RMVPE: whole sequence against chunked",
+    "synth": "Synthesizer: decoder in one pass against time tiles",
+}
 
 
 def chunking_table(sec: Section) -> str:
@@ -149,19 +223,31 @@ def chunking_table(sec: Section) -> str:
         head = f"#### {title}\n\n"
         s = sec.stage_lines(stage)
         if not s.variant.map(chunking_variant).any():
-            out.append(head + empty(f"no chunking variant of {stage} beside its main one",
-                                    f"{RUN} --stages {stage} --lengths 5,60,300"))
+            out.append(
+                head
+                + empty(
+                    f"no chunking variant of {stage} beside its main one", f"{RUN} --stages {stage} --lengths 5,60,300"
+                )
+            )
             continue
         par = sec.parity
         par = par[par.reference.map(results.same_backend_reference) & (par.metric == "max_abs")]
         recs = []
         for r in s.sort_values(["audio_seconds", "backend", "device", "variant"]).itertuples():
-            p = select(par, stage=stage, variant=r.variant, audio_seconds=r.audio_seconds, backend=r.backend,
-                       device=r.device)
-            recs.append({"audio": fmt_len(r.audio_seconds), "backend": col(r.backend, r.device),
-                         "variant": f"`{r.variant}`", "time": fmt_line(r),
-                         "framework peak": fmt_bytes(r.mem), "RSS Δ peak": fmt_bytes(r.rss),
-                         "max abs Δ": f"{sig(p.value.iloc[0])} vs `{p.reference.iloc[0]}`" if len(p) else "–"})
+            p = select(
+                par, stage=stage, variant=r.variant, audio_seconds=r.audio_seconds, backend=r.backend, device=r.device
+            )
+            recs.append(
+                {
+                    "audio": fmt_len(r.audio_seconds),
+                    "backend": col(r.backend, r.device),
+                    "variant": f"`{r.variant}`",
+                    "time": fmt_line(r),
+                    "framework peak": fmt_bytes(r.mem),
+                    "RSS Δ peak": fmt_bytes(r.rss),
+                    "max abs Δ": f"{sig(p.value.iloc[0])} vs `{p.reference.iloc[0]}`" if len(p) else "–",
+                }
+            )
         out.append(head + table(recs))
     return f"### Chunking: whole against chunked\n\n{notes.CHUNKING} {notes.NOTE_TIME}\n\n" + "\n".join(out)
 
@@ -182,8 +268,9 @@ def time_ratio(long, short, goal: float) -> str:
     if short is None:
         return "–"
     kinds = ["first call" if c.first_only else "warm" for c in (long, short)]
-    label = "" if kinds == ["warm", "warm"] else \
-        ", first calls" if kinds[0] == kinds[1] else f", {kinds[0]} / {kinds[1]}"
+    label = (
+        "" if kinds == ["warm", "warm"] else ", first calls" if kinds[0] == kinds[1] else f", {kinds[0]} / {kinds[1]}"
+    )
     return ratio_text(long["median"], short["median"], goal) + label
 
 
@@ -201,14 +288,21 @@ def scaling_table(sec: Section) -> str:
             # the pairing rule: a ratio only inside one run, that of the 5 min row, even where a newer run measured
             # a shorter length again
             same = select(sec.every, run_id=c300.run_id, stage=stage, variant=variant, backend=b, device=d)
-            c5, c60 = (same[same.audio_seconds == t].iloc[0] if (same.audio_seconds == t).any() else None
-                       for t in (5.0, 60.0))
+            c5, c60 = (
+                same[same.audio_seconds == t].iloc[0] if (same.audio_seconds == t).any() else None for t in (5.0, 60.0)
+            )
             get = lambda c, k: c[k] if c is not None else math.nan  # noqa: E731
-            recs.append({"stage": TITLES[stage], "variant": f"`{variant}`", "backend": col(b, d),
-                         "time 5 min / 5 s (linear 60×)": time_ratio(c300, c5, 60),
-                         "time 5 min / 1 min (linear 5×)": time_ratio(c300, c60, 5),
-                         "framework peak 5 min / 1 min": ratio_text(get(c300, "mem"), get(c60, "mem")),
-                         "RSS Δ 5 min / 1 min": ratio_text(get(c300, "rss"), get(c60, "rss"))})
+            recs.append(
+                {
+                    "stage": TITLES[stage],
+                    "variant": f"`{variant}`",
+                    "backend": col(b, d),
+                    "time 5 min / 5 s (linear 60×)": time_ratio(c300, c5, 60),
+                    "time 5 min / 1 min (linear 5×)": time_ratio(c300, c60, 5),
+                    "framework peak 5 min / 1 min": ratio_text(get(c300, "mem"), get(c60, "mem")),
+                    "RSS Δ 5 min / 1 min": ratio_text(get(c300, "rss"), get(c60, "rss")),
+                }
+            )
     if not recs:
         return head + empty("no stage measured at 5 min", f"{RUN} --lengths 5,60,300")
     return head + f"{notes.SCALING}\n\n" + table(recs)
@@ -224,12 +318,17 @@ def memory_table(sec: Section, stage: str, pubs: pd.DataFrame) -> str:
         rec = {"audio": fmt_len(seconds)}
         for b, d in sec.columns():
             c = sec.cell(stage, variant, seconds, b, d)
-            text = (f"{fmt_bytes(c.mem)} / {fmt_bytes(c.rss)} / {fmt_bytes(c.rss_fresh)}" if c is not None
-                    else sec.missing_text(stage, variant, seconds, b))
+            text = (
+                f"{fmt_bytes(c.mem)} / {fmt_bytes(c.rss)} / {fmt_bytes(c.rss_fresh)}"
+                if c is not None
+                else sec.missing_text(stage, variant, seconds, b)
+            )
             rec[f"{col(b, d)}: framework peak / RSS Δ / fresh-process RSS"] = text
         if sec.full and stage == "rmvpe":
-            rec["published MLX / PyTorch MPS"] = (f"{pub(pubs, 'memory', stage, 'mlx', 'memory', seconds)} / "
-                                                  f"{pub(pubs, 'memory', stage, 'torch-mps', 'memory', seconds)}")
+            rec["published MLX / PyTorch MPS"] = (
+                f"{pub(pubs, 'memory', stage, 'mlx', 'memory', seconds)} / "
+                f"{pub(pubs, 'memory', stage, 'torch-mps', 'memory', seconds)}"
+            )
         elif sec.full:
             rec["published (backend not stated)"] = pub(pubs, "memory", stage, "unspecified", "memory", seconds)
         recs.append(rec)
@@ -237,8 +336,12 @@ def memory_table(sec: Section, stage: str, pubs: pd.DataFrame) -> str:
 
 
 def memory_section(sec: Section, pubs: pd.DataFrame) -> str:
-    return (f"### Memory\n\n{notes.MEMORY}\n\n" + memory_table(sec, "rmvpe", pubs) + "\n"
-            + memory_table(sec, "pipeline", pubs))
+    return (
+        f"### Memory\n\n{notes.MEMORY}\n\n"
+        + memory_table(sec, "rmvpe", pubs)
+        + "\n"
+        + memory_table(sec, "pipeline", pubs)
+    )
 
 
 def first_run_table(sec: Section, pubs: pd.DataFrame) -> str:
@@ -252,18 +355,30 @@ def first_run_table(sec: Section, pubs: pd.DataFrame) -> str:
         first = s[s.audio_seconds == s.audio_seconds.min()]
         for r in first.itertuples():
             fresh = r.cold_fresh
-            recs.append({"model": f"{TITLES[stage]} `{variant}`", "backend": col(r.backend, r.device),
-                         "audio": fmt_len(r.audio_seconds),
-                         "first call, fresh process": fmt_time(fresh) if np.isfinite(fresh) else "not measured",
-                         "first call in the benchmark process": fmt_time(r.cold),
-                         "later calls": later_calls(r, fmt_time(r.median)),
-                         "overhead (fresh first call − later)": later_calls(r, fmt_time(fresh - r.median))
-                         if np.isfinite(fresh) else "–",
-                         "published (MLX)": (f"{pub(pubs, 'first_run', stage, 'mlx', 'cold_overhead')}, "
-                                             f"{pub(pubs, 'first_run', stage, 'mlx', 'cold_over_warm')}")
-                         if stage in ("rmvpe", "hubert", "synth") and r.backend == "mlx" and sec.full else "–"})
+            recs.append(
+                {
+                    "model": f"{TITLES[stage]} `{variant}`",
+                    "backend": col(r.backend, r.device),
+                    "audio": fmt_len(r.audio_seconds),
+                    "first call, fresh process": fmt_time(fresh) if np.isfinite(fresh) else "not measured",
+                    "first call in the benchmark process": fmt_time(r.cold),
+                    "later calls": later_calls(r, fmt_time(r.median)),
+                    "overhead (fresh first call − later)": later_calls(r, fmt_time(fresh - r.median))
+                    if np.isfinite(fresh)
+                    else "–",
+                    "published (MLX)": (
+                        f"{pub(pubs, 'first_run', stage, 'mlx', 'cold_overhead')}, "
+                        f"{pub(pubs, 'first_run', stage, 'mlx', 'cold_over_warm')}"
+                    )
+                    if stage in ("rmvpe", "hubert", "synth") and r.backend == "mlx" and sec.full
+                    else "–",
+                }
+            )
     if not recs:
         return head + empty("no benchmark", f"{RUN} --fresh-process")
-    fill = "" if sec.lines.cold_fresh.notna().any() else \
-        f"\nThe fresh-process column is empty: `{RUN} --fresh-process` fills it.\n"
+    fill = (
+        ""
+        if sec.lines.cold_fresh.notna().any()
+        else f"\nThe fresh-process column is empty: `{RUN} --fresh-process` fills it.\n"
+    )
     return head + f"{notes.FIRST_RUN}\n\n" + table(recs) + fill

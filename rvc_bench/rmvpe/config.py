@@ -3,8 +3,9 @@ inference constants (padding multiple, voicing threshold)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from rvc_bench.layout import CheckpointError
 from rvc_bench.stage_config import StageConfig
@@ -37,7 +38,9 @@ class RMVPEConfig(StageConfig):
     def __post_init__(self):
         object.__setattr__(self, "kernel_size", tuple(self.kernel_size))
         if PAD_MULTIPLE % (self.kernel_size[0] ** self.en_de_layers):
-            raise ValueError(f"en_de_layers={self.en_de_layers} pools T by more than the padding multiple {PAD_MULTIPLE}")
+            raise ValueError(
+                f"en_de_layers={self.en_de_layers} pools T by more than the padding multiple {PAD_MULTIPLE}"
+            )
         if self.n_mels % (self.kernel_size[1] ** self.en_de_layers):
             raise ValueError(f"n_mels={self.n_mels} is not divisible by the pooling of {self.en_de_layers} levels")
 
@@ -110,8 +113,10 @@ def chunk_windows(n_frames: int, chunk_frames: int, overlap_frames: int) -> list
     AvgPool level would group different frames and the chunks could not match whole-sequence inference).
     """
     if chunk_frames <= 0 or chunk_frames % PAD_MULTIPLE or overlap_frames < 0 or overlap_frames % PAD_MULTIPLE:
-        raise ValueError(f"chunk_frames ({chunk_frames}) and overlap_frames ({overlap_frames}) must be multiples of "
-                         f"{PAD_MULTIPLE} (chunk_frames > 0)")
+        raise ValueError(
+            f"chunk_frames ({chunk_frames}) and overlap_frames ({overlap_frames}) must be multiples of "
+            f"{PAD_MULTIPLE} (chunk_frames > 0)"
+        )
     plan = []
     for start in range(0, n_frames, chunk_frames):
         lo, hi = max(0, start - overlap_frames), min(n_frames, start + chunk_frames + overlap_frames)
@@ -134,6 +139,7 @@ def infer_config(state: Mapping[str, Any]) -> RMVPEConfig:
 
     Used to open a checkpoint whose size is not known in advance, e.g. a real rmvpe.pt (-> the "full" config).
     """
+
     def count(prefix: str) -> int:
         n = 0
         while any(k.startswith(f"{prefix}.{n}.") for k in state):

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -30,9 +31,14 @@ _NAME_TABLE: list[tuple[re.Pattern, str]] = [
     (re.compile(r"^fc\.0\.gru\.(weight|bias)_(ih|hh)_l\d+(_reverse)?$"), "gru"),  # regrouped per direction below
     (re.compile(r"^unet\.decoder\.layers\.\d+\.conv1\.0\.weight$"), "conv_transpose2d"),
     (re.compile(r"(\.conv\.[03]|\.shortcut|^cnn)\.weight$"), "conv2d"),
-    (re.compile(r"(\.conv\.[03]|\.shortcut|^cnn)\.bias$|"  # conv biases (shortcut, cnn)
-                r"\.(bn|conv\.[14]|conv1\.1)\.(weight|bias|running_mean|running_var)$|"  # BatchNorm
-                r"^fc\.1\.(weight|bias)$"), "copy"),  # Linear 2H -> 360: same layout in both frameworks
+    (
+        re.compile(
+            r"(\.conv\.[03]|\.shortcut|^cnn)\.bias$|"  # conv biases (shortcut, cnn)
+            r"\.(bn|conv\.[14]|conv1\.1)\.(weight|bias|running_mean|running_var)$|"  # BatchNorm
+            r"^fc\.1\.(weight|bias)$"
+        ),
+        "copy",
+    ),  # Linear 2H -> 360: same layout in both frameworks
 ]
 _LAYOUT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "conv2d": layout.conv2d,
@@ -74,8 +80,10 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], RMVPEConfig]:
     if Path(path).suffix == ".safetensors":
         state, meta = load_safetensors(path)
         if "stage" in meta:  # our converted file: MLX layout
-            raise CheckpointError(f"{path}: converted {meta['stage']!r} weights in MLX layout, not an rmvpe.pt state "
-                                  "dict" + ("; only the MLX backend loads it" if meta["stage"] == STAGE else ""))
+            raise CheckpointError(
+                f"{path}: converted {meta['stage']!r} weights in MLX layout, not an rmvpe.pt state "
+                "dict" + ("; only the MLX backend loads it" if meta["stage"] == STAGE else "")
+            )
         state = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in state.items()}  # fp16 -> fp32
     else:
         state = load_pickled(path)

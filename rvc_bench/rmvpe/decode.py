@@ -23,7 +23,8 @@ _WINDOW = np.arange(2 * HALF_WINDOW + 1)  # [9]
 
 
 def local_average_cents(salience: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
-    """[T, 360] salience -> [T] cents: salience-weighted mean of the 9 bins around the argmax; 0 where max <= threshold."""
+    """[T, 360] salience -> [T] cents: salience-weighted mean of the 9 bins around the argmax; 0 where
+    max <= threshold."""
     salience = np.asarray(salience)
     if salience.ndim != 2 or salience.shape[1] != N_BINS:
         raise ValueError(f"salience must be [T, {N_BINS}], got {salience.shape}")

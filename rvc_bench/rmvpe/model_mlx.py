@@ -9,7 +9,7 @@ stock ones). Files are read by convert.py; this module sees only numpy weights.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -18,8 +18,7 @@ import numpy as np
 from rvc_bench.checkpoints import load_mlx_module
 from rvc_bench.mel.model_mlx import MelSpectrogram
 from rvc_bench.mlx_kernels import BidirectionalGRU, PhaseConvTranspose2d
-from rvc_bench.rmvpe.config import (CHUNK_FRAMES, PAD_MULTIPLE, THRESHOLD, RMVPEConfig, bounded_chunk,
-                                   chunk_windows)
+from rvc_bench.rmvpe.config import CHUNK_FRAMES, PAD_MULTIPLE, THRESHOLD, RMVPEConfig, bounded_chunk, chunk_windows
 from rvc_bench.rmvpe.decode import decode
 
 
@@ -57,8 +56,9 @@ class ResEncoderBlock(nn.Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, n_blocks, momentum=0.01, eps=1e-5):
         super().__init__()
-        self.conv = [ConvBlockRes(out_channels if i else in_channels, out_channels, momentum, eps)
-                     for i in range(n_blocks)]
+        self.conv = [
+            ConvBlockRes(out_channels if i else in_channels, out_channels, momentum, eps) for i in range(n_blocks)
+        ]
         self.kernel_size = kernel_size
         if kernel_size is not None:
             self.pool = nn.AvgPool2d(kernel_size=kernel_size)
@@ -75,8 +75,10 @@ class Encoder(nn.Module):
         super().__init__()
         self.bn = nn.BatchNorm(cfg.in_channels, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
         channels = [cfg.in_channels] + [cfg.en_out_channels * 2**i for i in range(cfg.en_de_layers)]
-        self.layers = [ResEncoderBlock(channels[i], channels[i + 1], cfg.kernel_size, cfg.n_blocks,
-                                       cfg.bn_momentum, cfg.bn_eps) for i in range(cfg.en_de_layers)]
+        self.layers = [
+            ResEncoderBlock(channels[i], channels[i + 1], cfg.kernel_size, cfg.n_blocks, cfg.bn_momentum, cfg.bn_eps)
+            for i in range(cfg.en_de_layers)
+        ]
         self.out_channel = channels[-1]
 
     def __call__(self, x):  # [B, T, 128, 1] -> [B, T/32, 4, 256], skips (finest first)
@@ -91,27 +93,32 @@ class Encoder(nn.Module):
 class Intermediate(nn.Module):
     def __init__(self, in_channels, out_channels, n_inters, n_blocks, momentum=0.01, eps=1e-5):
         super().__init__()
-        self.layers = [ResEncoderBlock(out_channels if i else in_channels, out_channels, None, n_blocks,
-                                       momentum, eps) for i in range(n_inters)]
+        self.layers = [
+            ResEncoderBlock(out_channels if i else in_channels, out_channels, None, n_blocks, momentum, eps)
+            for i in range(n_inters)
+        ]
 
     def __call__(self, x):  # [B, T/32, 4, 256] -> [B, T/32, 4, 512]
         return _chain(self.layers, x)
 
 
 class ResDecoderBlock(nn.Module):
-    """ConvTranspose (x2 up, output_padding restores even sizes) -> BN -> ReLU, concat [up, skip], n_blocks ConvBlockRes."""
+    """ConvTranspose (x2 up, output_padding restores even sizes) -> BN -> ReLU, concat [up, skip], n_blocks
+    ConvBlockRes."""
 
     def __init__(self, in_channels, out_channels, stride, n_blocks, momentum=0.01, eps=1e-5):
         super().__init__()
         output_padding = tuple(s - 1 for s in stride)
         self.conv1 = [
-            PhaseConvTranspose2d(in_channels, out_channels, 3, stride=stride, padding=1, output_padding=output_padding,
-                                 bias=False),
+            PhaseConvTranspose2d(
+                in_channels, out_channels, 3, stride=stride, padding=1, output_padding=output_padding, bias=False
+            ),
             nn.BatchNorm(out_channels, eps=eps, momentum=momentum),
             nn.ReLU(),
         ]
-        self.conv2 = [ConvBlockRes(out_channels if i else 2 * out_channels, out_channels, momentum, eps)
-                      for i in range(n_blocks)]
+        self.conv2 = [
+            ConvBlockRes(out_channels if i else 2 * out_channels, out_channels, momentum, eps) for i in range(n_blocks)
+        ]
 
     def __call__(self, x, skip):  # [B, t, m, in], skip [B, 2t, 2m, out] -> [B, 2t, 2m, out]
         return _chain(self.conv2, mx.concatenate([_chain(self.conv1, x), skip], axis=-1))  # channels: [upsampled, skip]
@@ -121,8 +128,9 @@ class Decoder(nn.Module):
     def __init__(self, in_channels, n_decoders, stride, n_blocks, momentum=0.01, eps=1e-5):
         super().__init__()
         channels = [in_channels // 2**i for i in range(n_decoders + 1)]
-        self.layers = [ResDecoderBlock(channels[i], channels[i + 1], stride, n_blocks, momentum, eps)
-                       for i in range(n_decoders)]
+        self.layers = [
+            ResDecoderBlock(channels[i], channels[i + 1], stride, n_blocks, momentum, eps) for i in range(n_decoders)
+        ]
 
     def __call__(self, x, skips):  # skips are consumed coarsest first
         for layer, skip in zip(self.layers, reversed(skips)):
@@ -134,10 +142,17 @@ class DeepUnet(nn.Module):
     def __init__(self, cfg: RMVPEConfig):
         super().__init__()
         self.encoder = Encoder(cfg)
-        self.intermediate = Intermediate(self.encoder.out_channel, self.encoder.out_channel * 2, cfg.inter_layers,
-                                         cfg.n_blocks, cfg.bn_momentum, cfg.bn_eps)
-        self.decoder = Decoder(self.encoder.out_channel * 2, cfg.en_de_layers, cfg.kernel_size, cfg.n_blocks,
-                               cfg.bn_momentum, cfg.bn_eps)
+        self.intermediate = Intermediate(
+            self.encoder.out_channel,
+            self.encoder.out_channel * 2,
+            cfg.inter_layers,
+            cfg.n_blocks,
+            cfg.bn_momentum,
+            cfg.bn_eps,
+        )
+        self.decoder = Decoder(
+            self.encoder.out_channel * 2, cfg.en_de_layers, cfg.kernel_size, cfg.n_blocks, cfg.bn_momentum, cfg.bn_eps
+        )
 
     def __call__(self, x):  # [B, T, 128, 1] -> [B, T, 128, 16]
         x, skips = self.encoder(x)
@@ -163,20 +178,26 @@ class E2E(nn.Module):
         self.unet = DeepUnet(cfg)
         self.cnn = nn.Conv2d(cfg.en_out_channels, 3, 3, padding=1)
         # List, not nn.Sequential, so the names are fc.0 / fc.1 as in torch (nn.Sequential would add ".layers").
-        self.fc = [BiGRU(cfg.cnn_out, cfg.gru_hidden, cfg.n_gru), nn.Linear(2 * cfg.gru_hidden, cfg.n_bins),
-                   nn.Dropout(0.25), nn.Sigmoid()]
+        self.fc = [
+            BiGRU(cfg.cnn_out, cfg.gru_hidden, cfg.n_gru),
+            nn.Linear(2 * cfg.gru_hidden, cfg.n_bins),
+            nn.Dropout(0.25),
+            nn.Sigmoid(),
+        ]
 
     def __call__(self, mel: mx.array) -> mx.array:
         return _chain(self.fc, self.cnn_features(mel))  # [B, T, 360]
 
     def cnn_features(self, mel: mx.array) -> mx.array:
-        """[B, T, 128] -> [B, T, 384]: the convolutional part, whose receptive field is finite (config.receptive_field)."""
+        """[B, T, 128] -> [B, T, 384]: the convolutional part, whose receptive field is finite
+        (config.receptive_field)."""
         batch, steps, n_mels = mel.shape
         x = mel[..., None]  # [B, T, 128, 1]: T is the image height, mel bins the width
         return self.cnn(self.unet(x)).transpose(0, 1, 3, 2).reshape(batch, steps, 3 * n_mels)  # [B, T, 3 * 128]
 
-    def mel2hidden(self, mel: mx.array, chunk_frames: int | None = None, overlap_frames: int | None = None,
-                   cut_gru: bool = False) -> mx.array:
+    def mel2hidden(
+        self, mel: mx.array, chunk_frames: int | None = None, overlap_frames: int | None = None, cut_gru: bool = False
+    ) -> mx.array:
         """[B, T, 128] -> [B, T, 360]: zero-pad T to a multiple of 32 in the log-mel domain, run, crop back to T.
 
         chunk_frames: run the U-Net in windows of that many frames (a multiple of 32), each with `overlap_frames`
@@ -217,8 +238,13 @@ def load(weights: Mapping[str, np.ndarray], cfg: RMVPEConfig, what: str = "RMVPE
 class RMVPE:
     """Audio (16 kHz mono float32) -> log-mel -> salience -> f0, as the RVC pipeline calls it."""
 
-    def __init__(self, model: E2E, chunk_frames: int | None = CHUNK_FRAMES, overlap_frames: int | None = None,
-                 cut_gru: bool = False):
+    def __init__(
+        self,
+        model: E2E,
+        chunk_frames: int | None = CHUNK_FRAMES,
+        overlap_frames: int | None = None,
+        cut_gru: bool = False,
+    ):
         """chunk_frames, overlap_frames, cut_gru: inputs longer than one window of chunk_frames plus the overlap
         (default cfg.default_overlap) on each side run the U-Net in such chunks (config.bounded_chunk; see
         E2E.mel2hidden); chunk_frames=None: always the whole sequence in one call. Bounded by default on MLX only:

@@ -21,8 +21,7 @@ import numpy as np
 
 from rvc_bench import onnx_graph
 from rvc_bench.onnx_graph import Port
-from rvc_bench.rmvpe.config import (PAD_MULTIPLE, THRESHOLD, RMVPEConfig, bounded_chunk, chunk_windows,
-                                   preset)
+from rvc_bench.rmvpe.config import PAD_MULTIPLE, THRESHOLD, RMVPEConfig, bounded_chunk, chunk_windows, preset
 from rvc_bench.rmvpe.decode import decode
 
 STAGE = "rmvpe"
@@ -57,13 +56,21 @@ def export(model, path: str | os.PathLike, metadata: dict | None = None) -> Path
     # The whole network first (exporting the GRU alone leaves the exporter unable to trace it again in this
     # process), under a temporary name that becomes `path` once its parts are written.
     path, pending = Path(path), part_path(path, "pending")
-    graphs = {pending: ("e2e", model, mel, {"mel": {2: PAD_MULTIPLE * blocks}}),
-              part_path(path, "front"): ("front", front, mel, {"mel": {2: PAD_MULTIPLE * blocks}}),
-              # nn.GRU alone as the graph: a declared frame Dim fails torch.export's check, AUTO keeps the axis dynamic
-              part_path(path, "head"): ("head", head, features, {"features": {1: torch.export.Dim.AUTO}})}
+    graphs = {
+        pending: ("e2e", model, mel, {"mel": {2: PAD_MULTIPLE * blocks}}),
+        part_path(path, "front"): ("front", front, mel, {"mel": {2: PAD_MULTIPLE * blocks}}),
+        # nn.GRU alone as the graph: a declared frame Dim fails torch.export's check, AUTO keeps the axis dynamic
+        part_path(path, "head"): ("head", head, features, {"features": {1: torch.export.Dim.AUTO}}),
+    }
     for dst, (part, module, example, dynamic) in graphs.items():
-        onnx_graph.export(module, (example,), dst, *ports(cfg, part), dynamic,
-                          {"stage": STAGE, "variant": part, "config": cfg.to_dict(), **(metadata or {})})
+        onnx_graph.export(
+            module,
+            (example,),
+            dst,
+            *ports(cfg, part),
+            dynamic,
+            {"stage": STAGE, "variant": part, "config": cfg.to_dict(), **(metadata or {})},
+        )
     os.replace(pending, path)
     return Path(path)
 
@@ -102,8 +109,13 @@ def ensure(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
     each in a child)."""
     from rvc_bench.rmvpe.convert import load_torch
 
-    return onnx_graph.cached_export(cache_dir, STAGE, f"{Path(checkpoint).stem}-l{LAYOUT_VERSION}", checkpoint,
-                                    lambda path, meta: export(load_torch(checkpoint).model, path, meta))
+    return onnx_graph.cached_export(
+        cache_dir,
+        STAGE,
+        f"{Path(checkpoint).stem}-l{LAYOUT_VERSION}",
+        checkpoint,
+        lambda path, meta: export(load_torch(checkpoint).model, path, meta),
+    )
 
 
 def exported(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
@@ -129,8 +141,9 @@ class E2E:
     def __call__(self, mel: np.ndarray) -> np.ndarray:
         mel = np.asarray(mel, dtype=np.float32)
         if mel.ndim != 3 or mel.shape[-1] % PAD_MULTIPLE:
-            raise ValueError(f"expected log-mel [batch, {self.cfg.n_mels}, frames (a multiple of {PAD_MULTIPLE})], "
-                             f"got {mel.shape}")
+            raise ValueError(
+                f"expected log-mel [batch, {self.cfg.n_mels}, frames (a multiple of {PAD_MULTIPLE})], got {mel.shape}"
+            )
         return np.concatenate([self.session.run(None, {self._input: row[None]})[0] for row in mel])
 
     def parts(self) -> dict:
@@ -141,7 +154,8 @@ class E2E:
                 raise onnx_graph.OnnxModelError(
                     f"{self.path}: chunked inference runs the U-Net in chunks and the BiGRU whole, which needs the "
                     f"network's parts as graphs of their own ({', '.join(p.name for p in paths.values())}: an "
-                    f"rvc-bench export); this file is one graph: run it whole")
+                    f"rvc-bench export); this file is one graph: run it whole"
+                )
             self._parts = {}
             for part, p in paths.items():
                 session, _ = onnx_graph.open_session(p, self.backend, STAGE)
@@ -151,8 +165,9 @@ class E2E:
                 self._parts[part] = session
         return self._parts
 
-    def mel2hidden(self, mel: np.ndarray, chunk_frames: int | None = None, overlap_frames: int | None = None,
-                   cut_gru: bool = False) -> np.ndarray:
+    def mel2hidden(
+        self, mel: np.ndarray, chunk_frames: int | None = None, overlap_frames: int | None = None, cut_gru: bool = False
+    ) -> np.ndarray:
         """[B, 128, T] -> [B, T, 360]: zero-pad T to a multiple of 32, run, crop back; optionally the U-Net in
         overlapping chunks and the BiGRU whole, or (cut_gru) the whole network per chunk (see the torch twin's
         mel2hidden)."""
@@ -165,8 +180,13 @@ class E2E:
         if cut_gru:
             return np.concatenate([self(mel[..., lo:hi])[:, a:b] for lo, hi, a, b in windows], axis=1)[:, :n_frames]
         front, head = self.parts()["front"], self.parts()["head"]
-        features = np.concatenate([np.concatenate([front.run(None, {"mel": row[None, :, lo:hi]})[0] for row in mel])
-                                   [:, a:b] for lo, hi, a, b in windows], axis=1)
+        features = np.concatenate(
+            [
+                np.concatenate([front.run(None, {"mel": row[None, :, lo:hi]})[0] for row in mel])[:, a:b]
+                for lo, hi, a, b in windows
+            ],
+            axis=1,
+        )
         return np.concatenate([head.run(None, {"features": row[None]})[0] for row in features])[:, :n_frames]
 
 
@@ -178,8 +198,9 @@ def _pad_frames(mel: np.ndarray, n_frames: int) -> np.ndarray:
 class RMVPE:
     """Audio (16 kHz mono float32) -> log-mel -> salience -> f0, as the RVC pipeline calls it."""
 
-    def __init__(self, model: E2E, mel, chunk_frames: int | None = None, overlap_frames: int | None = None,
-                 cut_gru: bool = False):
+    def __init__(
+        self, model: E2E, mel, chunk_frames: int | None = None, overlap_frames: int | None = None, cut_gru: bool = False
+    ):
         """chunk_frames, overlap_frames, cut_gru: as the twins' (config.bounded_chunk); default None: whole, as
         torch's and as upstream's ONNX RMVPE runs."""
         self.model, self.mel = model, mel
@@ -198,8 +219,14 @@ class RMVPE:
         return salience, decode(salience, threshold)
 
 
-def load(path: str | os.PathLike, backend, chunk_frames: int | None = None, overlap_frames: int | None = None,
-         cut_gru: bool = False, cache_dir: str | os.PathLike | None = None) -> RMVPE:
+def load(
+    path: str | os.PathLike,
+    backend,
+    chunk_frames: int | None = None,
+    overlap_frames: int | None = None,
+    cut_gru: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> RMVPE:
     """The RMVPE stage from an exported (or upstream) RMVPE .onnx on an OnnxBackend, with the log-mel graph from the
     export cache (default: the fixture cache), as convert.load_torch gives the torch stage."""
     from rvc_bench.mel import model_onnx as mel_onnx

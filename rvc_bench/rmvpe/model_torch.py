@@ -7,7 +7,7 @@ the original on the same device. Files are read by convert.py; this module sees 
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -16,8 +16,7 @@ from torch import nn
 
 from rvc_bench.checkpoints import load_torch_module
 from rvc_bench.mel.model_torch import MelSpectrogram
-from rvc_bench.rmvpe.config import (PAD_MULTIPLE, THRESHOLD, RMVPEConfig, bounded_chunk,
-                                   chunk_windows)
+from rvc_bench.rmvpe.config import PAD_MULTIPLE, THRESHOLD, RMVPEConfig, bounded_chunk, chunk_windows
 from rvc_bench.rmvpe.decode import decode
 
 
@@ -54,8 +53,9 @@ class ResEncoderBlock(nn.Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, n_blocks, momentum=0.01, eps=1e-5):
         super().__init__()
-        self.conv = nn.ModuleList(ConvBlockRes(out_channels if i else in_channels, out_channels, momentum, eps)
-                                  for i in range(n_blocks))
+        self.conv = nn.ModuleList(
+            ConvBlockRes(out_channels if i else in_channels, out_channels, momentum, eps) for i in range(n_blocks)
+        )
         self.kernel_size = kernel_size
         if kernel_size is not None:
             self.pool = nn.AvgPool2d(kernel_size=kernel_size)
@@ -72,8 +72,10 @@ class Encoder(nn.Module):
         super().__init__()
         self.bn = nn.BatchNorm2d(cfg.in_channels, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
         channels = [cfg.in_channels] + [cfg.en_out_channels * 2**i for i in range(cfg.en_de_layers)]
-        self.layers = nn.ModuleList(ResEncoderBlock(channels[i], channels[i + 1], cfg.kernel_size, cfg.n_blocks,
-                                                    cfg.bn_momentum, cfg.bn_eps) for i in range(cfg.en_de_layers))
+        self.layers = nn.ModuleList(
+            ResEncoderBlock(channels[i], channels[i + 1], cfg.kernel_size, cfg.n_blocks, cfg.bn_momentum, cfg.bn_eps)
+            for i in range(cfg.en_de_layers)
+        )
         self.out_channel = channels[-1]
 
     def forward(self, x):  # [B, 1, T, 128] -> [B, 256, T/32, 4], skips (finest first)
@@ -88,27 +90,32 @@ class Encoder(nn.Module):
 class Intermediate(nn.Module):
     def __init__(self, in_channels, out_channels, n_inters, n_blocks, momentum=0.01, eps=1e-5):
         super().__init__()
-        self.layers = nn.ModuleList(ResEncoderBlock(out_channels if i else in_channels, out_channels, None, n_blocks,
-                                                    momentum, eps) for i in range(n_inters))
+        self.layers = nn.ModuleList(
+            ResEncoderBlock(out_channels if i else in_channels, out_channels, None, n_blocks, momentum, eps)
+            for i in range(n_inters)
+        )
 
     def forward(self, x):  # [B, 256, T/32, 4] -> [B, 512, T/32, 4]
         return _chain(self.layers, x)
 
 
 class ResDecoderBlock(nn.Module):
-    """ConvTranspose (x2 up, output_padding restores even sizes) -> BN -> ReLU, concat [up, skip], n_blocks ConvBlockRes."""
+    """ConvTranspose (x2 up, output_padding restores even sizes) -> BN -> ReLU, concat [up, skip], n_blocks
+    ConvBlockRes."""
 
     def __init__(self, in_channels, out_channels, stride, n_blocks, momentum=0.01, eps=1e-5):
         super().__init__()
         output_padding = tuple(s - 1 for s in stride)
         self.conv1 = nn.Sequential(
-            nn.ConvTranspose2d(in_channels, out_channels, 3, stride=stride, padding=1, output_padding=output_padding,
-                               bias=False),
+            nn.ConvTranspose2d(
+                in_channels, out_channels, 3, stride=stride, padding=1, output_padding=output_padding, bias=False
+            ),
             nn.BatchNorm2d(out_channels, eps=eps, momentum=momentum),
             nn.ReLU(),
         )
-        self.conv2 = nn.ModuleList(ConvBlockRes(out_channels if i else 2 * out_channels, out_channels, momentum, eps)
-                                   for i in range(n_blocks))
+        self.conv2 = nn.ModuleList(
+            ConvBlockRes(out_channels if i else 2 * out_channels, out_channels, momentum, eps) for i in range(n_blocks)
+        )
 
     def forward(self, x, skip):  # [B, in, t, m], skip [B, out, 2t, 2m] -> [B, out, 2t, 2m]
         return _chain(self.conv2, torch.cat((self.conv1(x), skip), dim=1))  # channels: [upsampled, skip]
@@ -118,8 +125,9 @@ class Decoder(nn.Module):
     def __init__(self, in_channels, n_decoders, stride, n_blocks, momentum=0.01, eps=1e-5):
         super().__init__()
         channels = [in_channels // 2**i for i in range(n_decoders + 1)]
-        self.layers = nn.ModuleList(ResDecoderBlock(channels[i], channels[i + 1], stride, n_blocks, momentum, eps)
-                                    for i in range(n_decoders))
+        self.layers = nn.ModuleList(
+            ResDecoderBlock(channels[i], channels[i + 1], stride, n_blocks, momentum, eps) for i in range(n_decoders)
+        )
 
     def forward(self, x, skips):  # skips are consumed coarsest first
         for layer, skip in zip(self.layers, reversed(skips)):
@@ -131,10 +139,17 @@ class DeepUnet(nn.Module):
     def __init__(self, cfg: RMVPEConfig):
         super().__init__()
         self.encoder = Encoder(cfg)
-        self.intermediate = Intermediate(self.encoder.out_channel, self.encoder.out_channel * 2, cfg.inter_layers,
-                                         cfg.n_blocks, cfg.bn_momentum, cfg.bn_eps)
-        self.decoder = Decoder(self.encoder.out_channel * 2, cfg.en_de_layers, cfg.kernel_size, cfg.n_blocks,
-                               cfg.bn_momentum, cfg.bn_eps)
+        self.intermediate = Intermediate(
+            self.encoder.out_channel,
+            self.encoder.out_channel * 2,
+            cfg.inter_layers,
+            cfg.n_blocks,
+            cfg.bn_momentum,
+            cfg.bn_eps,
+        )
+        self.decoder = Decoder(
+            self.encoder.out_channel * 2, cfg.en_de_layers, cfg.kernel_size, cfg.n_blocks, cfg.bn_momentum, cfg.bn_eps
+        )
 
     def forward(self, x):  # [B, 1, T, 128] -> [B, 16, T, 128]
         x, skips = self.encoder(x)
@@ -159,19 +174,29 @@ class E2E(nn.Module):
         self.cfg = cfg
         self.unet = DeepUnet(cfg)
         self.cnn = nn.Conv2d(cfg.en_out_channels, 3, 3, padding=1)
-        self.fc = nn.Sequential(BiGRU(cfg.cnn_out, cfg.gru_hidden, cfg.n_gru), nn.Linear(2 * cfg.gru_hidden, cfg.n_bins),
-                                nn.Dropout(0.25), nn.Sigmoid())
+        self.fc = nn.Sequential(
+            BiGRU(cfg.cnn_out, cfg.gru_hidden, cfg.n_gru),
+            nn.Linear(2 * cfg.gru_hidden, cfg.n_bins),
+            nn.Dropout(0.25),
+            nn.Sigmoid(),
+        )
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         return self.fc(self.cnn_features(mel))  # [B, T, 360]
 
     def cnn_features(self, mel: torch.Tensor) -> torch.Tensor:
-        """[B, 128, T] -> [B, T, 384]: the convolutional part, whose receptive field is finite (config.receptive_field)."""
+        """[B, 128, T] -> [B, T, 384]: the convolutional part, whose receptive field is finite
+        (config.receptive_field)."""
         x = mel.transpose(-1, -2).unsqueeze(1)  # [B, 1, T, 128]: T is the image height, mel bins the width
         return self.cnn(self.unet(x)).transpose(1, 2).flatten(-2)  # [B, 3, T, 128] -> [B, T, 3 * 128]
 
-    def mel2hidden(self, mel: torch.Tensor, chunk_frames: int | None = None, overlap_frames: int | None = None,
-                   cut_gru: bool = False) -> torch.Tensor:
+    def mel2hidden(
+        self,
+        mel: torch.Tensor,
+        chunk_frames: int | None = None,
+        overlap_frames: int | None = None,
+        cut_gru: bool = False,
+    ) -> torch.Tensor:
         """[B, 128, T] -> [B, T, 360]: zero-pad T to a multiple of 32 in the log-mel domain, run, crop back to T.
 
         chunk_frames: run the U-Net in windows of that many frames (a multiple of 32), each with `overlap_frames`
@@ -186,8 +211,10 @@ class E2E(nn.Module):
             return self.forward(mel)[:, :n_frames]
         overlap_frames = self.cfg.default_overlap if overlap_frames is None else overlap_frames
         run = self.forward if cut_gru else self.cnn_features
-        parts = [run(mel[..., lo:hi])[:, keep_lo:keep_hi]
-                 for lo, hi, keep_lo, keep_hi in chunk_windows(mel.shape[-1], chunk_frames, overlap_frames)]
+        parts = [
+            run(mel[..., lo:hi])[:, keep_lo:keep_hi]
+            for lo, hi, keep_lo, keep_hi in chunk_windows(mel.shape[-1], chunk_frames, overlap_frames)
+        ]
         out = torch.cat(parts, dim=1)
         return (out if cut_gru else self.fc(out))[:, :n_frames]
 
@@ -210,8 +237,9 @@ def load(weights: Mapping[str, np.ndarray], cfg: RMVPEConfig, what: str = "RMVPE
 class RMVPE:
     """Audio (16 kHz mono float32) -> log-mel -> salience -> f0, as the RVC pipeline calls it."""
 
-    def __init__(self, model: E2E, chunk_frames: int | None = None, overlap_frames: int | None = None,
-                 cut_gru: bool = False):
+    def __init__(
+        self, model: E2E, chunk_frames: int | None = None, overlap_frames: int | None = None, cut_gru: bool = False
+    ):
         """chunk_frames, overlap_frames, cut_gru: inputs longer than one window of chunk_frames plus the overlap
         (default cfg.default_overlap) on each side run the U-Net in such chunks (config.bounded_chunk; see
         E2E.mel2hidden). Default None: the whole sequence in one call, as upstream runs it (the baseline must cost

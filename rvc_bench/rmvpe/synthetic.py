@@ -113,7 +113,7 @@ def _uncalibrated_state(cfg: RMVPEConfig, seed: int, long_memory: bool) -> Order
         with torch.no_grad():
             for name, param in model.fc[0].gru.named_parameters():
                 if name.startswith("bias_ih"):
-                    param[cfg.gru_hidden:2 * cfg.gru_hidden] += LONG_MEMORY_Z_BIAS
+                    param[cfg.gru_hidden : 2 * cfg.gru_hidden] += LONG_MEMORY_Z_BIAS
     return OrderedDict((k, v.detach().clone().contiguous()) for k, v in model.state_dict().items())
 
 

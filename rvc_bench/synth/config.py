@@ -8,8 +8,8 @@ Variant names: "v{1,2}-{32,40,48}k" with pitch (NSF-HiFiGAN decoder), "...-nono"
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 from rvc_bench.stage_config import StageConfig
 
@@ -28,10 +28,26 @@ PHONE_CHANNELS = {"v1": 256, "v2": 768}  # content-feature width: HuBERT layer 9
 SR_NAMES = {"32k": 32000, "40k": 40000, "48k": 48000}
 
 # Upstream's positional constructor arguments, in checkpoint `config` order.
-CONFIG_FIELDS = ("spec_channels", "segment_size", "inter_channels", "hidden_channels", "filter_channels", "n_heads",
-                 "n_layers", "kernel_size", "p_dropout", "resblock", "resblock_kernel_sizes",
-                 "resblock_dilation_sizes", "upsample_rates", "upsample_initial_channel", "upsample_kernel_sizes",
-                 "spk_embed_dim", "gin_channels", "sr")
+CONFIG_FIELDS = (
+    "spec_channels",
+    "segment_size",
+    "inter_channels",
+    "hidden_channels",
+    "filter_channels",
+    "n_heads",
+    "n_layers",
+    "kernel_size",
+    "p_dropout",
+    "resblock",
+    "resblock_kernel_sizes",
+    "resblock_dilation_sizes",
+    "upsample_rates",
+    "upsample_initial_channel",
+    "upsample_kernel_sizes",
+    "spk_embed_dim",
+    "gin_channels",
+    "sr",
+)
 
 
 @dataclass(frozen=True)
@@ -81,20 +97,34 @@ class SynthConfig(StageConfig):
         if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
             problems.append("resblock_kernel_sizes and resblock_dilation_sizes differ in length")
         if self.kernel_size % 2 == 0 or any(k % 2 == 0 for k in self.resblock_kernel_sizes):
-            problems.append("an even convolution kernel (\"same\" padding needs odd kernels)")
+            problems.append('an even convolution kernel ("same" padding needs odd kernels)')
         if self.hidden_channels % self.n_heads or self.inter_channels % 2:
             problems.append("hidden_channels not divisible by n_heads, or odd inter_channels")
-        sizes = (self.spec_channels, self.inter_channels, self.hidden_channels, self.filter_channels, self.n_heads,
-                 self.n_layers, self.kernel_size, self.upsample_initial_channel, self.spk_embed_dim, self.gin_channels,
-                 *self.upsample_rates, *self.upsample_kernel_sizes, *self.resblock_kernel_sizes,
-                 *(d for ds in self.resblock_dilation_sizes for d in ds))
+        sizes = (
+            self.spec_channels,
+            self.inter_channels,
+            self.hidden_channels,
+            self.filter_channels,
+            self.n_heads,
+            self.n_layers,
+            self.kernel_size,
+            self.upsample_initial_channel,
+            self.spk_embed_dim,
+            self.gin_channels,
+            *self.upsample_rates,
+            *self.upsample_kernel_sizes,
+            *self.resblock_kernel_sizes,
+            *(d for ds in self.resblock_dilation_sizes for d in ds),
+        )
         if not all(type(n) is int and n > 0 for n in sizes):
             problems.append("a size, rate or kernel that is not a positive integer")
         if not isinstance(self.sr, int) or self.sr <= 0:
             problems.append(f"sample rate {self.sr!r}")
         elif self.sr != 100 * self.upp:  # else the output is labelled with a rate it was not made at
-            problems.append(f"sample rate {self.sr} Hz, but the decoder makes {self.upp} samples per 10 ms frame "
-                            f"(the product of upsample_rates), i.e. {100 * self.upp} Hz")
+            problems.append(
+                f"sample rate {self.sr} Hz, but the decoder makes {self.upp} samples per 10 ms frame "
+                f"(the product of upsample_rates), i.e. {100 * self.upp} Hz"
+            )
         if problems:
             raise ValueError("unsupported synthesizer config: " + "; ".join(problems))
 
@@ -111,7 +141,7 @@ class SynthConfig(StageConfig):
     @property
     def noise_strides(self) -> tuple[int, ...]:
         """Stride of each NSF noise conv: the upsampling still to come after that stage (1 for the last)."""
-        return tuple(math.prod(self.upsample_rates[i + 1:]) for i in range(len(self.upsample_rates)))
+        return tuple(math.prod(self.upsample_rates[i + 1 :]) for i in range(len(self.upsample_rates)))
 
     @property
     def stage_channels(self) -> tuple[int, ...]:
@@ -124,7 +154,7 @@ class SynthConfig(StageConfig):
 
     # ---- (de)serialisation
     @classmethod
-    def from_list(cls, config: Sequence, version: str = "v1", f0: bool = True) -> "SynthConfig":
+    def from_list(cls, config: Sequence, version: str = "v1", f0: bool = True) -> SynthConfig:
         """From a voice checkpoint's positional `config` list (18 entries, upstream order)."""
         if len(config) != len(CONFIG_FIELDS):
             raise ValueError(f"a synthesizer config list has {len(CONFIG_FIELDS)} entries, got {len(config)}")
@@ -155,8 +185,16 @@ _TINY_RATES = {
     ("v2", "40k"): ((5, 2), (9, 4)),
     ("v2", "48k"): ((6, 2), (12, 4)),
 }
-_TINY = dict(inter_channels=16, hidden_channels=16, filter_channels=32, n_heads=2, n_layers=2,
-             upsample_initial_channel=32, spk_embed_dim=3, gin_channels=8)
+_TINY = dict(
+    inter_channels=16,
+    hidden_channels=16,
+    filter_channels=32,
+    n_heads=2,
+    n_layers=2,
+    upsample_initial_channel=32,
+    spk_embed_dim=3,
+    gin_channels=8,
+)
 
 VARIANTS = tuple(f"{v}-{r}" for v in ("v1", "v2") for r in ("32k", "40k", "48k"))
 DEFAULT_VARIANT = "v2-40k"  # the voice the benchmarks and the pipeline's synthetic checkpoints use
@@ -165,7 +203,7 @@ SIZES = ("full", "tiny")
 
 
 def parse_name(name: str) -> tuple[str, str, bool]:
-    """"v2-40k-nono" -> ("v2", "40k", False)."""
+    """ "v2-40k-nono" -> ("v2", "40k", False)."""
     parts = name.split("-")
     if len(parts) not in (2, 3) or (parts[0], parts[1]) not in _FULL_RATES or parts[2:] not in ([], ["nono"]):
         raise ValueError(f"unknown synthesizer variant {name!r}: choose one of {', '.join(NAMES)}")
@@ -176,8 +214,14 @@ def preset(name: str, size: str = "full") -> SynthConfig:
     """Config of a named variant ("v2-40k", "v1-32k-nono", ...) at size "full" (shipped) or "tiny" (CI)."""
     version, rate, f0 = parse_name(name)
     spec, rates, kernels = _FULL_RATES[(version, rate)]
-    cfg = SynthConfig(spec_channels=spec, upsample_rates=rates, upsample_kernel_sizes=kernels, sr=SR_NAMES[rate],
-                      version=version, f0=f0)
+    cfg = SynthConfig(
+        spec_channels=spec,
+        upsample_rates=rates,
+        upsample_kernel_sizes=kernels,
+        sr=SR_NAMES[rate],
+        version=version,
+        f0=f0,
+    )
     if size == "full":
         return cfg
     if size == "tiny":

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -54,8 +55,10 @@ NAME_TABLE: tuple[tuple[str, str, bool], ...] = (
     (rf"dec\.ups\.{_C}", "conv_transpose1d", True),
 )
 _RULES = [(re.compile(pattern + r"$"), kind, wn) for pattern, kind, wn in NAME_TABLE]
-_LAYOUT: dict[str, Callable[[np.ndarray], np.ndarray]] = {"conv1d": layout.conv1d,
-                                                         "conv_transpose1d": layout.conv_transpose1d}
+_LAYOUT: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "conv1d": layout.conv1d,
+    "conv_transpose1d": layout.conv_transpose1d,
+}
 WEIGHT_NORM_DIM = 0
 
 
@@ -112,8 +115,10 @@ def read_voice_dict(ckpt: Any, what: str = "voice checkpoint") -> VoiceCheckpoin
         raise CheckpointError(f"{what}: not an RVC voice model (needs 'weight' and 'config'; found {found})")
     vocoder = ckpt.get("vocoder", "HiFi-GAN")
     if vocoder not in SUPPORTED_VOCODERS:
-        raise CheckpointError(f"{what}: vocoder {vocoder!r} is not supported (only the classic NSF HiFi-GAN, "
-                              f"{', '.join(map(repr, SUPPORTED_VOCODERS))}, is implemented)")
+        raise CheckpointError(
+            f"{what}: vocoder {vocoder!r} is not supported (only the classic NSF HiFi-GAN, "
+            f"{', '.join(map(repr, SUPPORTED_VOCODERS))}, is implemented)"
+        )
     weight = ckpt["weight"]
     if not isinstance(weight, Mapping) or not all(hasattr(v, "shape") for v in weight.values()):
         raise CheckpointError(f"{what}: 'weight' is not a state dict of tensors")

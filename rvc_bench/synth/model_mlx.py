@@ -17,7 +17,7 @@ too (off by default there).
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -26,10 +26,19 @@ import numpy as np
 from rvc_bench.checkpoints import load_mlx_module
 from rvc_bench.mlx_kernels import PolyphaseConvTranspose1d, SpaceToBatchConv1d, on_cpu
 from rvc_bench.synth import tiling
-from rvc_bench.synth.config import (FLOW_DILATION_RATE, FLOW_KERNEL, FLOW_LAYERS, LRELU_SLOPE, LRELU_SLOPE_POST,
-                                    N_FLOWS, NOISE_STD, PRIOR_NOISE_SCALE, SINE_AMP, WINDOW_SIZE, SynthConfig)
-
-
+from rvc_bench.synth.config import (
+    FLOW_DILATION_RATE,
+    FLOW_KERNEL,
+    FLOW_LAYERS,
+    LRELU_SLOPE,
+    LRELU_SLOPE_POST,
+    N_FLOWS,
+    NOISE_STD,
+    PRIOR_NOISE_SCALE,
+    SINE_AMP,
+    WINDOW_SIZE,
+    SynthConfig,
+)
 
 
 def sequence_mask(lengths: mx.array, t: int) -> mx.array:
@@ -174,9 +183,10 @@ class WN(nn.Module):
         self.in_layers = []
         self.res_skip_layers = []
         for i in range(n_layers):
-            d = dilation_rate ** i
-            self.in_layers.append(SpaceToBatchConv1d(hidden, 2 * hidden, kernel_size, dilation=d,
-                                                     padding=(kernel_size * d - d) // 2))
+            d = dilation_rate**i
+            self.in_layers.append(
+                SpaceToBatchConv1d(hidden, 2 * hidden, kernel_size, dilation=d, padding=(kernel_size * d - d) // 2)
+            )
             self.res_skip_layers.append(nn.Conv1d(hidden, 2 * hidden if i < n_layers - 1 else hidden, 1))
 
     def __call__(self, x, x_mask, g):  # [B, T, H], [B, T, 1] or None, [B, 1, gin]
@@ -184,7 +194,7 @@ class WN(nn.Module):
         g = self.cond_layer(g)  # [B, 1, 2H * L]
         output = mx.zeros_like(x)
         for i, (in_layer, res_skip) in enumerate(zip(self.in_layers, self.res_skip_layers)):
-            a = in_layer(x) + g[..., 2 * h * i:2 * h * (i + 1)]
+            a = in_layer(x) + g[..., 2 * h * i : 2 * h * (i + 1)]
             acts = mx.tanh(a[..., :h]) * mx.sigmoid(a[..., h:])
             rs = res_skip(acts)
             if i < self.n_layers - 1:
@@ -206,7 +216,7 @@ class ResidualCouplingLayer(nn.Module):
         self.post = nn.Conv1d(hidden, self.half, 1)
 
     def __call__(self, x, x_mask, g):  # reverse=True
-        x0, x1 = x[..., :self.half], x[..., self.half:]
+        x0, x1 = x[..., : self.half], x[..., self.half :]
         h = _masked(self.pre(x0), x_mask)
         m = _masked(self.post(self.enc(h, x_mask, g)), x_mask)
         return mx.concatenate([x0, _masked(x1 - m, x_mask)], axis=-1)
@@ -241,10 +251,11 @@ class ResBlock1(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int, dilation: tuple[int, ...]):
         super().__init__()
-        self.convs1 = [SpaceToBatchConv1d(channels, channels, kernel_size, dilation=d,
-                                          padding=(kernel_size * d - d) // 2) for d in dilation]
-        self.convs2 = [nn.Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2)
-                       for _ in dilation]
+        self.convs1 = [
+            SpaceToBatchConv1d(channels, channels, kernel_size, dilation=d, padding=(kernel_size * d - d) // 2)
+            for d in dilation
+        ]
+        self.convs2 = [nn.Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2) for _ in dilation]
 
     def __call__(self, x):
         for c1, c2 in zip(self.convs1, self.convs2):
@@ -301,7 +312,7 @@ class Generator(nn.Module):
         self.resblocks = []
         for i, (u, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes)):
             ch = cfg.stage_channels[i]
-            self.ups.append(PolyphaseConvTranspose1d(uic // 2 ** i, ch, k, u, padding=(k - u) // 2))
+            self.ups.append(PolyphaseConvTranspose1d(uic // 2**i, ch, k, u, padding=(k - u) // 2))
             for rk, rd in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes):
                 self.resblocks.append(ResBlock1(ch, rk, rd))
         self.conv_post = nn.Conv1d(cfg.stage_channels[-1], 1, 7, padding=3, bias=False)
@@ -312,7 +323,8 @@ class Generator(nn.Module):
             last = len(cfg.upsample_rates) - 1  # the last stage is already at the output rate: a 1x1 conv
             self.noise_convs = [
                 nn.Conv1d(1, ch, 2 * s, stride=s, padding=s // 2) if i < last else nn.Conv1d(1, ch, 1)
-                for i, (ch, s) in enumerate(zip(cfg.stage_channels, cfg.noise_strides))]
+                for i, (ch, s) in enumerate(zip(cfg.stage_channels, cfg.noise_strides))
+            ]
 
     def __call__(self, x, g, f0=None, noise=None, intermediates=None, tile_frames=None):
         """z [B, T, inter], g [B, 1, gin], f0 [B, T] -> audio [B, T * upp, 1]. tile_frames (0/None: off): run the
@@ -324,8 +336,8 @@ class Generator(nn.Module):
                 intermediates["har"] = har
         upp, outs = self.upp, []
         for lo, a, b, hi in tiling.spans(x.shape[1], tile_frames, self.context):
-            y = self.filter(x[:, lo:hi], g, None if har is None else har[:, lo * upp:hi * upp])
-            outs.append(y[:, (a - lo) * upp:(b - lo) * upp])
+            y = self.filter(x[:, lo:hi], g, None if har is None else har[:, lo * upp : hi * upp])
+            outs.append(y[:, (a - lo) * upp : (b - lo) * upp])
             if b < x.shape[1]:
                 mx.eval(outs[-1])  # one tile's activations in memory at a time
         return outs[0] if len(outs) == 1 else mx.concatenate(outs, axis=1)
@@ -336,7 +348,7 @@ class Generator(nn.Module):
             x = up(nn.leaky_relu(x, LRELU_SLOPE))
             if har is not None:
                 x = x + self.noise_convs[i](har)
-            rbs = self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]
+            rbs = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
             xs = rbs[0](x)
             for rb in rbs[1:]:
                 xs = xs + rb(x)
@@ -360,8 +372,17 @@ class Synthesizer(nn.Module):
         self.emb_g = nn.Embedding(cfg.spk_embed_dim, cfg.gin_channels)
         self.tile_frames = tiling.TILE_FRAMES_CPU if on_cpu() else None  # decoder tiles (tiling.py); 0/None: off
 
-    def infer(self, phone, phone_lengths=None, pitch=None, nsff0=None, sid=None, eps=None, sine_noise=None,
-              return_intermediates: bool = False):
+    def infer(
+        self,
+        phone,
+        phone_lengths=None,
+        pitch=None,
+        nsff0=None,
+        sid=None,
+        eps=None,
+        sine_noise=None,
+        return_intermediates: bool = False,
+    ):
         """phone [B, T, C] float, phone_lengths [B] int or None (all valid), pitch [B, T] int and nsff0 [B, T] Hz
         (pitch models only), sid [B] int (default speaker 0); eps [B, T, inter] and sine_noise [B, T * upp] replace
         the random draws (zeros make the output deterministic). Returns audio [B, T * upp, 1], or
@@ -402,8 +423,13 @@ def load(weights: Mapping[str, np.ndarray], cfg: SynthConfig, what: str = "synth
 def prepare(inputs) -> dict:
     """SynthInputs (time-major numpy) -> infer() keyword arguments, batch 1."""
     a = lambda x: mx.array(np.ascontiguousarray(x))[None]  # noqa: E731
-    return dict(phone=a(inputs.phone), pitch=a(inputs.pitch), nsff0=a(inputs.pitchf), eps=a(inputs.eps),
-                sine_noise=a(inputs.sine_noise))
+    return dict(
+        phone=a(inputs.phone),
+        pitch=a(inputs.pitch),
+        nsff0=a(inputs.pitchf),
+        eps=a(inputs.eps),
+        sine_noise=a(inputs.sine_noise),
+    )
 
 
 def run(model: Synthesizer, inputs) -> dict:

@@ -8,8 +8,9 @@ out. Both random draws are graph inputs, so parity is deterministic:
   upstream layout (RVC's export)   phone, phone_lengths, pitch, pitchf, ds [1], rnd [1, inter, T] -> audio
 
 An upstream file (SynthesizerTrnMsNSFsidM, pitch voices only) multiplies rnd by nothing where the twins scale eps by
-0.66666, so the runner passes rnd = 0.66666 * eps (channels first); it draws the NSF source noise inside the graph, so its output
-cannot be reproduced and passing `sine_noise` to it is an error. It carries no config: pass the voice's SynthConfig.
+0.66666, so the runner passes rnd = 0.66666 * eps (channels first); it draws the NSF source noise inside the graph,
+so its output cannot be reproduced and passing `sine_noise` to it is an error. It carries no config: pass the
+voice's SynthConfig.
 
 The export traces relative attention on more frames than its window (T > 11), so T >= MIN_FRAMES is required; the
 pipeline's chunks are at least 2 x_pad = 200 frames.
@@ -38,8 +39,12 @@ def ports(cfg: SynthConfig, layout: str = "rvc-bench") -> tuple[tuple[Port, ...]
     audio = (Port("audio", "float32", (1, 1, "samples")),)
     pitch = (frames("pitch", "int64"), frames("pitchf", "float32"))
     if layout == "upstream":
-        return (*phone, *pitch, Port("ds", "int64", (1,)),
-                Port("rnd", "float32", (1, cfg.inter_channels, "frames"))), audio
+        return (
+            *phone,
+            *pitch,
+            Port("ds", "int64", (1,)),
+            Port("rnd", "float32", (1, cfg.inter_channels, "frames")),
+        ), audio
     eps = (Port("sid", "int64", (1,)), Port("eps", "float32", (1, "frames", cfg.inter_channels)))
     if not cfg.f0:
         return (*phone, *eps), audio
@@ -66,18 +71,36 @@ def export(model, path: str | os.PathLike, metadata: dict | None = None) -> Path
 
     g = torch.Generator().manual_seed(0)
     t = EXAMPLE_FRAMES
-    example = {"phone": torch.randn(1, t, cfg.phone_channels, generator=g), "phone_lengths": torch.tensor([t]),
-               "pitch": torch.randint(1, 256, (1, t), generator=g), "pitchf": 100 + 200 * torch.rand(1, t, generator=g),
-               "sid": torch.tensor([0]), "eps": torch.randn(1, t, cfg.inter_channels, generator=g),
-               "sine_noise": torch.randn(1, t * cfg.upp, generator=g)}
+    example = {
+        "phone": torch.randn(1, t, cfg.phone_channels, generator=g),
+        "phone_lengths": torch.tensor([t]),
+        "pitch": torch.randint(1, 256, (1, t), generator=g),
+        "pitchf": 100 + 200 * torch.rand(1, t, generator=g),
+        "sid": torch.tensor([0]),
+        "eps": torch.randn(1, t, cfg.inter_channels, generator=g),
+        "sine_noise": torch.randn(1, t * cfg.upp, generator=g),
+    }
     frames = torch.export.Dim("frames", min=MIN_FRAMES)
-    dims = {"phone": {1: frames}, "phone_lengths": None, "pitch": {1: frames}, "pitchf": {1: frames}, "sid": None,
-            "eps": {1: frames}, "sine_noise": {1: cfg.upp * frames}}
+    dims = {
+        "phone": {1: frames},
+        "phone_lengths": None,
+        "pitch": {1: frames},
+        "pitchf": {1: frames},
+        "sid": None,
+        "eps": {1: frames},
+        "sine_noise": {1: cfg.upp * frames},
+    }
     inputs, outputs = ports(cfg)
     names = [p.name for p in inputs]
-    return onnx_graph.export(Infer() if cfg.f0 else InferNoPitch(), tuple(example[n] for n in names), path, inputs,
-                             outputs, {n: dims[n] for n in names},
-                             {"stage": STAGE, "variant": cfg.name, "config": cfg.to_dict(), **(metadata or {})})
+    return onnx_graph.export(
+        Infer() if cfg.f0 else InferNoPitch(),
+        tuple(example[n] for n in names),
+        path,
+        inputs,
+        outputs,
+        {n: dims[n] for n in names},
+        {"stage": STAGE, "variant": cfg.name, "config": cfg.to_dict(), **(metadata or {})},
+    )
 
 
 def export_path(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
@@ -89,8 +112,13 @@ def ensure(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
     """The cached export, made in this process from the torch twin on first use (imports torch)."""
     from rvc_bench.synth.convert import load_torch
 
-    return onnx_graph.cached_export(cache_dir, STAGE, Path(checkpoint).stem, checkpoint,
-                                    lambda path, meta: export(load_torch(checkpoint), path, meta))
+    return onnx_graph.cached_export(
+        cache_dir,
+        STAGE,
+        Path(checkpoint).stem,
+        checkpoint,
+        lambda path, meta: export(load_torch(checkpoint), path, meta),
+    )
 
 
 def exported(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
@@ -110,11 +138,12 @@ class Synthesizer:
         if self.meta:
             cfg = SynthConfig.from_dict(json.loads(self.meta["config"]))
         elif cfg is None:
-            raise OnnxModelError(f"{path}: not an rvc-bench export, so it carries no synthesizer config: pass the "
-                                 "voice's SynthConfig (e.g. read from its .pth)")
+            raise OnnxModelError(
+                f"{path}: not an rvc-bench export, so it carries no synthesizer config: pass the "
+                "voice's SynthConfig (e.g. read from its .pth)"
+            )
         if self.layout == "upstream" and not cfg.f0:
-            raise OnnxModelError(f"{path}: upstream's ONNX synthesizer is a pitch model, but the config is "
-                                 f"{cfg.name}")
+            raise OnnxModelError(f"{path}: upstream's ONNX synthesizer is a pitch model, but the config is {cfg.name}")
         self.cfg = cfg
         inputs, outputs = ports(cfg, self.layout)
         onnx_graph.check_ports(self.session.get_inputs(), inputs, "input", str(path))
@@ -125,8 +154,9 @@ class Synthesizer:
         """Whether the NSF source noise is an input (reproducible output) rather than drawn inside the graph."""
         return self.layout == "rvc-bench"
 
-    def infer(self, phone, phone_lengths=None, pitch=None, nsff0=None, sid=None, eps=None, sine_noise=None
-              ) -> np.ndarray:
+    def infer(
+        self, phone, phone_lengths=None, pitch=None, nsff0=None, sid=None, eps=None, sine_noise=None
+    ) -> np.ndarray:
         cfg = self.cfg
         phone = np.asarray(phone, dtype=np.float32)
         b, t = phone.shape[:2]
@@ -135,8 +165,10 @@ class Synthesizer:
         if cfg.f0 and (pitch is None or nsff0 is None):
             raise ValueError("this is a pitch model: pass pitch and nsff0")
         if sine_noise is not None and not self.injects_sine_noise:
-            raise ValueError("this upstream-exported synthesizer draws its NSF noise inside the graph: sine_noise "
-                             "cannot be injected (its output is not reproducible)")
+            raise ValueError(
+                "this upstream-exported synthesizer draws its NSF noise inside the graph: sine_noise "
+                "cannot be injected (its output is not reproducible)"
+            )
         sid = np.zeros(b, np.int64) if sid is None else np.asarray(sid, np.int64)
         if phone_lengths is None:
             phone_lengths = np.full(b, t, np.int64)  # all frames valid: a mask of ones, as the twins' None
@@ -146,16 +178,18 @@ class Synthesizer:
             sine_noise = np.random.standard_normal((b, t * cfg.upp)).astype(np.float32)
         out = []
         for i in range(b):
-            feed = {"phone": phone[i:i + 1], "phone_lengths": np.asarray(phone_lengths, np.int64)[i:i + 1]}
+            feed = {"phone": phone[i : i + 1], "phone_lengths": np.asarray(phone_lengths, np.int64)[i : i + 1]}
             if cfg.f0:
-                feed.update(pitch=np.asarray(pitch, np.int64)[i:i + 1], pitchf=np.asarray(nsff0, np.float32)[i:i + 1])
+                feed.update(
+                    pitch=np.asarray(pitch, np.int64)[i : i + 1], pitchf=np.asarray(nsff0, np.float32)[i : i + 1]
+                )
             if self.layout == "upstream":
-                rnd = np.float32(PRIOR_NOISE_SCALE) * np.asarray(eps, np.float32)[i:i + 1].transpose(0, 2, 1)
-                feed.update(ds=sid[i:i + 1], rnd=np.ascontiguousarray(rnd))
+                rnd = np.float32(PRIOR_NOISE_SCALE) * np.asarray(eps, np.float32)[i : i + 1].transpose(0, 2, 1)
+                feed.update(ds=sid[i : i + 1], rnd=np.ascontiguousarray(rnd))
             else:
-                feed.update(sid=sid[i:i + 1], eps=np.asarray(eps, np.float32)[i:i + 1])
+                feed.update(sid=sid[i : i + 1], eps=np.asarray(eps, np.float32)[i : i + 1])
                 if cfg.f0:
-                    feed["sine_noise"] = np.asarray(sine_noise, np.float32)[i:i + 1]
+                    feed["sine_noise"] = np.asarray(sine_noise, np.float32)[i : i + 1]
             out.append(self.session.run(None, feed)[0])
         return np.concatenate(out)
 
@@ -168,8 +202,13 @@ def load(path: str | os.PathLike, backend, cfg: SynthConfig | None = None) -> Sy
 def prepare(inputs) -> dict:
     """SynthInputs (time-major numpy) -> infer() keyword arguments, batch 1, as the twins' prepare."""
     b = lambda a: np.ascontiguousarray(a)[None]  # noqa: E731
-    return dict(phone=b(inputs.phone), pitch=b(inputs.pitch), nsff0=b(inputs.pitchf), eps=b(inputs.eps),
-                sine_noise=b(inputs.sine_noise))
+    return dict(
+        phone=b(inputs.phone),
+        pitch=b(inputs.pitch),
+        nsff0=b(inputs.pitchf),
+        eps=b(inputs.eps),
+        sine_noise=b(inputs.sine_noise),
+    )
 
 
 def run(model: Synthesizer, inputs) -> dict:

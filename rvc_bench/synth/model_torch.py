@@ -15,7 +15,7 @@ Every input of `Synthesizer.infer` is time-major, as in the MLX twin; the channe
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -24,9 +24,19 @@ from torch.nn import functional as F
 
 from rvc_bench.checkpoints import load_torch_module
 from rvc_bench.synth import tiling
-
-from rvc_bench.synth.config import (FLOW_DILATION_RATE, FLOW_KERNEL, FLOW_LAYERS, LRELU_SLOPE, LRELU_SLOPE_POST,
-                                    N_FLOWS, NOISE_STD, PRIOR_NOISE_SCALE, SINE_AMP, WINDOW_SIZE, SynthConfig)
+from rvc_bench.synth.config import (
+    FLOW_DILATION_RATE,
+    FLOW_KERNEL,
+    FLOW_LAYERS,
+    LRELU_SLOPE,
+    LRELU_SLOPE_POST,
+    N_FLOWS,
+    NOISE_STD,
+    PRIOR_NOISE_SCALE,
+    SINE_AMP,
+    WINDOW_SIZE,
+    SynthConfig,
+)
 
 
 def sequence_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
@@ -80,7 +90,7 @@ class MultiHeadAttention(nn.Module):
         start = max((w + 1) - t, 0)
         if pad > 0:
             emb = F.pad(emb, (0, 0, pad, pad))
-        return emb[:, start:start + 2 * t - 1]
+        return emb[:, start : start + 2 * t - 1]
 
     @staticmethod
     def _rel_to_abs(x):
@@ -88,7 +98,7 @@ class MultiHeadAttention(nn.Module):
         b, h, t, _ = x.shape
         x = F.pad(x, (0, 1)).view(b, h, 2 * t * t)  # rows of 2T: shifting by one extra column per row skews them
         x = F.pad(x, (0, t - 1))
-        return x.view(b, h, t + 1, 2 * t - 1)[:, :, :t, t - 1:]
+        return x.view(b, h, t + 1, 2 * t - 1)[:, :, :t, t - 1 :]
 
     @staticmethod
     def _abs_to_rel(x):
@@ -185,9 +195,10 @@ class WN(nn.Module):
         self.in_layers = nn.ModuleList()
         self.res_skip_layers = nn.ModuleList()
         for i in range(n_layers):
-            d = dilation_rate ** i
-            self.in_layers.append(nn.Conv1d(hidden, 2 * hidden, kernel_size, dilation=d,
-                                            padding=(kernel_size * d - d) // 2))
+            d = dilation_rate**i
+            self.in_layers.append(
+                nn.Conv1d(hidden, 2 * hidden, kernel_size, dilation=d, padding=(kernel_size * d - d) // 2)
+            )
             self.res_skip_layers.append(nn.Conv1d(hidden, 2 * hidden if i < n_layers - 1 else hidden, 1))
 
     def forward(self, x, x_mask, g):  # [B, H, T], [B, 1, T] or None, [B, gin, 1]
@@ -195,7 +206,7 @@ class WN(nn.Module):
         g = self.cond_layer(g)  # [B, 2H * L, 1]
         output = torch.zeros_like(x)
         for i, (in_layer, res_skip) in enumerate(zip(self.in_layers, self.res_skip_layers)):
-            a = in_layer(x) + g[:, 2 * h * i:2 * h * (i + 1)]
+            a = in_layer(x) + g[:, 2 * h * i : 2 * h * (i + 1)]
             acts = torch.tanh(a[:, :h]) * torch.sigmoid(a[:, h:])
             rs = res_skip(acts)
             if i < self.n_layers - 1:
@@ -252,10 +263,12 @@ class ResBlock1(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int, dilation: tuple[int, ...]):
         super().__init__()
-        self.convs1 = nn.ModuleList(nn.Conv1d(channels, channels, kernel_size, dilation=d,
-                                              padding=(kernel_size * d - d) // 2) for d in dilation)
-        self.convs2 = nn.ModuleList(nn.Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2)
-                                    for _ in dilation)
+        self.convs1 = nn.ModuleList(
+            nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=(kernel_size * d - d) // 2) for d in dilation
+        )
+        self.convs2 = nn.ModuleList(
+            nn.Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2) for _ in dilation
+        )
 
     def forward(self, x):
         for c1, c2 in zip(self.convs1, self.convs2):
@@ -318,7 +331,7 @@ class Generator(nn.Module):
         self.resblocks = nn.ModuleList()
         for i, (u, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes)):
             ch = cfg.stage_channels[i]
-            self.ups.append(nn.ConvTranspose1d(uic // 2 ** i, ch, k, u, padding=(k - u) // 2))
+            self.ups.append(nn.ConvTranspose1d(uic // 2**i, ch, k, u, padding=(k - u) // 2))
             for rk, rd in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes):
                 self.resblocks.append(ResBlock1(ch, rk, rd))
         self.conv_post = nn.Conv1d(cfg.stage_channels[-1], 1, 7, padding=3, bias=False)
@@ -329,7 +342,8 @@ class Generator(nn.Module):
             last = len(cfg.upsample_rates) - 1  # the last stage is already at the output rate: a 1x1 conv
             self.noise_convs = nn.ModuleList(
                 nn.Conv1d(1, ch, 2 * s, stride=s, padding=s // 2) if i < last else nn.Conv1d(1, ch, 1)
-                for i, (ch, s) in enumerate(zip(cfg.stage_channels, cfg.noise_strides)))
+                for i, (ch, s) in enumerate(zip(cfg.stage_channels, cfg.noise_strides))
+            )
 
     def forward(self, x, g, f0=None, noise=None, intermediates=None, tile_frames=None):
         """z [B, inter, T], g [B, gin, 1], f0 [B, T] -> audio [B, 1, T * upp]. tile_frames (0/None: off): run the
@@ -341,8 +355,8 @@ class Generator(nn.Module):
                 intermediates["har"] = har
         upp, outs = self.upp, []
         for lo, a, b, hi in tiling.spans(x.shape[-1], tile_frames, self.context):
-            y = self.filter(x[..., lo:hi], g, None if har is None else har[..., lo * upp:hi * upp])
-            outs.append(y[..., (a - lo) * upp:(b - lo) * upp])
+            y = self.filter(x[..., lo:hi], g, None if har is None else har[..., lo * upp : hi * upp])
+            outs.append(y[..., (a - lo) * upp : (b - lo) * upp])
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
 
     def filter(self, x, g, har=None):  # z [B, inter, T], g [B, gin, 1], har [B, 1, T * upp] -> [B, 1, T * upp]
@@ -351,7 +365,7 @@ class Generator(nn.Module):
             x = up(F.leaky_relu(x, LRELU_SLOPE))
             if har is not None:
                 x = x + self.noise_convs[i](har)
-            rbs = self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]
+            rbs = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
             xs = rbs[0](x)
             for rb in rbs[1:]:
                 xs = xs + rb(x)
@@ -376,8 +390,17 @@ class Synthesizer(nn.Module):
         self.tile_frames = None  # decoder tiles in frames (tiling.py); 0/None: one pass over the whole length
 
     @torch.inference_mode()
-    def infer(self, phone, phone_lengths=None, pitch=None, nsff0=None, sid=None, eps=None, sine_noise=None,
-              return_intermediates: bool = False):
+    def infer(
+        self,
+        phone,
+        phone_lengths=None,
+        pitch=None,
+        nsff0=None,
+        sid=None,
+        eps=None,
+        sine_noise=None,
+        return_intermediates: bool = False,
+    ):
         """phone [B, T, C] float, phone_lengths [B] long or None (all valid), pitch [B, T] long and nsff0 [B, T] Hz
         (pitch models only), sid [B] long (default speaker 0); eps [B, T, inter] and sine_noise [B, T * upp] replace
         the random draws (zeros make the output deterministic). Returns audio [B, 1, T * upp], or
@@ -418,8 +441,13 @@ def load(weights: Mapping[str, np.ndarray], cfg: SynthConfig, what: str = "synth
 def prepare(inputs, device="cpu") -> dict:
     """SynthInputs (time-major numpy) -> infer() keyword arguments, batch 1."""
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)[None]  # noqa: E731
-    return dict(phone=t(inputs.phone), pitch=t(inputs.pitch), nsff0=t(inputs.pitchf), eps=t(inputs.eps),
-                sine_noise=t(inputs.sine_noise))
+    return dict(
+        phone=t(inputs.phone),
+        pitch=t(inputs.pitch),
+        nsff0=t(inputs.pitchf),
+        eps=t(inputs.eps),
+        sine_noise=t(inputs.sine_noise),
+    )
 
 
 def run(model: Synthesizer, inputs) -> dict:

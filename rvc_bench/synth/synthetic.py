@@ -63,7 +63,7 @@ def _init_weight(key: str, shape: tuple, rng: np.random.Generator, cfg: SynthCon
     if key.endswith(".bias"):
         b = 0.02 * rng.standard_normal(shape)
         if key == "enc_p.proj.bias":
-            b[cfg.inter_channels:] += LOGS_BIAS
+            b[cfg.inter_channels :] += LOGS_BIAS
         return b.astype(np.float32)
     if key.endswith(".gamma"):
         return (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
@@ -82,7 +82,7 @@ def _init_weight(key: str, shape: tuple, rng: np.random.Generator, cfg: SynthCon
                 fan_in = math.prod(shape[1:])
             w = rng.standard_normal(shape) * scale * math.sqrt(gain / fan_in)
             if key == "enc_p.proj.weight":
-                w[cfg.inter_channels:] *= 0.3  # logs_p varies less than m_p
+                w[cfg.inter_channels :] *= 0.3  # logs_p varies less than m_p
             return w.astype(np.float32)
     raise KeyError(f"no init rule for {key!r}")
 
@@ -112,8 +112,14 @@ def make_checkpoint(name: str, size: str = "full", seed: int = 0, wn_style: str 
     """The voice `.pth` dict of a named variant ("v2-40k", "v1-32k-nono", ...)."""
     cfg = preset(name, size)
     version, rate, f0 = parse_name(name)
-    return {"weight": build_weight(cfg, seed, wn_style), "config": cfg.to_list(),
-            "info": f"synthetic rvc-bench {name} {size} seed {seed}", "sr": rate, "f0": int(f0), "version": version}
+    return {
+        "weight": build_weight(cfg, seed, wn_style),
+        "config": cfg.to_list(),
+        "info": f"synthetic rvc-bench {name} {size} seed {seed}",
+        "sr": rate,
+        "f0": int(f0),
+        "version": version,
+    }
 
 
 def checkpoint_path(cache_dir: str | Path, size: str, seed: int = 0, variant: str = DEFAULT_VARIANT) -> Path:
@@ -170,5 +176,10 @@ def make_inputs(cfg: SynthConfig, f0: np.ndarray, seed: int = 0, zero_noise: boo
     f0 = np.asarray(f0, dtype=np.float32)
     frames = f0.shape[0]
     eps, sine_noise = make_noise(cfg, frames, seed + 1, zero_noise)
-    return SynthInputs(phone=smooth_features(frames, cfg.phone_channels, seed), pitch=coarse_pitch(f0),
-                       pitchf=f0, eps=eps, sine_noise=sine_noise)
+    return SynthInputs(
+        phone=smooth_features(frames, cfg.phone_channels, seed),
+        pitch=coarse_pitch(f0),
+        pitchf=f0,
+        eps=eps,
+        sine_noise=sine_noise,
+    )

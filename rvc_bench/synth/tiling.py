@@ -15,10 +15,10 @@ import math
 from rvc_bench.synth.config import SynthConfig
 
 # Default decoder tile of the MLX twin on the CPU device, in 10 ms frames. Measured on full-size v2-40k (MLX 0.32.4
-# CPU, 2-core AMD EPYC, MKL sgemm preloaded, shared machine): one pass peaks at 4.6 GiB (MLX counter) at 10 s and does not
-# fit 24 GB at 41 s; tiles of 100 / 250 / 500 / 1000 frames peak at 0.58 / 1.27 / 2.41 / 4.70 GiB at 41 s, as at
-# 10 s. Interleaved medians: a 41 s window in 124 s (250), 125 s (500), 141 s (1000); 10 s in 26.8 s (250) against
-# 28.9 s in one pass. 250 is as fast as any and half the memory of 500.
+# CPU, 2-core AMD EPYC, MKL sgemm preloaded, shared machine): one pass peaks at 4.6 GiB (MLX counter) at 10 s and
+# does not fit 24 GB at 41 s; tiles of 100 / 250 / 500 / 1000 frames peak at 0.58 / 1.27 / 2.41 / 4.70 GiB at
+# 41 s, as at 10 s. Interleaved medians: a 41 s window in 124 s (250), 125 s (500), 141 s (1000); 10 s in 26.8 s
+# (250) against 28.9 s in one pass. 250 is as fast as any and half the memory of 500.
 TILE_FRAMES_CPU = 250
 
 CONV_PRE_PAD = 3  # conv_pre and conv_post: kernel 7, "same" padding
@@ -41,9 +41,11 @@ def context(cfg: SynthConfig) -> tuple[int, int]:
         left = max(left, -(lo // rate))
         right = max(right, hi // rate)
 
-    rates = [math.prod(cfg.upsample_rates[:i + 1]) for i in range(len(cfg.upsample_rates))]
-    resblock_pad = max(sum((k - 1) // 2 * (d + 1) for d in dil)  # per pair: dilated conv, then a dilation-1 conv
-                       for k, dil in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes))
+    rates = [math.prod(cfg.upsample_rates[: i + 1]) for i in range(len(cfg.upsample_rates))]
+    resblock_pad = max(
+        sum((k - 1) // 2 * (d + 1) for d in dil)  # per pair: dilated conv, then a dilation-1 conv
+        for k, dil in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes)
+    )
     lo, hi = -CONV_POST_PAD, cfg.upp - 1 + CONV_POST_PAD
     for i in reversed(range(len(rates))):
         lo, hi = lo - resblock_pad, hi + resblock_pad  # the stage's ResBlocks (averaged: the widest counts)
@@ -64,5 +66,7 @@ def spans(frames: int, tile_frames: int | None, ctx: tuple[int, int]) -> list[tu
     (tile_frames 0 or None) or the whole length fits one tile plus its context."""
     if not tile_frames or frames <= tile_frames + ctx[0] + ctx[1]:
         return [(0, 0, frames, frames)]
-    return [(max(0, a - ctx[0]), a, min(a + tile_frames, frames), min(frames, a + tile_frames + ctx[1]))
-            for a in range(0, frames, tile_frames)]
+    return [
+        (max(0, a - ctx[0]), a, min(a + tile_frames, frames), min(frames, a + tile_frames + ctx[1]))
+        for a in range(0, frames, tile_frames)
+    ]
