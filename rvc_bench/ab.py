@@ -270,16 +270,10 @@ def judge(
     side_of = rows.run_id.str.extract(RUN_ID, expand=True)[0]
     head_rows = rows[side_of == "head"]
     machine = head_rows.machine_id.iloc[0] if len(head_rows) else (rows.machine_id.iloc[0] if len(rows) else "")
-    planned = {
-        s: {
-            t
-            for r, info in runs.items()
-            if RUN_ID.search(r).group(1) == s
-            for part in info.parts.values()
-            for t in part.get("tests", [])
-        }
-        for s in SIDES
-    }
+    planned = {s: set() for s in SIDES}  # the tests each side's processes were given
+    for run_id, info in runs.items():
+        for part in info.parts.values():
+            planned[RUN_ID.search(run_id).group(1)].update(part.get("tests", []))
     # Both sides ran here, in this job: one machine, even if the two commits derive its id differently.
     job = gate.Sides(
         rows=rows.assign(machine_id=machine),

@@ -76,6 +76,10 @@ class Backend:
         """Compute a lazy framework's outputs now (MLX), so that what follows is built on finished arrays; eager
         frameworks already computed them (no device wait: that is sync)."""
 
+    def extra_memory(self) -> dict[str, float]:
+        """Memory figures beside the peak (torch on MPS: its live tensors and the driver's total)."""
+        return {}
+
     def concat(self, arrays: list, axis: int) -> Any:
         """Framework arrays joined along `axis`, on the device (numpy here: ONNX Runtime and numpy give host arrays)."""
         return np.concatenate(arrays, axis=axis)
@@ -225,9 +229,6 @@ class MLXBackend(Backend):
     def peak_memory(self) -> float:
         return float(self.mx.get_peak_memory())
 
-    def extra_memory(self) -> dict[str, float]:
-        return {}
-
     def describe(self) -> dict:
         mx = self.mx
         info = {"backend": "mlx", "device": self.device, "mlx_version": mx.__version__}
@@ -314,9 +315,6 @@ class OnnxBackend(Backend):
     def peak_memory(self) -> float:
         return float("nan")  # no counter in ORT's Python API (see __init__)
 
-    def extra_memory(self) -> dict[str, float]:
-        return {}
-
     def describe(self) -> dict:
         info = {
             "backend": "onnx",
@@ -383,9 +381,6 @@ class NumpyBackend(Backend):
 
     def peak_memory(self) -> float:
         return float("nan")  # no allocator counter; RSS stands in
-
-    def extra_memory(self) -> dict[str, float]:
-        return {}
 
     def describe(self) -> dict:
         return {"backend": "numpy", "device": "cpu", "numpy_version": np.__version__, "device_name": cpu_model()}

@@ -313,34 +313,10 @@ def _print_cpu_blas(probes) -> None:
 # infer
 
 
-def _synthetic_checkpoint(flag: str, stage, size: str) -> Path:
-    from rvc_bench import fixtures
-
-    cache = check_folder(fixtures.cache_dir(), "the fixture cache (RVC_BENCH_CACHE)")
-    path = stage.checkpoint(cache, size)
-    print(
-        f"rvc-bench infer: no {flag} given: using the synthetic {size}-size checkpoint {path} (random weights, "
-        f"generated into {cache})",
-        file=sys.stderr,
-    )
-    return path
-
-
 def cmd_infer(args) -> int:
-    """The whole conversion on one backend: VOICE + INPUT (any rate and channel count, read as upstream's ffmpeg
-    loader reads it) -> OUT (.wav, .flac, .ogg) at the voice's sample rate or --resample-sr. Everything that can be
-    checked before the conversion is: a bad output path costs nothing."""
-    import time
+    """The whole conversion on one backend (rvc_bench.infer); restarts itself once in MLX's BLAS environment."""
+    from rvc_bench import infer
 
-    import numpy as np
-
-    from rvc_bench import audio, pipeline, retrieval, stages
-    from rvc_bench.backends import BackendError, get_backend
-    from rvc_bench.layout import CheckpointError
-    from rvc_bench.measure import keep_freed_memory
-    from rvc_bench.synth.convert import DEFAULT_EMBEDDER, read_metadata
-
-    keep_freed_memory()  # as the benchmarks run (rvc_bench.measure): each window reuses the last one's memory
     if args.hubert is None and not args.synthetic_models:  # random weights would make noise that looks like output
         raise UserError(
             "no --hubert: pass the content encoder (hubert_base.pt, or a Hugging Face ContentVec folder), "
@@ -355,61 +331,10 @@ def cmd_infer(args) -> int:
             raise UserError(str(err)) from None
         if blas.MARKER in env:
             os.execve(sys.executable, [sys.executable, "-m", "rvc_bench.cli", *sys.argv[1:]], env)
-
-    opts = pipeline.Options(
-        f0_up_key=args.f0_up_key,
-        index_rate=args.index_rate,
-        protect=args.protect,
-        rms_mix_rate=args.rms_mix_rate,
-        sid=args.sid,
-        seed=args.seed,
-        deterministic=args.deterministic,
-        resample_sr=args.resample_sr,
-    )
     try:
-        opts.check()
-        out = check_output(args.output, [args.voice, args.input, args.index, args.hubert, args.rmvpe], args.force)
-        audio.output_format(out)
-        if not Path(args.voice).is_file():
-            raise UserError(f"voice model not found: {args.voice}")
-        x, source = audio.read_audio(args.input)
-        backend = get_backend(args.backend, getattr(args, f"{args.backend}_device"))
-        index = retrieval.load_index(args.index) if args.index else None  # read even when --index-rate 0 skips it
-        hubert_preset = stages.PIPELINE_HUBERT[args.model_size]
-        hubert, rmvpe = args.hubert, args.rmvpe
-        if args.synthetic_models:
-            hubert = hubert or _synthetic_checkpoint("--hubert", stages.HUBERT, hubert_preset)
-            rmvpe = rmvpe or _synthetic_checkpoint("--rmvpe", stages.RMVPE, args.model_size)
-        models = pipeline.load_models(backend, args.voice, hubert, rmvpe, hubert_preset)
-        if args.tile_frames is not None:
-            models.synth.tile_frames = args.tile_frames
-        embedder = read_metadata(args.voice).get("embedder_model", DEFAULT_EMBEDDER)
-        if embedder != DEFAULT_EMBEDDER:  # the features must come from the encoder the voice was trained on
-            print(
-                f"rvc-bench infer: note: {args.voice} was trained on {embedder!r} features (its embedder_model), "
-                f"not ContentVec's: --hubert must be that encoder, or the conversion is wrong",
-                file=sys.stderr,
-            )
-        t0 = time.perf_counter()
-        result = pipeline.convert(models, x, opts, index)
-        seconds = time.perf_counter() - t0
-        if not np.any(result.audio):
-            raise UserError(
-                f"{args.voice}: converting {args.input} gave silence (every sample zero); {out} not written"
-            )
-        audio.write_audio(out, result.audio, result.sr)  # the int16 samples RVC returns; atomic
-    except (audio.AudioError, CheckpointError, retrieval.RetrievalError, pipeline.OptionError, BackendError) as err:
+        print(infer.convert_file(args))
+    except infer.InferError as err:
         raise UserError(str(err)) from None
-    ran = backend.label
-    if args.backend == "onnx":
-        ran += f" (onnxruntime {backend.ort.__version__}, {' + '.join(backend.providers)})"
-    elif backend.device == "cpu":
-        ran += f" (BLAS: {blas.mlx_blas_in_process()[0] if args.backend == 'mlx' else blas.torch_blas_in_process()})"
-    print(
-        f"rvc-bench infer: converted {x.size / audio.SAMPLE_RATE:.2f} s ({source} -> {audio.SAMPLE_RATE} Hz mono) "
-        f"in {seconds:.2f} s on {ran} -> {out} ({result.sr} Hz, {result.seconds:.2f} s, "
-        f"{len(result.cuts) + 1} chunk(s))"
-    )
     return 0
 
 

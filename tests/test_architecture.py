@@ -155,3 +155,13 @@ def test_functions_and_modules_stay_short():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 79:
                 long_functions.append(f"{name}.{node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert not long_modules and not long_functions, f"modules: {long_modules}; functions: {long_functions}"
+
+
+def test_ruff_lint_and_format_are_clean():
+    """The linter and formatter configured in pyproject.toml ([tool.ruff]) hold over the whole tree."""
+    ruff = pytest.importorskip("ruff", reason="ruff comes with the test extra: pip install -e '.[test]'")
+    del ruff
+    root = PACKAGE.parent
+    for args in (["check", "--no-cache", "."], ["format", "--check", "--no-cache", "."]):
+        done = subprocess.run([sys.executable, "-m", "ruff", *args], cwd=root, capture_output=True, text=True)
+        assert done.returncode == 0, f"ruff {' '.join(args)}:\n{done.stdout}{done.stderr}"
