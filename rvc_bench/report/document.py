@@ -14,7 +14,7 @@ from rvc_bench.report import notes
 from rvc_bench.report.formatting import RUN, TITLES, col, describe_machine, fmt_bytes, fmt_len, fmt_line, sig, table
 from rvc_bench.report.query import Section, pub, sections_of, select
 from rvc_bench.report.sections import FigureSpec, figures_of, machine_section
-from rvc_bench.report.summary import runs_section, summary, ties_of
+from rvc_bench.report.summary import runs_section, summary, verdict
 
 
 @dataclass
@@ -53,17 +53,9 @@ def backend_parity(sec: Section, stage: str, variant: str, seconds: float, backe
     """One backend's parity verdict on one benchmark line (the reference backend has none)."""
     if backend == results.REFERENCE_BACKEND:
         return "reference"
-    par = sec.parity_of(stage, variant, seconds, backend, device)
-    bounded = par[par.within_bound.notna()]
-    if bounded.empty:
-        return "no bounded parity value"
-    bad = bounded[~bounded.within_bound.astype(bool)]
-    if bad.empty:
-        return f"pass ({len(bounded)} of {len(bounded)})"
-    ties = ties_of(par, backend).removeprefix(", ")
-    return "FAIL: " + "; ".join(
-        f"{r.metric} {sig(r.value)}" + (f" ({ties})" if ties and r.metric == "frames_apart" else "")
-        for r in bad.itertuples()
+    return verdict(
+        sec.parity_of(stage, variant, seconds, backend, device),
+        lambda r, ties: f"{r.metric} {sig(r.value)}" + (f" ({ties.removeprefix(', ')})" if ties else ""),
     )
 
 

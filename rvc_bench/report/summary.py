@@ -32,19 +32,24 @@ def ties_of(par: pd.DataFrame, backend: str) -> str:
     return f", {sig(tied.iloc[0])} of them pitch ties at float32" if len(tied) else ""
 
 
-def parity_verdict(sec: Section, stage: str, variant: str, seconds: float) -> str:
-    par = sec.parity_of(stage, variant, seconds)
+def verdict(par: pd.DataFrame, cell, passed: str = "") -> str:
+    """A parity verdict over the bounded rows of `par`: a pass count, or each broken bound by cell(row, ties)
+    (ties: ties_of where the row is frames_apart, else "")."""
     bounded = par[par.within_bound.notna()]
     if bounded.empty:
         return "no bounded parity value"
     bad = bounded[~bounded.within_bound.astype(bool)]
     if bad.empty:
-        return f"pass ({len(bounded)} of {len(bounded)} within bounds)"
-    return "FAIL: " + "; ".join(
-        f"{r.backend} {r.metric} {sig(r.value)} (bound {r.bound_op} {exact(r.bound)}"
-        + (ties_of(par, r.backend) if r.metric == "frames_apart" else "")
-        + ")"
-        for r in bad.itertuples()
+        return f"pass ({len(bounded)} of {len(bounded)}{passed})"
+    ties = lambda r: ties_of(par, r.backend) if r.metric == "frames_apart" else ""  # noqa: E731
+    return "FAIL: " + "; ".join(cell(r, ties(r)) for r in bad.itertuples())
+
+
+def parity_verdict(sec: Section, stage: str, variant: str, seconds: float) -> str:
+    return verdict(
+        sec.parity_of(stage, variant, seconds),
+        lambda r, ties: f"{r.backend} {r.metric} {sig(r.value)} (bound {r.bound_op} {exact(r.bound)}{ties})",
+        " within bounds",
     )
 
 
