@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rvc_bench import results, store
+from rvc_bench import results, store, tolerances
 from rvc_bench.report import files
 from rvc_bench.report import formatting as fmt
 from rvc_bench.report.document import render
@@ -362,6 +362,26 @@ def _rows(run, stage, variant, backend, seconds, time_s, mem, rss, rounds=3, col
         run.add(metric=f"parity.{name}", value=value, unit="", reference=reference, **common)
 
 
+def _pipeline_parity(run, seconds, name, value, bound=None, reference="torch", backend="mlx"):
+    """One parity row of the full-size pipeline, with `bound`'s verdict where given, as `bench.record_parity`
+    stores it (bound None: measured only, as the store's older rows left the waveform)."""
+    verdict = {} if bound is None else dict(bound=bound.bound, bound_op=bound.op, within_bound=bound.holds(value))
+    run.add(
+        stage="pipeline",
+        variant="v2-40k",
+        backend=backend,
+        device="cpu",
+        device_name="cpu",
+        dtype="float32",
+        audio_seconds=seconds,
+        metric=f"parity.{name}",
+        value=value,
+        unit="",
+        reference=reference,
+        **verdict,
+    )
+
+
 def test_scaling_and_chunking_tables_from_a_synthetic_store(tmp_path):
     """Report logic on hand-made rows (not measurements): time(5 min)/time(5 s) against 60x, memory at 5 min over
     1 min, per stage and backend of the main variant; chunking variants in their own table with their parity."""
@@ -481,8 +501,6 @@ def test_a_pipeline_whose_audio_disagrees_shows_a_failing_verdict(tmp_path):
     """Report logic on hand-made rows (not measurements): MLX's pipeline at 5 s and 1 min, every pitch bound held
     (no frame apart, cents p95 4e-3) and synthesis given torch's f0 at 110 dB, but the waveform at 2.75 dB SNR at
     1 min (as the store's older rows show). Bounds and verdicts as `bench.record_parity` stores them."""
-    from rvc_bench import tolerances
-
     bounds = tolerances.bounds("pipeline")
     run = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
     for backend in ("torch", "mlx"):
@@ -492,23 +510,7 @@ def test_a_pipeline_whose_audio_disagrees_shows_a_failing_verdict(tmp_path):
                 continue
             values = dict(snr_db=snr_db, same_f0_snr_db=110.0, frames_apart=0.0, cents_p95=4e-3)
             for name, value in values.items():
-                b = bounds[name]
-                run.add(
-                    stage="pipeline",
-                    variant="v2-40k",
-                    backend=backend,
-                    device="cpu",
-                    device_name="cpu",
-                    dtype="float32",
-                    audio_seconds=seconds,
-                    metric=f"parity.{name}",
-                    value=value,
-                    unit="",
-                    reference="torch",
-                    bound=b.bound,
-                    bound_op=b.op,
-                    within_bound=b.holds(value),
-                )
+                _pipeline_parity(run, seconds, name, value, bounds[name])
     run.flush(tmp_path, "pipeline")
     doc = files.generate(tmp_path).text
     rows = [line for line in sections(doc)["Summary"].splitlines() if line.startswith("| Full pipeline")]
@@ -530,28 +532,11 @@ def test_an_unjudged_older_pipeline_row_is_judged_by_todays_table(tmp_path):
     run = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
     for backend in ("torch", "mlx"):
         _rows(run, "pipeline", "v2-40k", backend, 300.0, 60.0, 2**30, 2**30)
-    common = dict(
-        stage="pipeline",
-        variant="v2-40k",
-        device="cpu",
-        device_name="cpu",
-        dtype="float32",
-        audio_seconds=300.0,
-        unit="",
-    )
-    run.add(**common, backend="mlx", metric="parity.snr_db", value=5.75, reference="torch")
-    run.add(
-        **common,
-        backend="mlx",
-        metric="parity.raw_pitch_accuracy",
-        value=0.9996,
-        reference="torch",
-        bound=0.99,
-        bound_op=">=",
-        within_bound=True,
-    )
-    run.add(**common, backend="mlx", metric="parity.mean_abs", value=0.04, reference="torch")  # no bound today
-    run.add(**common, backend="mlx", metric="parity.snr_db", value=5.75, reference="mlx whole")
+    old_bound = tolerances.Bound("pipeline", tolerances.BENCHMARK, "raw_pitch_accuracy", ">=", 0.99, "then")
+    _pipeline_parity(run, 300.0, "snr_db", 5.75)
+    _pipeline_parity(run, 300.0, "raw_pitch_accuracy", 0.9996, old_bound)
+    _pipeline_parity(run, 300.0, "mean_abs", 0.04)  # no bound today
+    _pipeline_parity(run, 300.0, "snr_db", 5.75, reference="mlx whole")
     run.flush(tmp_path, "pipeline")
     par = results.parity(store.read(tmp_path).rows)
     judged = par.set_index(["metric", "reference"]).within_bound
@@ -562,8 +547,6 @@ def test_an_unjudged_older_pipeline_row_is_judged_by_todays_table(tmp_path):
         for line in sections(files.generate(tmp_path).text)["Summary"].splitlines()
         if line.startswith("| Full pipeline")
     ]
-    from rvc_bench import tolerances
-
     snr = tolerances.bounds("pipeline")["snr_db"]
     assert len(summary) == 1 and f"FAIL: mlx snr_db 5.75 (bound {snr.op} {snr.bound:g})" in summary[0]
     assert "pass" not in summary[0]
@@ -572,27 +555,14 @@ def test_an_unjudged_older_pipeline_row_is_judged_by_todays_table(tmp_path):
 def test_a_failing_pitch_row_says_how_many_frames_were_ties(tmp_path):
     """Hand-made rows: MLX's 1 min pipeline with 3 frames apart, 2 of them ties by the reference's margin; the
     summary's FAIL says so, and a row that did not count ties says nothing about them."""
-    from rvc_bench import tolerances
-
     run = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
     b = tolerances.bounds("pipeline")["frames_apart"]
     for seconds, tied in ((60.0, 2.0), (300.0, None)):
         for backend in ("torch", "mlx"):
             _rows(run, "pipeline", "v2-40k", backend, seconds, seconds / 5, 2**30, 2**30)
-        common = dict(
-            stage="pipeline",
-            variant="v2-40k",
-            backend="mlx",
-            device="cpu",
-            device_name="cpu",
-            dtype="float32",
-            audio_seconds=seconds,
-            unit="",
-            reference="torch",
-        )
-        run.add(**common, metric="parity.frames_apart", value=3.0, bound=b.bound, bound_op=b.op, within_bound=False)
+        _pipeline_parity(run, seconds, "frames_apart", 3.0, b)
         if tied is not None:
-            run.add(**common, metric="parity.frames_apart_tied", value=tied)
+            _pipeline_parity(run, seconds, "frames_apart_tied", tied)
     run.flush(tmp_path, "pipeline")
     rows = [
         line

@@ -55,7 +55,7 @@ def backend_parity(sec: Section, stage: str, variant: str, seconds: float, backe
         return "reference"
     return verdict(
         sec.parity_of(stage, variant, seconds, backend, device),
-        lambda r, ties: f"{r.metric} {sig(r.value)}" + (f" ({ties.removeprefix(', ')})" if ties else ""),
+        lambda r, ties: f"{r.metric} {sig(r.value)}" + (f" ({ties})" if ties else ""),
     )
 
 

@@ -26,10 +26,11 @@ from rvc_bench.report.tables import measurement_cells
 
 
 def ties_of(par: pd.DataFrame, backend: str) -> str:
-    """ ", N of them pitch ties" after a failing frames_apart, where the row counted its ties (parity.TIE_MARGIN):
-    frames the reference decided by less than float32 moves its salience, not a divergence of the port."""
+    """ "N of them pitch ties" for a failing frames_apart, where the row counted its ties (parity.TIE_MARGIN):
+    frames the reference decided by less than float32 moves its salience, not a divergence of the port; "" where
+    it did not count them."""
     tied = select(par, metric="frames_apart_tied", backend=backend).value
-    return f", {sig(tied.iloc[0])} of them pitch ties at float32" if len(tied) else ""
+    return f"{sig(tied.iloc[0])} of them pitch ties at float32" if len(tied) else ""
 
 
 def verdict(par: pd.DataFrame, cell, passed: str = "") -> str:
@@ -41,14 +42,18 @@ def verdict(par: pd.DataFrame, cell, passed: str = "") -> str:
     bad = bounded[~bounded.within_bound.astype(bool)]
     if bad.empty:
         return f"pass ({len(bounded)} of {len(bounded)}{passed})"
-    ties = lambda r: ties_of(par, r.backend) if r.metric == "frames_apart" else ""  # noqa: E731
-    return "FAIL: " + "; ".join(cell(r, ties(r)) for r in bad.itertuples())
+    return "FAIL: " + "; ".join(
+        cell(r, ties_of(par, r.backend) if r.metric == "frames_apart" else "") for r in bad.itertuples()
+    )
 
 
 def parity_verdict(sec: Section, stage: str, variant: str, seconds: float) -> str:
     return verdict(
         sec.parity_of(stage, variant, seconds),
-        lambda r, ties: f"{r.backend} {r.metric} {sig(r.value)} (bound {r.bound_op} {exact(r.bound)}{ties})",
+        lambda r, ties: (
+            f"{r.backend} {r.metric} {sig(r.value)} (bound {r.bound_op} {exact(r.bound)}"
+            + (f", {ties})" if ties else ")")
+        ),
         " within bounds",
     )
 
