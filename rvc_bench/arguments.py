@@ -95,6 +95,15 @@ def _max_slowdown(parser, what: str) -> None:
     )
 
 
+def _locate(parser) -> None:
+    parser.add_argument(
+        "--no-locate",
+        dest="locate",
+        action="store_false",
+        help="do not name each parity failure's first divergent module (rvc-bench diff, which runs the models)",
+    )
+
+
 def _add_gate(sub) -> None:
     g = sub.add_parser(
         "gate",
@@ -107,6 +116,7 @@ def _add_gate(sub) -> None:
     g.add_argument("--baseline", default=None, help="run id (prefix) to compare speed against")
     g.add_argument("--baseline-store", default=None, help="store holding the baseline (default: --store)")
     _max_slowdown(g, "new / old")
+    _locate(g)
     g.set_defaults(command="gate")
 
 
@@ -269,9 +279,38 @@ def _add_conversion_options(i) -> None:
     )
 
 
+def _add_diff(sub) -> None:
+    d = sub.add_parser(
+        "diff",
+        parents=[plan.parent(plan.add_blas_option)],
+        help="run two sides of a stage on the same input and say where they part: module by module, frame by frame",
+        description="Side A is the reference. A side is BACKEND[:DEVICE][/OPTION=VALUE,...] (options: rmvpe "
+        "chunk_frames, overlap_frames, cut_gru; synth tile_frames; `none` turns one off). Exit status: 0 no "
+        "divergence, 1 divergence found, 2 bad input.",
+    )
+    d.add_argument("stage", choices=("mel", "rmvpe", "hubert", "synth", "pipeline"))
+    d.add_argument("sides", nargs="*", metavar="SIDE", help="A and B (default: torch mlx; with --base: B at both)")
+    d.add_argument("--base", metavar="REF", help="run side A at this commit (a worktree, as `rvc-bench ab` does)")
+    d.add_argument("--checkpoint", help="the stage's checkpoint (pipeline: the voice .pth); default: synthetic")
+    d.add_argument("--audio", help="any file `infer` reads (default: the seeded synthetic clip)")
+    d.add_argument("--seconds", type=_float_in(0, 3600, False), default=5.0, help="input length (default 5)")
+    d.add_argument("--seed", type=_int_at_least(0), default=0, help="synthetic clip and noise seed (default 0)")
+    d.add_argument("--model-size", choices=plan.MODEL_SIZES, default="full", help="synthetic checkpoints' size")
+    d.add_argument(
+        "--port",
+        help="side B's model from MODULE:FUNCTION or FILE.py:FUNCTION (called with the "
+        "checkpoint path), compared by module name with side A",
+    )
+    d.add_argument("--name-map", help="JSON {port module name: twin module name} for --port (prefixes)")
+    d.add_argument("--bound", type=_float_in(0, math.inf, False), help="rel L2 bound (default: the tolerance table)")
+    d.add_argument("--json", action="store_true", help="the report as JSON")
+    d.add_argument("--all", action="store_true", help="every module's row, not only those around the first")
+    d.set_defaults(command="diff")
+
+
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     p = _Parser(prog="rvc-bench", description=description)
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_report, _add_gate, _add_ab, _add_convert_and_doctor, _add_infer):
+    for add in (_add_run, _add_report, _add_gate, _add_ab, _add_convert_and_doctor, _add_infer, _add_diff):
         add(sub)
     return p

@@ -172,6 +172,11 @@ def cmd_gate(args) -> int:
         raise UserError(str(err)) from None
     checks = gate.evaluate(candidate, baseline, args.max_slowdown, problems)
     print(gate.render(checks, args.max_slowdown), end="")
+    if args.locate and any(c.kind == "parity" and not c.ok for c in checks):
+        from rvc_bench.diff import locate
+
+        print("where the parity failures part from torch (rvc-bench diff):")
+        print("".join(f"- {line}\n" for line in locate.located(checks)), end="")
     counts = {status: sum(c.status == status for c in checks) for status in (gate.OK, gate.FAIL, gate.UNDECIDED)}
     print(
         f"gate: {counts[gate.OK]} passed, {counts[gate.FAIL]} failed, {counts[gate.UNDECIDED]} cannot decide "
@@ -310,7 +315,20 @@ def _print_cpu_blas(probes) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# infer
+# infer and diff
+
+
+def _restart_with_mlx_blas(args) -> None:
+    """LD_PRELOAD takes effect only at process start: restart this command once in MLX's BLAS environment (the
+    marker it sets stops a second restart). Never for torch alone (see rvc_bench/blas.py)."""
+    if not args.own_process or blas.MARKER in os.environ:
+        return
+    try:
+        env = blas.process_env("mlx", args.mlx_blas)
+    except blas.BlasError as err:
+        raise UserError(str(err)) from None
+    if blas.MARKER in env:
+        os.execve(sys.executable, [sys.executable, "-m", "rvc_bench.cli", *sys.argv[1:]], env)
 
 
 def cmd_infer(args) -> int:
@@ -322,20 +340,29 @@ def cmd_infer(args) -> int:
             "no --hubert: pass the content encoder (hubert_base.pt, or a Hugging Face ContentVec folder), "
             "or --synthetic-models to run on random synthetic weights (timing, tests)"
         )
-    if args.backend == "mlx" and args.own_process and blas.MARKER not in os.environ:
-        # LD_PRELOAD takes effect only at process start: restart this command once in MLX's BLAS environment (the
-        # marker it sets stops a second restart). Never for torch (see rvc_bench/blas.py).
-        try:
-            env = blas.process_env("mlx", args.mlx_blas)
-        except blas.BlasError as err:
-            raise UserError(str(err)) from None
-        if blas.MARKER in env:
-            os.execve(sys.executable, [sys.executable, "-m", "rvc_bench.cli", *sys.argv[1:]], env)
+    if args.backend == "mlx":
+        _restart_with_mlx_blas(args)
     try:
         print(infer.convert_file(args))
     except infer.InferError as err:
         raise UserError(str(err)) from None
     return 0
+
+
+def cmd_diff(args) -> int:
+    """Where two sides of a stage part (rvc_bench.diff): 0 none, 1 found, 2 bad input."""
+    import json
+
+    from rvc_bench.diff import run, show
+
+    if any(s.startswith("mlx") for s in args.sides) or not args.sides or args.port:
+        _restart_with_mlx_blas(args)
+    try:
+        report = run.from_args(args)
+    except run.INPUT_ERRORS as err:
+        raise UserError(str(err)) from None
+    print(json.dumps(run.rows_json(report), indent=1) if args.json else show.render(report, args.all), end="")
+    return 1 if report.diverged else 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -348,6 +375,7 @@ COMMANDS = {
     "convert": cmd_convert,
     "doctor": cmd_doctor,
     "infer": cmd_infer,
+    "diff": cmd_diff,
 }
 
 

@@ -35,6 +35,8 @@ class Check:
     subject: str
     detail: str
     status: str  # OK | FAIL | UNDECIDED
+    # parity checks: (stage, backend, device, model size, seconds) of the measurement, for `rvc-bench diff`
+    measured: tuple | None = None
 
     @property
     def ok(self) -> bool:
@@ -73,9 +75,9 @@ def parity_checks(rows: pd.DataFrame, table: tolerances.Table | None = None) -> 
         b = table.bounds(r.stage, tolerances.BENCHMARK, r.backend).get(r.metric)
         if b is None:
             continue
-        checks.append(
-            Check("parity", subject, f"{r.metric} = {r.value:.3g} (bound {b})", OK if b.holds(r.value) else FAIL)
-        )
+        measured = (r.stage, r.backend, r.device, r.model_size, float(r.audio_seconds))
+        detail = f"{r.metric} = {r.value:.3g} (bound {b})"
+        checks.append(Check("parity", subject, detail, OK if b.holds(r.value) else FAIL, measured))
     return checks
 
 

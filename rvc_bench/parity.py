@@ -60,6 +60,15 @@ def decision_margin(salience, threshold: float) -> np.ndarray:
     return np.where(peak > threshold, np.minimum(margin, peak - rival), margin)
 
 
+def frames_apart(f0_test, f0_ref) -> np.ndarray:
+    """[T] bool: the frames where one track is voiced and the other not, or both are more than 50 cents apart."""
+    t, r = _pair(f0_test, f0_ref)
+    apart = (t > 0) != (r > 0)
+    both = (t > 0) & (r > 0)
+    apart[both] = np.abs(hz_to_cents(t[both]) - hz_to_cents(r[both])) > CENT_TOLERANCE
+    return apart
+
+
 def pitch_metrics(f0_test, f0_ref, ref_margin=None) -> dict[str, float]:
     """Frame-wise pitch agreement on one time base (both tracks at 100 frames/s; 0 Hz = unvoiced).
 
@@ -77,8 +86,7 @@ def pitch_metrics(f0_test, f0_ref, ref_margin=None) -> dict[str, float]:
     dc = np.abs(hz_to_cents(t[both]) - hz_to_cents(r[both]))
     chroma = np.abs(dc - 1200.0 * np.round(dc / 1200.0))
     nan = float("nan")
-    apart = tv != rv
-    apart[both] = dc > CENT_TOLERANCE
+    apart = frames_apart(t, r)
     tied = (
         {}
         if ref_margin is None
