@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rvc_bench import cli, fixtures, stages
-from rvc_bench.diff import compare, run, show, sides
+from rvc_bench.diff import capture, compare, run, show, sides
 
 pytest.importorskip("mlx.core")
 pytest.importorskip("torch")
@@ -195,3 +195,23 @@ def test_the_gate_names_the_first_divergent_module_of_a_parity_failure(tmp_path,
     assert "rmvpe mlx(cpu) 1s [tiny]: first divergent module: rmvpe model.unet.decoder.layers.0.conv1.1" in out
     assert cli.main(["gate", "--store", str(tmp_path), "--no-locate"]) == 1
     assert "first divergent module" not in capsys.readouterr().out
+
+
+def test_a_recording_and_a_long_pipeline_are_placed_along_time(tmp_path):
+    """A wav file as the input (read as `infer` reads it), and a pipeline long enough to be cut into chunks: every
+    signal is placed, the features too, and the chunk seams are known."""
+    import soundfile as sf
+
+    wav = tmp_path / "voice.wav"
+    sf.write(wav, fixtures.clip(2.0, 3).audio, 16000)
+    assert _cli(["hubert", "--audio", str(wav)]) == 0
+    from rvc_bench import pipeline
+
+    inputs = run.inputs_for("pipeline", "tiny", 3.0, 0)
+    short = pipeline.Options(seed=0, windows=pipeline.Windows(x_pad=0.1, x_query=0.2, x_center=1.0, x_max=1.5))
+    a, b = (sides.parse_side(s, "pipeline") for s in ("torch", "mlx"))
+    res = sides.run_pipeline(b, inputs, capture.Recorder(), options=short)
+    assert set(res.signals) == {"salience", "f0", "features", "audio"}
+    assert len(res.seams["audio"]["chunk"][0]) == 2  # three chunks
+    report = run.diff("pipeline", a, b, inputs, options=short)
+    assert not report.diverged, show.render(report)

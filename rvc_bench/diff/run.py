@@ -106,22 +106,26 @@ def _torch_f0(x: np.ndarray, size: str) -> np.ndarray:
     return stages.RMVPE.load(get_backend("torch", "cpu"), stages.RMVPE.checkpoint(fixtures.cache_dir(), size))(x)[1]
 
 
-def run_side(stage: str, side: Side, inputs: Inputs, recorder: capture.Recorder, plant=None) -> Result:
+def run_side(stage: str, side: Side, inputs: Inputs, recorder: capture.Recorder, plant=None, options=None) -> Result:
+    """options: the pipeline's conversion options (pipeline.Options; default: the WebUI's, noise seeded)."""
     if side.commit:
+        if options is not None or plant is not None:
+            raise DiffError(f"a side at a commit ({side.commit}) runs with the default options only")
         return _run_at_commit(stage, side, inputs, recorder)
     if stage == "pipeline":
-        return run_pipeline(side, inputs, recorder, plant)
+        return run_pipeline(side, inputs, recorder, plant, options)
     return run_stage(stage, side, inputs, recorder, plant)
 
 
-def diff(stage: str, a: Side, b: Side, inputs: Inputs, bound: float | None = None, plant_a=None, plant_b=None):
+def diff(stage: str, a: Side, b: Side, inputs: Inputs, bound=None, plant_a=None, plant_b=None, options=None) -> Report:
     """Run A, then B compared entry by entry, then both outputs along time. bound: both bounds at once (default:
-    the tolerance table's); plant_a / plant_b: change a side's model before it runs (the tests plant faults)."""
+    the tolerance table's); plant_a / plant_b: change a side's model before it runs (the tests plant faults);
+    options: the pipeline's conversion options."""
     bound, frame_bound = bounds_for(stage) if bound is None else (bound, bound)
     rec_a = capture.Recorder()
-    res_a = run_side(stage, a, inputs, rec_a, plant_a)
+    res_a = run_side(stage, a, inputs, rec_a, plant_a, options)
     matcher = compare.Matcher(rec_a.entries, bound)
-    res_b = run_side(stage, b, inputs, capture.Recorder(sink=matcher), plant_b)
+    res_b = run_side(stage, b, inputs, capture.Recorder(sink=matcher), plant_b, options)
     del rec_a
     report = Report(stage, a, b, inputs.audio.size / 16000, bound, frame_bound, matcher.result())
     for signal, ref in res_a.signals.items():

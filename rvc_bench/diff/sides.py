@@ -246,9 +246,9 @@ def run_pipeline(side: Side, inputs: Inputs, recorder: capture.Recorder, plant=N
     )
     if plant is not None:
         plant(models)
-    features, synthesize = models.features, models.synthesize
-    models.features = lambda audio: _recorded(recorder, "pipeline.features", features(audio))
-    models.synthesize = lambda *a, **k: _recorded(recorder, "pipeline.audio", synthesize(*a, **k))
+    chunks: list[np.ndarray] = []
+    models.features = _recorded(recorder, "pipeline.features", models.features, chunks)
+    models.synthesize = _recorded(recorder, "pipeline.audio", models.synthesize)
     opts = options or pipeline.Options(seed=inputs.seed)
     with (
         capture.tap(models.rmvpe, recorder, "rmvpe."),
@@ -266,11 +266,22 @@ def run_pipeline(side: Side, inputs: Inputs, recorder: capture.Recorder, plant=N
             "chunk": ([(t + t_pad) // HOP for t in conv.cuts], 2),
             "RMVPE chunk": _rmvpe_seams(models.rmvpe, conv.f0.size),
         }
+    if chunks:  # each chunk's features, padding included, one after another (50 frames/s)
+        signals["features"] = np.concatenate(chunks)
+        seams["features"] = {"chunk": ([int(n) for n in np.cumsum([c.shape[0] for c in chunks[:-1]])], 0)}
     signals["audio"] = conv.waveform[: frames * hop_out].reshape(frames, hop_out)
     seams["audio"] = {"chunk": ([t // HOP for t in conv.cuts], 2)}
     return Result({k: v for k, v in signals.items() if v is not None}, seams)
 
 
-def _recorded(recorder: capture.Recorder, name: str, out: np.ndarray) -> np.ndarray:
-    recorder.add(name, out, False)  # numpy, time-major
-    return out
+def _recorded(recorder: capture.Recorder, name: str, fn, kept: list | None = None):
+    """fn, its numpy time-major output also recorded under `name` (and kept in `kept`)."""
+
+    def call(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        recorder.add(name, out, False)
+        if kept is not None:
+            kept.append(out)
+        return out
+
+    return call
