@@ -189,10 +189,10 @@ def pitch_along(f0: np.ndarray, f0_ref: np.ndarray, seconds_per_frame: float, ma
     )
     out.worst = float(np.max(np.where(apart, 0.0, cents))) if cents.size else 0.0
     if tied.any():
-        frames = ", ".join(map(str, np.flatnonzero(tied)[:5]))
+        n, frames = int(tied.sum()), ", ".join(map(str, np.flatnonzero(tied)[:5]))
         out.notes.append(
-            f"{int(tied.sum())} frames apart are ties (torch's margin < {parity.TIE_MARGIN:g}), not counted: "
-            f"frame {frames}{' ...' if tied.sum() > 5 else ''}"
+            f"{n} frame{'s are ties' if n > 1 else ' is a tie'} (apart, but A's decision margin < "
+            f"{parity.TIE_MARGIN:g}), not counted: frame {frames}{' ...' if n > 5 else ''}"
         )
     return out
 

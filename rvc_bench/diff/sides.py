@@ -230,7 +230,8 @@ def _rmvpe_seams(model, frames: int) -> tuple[list[int], int]:
     chunk = bounded_chunk(padded, model.chunk_frames, overlap)
     if chunk is None:
         return [], 0
-    return [lo + keep_lo for lo, _, keep_lo, _ in chunk_windows(padded, chunk, overlap)][1:], 4
+    # A seam reaches as far as a chunk's context: the U-Net's overlap (and a cut BiGRU's warm-up) on each side.
+    return [lo + keep_lo for lo, _, keep_lo, _ in chunk_windows(padded, chunk, overlap)][1:], max(overlap, 4)
 
 
 def run_pipeline(side: Side, inputs: Inputs, recorder: capture.Recorder, plant=None, options=None) -> Result:
