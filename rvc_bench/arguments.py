@@ -238,6 +238,10 @@ def _add_infer(sub) -> None:
         "not given: for timing and tests; the output is not a conversion",
     )
     _add_conversion_options(i)
+    o = i.add_argument_group("optimisation variants (rvc_bench.variants; measured in the document)")
+    o.add_argument("--dtype", choices=("float16", "bfloat16"), help="half precision, fp32 kept where it is needed")
+    o.add_argument("--quantize", type=int, choices=(8, 4), help="quantised Linear/Embedding weights (torch: 8 only)")
+    o.add_argument("--compile", action="store_true", help="mx.compile / torch.compile the networks")
     i.add_argument("--model-size", choices=plan.MODEL_SIZES, default="full", help=argparse.SUPPRESS)  # tests
     i.set_defaults(command="infer")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from rvc_bench import results, stats, tolerances
+from rvc_bench import results, stats, tolerances, variants
 from rvc_bench import store as run_store
 from rvc_bench.names import REFERENCES
 
@@ -72,7 +72,7 @@ def parity_checks(rows: pd.DataFrame, table: tolerances.Table | None = None) -> 
                     )
                 )
             continue
-        b = table.bounds(r.stage, tolerances.BENCHMARK, r.backend).get(r.metric)
+        b = table.bounds(r.stage, variants.check_of(r.variant), r.backend).get(r.metric)
         if b is None:
             continue
         measured = (r.stage, r.backend, r.device, r.model_size, float(r.audio_seconds))

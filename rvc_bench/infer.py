@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rvc_bench import audio, blas, pipeline, retrieval, stages
+from rvc_bench import audio, blas, pipeline, retrieval, stages, variants
 from rvc_bench.backends import BackendError, get_backend
 from rvc_bench.fileio import check_folder, check_output
 from rvc_bench.layout import CheckpointError
@@ -96,9 +96,12 @@ def convert_file(args) -> str:
         if not Path(args.voice).is_file():
             raise InferError(f"voice model not found: {args.voice}")
         x, source = audio.read_audio(args.input)
+        optimise = variants.from_flags(args.backend, args.dtype, args.quantize, args.compile)
         backend = get_backend(args.backend, getattr(args, f"{args.backend}_device"))
         index = retrieval.load_index(args.index) if args.index else None  # read even when --index-rate 0 skips it
         models = load_models(args, backend)
+        for name in optimise:
+            variants.apply_models(models, name)
         t0 = time.perf_counter()
         result = pipeline.convert(models, x, opts, index)
         seconds = time.perf_counter() - t0
@@ -107,10 +110,18 @@ def convert_file(args) -> str:
                 f"{args.voice}: converting {args.input} gave silence (every sample zero); {out} not written"
             )
         audio.write_audio(out, result.audio, result.sr)  # the int16 samples RVC returns; atomic
-    except (audio.AudioError, CheckpointError, retrieval.RetrievalError, pipeline.OptionError, BackendError) as err:
+    except (
+        audio.AudioError,
+        CheckpointError,
+        retrieval.RetrievalError,
+        pipeline.OptionError,
+        BackendError,
+        variants.VariantError,
+    ) as err:
         raise InferError(str(err)) from None
+    ran = backend_text(args, backend) + "".join(f" + {n}" for n in optimise)
     return (
         f"rvc-bench infer: converted {x.size / audio.SAMPLE_RATE:.2f} s ({source} -> {audio.SAMPLE_RATE} Hz mono) "
-        f"in {seconds:.2f} s on {backend_text(args, backend)} -> {out} ({result.sr} Hz, {result.seconds:.2f} s, "
+        f"in {seconds:.2f} s on {ran} -> {out} ({result.sr} Hz, {result.seconds:.2f} s, "
         f"{len(result.cuts) + 1} chunk(s))"
     )

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rvc_bench import blas, machine, measure
+from rvc_bench import blas, machine, measure, variants
 from rvc_bench.audio import MIN_SECONDS
 from rvc_bench.names import BACKENDS
 
@@ -73,6 +73,13 @@ def parse_stages(text: str) -> str:
             f"unknown stage {unknown[0] if unknown else text!r}: choose from {', '.join(SUITES)}"
         )
     return ",".join(chosen)
+
+
+def parse_variants(text: str) -> str:
+    try:
+        return ",".join(variants.parse(text))
+    except variants.VariantError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def parse_backends(text: str) -> str:
@@ -140,6 +147,13 @@ def add_run_options(
         help=f"comma-separated subset of {','.join(BACKENDS)} (default: {backends or 'every one installed here'}), "
         "each benchmarked in its own process",
     )
+    add(
+        "--variants",
+        type=parse_variants,
+        default="fp32",
+        help="optimisation variants of the HuBERT, RMVPE and synthesizer benchmarks, comma-separated, each its own "
+        f"row (default fp32, the eager float32 twin): {', '.join(variants.VARIANTS)}",
+    )
     add("--fresh-process", action="store_true", help="also measure each benchmark in a fresh process (RSS)")
     add("--weights-dir", default=None, help="folder with real upstream checkpoints (rmvpe.pt, hubert_base.pt)")
     add(
@@ -187,6 +201,7 @@ class Plan:
     stages: tuple[str, ...] = SUITES
     mlx_blas: str = "auto"
     fresh_process: bool = False
+    variants: tuple[str, ...] = (variants.FP32,)
     weights_dir: str | None = None
     machine_label: str = ""
     store: str | None = None
@@ -228,6 +243,7 @@ class Plan:
             stages=tuple(opt("stages", ",".join(SUITES)).split(",")),
             mlx_blas=opt("mlx_blas", "auto"),
             fresh_process=bool(opt("fresh_process", False)),
+            variants=variants.parse(opt("variants", variants.FP32)),
             weights_dir=opt("weights_dir"),
             machine_label=label,
             store=opt("store"),
@@ -267,6 +283,7 @@ class Plan:
         args += ["--backends", backend, "--machine-label", self.machine_label]
         args += ["--store", self.store] if self.store else []
         args += ["--fresh-process"] if self.fresh_process else []
+        args += ["--variants", ",".join(self.variants)] if self.variants != (variants.FP32,) else []
         return args + (["--weights-dir", self.weights_dir] if self.weights_dir else [])
 
     def stored(self) -> dict:
@@ -279,6 +296,7 @@ class Plan:
             "rounds": measure.compact(list(self.rounds)),
             "warmup": measure.compact(list(self.warmup)),
             "fresh_process": self.fresh_process,
+            "variants": list(self.variants),
         }
 
     def describe(self) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rvc_bench import blas, fixtures, machine, measure, plan, tolerances
+from rvc_bench import blas, fixtures, machine, measure, plan, tolerances, variants
 from rvc_bench.backends import BackendError, get_backend
 from rvc_bench.names import BACKENDS, REFERENCES
 from rvc_bench.store import Run, git_state
@@ -162,6 +162,9 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("seconds", session.lengths, ids=[f"{s:g}s" for s in session.lengths])
     if "backend_name" in metafunc.fixturenames and "backend_name" not in explicit:
         metafunc.parametrize("backend_name", session.backend_names)
+    # Only a run that asks for variants gets them as a parameter: the default run's test ids stay as they were.
+    if "optimisation" in metafunc.fixturenames and session.plan.variants != (variants.FP32,):
+        metafunc.parametrize("optimisation", session.plan.variants)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -239,6 +242,7 @@ class Bench:
         self.session = session
         self.request = request
         self._current: dict | None = None
+        self._optimisation = variants.FP32
         self._benchmark = None
 
     model_size = property(lambda self: self.session.model_size)
@@ -248,6 +252,13 @@ class Bench:
 
     def backend(self, name: str):
         return self.session.backend(name)
+
+    def optimised(self, runner, stage: str, optimisation: str):
+        """`runner` (a pipeline's Models) with an optimisation variant applied; what it cannot run is skipped."""
+        try:
+            return variants.apply(runner, stage, optimisation)
+        except variants.VariantError as err:
+            pytest.skip(str(err))
 
     def audio(self, seconds: float) -> fixtures.Clip:
         return fixtures.clip(seconds)
@@ -272,10 +283,16 @@ class Bench:
         variant: str,
         seconds: float,
         dtype: str = "float32",
+        optimisation: str = variants.FP32,
     ):
-        """Cold call, then warm rounds through pytest-benchmark; records times and memory; returns the output."""
+        """Cold call, then warm rounds through pytest-benchmark; records times and memory; returns the output.
+        optimisation: the variants.VARIANTS entry applied (`optimised`): the row's variant is `<variant>+<name>`,
+        its dtype the variant's, and its parity is held to the table's `variant-<name>` check."""
         session = self.session
         desc = session.descriptions[backend.label]
+        self._optimisation = optimisation
+        if optimisation != variants.FP32:
+            variant, dtype = f"{variant}+{optimisation}", variants.get(optimisation).dtype
         self._current = dict(
             stage=stage,
             variant=variant,
@@ -330,6 +347,8 @@ class Bench:
         spectral metrics of audio too short for them)."""
         if self._current is None:
             raise RuntimeError("record_parity() must follow measure()")
+        if check == tolerances.BENCHMARK and self._optimisation != variants.FP32:
+            check = f"variant-{self._optimisation}"
         if self.session.probe_mode or (self._current["backend"], self._current["device"]) == (reference, "cpu"):
             return
         stage, backend = self._current["stage"], self._current["backend"]
@@ -365,6 +384,12 @@ class Bench:
     def _probe_args(self, backend: str) -> list[str]:
         # Only the measured backend is set up in the probe, so the other framework's runtime stays out of its RSS.
         return self.session.plan.replace(store=None, fresh_process=False).pytest_args(backend)
+
+
+@pytest.fixture
+def optimisation():
+    """The optimisation variant a benchmark measures: fp32 unless the run asks for --variants."""
+    return variants.FP32
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from rvc_bench import stats, tolerances
+from rvc_bench import stats, tolerances, variants
 from rvc_bench.names import REFERENCES
 
 REFERENCE_BACKEND = "torch"  # speedups are its time over the other backend's time
@@ -126,7 +126,8 @@ def judge_unjudged_pipeline(par: pd.DataFrame) -> pd.DataFrame:
         return par
     par = par.reset_index(drop=True)  # rows of several store files repeat index labels
     for i in np.flatnonzero(todo.to_numpy()):
-        b = tolerances.bounds("pipeline", tolerances.BENCHMARK, par.backend.iat[i]).get(par.metric.iat[i])
+        check = variants.check_of(par.variant.iat[i])
+        b = tolerances.bounds("pipeline", check, par.backend.iat[i]).get(par.metric.iat[i])
         if b is not None:
             par.loc[i, ["bound_op", "bound", "within_bound"]] = [b.op, b.bound, b.holds(float(par.value.iat[i]))]
     return par

@@ -177,7 +177,7 @@ def _features(model, version: str = "v2", **_) -> Callable:
 
 
 def _infer(model, **_) -> Callable:
-    return model.infer
+    return lambda *args: model.infer(*args)  # looked up per call: a variant may wrap the model's infer
 
 
 MEL = Stage("mel", "Log-mel (RMVPE front end)", onnx=mel_onnx, loader=mel_load, channels_first=("torch", "onnx"))

@@ -22,11 +22,12 @@ def checkpoint(bench) -> tuple:
     return stages.HUBERT.checkpoint(bench.cache_dir, bench.model_size), bench.model_size
 
 
-def hubert(backend, cache, path, size: str):
-    key = (backend.label, str(path))
+def hubert(backend, cache, path, size: str, optimise=None, optimisation: str = "fp32"):
+    key = (backend.label, str(path), optimisation)
     if key not in _MODELS:
         loadable = stages.HUBERT.checkpoint_for(backend.name, path, cache, config=size, version="v2")
-        _MODELS[key] = stages.HUBERT.load(backend, loadable, config=size, version="v2")
+        runner = stages.HUBERT.load(backend, loadable, config=size, version="v2")
+        _MODELS[key] = optimise(runner, "hubert", optimisation) if optimise else runner
     return _MODELS[key]
 
 
@@ -35,10 +36,10 @@ def torch_reference(path, size: str, audio):
     return stages.HUBERT.load(get_backend("torch", "cpu"), path, config=size, version="v2")(audio)
 
 
-def test_bench_hubert(benchmark, bench, backend_name, seconds):
+def test_bench_hubert(benchmark, bench, backend_name, seconds, optimisation):
     be = bench.backend(backend_name)
     path, size = checkpoint(bench)
-    runner = hubert(be, bench.cache_dir, path, size)
+    runner = hubert(be, bench.cache_dir, path, size, bench.optimised, optimisation)
     clip = bench.audio(seconds)
     out = bench.measure(
         benchmark,
@@ -48,12 +49,13 @@ def test_bench_hubert(benchmark, bench, backend_name, seconds):
         stage="hubert",
         variant="v2-layer12",
         seconds=seconds,
+        optimisation=optimisation,
     )
     out = runner.outputs(out)
     ref = bench.reference(
         ("hubert", "v2", str(path), seconds),
         (lambda: out)
-        if backend_name == "torch" and be.device == "cpu"
+        if (backend_name, be.device, optimisation) == ("torch", "cpu", "fp32")
         else (lambda: torch_reference(path, size, clip.audio[None])),
     )
     assert out.shape == (1, get_config(size).num_frames(clip.audio.size), get_config(size).embed_dim)

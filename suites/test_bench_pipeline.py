@@ -110,10 +110,10 @@ def check_twins(out, ref, same, check: str, what: str, spectral: bool = False) -
     return tolerances.assert_within("pipeline", check, metrics, judged(check, spectral))
 
 
-def test_bench_pipeline(benchmark, bench, backend_name, seconds):
+def test_bench_pipeline(benchmark, bench, backend_name, seconds, optimisation):
     size = bench.model_size
     be = bench.backend(backend_name)
-    m = models(backend_name, VARIANT, size, be.device)
+    m = bench.optimised(models(backend_name, VARIANT, size, be.device), "pipeline", optimisation)
     index = bench_index(size)
     audio = bench.audio(seconds).audio
     opts = pipeline.Options(seed=0)  # identical noise on both sides: the waveform is comparable sample by sample
@@ -125,8 +125,9 @@ def test_bench_pipeline(benchmark, bench, backend_name, seconds):
         stage="pipeline",
         variant=VARIANT,
         seconds=seconds,
+        optimisation=optimisation,
     )
-    is_reference = backend_name == "torch" and be.device == "cpu"
+    is_reference = (backend_name, be.device, optimisation) == ("torch", "cpu", "fp32")
     ref = bench.reference(
         ("pipeline", VARIANT, size, seconds),
         lambda: out if is_reference else pipeline.convert(models("torch", VARIANT, size), audio, opts, index),

@@ -32,12 +32,14 @@ CHUNKING = {
 }
 
 
-def rmvpe(backend, cache, size: str, variant: str = "e2e"):
-    """The RMVPE stage (audio -> salience, f0) of the synthetic checkpoint of `size` on `backend`, kept per session."""
-    key = (backend.label, size, variant)
+def rmvpe(backend, cache, size: str, variant: str = "e2e", optimise=None, optimisation: str = "fp32"):
+    """The RMVPE stage (audio -> salience, f0) of the synthetic checkpoint of `size` on `backend`, kept per session;
+    optimise(runner, stage, name): applies an optimisation variant (bench.optimised)."""
+    key = (backend.label, size, variant, optimisation)
     if key not in _MODELS:
         path = stages.RMVPE.checkpoint_for(backend.name, stages.RMVPE.checkpoint(cache, size), cache)
-        _MODELS[key] = stages.RMVPE.load(backend, path, **CHUNKING[variant])
+        runner = stages.RMVPE.load(backend, path, **CHUNKING[variant])
+        _MODELS[key] = optimise(runner, "rmvpe", optimisation) if optimise else runner
     return _MODELS[key]
 
 
@@ -46,17 +48,24 @@ def torch_reference(cache, size: str, audio: np.ndarray):
     return stages.RMVPE.load(get_backend("torch", "cpu"), stages.RMVPE.checkpoint(cache, size))(audio)
 
 
-def test_bench_rmvpe(benchmark, bench, backend_name, seconds):
+def test_bench_rmvpe(benchmark, bench, backend_name, seconds, optimisation):
     be = bench.backend(backend_name)
     size = bench.model_size
     clip = bench.audio(seconds)
-    runner = rmvpe(be, bench.cache_dir, size)
+    runner = rmvpe(be, bench.cache_dir, size, optimise=bench.optimised, optimisation=optimisation)
     out = bench.measure(
-        benchmark, be, runner.call, runner.inputs(clip.audio), stage="rmvpe", variant="e2e", seconds=seconds
+        benchmark,
+        be,
+        runner.call,
+        runner.inputs(clip.audio),
+        stage="rmvpe",
+        variant="e2e",
+        seconds=seconds,
+        optimisation=optimisation,
     )
     salience, f0 = runner.outputs(out)
-    # The torch-cpu run's own output when it ran first, else computed here.
-    own = (salience, f0) if backend_name == "torch" and be.device == "cpu" else None
+    # The fp32 torch-cpu run's own output when it ran first, else computed here.
+    own = (salience, f0) if (backend_name, be.device, optimisation) == ("torch", "cpu", "fp32") else None
     s_ref, f_ref = bench.reference(
         ("rmvpe", size, seconds), lambda: own or torch_reference(bench.cache_dir, size, clip.audio)
     )
@@ -66,7 +75,8 @@ def test_bench_rmvpe(benchmark, bench, backend_name, seconds):
     # The table's "benchmark" bounds (measurements in test_rmvpe.py): salience of the whole stage, each backend with
     # its own log-mel, and the f0 decoded from it.
     bench.record_parity({**sal_metrics, **f0_metrics})
-    bench.reference(("rmvpe-own", be.label, size, seconds, "e2e"), lambda: (salience, f0))
+    if optimisation == "fp32":
+        bench.reference(("rmvpe-own", be.label, size, seconds, "e2e"), lambda: (salience, f0))
 
 
 def same_as(variant: str, default_chunk: int | None, n_frames: int, overlap: int) -> str | None:

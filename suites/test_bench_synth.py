@@ -33,12 +33,16 @@ def windows(frames: int, max_frames: int = MAX_WINDOW_FRAMES) -> list[tuple[int,
     return [(s, min(s + max_frames, frames)) for s in range(0, frames, max_frames)]
 
 
-def windowed_synth(backend, path, inputs: synthetic.SynthInputs, tile_frames: int | None = TILE_FRAMES_CPU):
+def windowed_synth(
+    backend, path, inputs: synthetic.SynthInputs, tile_frames: int | None = TILE_FRAMES_CPU, optimise=None
+):
     """(runner, fn, args): fn(windows) synthesises every window (each computed before the next is built, so the peak
     is one window's) and joins them on the device, the framework-level call a benchmark times; args hold the
     windows' device inputs, made before the clock starts; runner.outputs(fn(*args)) is the audio [1, N, 1].
-    tile_frames: the decoder's time tiles (None: one pass per window, as the exported ONNX graph always runs)."""
+    tile_frames: the decoder's time tiles (None: one pass per window, as the exported ONNX graph always runs);
+    optimise(runner): an optimisation variant applied to the runner."""
     runner = stages.SYNTH.load(backend, path, tile_frames=tile_frames)
+    runner = optimise(runner) if optimise else runner
     upp = runner.model.cfg.upp
     batch = lambda a: a[None]  # noqa: E731
     windows_in = [
@@ -62,7 +66,7 @@ def test_windows_cover_the_frames_once():
 
 
 @pytest.mark.parametrize("variant", [TILED, WHOLE])
-def test_bench_synth(benchmark, bench, backend_name, seconds, variant):
+def test_bench_synth(benchmark, bench, backend_name, seconds, variant, optimisation):
     path = stages.SYNTH.checkpoint(bench.cache_dir, bench.model_size)
     cfg = preset(DEFAULT_VARIANT, bench.model_size)
     frames = int(round(seconds * 100))
@@ -81,9 +85,16 @@ def test_bench_synth(benchmark, bench, backend_name, seconds, variant):
             f"one decoder pass over a {min(frames, MAX_WINDOW_FRAMES) / 100:g} s window does not fit in "
             "memory on the MLX CPU device"
         )
+    if optimisation != "fp32" and variant == WHOLE:
+        pytest.skip(f"optimisation variants are measured on the {TILED} row")
     inputs = synthetic.make_inputs(cfg, bench.audio(seconds).f0[:frames], seed=0)
-    runner, fn, args = windowed_synth(be, stages.SYNTH.checkpoint_for(be.name, path, bench.cache_dir), inputs, tile)
-    out = bench.measure(benchmark, be, fn, args, stage="synth", variant=variant, seconds=seconds)
+    optimise = lambda r: bench.optimised(r, "synth", optimisation)  # noqa: E731
+    runner, fn, args = windowed_synth(
+        be, stages.SYNTH.checkpoint_for(be.name, path, bench.cache_dir), inputs, tile, optimise
+    )
+    out = bench.measure(
+        benchmark, be, fn, args, stage="synth", variant=variant, seconds=seconds, optimisation=optimisation
+    )
     audio = runner.outputs(out).reshape(-1)
     assert audio.shape == (frames * cfg.upp,)
     if variant == WHOLE and tiles:
@@ -97,10 +108,11 @@ def test_bench_synth(benchmark, bench, backend_name, seconds, variant):
         )
         bench.record_parity(parity.tensor_metrics(tiled, audio), reference=f"{backend_name} {TILED}", check="tiles")
         return
-    bench.reference(("synth-own", be.label, bench.model_size, seconds, TILED), lambda: audio)
+    if optimisation == "fp32":
+        bench.reference(("synth-own", be.label, bench.model_size, seconds, TILED), lambda: audio)
 
     def torch_reference():  # torch on the CPU: a torch run on a device is compared with it, as the other stages do
-        if backend_name == "torch" and be.device == "cpu":
+        if (backend_name, be.device, optimisation) == ("torch", "cpu", "fp32"):
             return audio
         ref_runner, ref_fn, ref_args = windowed_synth(get_backend("torch", "cpu"), path, inputs, tile)
         return ref_runner.outputs(ref_fn(*ref_args)).reshape(-1)

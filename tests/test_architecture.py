@@ -18,7 +18,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rvc_bench"
 SUITES = PACKAGE.parent / "suites"
 # The only modules that import a framework when imported: the twins and the MLX kernels (the ONNX runners import
 # onnxruntime only through the backend adapter that runs them).
-FRAMEWORK_MODULES = {"model_torch", "model_mlx", "mlx_kernels"}
+FRAMEWORK_MODULES = {
+    "model_torch",
+    "model_mlx",
+    "mlx_kernels",
+    "variant_torch",
+    "variant_mlx",
+}  # import their framework
 
 
 def modules() -> dict[str, Path]:

@@ -9,7 +9,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from rvc_bench import results
+from rvc_bench import results, variants
 from rvc_bench import store as run_store
 from rvc_bench.names import REFERENCES
 from rvc_bench.report.formatting import describe_machine, fmt_line, fmt_ratio, runs_text
@@ -100,7 +100,7 @@ class Section:
         """The variant a stage's tables show: the plain one (not a chunking variant) measured at the most lengths,
         and of those the one measured most recently (a renamed variant's older rows stay in the store)."""
         s = self.stage_lines(stage)
-        s = s[~s.variant.map(chunking_variant)]
+        s = s[~s.variant.map(chunking_variant) & (s.variant.map(variants.of_row) == variants.FP32)]
         if s.empty:
             return None
         counts = s.groupby("variant").audio_seconds.nunique()

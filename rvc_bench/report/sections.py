@@ -23,6 +23,7 @@ from rvc_bench.report.formatting import (
     sig,
     table,
 )
+from rvc_bench.report.optimisation import optimisation_section
 from rvc_bench.report.query import Section, pub, select
 
 FIGURE_KINDS = ("time", "speedup", "memory", "parity")
@@ -128,6 +129,7 @@ def machine_section(sec: Section, pubs: pd.DataFrame) -> str:
         tables.mel_table(sec, pubs),
         tables.chunking_table(sec),
         tables.scaling_table(sec),
+        optimisation_section(sec),
         tables.memory_section(sec, pubs),
         tables.first_run_table(sec, pubs),
         accuracy_section(sec, pubs),

@@ -1,0 +1,99 @@
+""" "Optimisation impact": each optimisation variant (rvc_bench.variants) against its own backend's fp32 row of the
+same run, with what it costs in accuracy against the fp32 torch reference and the original document's guess."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from rvc_bench import results, stats, variants
+from rvc_bench.report.formatting import RUN, col, empty, fmt_bytes, fmt_len, fmt_ratio, sig, table
+from rvc_bench.report.query import Section, select
+
+# The metrics each stage's accuracy cost is read from (all against the fp32 torch reference).
+ACCURACY = {
+    "hubert": ("rel_l2",),
+    "rmvpe": ("cents_p95", "frames_apart", "voicing_disagreement"),
+    "synth": ("snr_db",),
+    "pipeline": ("snr_db", "frames_apart", "mrstft"),
+}
+NOTE = (
+    "Each variant's speedup is its backend's fp32 time over the variant's, ratio of medians with its 95 % bootstrap "
+    "interval, both measured in the same run; memory is the framework's peak against fp32's; accuracy is against "
+    "the fp32 torch reference, judged by the variant's own bounds in the tolerance table (check `variant-<name>`). "
+    "The original document's expectation was written for Apple Silicon: its verdict here says on which device it "
+    "was tested (held: the interval's low end reaches the expectation's low end; not held: its high end stays below; "
+    "else undecided)."
+)
+COMMAND = f"{RUN} --stages hubert,rmvpe,synth --lengths 5 --variants fp32,fp16,bf16,fp16-all,q8,q4,int8,compiled"
+
+
+def expected_low(text: str) -> float | None:
+    """ "1.3-1.5x" -> 1.3 (None: no expectation)."""
+    m = re.match(r"([\d.]+)", text)
+    return float(m.group(1)) if m else None
+
+
+def verdict(expected: str, lo: float, hi: float, where: str) -> str:
+    low = expected_low(expected)
+    if low is None:
+        return "no expectation"
+    if not results.finite(lo):
+        return f"not testable here ({where}: no fp32 row in the run)"
+    word = "held" if lo >= low else "not held" if hi < low else "undecided"
+    return f"{expected}: {word} on {where}"
+
+
+def accuracy_text(sec: Section, r) -> str:
+    par = sec.parity_of(r.stage, r.variant, r.audio_seconds, r.backend, r.device)
+    cells = []
+    for metric in ACCURACY.get(r.stage, ()):
+        hit = par[par.metric == metric]
+        if len(hit):
+            h = hit.iloc[0]
+            mark = "" if pd.isna(h.within_bound) else (" ok" if h.within_bound else " **FAIL**")
+            cells.append(f"{metric} {sig(h.value)}{mark}")
+    return "; ".join(cells) or "–"
+
+
+def row(sec: Section, r) -> dict:
+    base_variant = r.variant.rpartition(variants.SEPARATOR)[0]
+    name = variants.of_row(r.variant)
+    base = select(
+        sec.every,
+        run_id=r.run_id,
+        stage=r.stage,
+        variant=base_variant,
+        audio_seconds=r.audio_seconds,
+        backend=r.backend,
+        device=r.device,
+    )
+    where = col(r.backend, r.device)
+    if len(base):
+        b = base.iloc[0]
+        speed = stats.ratio_ci(b.times, r.times)
+        memory = f"{fmt_bytes(r.mem)} ({sig(r.mem / b.mem)}× fp32)" if results.finite(b.mem) and b.mem else "–"
+    else:
+        speed, memory = (float("nan"),) * 3, fmt_bytes(r.mem)
+    v = variants.VARIANTS.get(name)
+    return {
+        "stage": r.stage,
+        "audio": fmt_len(r.audio_seconds),
+        "backend": where,
+        "variant": f"`{name}` ({r.dtype})",
+        "speedup over fp32": fmt_ratio(*speed) if len(base) else "no fp32 row in this run",
+        "framework peak": memory,
+        "accuracy vs fp32 torch": accuracy_text(sec, r),
+        "original's expectation": verdict(v.expected if v else "", speed[1], speed[2], where),
+    }
+
+
+def optimisation_section(sec: Section) -> str:
+    head = f"### Optimisation impact\n\n{NOTE}\n\n"
+    opt = sec.lines[sec.lines.variant.map(variants.of_row) != variants.FP32]
+    if opt.empty:
+        return head + empty("no optimisation variant", COMMAND)
+    order = opt.stage.map(results.STAGE_ORDER).fillna(99)
+    opt = opt.assign(_o=order).sort_values(["_o", "audio_seconds", "backend", "device", "variant"])
+    return head + table([row(sec, r) for r in opt.itertuples()])

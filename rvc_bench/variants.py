@@ -1,0 +1,151 @@
+"""Optimisation variants of a stage (issue 21): half precision, quantised weights, compiled graphs, the best torch.
+
+A variant changes a loaded stage's runner in place of the fp32 eager default: the store names it in its `variant`
+column (`<stage variant>+<name>`) and its `dtype` column. This module is the registry and imports no framework; each
+backend's way of applying a variant is in variant_<backend>.py (what they share: variant_parts.py), imported when a
+variant is applied there.
+
+Half precision keeps in fp32 what needs it, where upstream keeps it or measurement shows half breaks it: the log-mel
+(RMVPE's front end runs fp32 and its output is cast), normalisation statistics computed over time (HuBERT's first
+GroupNorm: its mean over 80 000 samples per second), the NSF source (the sine phase is a running sum over the chunk)
+and the f0 the synthesizer is given (fp16 holds 400 Hz to 0.25 Hz, 1 cent). `fp16-all` keeps none of them, to show
+what the exceptions buy.
+"""
+
+from __future__ import annotations
+
+from rvc_bench.variant_parts import StageParts, Variant, VariantError
+
+FP32 = "fp32"
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("fp16", "float16", ("mlx", "torch"), "float16 weights and activations, fp32 where needed", "1.3-1.5x"),
+        Variant(
+            "bf16", "bfloat16", ("mlx", "torch"), "bfloat16 weights and activations, fp32 where needed", "1.3-1.5x"
+        ),
+        Variant("fp16-all", "float16", ("mlx",), "float16 past the log-mel, no fp32 exceptions", "1.3-1.5x"),
+        Variant("q8", "int8 weights", ("mlx",), "MLX nn.quantize, 8 bits, group 64, Linear/Embedding", "1.5-2x"),
+        Variant("q4", "int4 weights", ("mlx",), "MLX nn.quantize, 4 bits, group 64, Linear/Embedding", "1.5-2x"),
+        Variant("int8", "int8 weights", ("torch",), "torch dynamic int8 quantisation of the Linear layers (CPU)", ""),
+        Variant(
+            "compiled", "float32", ("mlx", "torch"), "mx.compile / torch.compile (inductor) of the forward", "1.2-1.3x"
+        ),
+    )
+}
+
+
+PARTS = {
+    "hubert": StageParts(
+        keep_fp32=("feature_extractor.conv_layers.0.2",),
+        entry="features",
+        cast_args=(0,),
+        mlx_compile=("features",),
+        torch_compile=("feature_extractor", "encoder"),
+    ),
+    "rmvpe": StageParts(
+        core="model",
+        half_out=("mel",),
+        fp32_out=("salience",),
+        mlx_compile=("model.cnn_features",),
+        torch_compile=("model.unet", "model.cnn"),
+    ),
+    "synth": StageParts(
+        keep_fp32=("dec.m_source",),
+        entry="infer",
+        cast_args=(0, 5, 6),
+        mlx_compile=("dec.filter",),
+        torch_compile=("enc_p", "flow", "dec.conv_pre", "dec.ups", "dec.resblocks", "dec.conv_post"),
+    ),
+}
+
+
+SEPARATOR = "+"  # a stored variant "<stage variant>+<name>" is that row with optimisation variant <name>
+
+
+def of_row(variant: str) -> str:
+    """The optimisation variant of a stored row's `variant` (fp32 when it names none)."""
+    return variant.rpartition(SEPARATOR)[2] if SEPARATOR in variant else FP32
+
+
+def check_of(variant: str) -> str:
+    """The tolerance table's check a stored row is held to: "benchmark", or "variant-<name>"."""
+    name = of_row(variant)
+    return "benchmark" if name == FP32 else f"variant-{name}"
+
+
+def get(name: str) -> Variant:
+    if name not in VARIANTS:
+        raise VariantError(f"unknown variant {name!r}: choose from {FP32}, {', '.join(VARIANTS)}")
+    return VARIANTS[name]
+
+
+def parse(text: str) -> tuple[str, ...]:
+    """`--variants fp16,q8` -> the names (fp32, the default row, may be listed too)."""
+    names = tuple(dict.fromkeys(filter(None, (n.strip() for n in text.split(",")))))
+    for n in names:
+        if n != FP32:
+            get(n)
+    return names or (FP32,)
+
+
+def check(name: str, stage: str, backend: str) -> Variant | None:
+    """The variant, after checking that `backend` runs it on `stage` (None: fp32)."""
+    if name == FP32:
+        return None
+    v = get(name)
+    if backend not in v.backends:
+        raise VariantError(f"variant {name} does not run on {backend} (it runs on {', '.join(v.backends)})")
+    if stage not in PARTS:
+        raise VariantError(f"variant {name} does not apply to the {stage} stage")
+    return v
+
+
+def apply(runner, stage: str, name: str):
+    """The runner (rvc_bench.stages.Runner; for stage "pipeline" a pipeline.Models) with variant `name` applied to
+    its model (each network); fp32: unchanged."""
+    if stage == "pipeline":
+        apply_models(runner, name)
+    else:
+        apply_model(runner.model, stage, name, runner.backend.name)
+    return runner
+
+
+def apply_models(models, name: str) -> None:
+    """Variant `name` applied to each network of a pipeline (rvc_bench.pipeline.Models)."""
+    for stage in ("hubert", "rmvpe", "synth"):
+        if getattr(models, stage) is not None:
+            apply_model(getattr(models, stage), stage, name, models.backend.name)
+
+
+def apply_model(model, stage: str, name: str, backend: str) -> None:
+    """Variant `name` applied in place to a stage's framework model (Stage.model) on `backend`."""
+    v = check(name, stage, backend)
+    if v is None:
+        return
+    if backend == "mlx":
+        from rvc_bench import variant_mlx as impl
+    else:
+        from rvc_bench import variant_torch as impl
+    impl.apply(model, PARTS[stage], v)
+
+
+def from_flags(backend: str, dtype: str | None, quantize: int | None, compile_: bool) -> tuple[str, ...]:
+    """`infer`'s --dtype / --quantize / --compile -> the variants to apply, in that order (each one checked on
+    `backend`, so a combination it cannot run is refused with one line)."""
+    names = []
+    if dtype is not None:
+        names.append({"float16": "fp16", "bfloat16": "bf16"}[dtype])
+    if quantize is not None:
+        if backend == "torch" and quantize != 8:
+            raise VariantError(f"--quantize {quantize}: torch's dynamic quantisation is 8-bit only")
+        names.append("int8" if backend == "torch" else f"q{quantize}")
+    if compile_:
+        names.append("compiled")
+    for name in names:
+        v = get(name)
+        if backend not in v.backends:
+            raise VariantError(f"{backend} cannot run {name} ({v.what}); it runs on {', '.join(v.backends)}")
+    return tuple(names)
