@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from helpers import add_times, pytest_child, rvc
+from helpers import add_times, infer_synthetic, pytest_child, rvc
 
 from rvc_bench import cli, machine
 
@@ -108,25 +108,7 @@ def test_infer_output_format_follows_the_extension(tmp_path, capsys):
     heads = {"wav": b"RIFF", "flac": b"fLaC", "ogg": b"OggS"}
     for ext in heads:
         out = tmp_path / f"out.{ext}"
-        assert (
-            cli.main(
-                [
-                    "infer",
-                    str(voice),
-                    str(src),
-                    "-o",
-                    str(out),
-                    "--seed",
-                    "1",
-                    "--model-size",
-                    "tiny",
-                    "--synthetic-models",
-                    "--backend",
-                    "mlx",
-                ]
-            )
-            == 0
-        )  # MLX: the faster of the two on a small CPU
+        assert infer_synthetic(voice, src, out, "mlx") == 0  # MLX: the faster of the two on a small CPU
         assert out.read_bytes()[:4] == heads[ext]
     wav, sr = sf.read(tmp_path / "out.wav", dtype="int16")
     info = sf.info(tmp_path / "out.wav")
