@@ -23,12 +23,12 @@ def pytest_child(*args, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, **kw)
 
 
-def infer_synthetic(voice, src, out, backend: str) -> int:
+def infer_synthetic(voice, src, out, backend: str, *rest) -> int:
     """`rvc-bench infer` in this process, tiny synthetic HuBERT and RMVPE, seed 1: its exit status."""
     from rvc_bench import cli
 
     argv = ["infer", voice, src, "-o", out, "--seed", "1", "--model-size", "tiny", "--synthetic-models"]
-    return cli.main([*map(str, argv), "--backend", backend])
+    return cli.main([*map(str, argv), "--backend", backend, *map(str, rest)])
 
 
 def sections(doc: str) -> dict[str, str]:
