@@ -31,7 +31,7 @@ def two_machines(tmp_path_factory):
     proc = rvc(*RUN, "--machine-label", "alpha", "--store", root / "store", "--no-report")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "mel/log-mel-128 mlx:cpu 0.5s" in proc.stdout  # progress while it runs
-    options = (*RUN[1:], "--machine-label", "beta", "--store", root / "store")  # run's options, for pytest
+    options = (*RUN[3:], "--machine-label", "beta", "--store", root / "store")  # run's options but --stages
     proc = pytest_child(
         "suites/test_bench_mel.py", "--benchmark-only", *options, cwd=Path(__file__).resolve().parents[1]
     )
