@@ -65,14 +65,19 @@ def parse_counts(text: str) -> str:
     return str(text)
 
 
-def parse_stages(text: str) -> str:
+def _parse_choices(text: str, kind: str, known) -> str:
+    """A comma-separated list of `known` names (at least one), as "a,b"."""
     chosen = [s.strip() for s in str(text).split(",") if s.strip()]
-    unknown = [s for s in chosen if s not in SUITES]
+    unknown = [s for s in chosen if s not in known]
     if unknown or not chosen:
         raise argparse.ArgumentTypeError(
-            f"unknown stage {unknown[0] if unknown else text!r}: choose from {', '.join(SUITES)}"
+            f"unknown {kind} {unknown[0] if unknown else text!r}: choose from {', '.join(known)}"
         )
     return ",".join(chosen)
+
+
+def parse_stages(text: str) -> str:
+    return _parse_choices(text, "stage", SUITES)
 
 
 def parse_variants(text: str) -> str:
@@ -83,13 +88,7 @@ def parse_variants(text: str) -> str:
 
 
 def parse_backends(text: str) -> str:
-    chosen = [b.strip() for b in str(text).split(",") if b.strip()]
-    unknown = [b for b in chosen if b not in BACKENDS]
-    if unknown or not chosen:
-        raise argparse.ArgumentTypeError(
-            f"unknown backend {unknown[0] if unknown else text!r}: choose from {', '.join(BACKENDS)}"
-        )
-    return ",".join(chosen)
+    return _parse_choices(text, "backend", BACKENDS)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -32,12 +32,18 @@ def _axes(title: str, xlabel: str = "audio length (s)", logy: bool = True):
     return fig, ax
 
 
+CURVE = ("stage", "variant", "backend", "device")  # what one line of a figure shows
+
+
+def _curves(frame, keys=CURVE):
+    """One curve per `keys`, in the table's order: (its key, its rows by length)."""
+    for key, g in frame.groupby(list(keys), sort=False):
+        yield key, g.sort_values("audio_seconds")
+
+
 def _time(sec):
     fig, ax = _axes("warm median time (s); band: interquartile range; hollow: first call (a length timed once)")
-    for (stage, variant, backend, device), g in sec.lines.groupby(
-        ["stage", "variant", "backend", "device"], sort=False
-    ):
-        g = g.sort_values("audio_seconds")
+    for (stage, variant, backend, device), g in _curves(sec.lines):
         (line,) = ax.plot(
             g.audio_seconds,
             g["median"],
@@ -53,10 +59,7 @@ def _time(sec):
 
 def _speedup(sec):
     fig, ax = _axes("speedup = PyTorch time / backend time (> 1: faster); bars: 95 % bootstrap interval", logy=False)
-    for (stage, variant, backend, device, ref), g in sec.speed.groupby(
-        ["stage", "variant", "backend", "device", "ref_device"], sort=False
-    ):
-        g = g.sort_values("audio_seconds")
+    for (stage, variant, backend, device, ref), g in _curves(sec.speed, (*CURVE, "ref_device")):
         ax.errorbar(
             g.audio_seconds,
             g.speedup,
@@ -71,10 +74,7 @@ def _speedup(sec):
 
 def _memory(sec):
     fig, ax = _axes("peak memory (MiB): framework counter, else RSS Δ")
-    for (stage, variant, backend, device), g in sec.lines.groupby(
-        ["stage", "variant", "backend", "device"], sort=False
-    ):
-        g = g.sort_values("audio_seconds")
+    for (stage, variant, backend, device), g in _curves(sec.lines):
         framework = np.isfinite(g["mem"]).all()
         mem = g["mem"] if framework else g["rss"]
         ax.plot(

@@ -36,24 +36,8 @@ timing_verdict = pytest.mark.skipif(
         f"the timing verdict of a real A/B needs a quiet machine: set {TIMING_VERDICTS}=1 (runs once, never retried)"
     ),
 )
-AB = [
-    "--stages",
-    "mel",
-    "--backends",
-    "mlx",
-    "--mlx-device",
-    "cpu",
-    "--model-size",
-    "tiny",
-    "--lengths",
-    "10",
-    "--rounds",
-    "40",
-    "--warmup",
-    "2",
-    "--repeats",
-    "7",
-]
+MLX_MEL = ["--stages", "mel", "--backends", "mlx", "--mlx-device", "cpu", "--model-size", "tiny"]
+AB = [*MLX_MEL, "--lengths", "10", "--rounds", "40", "--warmup", "2", "--repeats", "7"]
 
 
 def git(repo, *args):
@@ -152,25 +136,7 @@ def test_ab_runs_each_commit_with_the_whole_plan_and_reports_its_verdict(repo, t
     from rvc_bench import store
 
     root, refs = repo
-    short = [
-        "--stages",
-        "mel",
-        "--backends",
-        "mlx",
-        "--mlx-device",
-        "cpu",
-        "--model-size",
-        "tiny",
-        "--lengths",
-        "1",
-        "--rounds",
-        "5",
-        "--warmup",
-        "1",
-        "--repeats",
-        "2",
-        "--fresh-process",
-    ]
+    short = [*MLX_MEL, "--lengths", "1", "--rounds", "5", "--warmup", "1", "--repeats", "2", "--fresh-process"]
     proc = rvc_ab(root, refs["base"], refs["slow"], *short, "--store", str(tmp_path / "s"))
     assert proc.returncode in ab.VERDICT, proc.stdout + proc.stderr
     assert f"## rvc-bench ab: {ab.VERDICT[proc.returncode]} (exit status {proc.returncode})" in proc.stdout

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import pytest_child
 
 from rvc_bench import machine
 from rvc_bench.backends import BACKENDS, BackendError, get_backend
@@ -92,20 +93,5 @@ def test_a_session_without_benchmarks_builds_no_backend(tmp_path):
         "def test_nothing_framework_related_happened():\n"
         "    assert not [m for m in ('torch', 'mlx', 'mlx.core') if m in sys.modules]\n"
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "rvc_bench.pytest_plugin",
-            str(tmp_path / "test_plain.py"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc = pytest_child("-p", "rvc_bench.pytest_plugin", tmp_path / "test_plain.py", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:]

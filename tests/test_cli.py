@@ -1,16 +1,11 @@
 """The rvc-bench command as a user meets it: run, report, doctor, convert, and bad input."""
 
 import re
-import subprocess
-import sys
 
 import pytest
+from helpers import add_times, infer_synthetic, pytest_child, rvc
 
 from rvc_bench import cli, machine
-
-
-def rvc(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "rvc_bench.cli", *args], capture_output=True, text=True, **kw)
 
 
 def test_gate_exit_status_says_cannot_decide_when_rounds_are_too_few(tmp_path):
@@ -19,20 +14,7 @@ def test_gate_exit_status_says_cannot_decide_when_rounds_are_too_few(tmp_path):
     ids = []
     for times in ([1.0, 1.01], [1.5, 1.51]):  # 2 rounds each: a 1.5x slowdown that cannot be decided
         run = store.Run(machine_id="m-1", model_size="full")
-        for i, t in enumerate(times):
-            run.add(
-                stage="mel",
-                variant="v",
-                backend="mlx",
-                device="cpu",
-                device_name="cpu",
-                dtype="float32",
-                audio_seconds=5,
-                metric="time_warm",
-                value=t,
-                unit="s",
-                round=i,
-            )
+        add_times(run, times, stage="mel", variant="v", backend="mlx", audio_seconds=5)
         run.flush(tmp_path, "b")
         ids.append(run.run_id)
     proc = rvc("gate", "--store", str(tmp_path), "--candidate", ids[1], "--baseline", ids[0])
@@ -126,25 +108,7 @@ def test_infer_output_format_follows_the_extension(tmp_path, capsys):
     heads = {"wav": b"RIFF", "flac": b"fLaC", "ogg": b"OggS"}
     for ext in heads:
         out = tmp_path / f"out.{ext}"
-        assert (
-            cli.main(
-                [
-                    "infer",
-                    str(voice),
-                    str(src),
-                    "-o",
-                    str(out),
-                    "--seed",
-                    "1",
-                    "--model-size",
-                    "tiny",
-                    "--synthetic-models",
-                    "--backend",
-                    "mlx",
-                ]
-            )
-            == 0
-        )  # MLX: the faster of the two on a small CPU
+        assert infer_synthetic(voice, src, out, "mlx") == 0  # MLX: the faster of the two on a small CPU
         assert out.read_bytes()[:4] == heads[ext]
     wav, sr = sf.read(tmp_path / "out.wav", dtype="int16")
     info = sf.info(tmp_path / "out.wav")
@@ -306,22 +270,7 @@ def test_the_plan_survives_the_pytest_command_line_it_becomes():
 
 
 def test_one_lengths_limit_for_the_cli_and_pytest():
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "suites/test_bench_mel.py",
-            "--collect-only",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--lengths",
-            "3601",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    proc = pytest_child("suites/test_bench_mel.py", "--collect-only", "--lengths", "3601")
     assert proc.returncode == 4 and "between 0.1 s (the shortest audio the stages take) and 3600 s" in proc.stderr
     assert "and 3600 s" in rvc("run", "--lengths", "3601").stderr
 

@@ -4,6 +4,7 @@ say when they cannot, and are not moved by one outlier."""
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import add_times
 
 from rvc_bench import gate, stats, store, tolerances
 
@@ -140,20 +141,8 @@ def test_reference_implementations_are_timed_but_never_gated():
 
     def with_numpy(factor):
         run = run_with([1.0, 1.01, 0.99], [1.0, 1.0, 1.0], stage="mel")
-        for i, t in enumerate([0.01, 0.0101, 0.0099]):
-            run.add(
-                backend="numpy",
-                metric="time_warm",
-                value=t * factor,
-                unit="s",
-                round=i,
-                stage="mel",
-                variant="v2-40k",
-                device="cpu",
-                device_name="cpu",
-                dtype="float64",
-                audio_seconds=5,
-            )
+        times = [t * factor for t in (0.01, 0.0101, 0.0099)]
+        add_times(run, times, stage="mel", variant="v2-40k", backend="numpy", dtype="float64", audio_seconds=5)
         return run.frame()
 
     checks = gate.compare_runs(with_numpy(1.0), with_numpy(3.0)) + gate.relative_checks(

@@ -60,29 +60,14 @@ def test_space_to_batch_conv1d_matches_mlx_and_torch(kernel, dilation, length):
         assert_close(out, expected.numpy().transpose(0, 2, 1))
 
 
+# (kernel, stride, padding) of the synthesizer's upsampling layers
+FULL_SIZE_UPS = [(16, 10, 3), (16, 8, 4), (4, 2, 1), (20, 10, 5), (24, 12, 6), (16, 6, 5), (16, 4, 6)]
+TINY_UPS = [(9, 5, 2), (5, 3, 1), (6, 4, 1), (12, 6, 3), (8, 4, 2), (8, 2, 3)]
+OFF_CONFIG = [(7, 2, 0), (3, 4, 0), (16, 10, 0), (5, 1, 2)]  # no padding, kernel < stride, stride 1
+
+
 @pytest.mark.parametrize("length", [1, 7, 13])  # 7, 13: not multiples of any stride
-@pytest.mark.parametrize(
-    "kernel,stride,padding",
-    [
-        (16, 10, 3),
-        (16, 8, 4),
-        (4, 2, 1),
-        (20, 10, 5),
-        (24, 12, 6),
-        (16, 6, 5),
-        (16, 4, 6),  # full-size ups
-        (9, 5, 2),
-        (5, 3, 1),
-        (6, 4, 1),
-        (12, 6, 3),
-        (8, 4, 2),
-        (8, 2, 3),  # tiny-config ups
-        (7, 2, 0),
-        (3, 4, 0),
-        (16, 10, 0),
-        (5, 1, 2),  # off-config: no padding, kernel < stride, stride 1
-    ],
-)
+@pytest.mark.parametrize("kernel,stride,padding", [*FULL_SIZE_UPS, *TINY_UPS, *OFF_CONFIG])
 def test_polyphase_conv_transpose1d_matches_mlx_and_torch(kernel, stride, padding, length):
     x, w = conv_case(kernel * 100 + stride * 10 + length, length, kernel)
     out = mlx_kernels.polyphase_conv_transpose1d(mx.array(x), mx.array(w), stride, padding)

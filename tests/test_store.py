@@ -5,6 +5,7 @@ import json
 import subprocess
 from datetime import datetime, timedelta
 
+import helpers
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
@@ -13,21 +14,8 @@ from rvc_bench import store
 
 
 def add_times(run: store.Run, backend: str, times, stage="mel", seconds=5.0, test=None):
-    for i, t in enumerate(times):
-        run.add(
-            stage=stage,
-            variant="v",
-            backend=backend,
-            device="cpu",
-            device_name="cpu",
-            dtype="float32",
-            audio_seconds=seconds,
-            metric="time_warm",
-            value=t,
-            unit="s",
-            round=i,
-            test=test or f"suites/test_x.py::test_bench[{seconds:g}s-{backend}]",
-        )
+    test = test or f"suites/test_x.py::test_bench[{seconds:g}s-{backend}]"
+    helpers.add_times(run, times, stage=stage, variant="v", backend=backend, audio_seconds=seconds, test=test)
 
 
 def make_run(machine_id="m-1", **kw) -> store.Run:

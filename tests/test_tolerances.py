@@ -4,10 +4,10 @@ each bound and verdict beside the value (and failing the benchmark) from the sam
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import pytest_child
 
 from rvc_bench import store, tolerances
 
@@ -66,27 +66,9 @@ def run_fake_benchmark(tmp_path, source: str) -> subprocess.CompletedProcess:
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(Path(tolerances.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
     }
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "rvc_bench.pytest_plugin",
-            "test_fake.py",
-            "--benchmark-only",
-            "--rounds",
-            "3",
-            "--store",
-            str(tmp_path / "store"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
+    plugin = ("-p", "rvc_bench.pytest_plugin")
+    return pytest_child(
+        *plugin, "test_fake.py", "--benchmark-only", "--rounds", 3, "--store", tmp_path / "store", cwd=tmp_path, env=env
     )
 
 
