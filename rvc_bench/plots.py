@@ -4,7 +4,8 @@ model size.
 - time: warm median against audio length per stage and backend, log-log, band = interquartile range;
 - speedup: PyTorch time / other backend's time against length, with the 95 % bootstrap interval;
 - memory: peak memory against length (framework counter where there is one, else RSS Δ), log-log;
-- parity: every bounded parity value as a fraction of its bound (below 1 passes; for ">=" bounds bound / value).
+- parity: every bounded parity value as a fraction of its bound (below 1 passes; for ">=" bounds bound / value);
+- optimisation (sections with optimisation variants): warm time against error vs fp32 torch, per stage.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import io
 
 import numpy as np
+
+from rvc_bench import variants
 
 STYLE = {"torch": "--", "mlx": "-", "onnx": ":", "numpy": "-."}
 
@@ -109,7 +112,40 @@ def _parity(sec):
     return fig, ax
 
 
-DRAW = {"time": _time, "speedup": _speedup, "memory": _memory, "parity": _parity}
+ERROR_FLOOR = 1e-8  # the fp32 torch reference itself (no error against itself) is drawn here
+
+
+def relative_error(par) -> float:
+    """A row's error against the fp32 torch reference as one number: its rel L2, or the one its SNR implies."""
+    by = dict(zip(par.metric, par.value))
+    if "rel_l2" in by:
+        return by["rel_l2"]
+    return 10 ** (-by["snr_db"] / 20) if "snr_db" in by else np.nan
+
+
+def _optimisation(sec):
+    """Time against error of every variant (the optimisation variants and fp32), one point each, per stage: the
+    Pareto front is the lower-left edge."""
+    fig, ax = _axes("warm median time (s) against error vs fp32 torch (rel L2); label: variant", "warm median (s)")
+    markers = {"torch": "s", "mlx": "o", "onnx": "^"}
+    for stage, g in sec.lines[sec.lines.stage.isin(("hubert", "rmvpe", "synth", "pipeline"))].groupby("stage"):
+        color = None
+        for r in g.itertuples():
+            par = sec.parity_of(stage, r.variant, r.audio_seconds, r.backend, r.device)
+            name = variants.of_row(r.variant)
+            reference = (r.backend, r.device, name) == ("torch", "cpu", variants.FP32)
+            err = max(ERROR_FLOOR if reference else relative_error(par), ERROR_FLOOR)
+            if not np.isfinite(err):
+                continue
+            (pt,) = ax.plot(r.median, err, markers.get(r.backend, "x"), color=color)
+            color = pt.get_color()
+            ax.annotate(f"{r.backend} {name}", (r.median, err), fontsize=5)
+        if color is not None:
+            ax.plot([], [], "o", color=color, label=f"{stage}")
+    return fig, ax
+
+
+DRAW = {"time": _time, "speedup": _speedup, "memory": _memory, "parity": _parity, "optimisation": _optimisation}
 
 
 def _length_ticks(ax, lengths) -> None:
@@ -127,7 +163,7 @@ def png(spec) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, ax = DRAW[spec.kind](spec.section)
-    if spec.kind != "parity":
+    if spec.kind not in ("parity", "optimisation"):
         _length_ticks(ax, spec.section.lines.audio_seconds)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=6, loc="best")

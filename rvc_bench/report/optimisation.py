@@ -89,9 +89,13 @@ def row(sec: Section, r) -> dict:
     }
 
 
+def optimised_lines(sec: Section) -> pd.DataFrame:
+    return sec.lines[[variants.of_row(v) != variants.FP32 for v in sec.lines.variant]]
+
+
 def optimisation_section(sec: Section) -> str:
     head = f"### Optimisation impact\n\n{NOTE}\n\n"
-    opt = sec.lines[sec.lines.variant.map(variants.of_row) != variants.FP32]
+    opt = optimised_lines(sec)
     if opt.empty:
         return head + empty("no optimisation variant", COMMAND)
     order = opt.stage.map(results.STAGE_ORDER).fillna(99)

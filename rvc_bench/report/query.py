@@ -100,7 +100,7 @@ class Section:
         """The variant a stage's tables show: the plain one (not a chunking variant) measured at the most lengths,
         and of those the one measured most recently (a renamed variant's older rows stay in the store)."""
         s = self.stage_lines(stage)
-        s = s[~s.variant.map(chunking_variant) & (s.variant.map(variants.of_row) == variants.FP32)]
+        s = s[[not chunking_variant(v) and variants.of_row(v) == variants.FP32 for v in s.variant]]
         if s.empty:
             return None
         counts = s.groupby("variant").audio_seconds.nunique()

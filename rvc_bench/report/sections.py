@@ -23,7 +23,7 @@ from rvc_bench.report.formatting import (
     sig,
     table,
 )
-from rvc_bench.report.optimisation import optimisation_section
+from rvc_bench.report.optimisation import optimisation_section, optimised_lines
 from rvc_bench.report.query import Section, pub, select
 
 FIGURE_KINDS = ("time", "speedup", "memory", "parity")
@@ -39,7 +39,8 @@ class FigureSpec:
 
 
 def figures_of(sec: Section) -> dict[str, FigureSpec]:
-    return {f"{sec.slug}-{kind}.png": FigureSpec(f"{sec.slug}-{kind}.png", kind, sec) for kind in FIGURE_KINDS}
+    kinds = FIGURE_KINDS + (("optimisation",) if optimised_lines(sec).size else ())
+    return {f"{sec.slug}-{kind}.png": FigureSpec(f"{sec.slug}-{kind}.png", kind, sec) for kind in kinds}
 
 
 def hardware_table(sec: Section) -> str:
