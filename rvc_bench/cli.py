@@ -313,10 +313,9 @@ def _print_cpu_blas(probes) -> None:
 # infer
 
 
-def cmd_infer(args) -> int:
-    """The whole conversion on one backend (rvc_bench.infer); restarts itself once in MLX's BLAS environment."""
-    from rvc_bench import infer
-
+def _ready_to_convert(args) -> None:
+    """infer and stream: the models are given (or synthetic ones asked for); on MLX the command restarts itself once
+    in MLX's BLAS environment."""
     if args.hubert is None and not args.synthetic_models:  # random weights would make noise that looks like output
         raise UserError(
             "no --hubert: pass the content encoder (hubert_base.pt, or a Hugging Face ContentVec folder), "
@@ -331,8 +330,27 @@ def cmd_infer(args) -> int:
             raise UserError(str(err)) from None
         if blas.MARKER in env:
             os.execve(sys.executable, [sys.executable, "-m", "rvc_bench.cli", *sys.argv[1:]], env)
+
+
+def cmd_infer(args) -> int:
+    """The whole conversion on one backend (rvc_bench.infer); restarts itself once in MLX's BLAS environment."""
+    from rvc_bench import infer
+
+    _ready_to_convert(args)
     try:
         print(infer.convert_file(args))
+    except infer.InferError as err:
+        raise UserError(str(err)) from None
+    return 0
+
+
+def cmd_stream(args) -> int:
+    """The live mode on one backend, fed from a file (rvc_bench.stream): the output and the latency figures."""
+    from rvc_bench import infer, stream
+
+    _ready_to_convert(args)
+    try:
+        print(stream.stream_file(args))
     except infer.InferError as err:
         raise UserError(str(err)) from None
     return 0
@@ -348,6 +366,7 @@ COMMANDS = {
     "convert": cmd_convert,
     "doctor": cmd_doctor,
     "infer": cmd_infer,
+    "stream": cmd_stream,
 }
 
 

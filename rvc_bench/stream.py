@@ -314,3 +314,57 @@ def run(models, audio: np.ndarray, opts: StreamOptions = StreamOptions(), realti
         f0=np.concatenate(f0s) if models.cfg.f0 else None,
         cold_seconds=cold,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `rvc-bench stream`
+
+
+def describe(result: StreamResult) -> str:
+    """The latency figures, one line."""
+    f = result.figures()
+    n = result.seconds.size
+    return (
+        f"algorithmic delay {f['delay_ms']:.0f} ms (2 x block + crossfade + 10 ms); per block p50 {f['p50_ms']:.1f} "
+        f"ms, p95 {f['p95_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms, max {f['max_ms']:.1f} ms; real-time factor "
+        f"{f['rtf']:.3f}; missed deadlines {int(result.missed.sum())} of {n} ({100 * f['missed_share']:.1f} %); "
+        f"cold first block {f['cold_ms']:.0f} ms; latency (delay + p95) {f['latency_ms']:.0f} ms"
+    )
+
+
+def stream_file(args) -> str:
+    """`rvc-bench stream`: args.input through the live mode with args.voice into args.output (atomic; advanced by
+    the nominal delay so that it lines up with the input); returns the summary and latency lines."""
+    from rvc_bench import audio, infer
+    from rvc_bench.backends import BackendError, get_backend
+    from rvc_bench.fileio import check_output
+    from rvc_bench.layout import CheckpointError
+    from rvc_bench.pipeline import to_int16
+
+    try:
+        opts = StreamOptions(
+            block_time=args.block,
+            crossfade_time=args.crossfade,
+            extra_time=args.extra,
+            pitch=args.f0_up_key,
+            rms_mix_rate=args.rms_mix_rate,
+            sid=args.sid,
+            seed=args.seed,
+            deterministic=args.deterministic,
+        )
+        opts.check()
+        out = check_output(args.output, [args.voice, args.input, args.hubert, args.rmvpe], args.force)
+        audio.output_format(out)
+        x, source = audio.read_audio(args.input)
+        backend = get_backend(args.backend, getattr(args, f"{args.backend}_device"))
+        models = infer.load_models(args, backend)
+        result = run(models, x, opts, realtime=args.realtime)
+        aligned, _ = result.aligned(x.size)
+        audio.write_audio(out, to_int16(aligned), result.sr)
+    except (audio.AudioError, CheckpointError, OptionError, BackendError) as err:
+        raise infer.InferError(str(err)) from None
+    return (
+        f"rvc-bench stream: converted {x.size / SAMPLE_RATE:.2f} s ({source}) in {result.seconds.size} blocks of "
+        f"{result.block_time:g} s on {infer.backend_text(args, backend)} -> {out} ({result.sr} Hz)\n"
+        f"  {describe(result)}"
+    )

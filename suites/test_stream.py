@@ -7,6 +7,7 @@ test_bench_stream.py). Bounds: references/parity_tolerances.csv, stage stream (m
 from __future__ import annotations
 
 import dataclasses
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -212,3 +213,58 @@ def test_bad_options_are_one_line_errors(opts, message):
     with pytest.raises(pipeline.OptionError) as err:
         stream.StreamOptions(**opts).check()
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rvc-bench stream
+
+
+def stream_cli(tmp_path, *extra) -> tuple[int, str, str]:
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from rvc_bench import fixtures, stages
+
+    voice = stages.SYNTH.checkpoint(fixtures.cache_dir(), "tiny")
+    src = tmp_path / "in.wav"
+    sf.write(src, clip()[: 2 * SAMPLE_RATE], SAMPLE_RATE, subtype="FLOAT")
+    args = [str(voice), str(src), "-o", str(tmp_path / "out.wav"), "--model-size", "tiny", "--synthetic-models"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "rvc_bench.cli", "stream", *args, *extra], capture_output=True, text=True, timeout=600
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_stream_command_writes_the_aligned_stream_and_prints_its_latency(tmp_path):
+    import soundfile as sf
+
+    opts = ("--block", "0.25", "--crossfade", "0.05", "--extra", "0.5", "--deterministic", "--backend", "mlx")
+    code, out, err = stream_cli(tmp_path, *opts)
+    assert code == 0, err
+    assert "in 9 blocks of 0.25 s on mlx:cpu" in out  # 2 s + 60 ms of delay -> 9 blocks
+    assert "algorithmic delay 560 ms (2 x block + crossfade + 10 ms); per block p50 " in out
+    assert re.search(r"real-time factor [0-9.]+; missed deadlines \d+ of 9 \(", out)
+    written, sr = sf.read(tmp_path / "out.wav", dtype="int16")
+    expected = stream.run(
+        models("mlx"), clip()[: 2 * SAMPLE_RATE], stream.StreamOptions(extra_time=0.5, deterministic=True)
+    )
+    assert sr == expected.sr and written.size == 2 * sr  # lined up with the input, its length
+    # the command's MLX runs on the BLAS it preloads (this process's does not), so it is not bit for bit the same
+    # (measured 84.5 dB)
+    snr = parity.tensor_metrics(written, pipeline.to_int16(expected.aligned(2 * SAMPLE_RATE)[0]))["snr_db"]
+    print(f"\ncommand against this process: {snr:.1f} dB")
+    assert snr >= 50
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--block", "0.005"), "block_time must be at least 0.01 s (one 10 ms frame), got 0.005 s"),
+        (("--crossfade", "0.3"), "crossfade_time (0.3 s) must not be longer than block_time (0.25 s)"),
+    ],
+)
+def test_stream_command_bad_options_are_one_line(tmp_path, extra, message):
+    code, out, err = stream_cli(tmp_path, *extra)
+    assert code == 2 and err == f"rvc-bench: error: {message}\n" and not (tmp_path / "out.wav").exists()
