@@ -261,6 +261,19 @@ class Bench:
     def _add(self, **kw) -> None:
         self.session.run.add(**self._current, test=self.request.node.nodeid, **kw)
 
+    def _begin(self, benchmark, backend, stage: str, variant: str, seconds: float, dtype: str, **settings) -> None:
+        self._current = dict(
+            stage=stage,
+            variant=variant,
+            backend=backend.name,
+            device=backend.device,
+            device_name=self.session.descriptions[backend.label].get("device_name", ""),
+            dtype=dtype,
+            audio_seconds=seconds,
+            **settings,  # store.STREAM_COLUMNS
+        )
+        self._benchmark = benchmark
+
     def measure(
         self,
         benchmark,
@@ -275,17 +288,7 @@ class Bench:
     ):
         """Cold call, then warm rounds through pytest-benchmark; records times and memory; returns the output."""
         session = self.session
-        desc = session.descriptions[backend.label]
-        self._current = dict(
-            stage=stage,
-            variant=variant,
-            backend=backend.name,
-            device=backend.device,
-            device_name=desc.get("device_name", ""),
-            dtype=dtype,
-            audio_seconds=seconds,
-        )
-        self._benchmark = benchmark
+        self._begin(benchmark, backend, stage, variant, seconds, dtype)
         m = measure.cold_call(backend, fn, args)
         if session.probe_mode:
             measure.write_probe_result(m.cold_s)
@@ -295,25 +298,42 @@ class Bench:
         self._add(metric="time_cold", value=m.cold_s, unit="s")
         for i, t in enumerate(warm):
             self._add(metric="time_warm", value=t, unit="s", round=i)
+        self._record_memory(backend, m)
+        warm_text = f"warm median {float(np.median(warm)):.3g} s over {len(warm)} rounds" if warm else "first call only"
+        session.write_line(f"  {stage}/{variant} {backend.label} {seconds:g}s: cold {m.cold_s:.3g} s, {warm_text}")
+        return m.output
+
+    def measure_once(self, benchmark, backend, fn: Callable, args: tuple, rows: Callable, *, stage: str, **kw):
+        """One call of a benchmark whose output carries its own timings (the live mode's blocks), through
+        pytest-benchmark once, with its memory recorded as measure() records it; rows(output) -> [(metric, value,
+        unit, round)] are stored. kw: variant, seconds, dtype and the store's STREAM_COLUMNS settings."""
+        self._begin(benchmark, backend, stage, kw.pop("variant"), kw.pop("seconds"), kw.pop("dtype", "float32"), **kw)
+        m = benchmark.pedantic(measure.cold_call, args=(backend, fn, args), rounds=1, iterations=1)
+        if self.session.probe_mode:
+            measure.write_probe_result(m.cold_s)
+            return m.output
+        for metric, value, unit, i in rows(m.output):
+            self._add(metric=metric, value=value, unit=unit, round=i)
+        self._record_memory(backend, m)
+        return m.output
+
+    def _record_memory(self, backend, m: measure.Measurement) -> None:
         self._add(metric="mem_framework_peak", value=m.mem_framework_peak, unit="bytes")
         for name, value in m.mem_extra.items():
             self._add(metric=name, value=value, unit="bytes")
         self._add(metric="rss_peak_delta", value=m.rss_peak_delta, unit="bytes")
-        benchmark.extra_info.update(
+        self._benchmark.extra_info.update(
             device=backend.label,
             device_name=self._current["device_name"],
             time_cold_s=m.cold_s,
             mem_framework_peak=m.mem_framework_peak,
             rss_peak_delta=m.rss_peak_delta,
         )
-        if session.plan.fresh_process:
+        if self.session.plan.fresh_process:
             probe = measure.run_probe(self.request.node.nodeid, self._probe_args(backend.name))
             self._add(metric="rss_fresh_process", value=probe["rss_peak"], unit="bytes")
             self._add(metric="time_cold_fresh_process", value=probe["cold_s"], unit="s")
-            benchmark.extra_info.update(rss_fresh_process=probe["rss_peak"])
-        warm_text = f"warm median {float(np.median(warm)):.3g} s over {len(warm)} rounds" if warm else "first call only"
-        session.write_line(f"  {stage}/{variant} {backend.label} {seconds:g}s: cold {m.cold_s:.3g} s, {warm_text}")
-        return m.output
+            self._benchmark.extra_info.update(rss_fresh_process=probe["rss_peak"])
 
     def record_parity(
         self,
