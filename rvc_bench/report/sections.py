@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from rvc_bench import results
-from rvc_bench.report import notes, tables
+from rvc_bench.report import notes, realtime, tables
 from rvc_bench.report.formatting import (
     RUN,
     TITLES,
@@ -135,5 +135,6 @@ def machine_section(sec: Section, pubs: pd.DataFrame) -> str:
     for stage in ("hubert", "synth"):
         if sec.main_variant(stage):
             parts.append(tables.speed_table(sec, stage, pubs, TITLES[stage], grid=()))
+    parts += [s for s in (realtime.realtime_section(sec),) if s]  # only where stream rows exist
     parts.append("### Figures\n\n" + "\n".join(f"![{n}](figures/{n})" for n in figures_of(sec)) + "\n")
     return "\n".join(parts)
