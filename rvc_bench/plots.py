@@ -4,7 +4,9 @@ model size.
 - time: warm median against audio length per stage and backend, log-log, band = interquartile range;
 - speedup: PyTorch time / other backend's time against length, with the 95 % bootstrap interval;
 - memory: peak memory against length (framework counter where there is one, else RSS Δ), log-log;
-- parity: every bounded parity value as a fraction of its bound (below 1 passes; for ">=" bounds bound / value).
+- parity: every bounded parity value as a fraction of its bound (below 1 passes; for ">=" bounds bound / value);
+- realtime (sections with stream rows): the live mode's processing per block against the block, at the default
+  extra context.
 """
 
 from __future__ import annotations
@@ -109,7 +111,32 @@ def _parity(sec):
     return fig, ax
 
 
-DRAW = {"time": _time, "speedup": _speedup, "memory": _memory, "parity": _parity}
+def _realtime(sec):
+    from rvc_bench.report.realtime import DEFAULTS, stream_figures
+
+    fig, ax = _axes(
+        "live mode: processing per block (ms), median; bars up to p99; grey: the block (its deadline)", "block"
+    )
+    rows = sec.rows[(sec.rows.stage == "stream") & (sec.rows.extra_time == DEFAULTS.extra_time)]
+    figs = stream_figures(rows)
+    for (backend, device, seconds), g in figs.groupby(["backend", "device", "audio_seconds"], sort=True):
+        g = g.sort_values("block_time")
+        ax.errorbar(
+            g.block_time,
+            g.p50_ms,
+            yerr=[np.zeros(len(g)), g.p99_ms - g.p50_ms],
+            fmt=STYLE.get(backend, "-"),
+            marker="o",
+            capsize=3,
+            label=f"{backend} ({device}), {seconds:g} s of audio",
+        )
+    blocks = sorted(figs.block_time.unique())
+    ax.plot(blocks, [1000 * b for b in blocks], color="gray", lw=0.8)
+    _length_ticks(ax, blocks)
+    return fig, ax
+
+
+DRAW = {"time": _time, "speedup": _speedup, "memory": _memory, "parity": _parity, "realtime": _realtime}
 
 
 def _length_ticks(ax, lengths) -> None:
@@ -127,7 +154,7 @@ def png(spec) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, ax = DRAW[spec.kind](spec.section)
-    if spec.kind != "parity":
+    if spec.kind not in ("parity", "realtime"):
         _length_ticks(ax, spec.section.lines.audio_seconds)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=6, loc="best")

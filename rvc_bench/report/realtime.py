@@ -84,10 +84,14 @@ def figures_table(fig: pd.DataFrame) -> list[dict]:
     return recs
 
 
+def has_rows(sec: Section) -> bool:
+    return bool((sec.rows.stage == "stream").any())
+
+
 def realtime_section(sec: Section) -> str | None:
-    """### Real-time, or None where the section has no stream rows."""
-    rows = select(sec.rows, stage="stream")
-    if rows.empty:
+    """### Real-time, or None where the section has no stream rows. Its figure (rvc_bench.plots, kind realtime) is
+    with the section's others."""
+    if not has_rows(sec):
         return None
-    fig = stream_figures(rows)
+    fig = stream_figures(select(sec.rows, stage="stream"))
     return f"### Real-time\n\n{NOTE}\n\n" + table(verdicts(fig)) + "\n" + table(figures_table(fig))

@@ -33,12 +33,13 @@ class FigureSpec:
     """What one figure shows; rvc_bench.plots draws it (only `write` does, `render` never imports matplotlib)."""
 
     name: str
-    kind: str  # time | speedup | memory | parity
+    kind: str  # time | speedup | memory | parity | realtime
     section: Section
 
 
 def figures_of(sec: Section) -> dict[str, FigureSpec]:
-    return {f"{sec.slug}-{kind}.png": FigureSpec(f"{sec.slug}-{kind}.png", kind, sec) for kind in FIGURE_KINDS}
+    kinds = FIGURE_KINDS + (("realtime",) if realtime.has_rows(sec) else ())
+    return {f"{sec.slug}-{kind}.png": FigureSpec(f"{sec.slug}-{kind}.png", kind, sec) for kind in kinds}
 
 
 def hardware_table(sec: Section) -> str:
