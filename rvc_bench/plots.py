@@ -34,9 +34,14 @@ def _axes(title: str, xlabel: str = "audio length (s)", logy: bool = True):
     return fig, ax
 
 
+def _per_length(lines):
+    """The stages measured against length (the live mode's stream rows have a figure of their own)."""
+    return lines[lines.stage != "stream"]
+
+
 def _time(sec):
     fig, ax = _axes("warm median time (s); band: interquartile range; hollow: first call (a length timed once)")
-    for (stage, variant, backend, device), g in sec.lines.groupby(
+    for (stage, variant, backend, device), g in _per_length(sec.lines).groupby(
         ["stage", "variant", "backend", "device"], sort=False
     ):
         g = g.sort_values("audio_seconds")
@@ -55,7 +60,7 @@ def _time(sec):
 
 def _speedup(sec):
     fig, ax = _axes("speedup = PyTorch time / backend time (> 1: faster); bars: 95 % bootstrap interval", logy=False)
-    for (stage, variant, backend, device, ref), g in sec.speed.groupby(
+    for (stage, variant, backend, device, ref), g in _per_length(sec.speed).groupby(
         ["stage", "variant", "backend", "device", "ref_device"], sort=False
     ):
         g = g.sort_values("audio_seconds")
@@ -73,7 +78,7 @@ def _speedup(sec):
 
 def _memory(sec):
     fig, ax = _axes("peak memory (MiB): framework counter, else RSS Δ")
-    for (stage, variant, backend, device), g in sec.lines.groupby(
+    for (stage, variant, backend, device), g in _per_length(sec.lines).groupby(
         ["stage", "variant", "backend", "device"], sort=False
     ):
         g = g.sort_values("audio_seconds")

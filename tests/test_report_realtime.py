@@ -18,6 +18,10 @@ def stream_rows(backend: str, block: float, p99_ms: float, missed: float, extra:
         run.add(stage="stream", variant="v2-40k", backend=backend, device="cpu", device_name="", dtype="float32",
                 audio_seconds=5.0, metric=metric, value=value, unit="", block_time=block, crossfade_time=0.05,
                 extra_time=extra)  # fmt: skip
+    if backend != "torch":  # parity against torch's stream: MLX's 40 dB breaks the 50 dB bound
+        run.add(stage="stream", variant="v2-40k", backend=backend, device="cpu", device_name="", dtype="float32",
+                audio_seconds=5.0, metric="parity.snr_db", value=40.0, unit="", reference="torch", bound=50.0,
+                bound_op=">=", within_bound=False, block_time=block, crossfade_time=0.05, extra_time=extra)  # fmt: skip
     return run.rows
 
 
@@ -38,6 +42,9 @@ def test_the_smallest_block_without_misses_and_with_p99_below_it_is_named_with_i
     assert "| PyTorch (cpu) | 5 s     | 0.1, 0.25, 0.5        | 0.25 s                       | 561 ms" in text
     assert "| MLX (cpu)     | 5 s     | 0.25                  | none of these" in text
     assert "| PyTorch (cpu) | 5 s     | 0.1 / 0.05 / 0.5" in text and "1.00 MiB" in text
+    assert text.count("FAIL: snr_db 40.0 (>= 50)") == 1
+    torch_rows = [line for line in text.splitlines() if line.startswith("| PyTorch")]
+    assert sum(line.rstrip(" |").endswith("–") for line in torch_rows) == 4  # the reference has no parity
 
 
 def test_no_stream_rows_no_section():

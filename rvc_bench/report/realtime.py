@@ -21,7 +21,10 @@ NOTE = (
     "on top). Processing: each block's time, the prewarm block excluded (cold). RTF: mean processing / block. "
     "Missed: blocks that finished after their deadline (one block after their input was complete; a late block "
     "delays the next). Latency: delay + p95 processing. Sustainable: no missed deadline and p99 below the block, "
-    f"at the default crossfade ({DEFAULTS.crossfade_time:g} s) and extra context ({DEFAULTS.extra_time:g} s)."
+    f"at the default crossfade ({DEFAULTS.crossfade_time:g} s) and extra context ({DEFAULTS.extra_time:g} s). "
+    "Parity: against PyTorch's stream of the same input and noise, block by block (`references/"
+    "parity_tolerances.csv`, stage stream, check twins; ONNX Runtime emulates the synthesizer's head, so only its "
+    "f0 is judged); stream rows are left out of the other tables and figures."
 )
 
 
@@ -59,12 +62,26 @@ def verdicts(fig: pd.DataFrame) -> list[dict]:
     return recs
 
 
+def parity_text(rows: pd.DataFrame, r) -> str:
+    """The stream's bounded parity against torch's stream (suites/test_bench_stream.py), for one configuration."""
+    par = select(rows, **{k: r[k] for k in KEY})
+    par = par[par.metric.str.startswith("parity.") & par.within_bound.notna()]
+    if par.empty:
+        return "–"
+    bad = par[~par.within_bound.astype(bool)]
+    if bad.empty:
+        return f"pass ({len(par)} of {len(par)})"
+    return "FAIL: " + "; ".join(
+        f"{b.metric.removeprefix('parity.')} {sig(b.value)} ({b.bound_op} {b.bound:g})" for b in bad.itertuples()
+    )
+
+
 def memory(r) -> str:
     peak = r.get("mem_framework_peak", math.nan)
     return fmt_bytes(peak) if math.isfinite(peak) else f"RSS Δ {fmt_bytes(r.get('rss_peak_delta', math.nan))}"
 
 
-def figures_table(fig: pd.DataFrame) -> list[dict]:
+def figures_table(fig: pd.DataFrame, rows: pd.DataFrame) -> list[dict]:
     recs = []
     for _, r in fig.sort_values(KEY).iterrows():
         recs.append(
@@ -79,6 +96,7 @@ def figures_table(fig: pd.DataFrame) -> list[dict]:
                 "latency": f"{r.latency_ms:.0f} ms",
                 "cold block": f"{1000 * r.time_cold:.0f} ms",
                 "peak memory": memory(r),
+                "parity vs torch": parity_text(rows, r),
             }
         )
     return recs
@@ -93,5 +111,6 @@ def realtime_section(sec: Section) -> str | None:
     with the section's others."""
     if not has_rows(sec):
         return None
-    fig = stream_figures(select(sec.rows, stage="stream"))
-    return f"### Real-time\n\n{NOTE}\n\n" + table(verdicts(fig)) + "\n" + table(figures_table(fig))
+    rows = select(sec.rows, stage="stream")
+    fig = stream_figures(rows)
+    return f"### Real-time\n\n{NOTE}\n\n" + table(verdicts(fig)) + "\n" + table(figures_table(fig, rows))

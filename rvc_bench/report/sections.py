@@ -112,7 +112,7 @@ def accuracy_table(sec: Section, stage: str, pubs: pd.DataFrame) -> str:
 
 def accuracy_section(sec: Section, pubs: pd.DataFrame) -> str:
     head = f"### Numerical accuracy\n\n{notes.ACCURACY}\n"
-    par = sec.parity
+    par = sec.parity[sec.parity.stage != "stream"]  # the Real-time section judges the live mode
     if par.empty:
         return head + "\n" + empty("no parity value", RUN)
     stages = sorted(par.stage.unique(), key=lambda s: results.STAGE_ORDER.get(s, 99))
