@@ -201,6 +201,14 @@ def _add_infer(sub) -> None:
         "input is read as upstream's ffmpeg loader reads it: downmixed to mono with ffmpeg's weights "
         "((L+R)/sqrt 2 for stereo) and resampled to 16 kHz with ffmpeg's default resampler.",
     )
+    _add_voice_and_models(i)
+    i.add_argument("--index", default=None, help="the voice's added_IVF*_Flat_nprobe_1_*.index (needs faiss-cpu)")
+    _add_conversion_options(i)
+    i.set_defaults(command="infer")
+
+
+def _add_voice_and_models(i) -> None:
+    """The files a conversion reads and writes, and the backend it runs on (infer, stream)."""
     i.add_argument(
         "voice",
         help="RVC voice model .pth (MLX also takes a .safetensors from `rvc-bench convert`; ONNX "
@@ -219,7 +227,6 @@ def _add_infer(sub) -> None:
     )
     i.add_argument("--force", action="store_true", help="replace an existing output file")
     i.add_argument("--backend", choices=("torch", "mlx", "onnx"), default="torch")
-    i.add_argument("--index", default=None, help="the voice's added_IVF*_Flat_nprobe_1_*.index (needs faiss-cpu)")
     i.add_argument(
         "--hubert",
         default=None,
@@ -243,17 +250,6 @@ def _add_infer(sub) -> None:
     o.add_argument("--quantize", type=int, choices=(8, 4), help="quantised Linear/Embedding weights (torch: 8 only)")
     o.add_argument("--compile", action="store_true", help="mx.compile / torch.compile the networks")
     i.add_argument("--model-size", choices=plan.MODEL_SIZES, default="full", help=argparse.SUPPRESS)  # tests
-    i.set_defaults(command="infer")
-
-
-def _add_conversion_options(i) -> None:
-    """RVC's own conversion settings (rvc_bench.pipeline.Options)."""
-    i.add_argument("--f0-up-key", type=int, default=0, help="transpose in semitones (default 0)")
-    i.add_argument("--index-rate", type=float, default=0.75, help="retrieval blend 0..1 (default 0.75)")
-    i.add_argument(
-        "--protect", type=float, default=0.33, help="protect unvoiced frames 0..0.5 (0.5: off; default 0.33)"
-    )
-    i.add_argument("--rms-mix-rate", type=float, default=0.25, help="loudness envelope mix 0..1 (1: off; default 0.25)")
     i.add_argument("--sid", type=_int_at_least(0), default=0, help="speaker id (default 0)")
     i.add_argument(
         "--tile-frames",
@@ -274,6 +270,39 @@ def _add_conversion_options(i) -> None:
         action="store_true",
         help="zero synthesis noise (reproducible, same on both backends; not what RVC outputs)",
     )
+
+
+def _add_stream(sub) -> None:
+    i = sub.add_parser(
+        "stream",
+        parents=[plan.parent(plan.add_device_options, plan.add_blas_option)],
+        help="convert an audio file the way RVC's real-time mode does (blocks, SOLA) and print its latency",
+        description="RVC's live mode (realtime_gui.py + rtrvc) fed from a file: blocks of --block seconds, each "
+        "converting --extra + --crossfade + 10 ms + --block of context, joined by SOLA. Prints the algorithmic "
+        "delay (2 x block + crossfade + 10 ms), each block's processing time (p50/p95/p99/max), the real-time "
+        "factor and the blocks that missed their deadline on a simulated clock (--realtime: the audio's own "
+        "pace). Writes the output advanced by crossfade + 10 ms, so that it lines up with the input.",
+    )
+    _add_voice_and_models(i)
+    i.add_argument("--block", type=float, default=0.25, help="block_time in seconds (default 0.25; >= 0.01)")
+    i.add_argument(
+        "--crossfade", type=float, default=0.05, help="crossfade_time in seconds (default 0.05; at most the block)"
+    )
+    i.add_argument("--extra", type=float, default=2.5, help="extra_time, left context in seconds (default 2.5)")
+    i.add_argument("--f0-up-key", type=float, default=0.0, help="pitch: transpose in semitones (default 0)")
+    i.add_argument("--rms-mix-rate", type=float, default=0.0, help="loudness envelope mix 0..1 (1: off; default 0)")
+    i.add_argument("--realtime", action="store_true", help="feed each block when it would have been recorded")
+    i.set_defaults(command="stream")
+
+
+def _add_conversion_options(i) -> None:
+    """RVC's own conversion settings (rvc_bench.pipeline.Options)."""
+    i.add_argument("--f0-up-key", type=int, default=0, help="transpose in semitones (default 0)")
+    i.add_argument("--index-rate", type=float, default=0.75, help="retrieval blend 0..1 (default 0.75)")
+    i.add_argument(
+        "--protect", type=float, default=0.33, help="protect unvoiced frames 0..0.5 (0.5: off; default 0.33)"
+    )
+    i.add_argument("--rms-mix-rate", type=float, default=0.25, help="loudness envelope mix 0..1 (1: off; default 0.25)")
     i.add_argument(
         "--resample-sr",
         type=_int_at_least(0),
@@ -315,6 +344,6 @@ def _add_diff(sub) -> None:
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     p = _Parser(prog="rvc-bench", description=description)
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_report, _add_gate, _add_ab, _add_convert_and_doctor, _add_infer, _add_diff):
+    for add in (_add_run, _add_report, _add_gate, _add_ab, _add_convert_and_doctor, _add_infer, _add_stream, _add_diff):
         add(sub)
     return p

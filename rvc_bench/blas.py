@@ -278,3 +278,34 @@ def mlx_cpu_blas() -> dict:
 @lru_cache(maxsize=None)
 def torch_cpu_blas() -> dict:
     return {"torch_blas": torch_blas_in_process(), "torch_cpu_sgemm_gflops": torch_sgemm_gflops()}
+
+
+def collection_lines(descriptions: dict[str, dict]) -> list[str]:
+    """The BLAS each CPU backend's adapter resolved (backend label -> describe()), for pytest's header: `pytest
+    suites/` run directly does not get the BLAS that `rvc-bench run` preloads for MLX, so say so where it shows."""
+    lines = []
+    for label, d in descriptions.items():
+        if d.get("mlx_cpu_blas"):
+            lines.append(
+                f"rvc-bench: {label} BLAS: {d['mlx_cpu_blas']} ({d['mlx_cpu_sgemm_gflops']} GFLOP/s sgemm {PROBE_N})"
+            )
+            if not preloaded() and select("auto") is not None:
+                lines.append(
+                    "rvc-bench: `rvc-bench run` preloads a faster BLAS for MLX; `rvc-bench doctor` prints "
+                    "the command that gives it to pytest"
+                )
+        elif d.get("torch_blas"):
+            lines.append(
+                f"rvc-bench: {label} BLAS: {d['torch_blas']} ({d['torch_cpu_sgemm_gflops']} GFLOP/s sgemm {PROBE_N})"
+            )
+    return lines
+
+
+def restart_for_mlx(choice: str) -> None:
+    """Restart this command once in MLX's BLAS environment: LD_PRELOAD takes effect only at process start (the
+    marker the environment sets stops a second restart). Never for torch alone. Raises BlasError."""
+    if MARKER in os.environ:
+        return
+    env = process_env("mlx", choice)
+    if MARKER in env:
+        os.execve(sys.executable, [sys.executable, "-m", "rvc_bench.cli", *sys.argv[1:]], env)

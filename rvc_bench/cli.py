@@ -21,27 +21,6 @@ class UserError(Exception):
 # run
 
 
-def _check_weights_dir(folder: Path) -> None:
-    """Read the real checkpoints the suites take from --weights-dir (safe and strict), before anything runs."""
-    from rvc_bench import stages
-    from rvc_bench.layout import CheckpointError
-
-    if not folder.is_dir():
-        raise UserError(f"--weights-dir {folder} is not a folder")
-    readers = {
-        "rmvpe.pt": stages.RMVPE.convert.read,
-        "hubert_base.pt": lambda path: stages.HUBERT.convert.read(path, "full"),
-    }
-    present = [name for name in readers if (folder / name).is_file()]
-    if not present:
-        raise UserError(f"--weights-dir {folder} holds neither {' nor '.join(readers)}")
-    for name in present:
-        try:
-            readers[name](folder / name)
-        except CheckpointError as err:
-            raise UserError(str(err)) from None
-
-
 def _check_report(path: Path, named: bool, force: bool, store: Path) -> None:
     """The report may replace the generated default, but not a file the user named (without --force), and never
     a file of the store it is made from; its figures go into a writable folder beside it (generated names)."""
@@ -57,9 +36,15 @@ def _check_run(args, plan: Plan) -> dict[str, dict[str, str]]:
     backend's process environment: only MLX's gets the preloaded BLAS (see rvc_bench/blas.py)."""
     from rvc_bench import fixtures
 
+    from rvc_bench import stages
+    from rvc_bench.layout import CheckpointError
+
     envs = _check_backends(plan)
-    if plan.weights_dir:
-        _check_weights_dir(Path(plan.weights_dir))
+    try:
+        if plan.weights_dir:  # the real checkpoints the suites take, read (safe and strict) before anything runs
+            stages.check_weights_dir(Path(plan.weights_dir))
+    except CheckpointError as err:
+        raise UserError(str(err)) from None
     check_folder(fixtures.cache_dir(), "the fixture cache (RVC_BENCH_CACHE)")
     check_folder(plan.store, "--store")
     if not args.no_report:
@@ -315,26 +300,20 @@ def _print_cpu_blas(probes) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# infer and diff
+# infer, stream and diff
 
 
 def _restart_with_mlx_blas(args) -> None:
-    """LD_PRELOAD takes effect only at process start: restart this command once in MLX's BLAS environment (the
-    marker it sets stops a second restart). Never for torch alone (see rvc_bench/blas.py)."""
-    if not args.own_process or blas.MARKER in os.environ:
-        return
-    try:
-        env = blas.process_env("mlx", args.mlx_blas)
-    except blas.BlasError as err:
-        raise UserError(str(err)) from None
-    if blas.MARKER in env:
-        os.execve(sys.executable, [sys.executable, "-m", "rvc_bench.cli", *sys.argv[1:]], env)
+    if args.own_process:  # a caller of main() keeps its own process and BLAS
+        try:
+            blas.restart_for_mlx(args.mlx_blas)
+        except blas.BlasError as err:
+            raise UserError(str(err)) from None
 
 
-def cmd_infer(args) -> int:
-    """The whole conversion on one backend (rvc_bench.infer); restarts itself once in MLX's BLAS environment."""
-    from rvc_bench import infer
-
+def _ready_to_convert(args) -> None:
+    """infer and stream: the models are given (or synthetic ones asked for); on MLX the command restarts itself once
+    in MLX's BLAS environment."""
     if args.hubert is None and not args.synthetic_models:  # random weights would make noise that looks like output
         raise UserError(
             "no --hubert: pass the content encoder (hubert_base.pt, or a Hugging Face ContentVec folder), "
@@ -342,6 +321,13 @@ def cmd_infer(args) -> int:
         )
     if args.backend == "mlx":
         _restart_with_mlx_blas(args)
+
+
+def cmd_infer(args) -> int:
+    """The whole conversion on one backend (rvc_bench.infer); restarts itself once in MLX's BLAS environment."""
+    from rvc_bench import infer
+
+    _ready_to_convert(args)
     try:
         print(infer.convert_file(args))
     except infer.InferError as err:
@@ -351,8 +337,6 @@ def cmd_infer(args) -> int:
 
 def cmd_diff(args) -> int:
     """Where two sides of a stage part (rvc_bench.diff): 0 none, 1 found, 2 bad input."""
-    import json
-
     from rvc_bench.diff import run, show
 
     if any(s.startswith("mlx") for s in args.sides) or not args.sides or args.port:
@@ -361,8 +345,20 @@ def cmd_diff(args) -> int:
         report = run.from_args(args)
     except run.INPUT_ERRORS as err:
         raise UserError(str(err)) from None
-    print(json.dumps(run.rows_json(report), indent=1) if args.json else show.render(report, args.all), end="")
+    print(show.output(report, args.json, args.all), end="")
     return 1 if report.diverged else 0
+
+
+def cmd_stream(args) -> int:
+    """The live mode on one backend, fed from a file (rvc_bench.stream): the output and the latency figures."""
+    from rvc_bench import infer, stream
+
+    _ready_to_convert(args)
+    try:
+        print(stream.stream_file(args))
+    except infer.InferError as err:
+        raise UserError(str(err)) from None
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -376,6 +372,7 @@ COMMANDS = {
     "doctor": cmd_doctor,
     "infer": cmd_infer,
     "diff": cmd_diff,
+    "stream": cmd_stream,
 }
 
 

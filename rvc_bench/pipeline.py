@@ -220,11 +220,15 @@ class Models:
     def features(self, audio: np.ndarray) -> np.ndarray:
         return self.backend.to_numpy(self.hubert.features(self.backend.from_numpy(audio[None]), self.cfg.version)[0])
 
-    def synthesize(self, phone, pitch, pitchf, sid, eps=None, sine_noise=None) -> np.ndarray:
+    def synthesize(
+        self, phone, pitch, pitchf, sid, eps=None, sine_noise=None, skip_head=None, return_length=None
+    ) -> np.ndarray:
+        """skip_head, return_length: only those frames (streaming; see the twins' infer)."""
         batch = lambda a: None if a is None else self.backend.from_numpy(a[None])  # noqa: E731
         sid = self.backend.from_numpy(np.array([sid]))
+        heads = {} if skip_head is None else {"skip_head": skip_head, "return_length": return_length}
         audio = self.synth.infer(
-            batch(phone), None, batch(pitch), batch(pitchf), sid, batch(eps), batch(sine_noise)
+            batch(phone), None, batch(pitch), batch(pitchf), sid, batch(eps), batch(sine_noise), **heads
         )  # no lengths: every frame is valid
         return self.backend.to_numpy(audio).reshape(-1)
 

@@ -6,6 +6,8 @@ model size.
 - memory: peak memory against length (framework counter where there is one, else RSS Δ), log-log;
 - parity: every bounded parity value as a fraction of its bound (below 1 passes; for ">=" bounds bound / value);
 - optimisation (sections with optimisation variants): warm time against error vs fp32 torch, per stage.
+- realtime (sections with stream rows): the live mode's processing per block against the block, at the default
+  extra context.
 """
 
 from __future__ import annotations
@@ -44,9 +46,14 @@ def _curves(frame, keys=CURVE):
         yield key, g.sort_values("audio_seconds")
 
 
+def _per_length(lines):
+    """The stages measured against length (the live mode's stream rows have a figure of their own)."""
+    return lines[lines.stage != "stream"]
+
+
 def _time(sec):
     fig, ax = _axes("warm median time (s); band: interquartile range; hollow: first call (a length timed once)")
-    for (stage, variant, backend, device), g in _curves(sec.lines):
+    for (stage, variant, backend, device), g in _curves(_per_length(sec.lines)):
         (line,) = ax.plot(
             g.audio_seconds,
             g["median"],
@@ -62,7 +69,7 @@ def _time(sec):
 
 def _speedup(sec):
     fig, ax = _axes("speedup = PyTorch time / backend time (> 1: faster); bars: 95 % bootstrap interval", logy=False)
-    for (stage, variant, backend, device, ref), g in _curves(sec.speed, (*CURVE, "ref_device")):
+    for (stage, variant, backend, device, ref), g in _curves(_per_length(sec.speed), (*CURVE, "ref_device")):
         ax.errorbar(
             g.audio_seconds,
             g.speedup,
@@ -77,7 +84,7 @@ def _speedup(sec):
 
 def _memory(sec):
     fig, ax = _axes("peak memory (MiB): framework counter, else RSS Δ")
-    for (stage, variant, backend, device), g in _curves(sec.lines):
+    for (stage, variant, backend, device), g in _curves(_per_length(sec.lines)):
         framework = np.isfinite(g["mem"]).all()
         mem = g["mem"] if framework else g["rss"]
         ax.plot(
@@ -145,7 +152,39 @@ def _optimisation(sec):
     return fig, ax
 
 
-DRAW = {"time": _time, "speedup": _speedup, "memory": _memory, "parity": _parity, "optimisation": _optimisation}
+def _realtime(sec):
+    from rvc_bench.report.realtime import DEFAULTS, stream_figures
+
+    fig, ax = _axes(
+        "live mode: processing per block (ms), median; bars up to p99; grey: the block (its deadline)", "block"
+    )
+    rows = sec.rows[(sec.rows.stage == "stream") & (sec.rows.extra_time == DEFAULTS.extra_time)]
+    figs = stream_figures(rows)
+    for (backend, device, seconds), g in figs.groupby(["backend", "device", "audio_seconds"], sort=True):
+        g = g.sort_values("block_time")
+        ax.errorbar(
+            g.block_time,
+            g.p50_ms,
+            yerr=[np.zeros(len(g)), g.p99_ms - g.p50_ms],
+            fmt=STYLE.get(backend, "-"),
+            marker="o",
+            capsize=3,
+            label=f"{backend} ({device}), {seconds:g} s of audio",
+        )
+    blocks = sorted(figs.block_time.unique())
+    ax.plot(blocks, [1000 * b for b in blocks], color="gray", lw=0.8)
+    _length_ticks(ax, blocks)
+    return fig, ax
+
+
+DRAW = {
+    "time": _time,
+    "speedup": _speedup,
+    "memory": _memory,
+    "parity": _parity,
+    "optimisation": _optimisation,
+    "realtime": _realtime,
+}
 
 
 def _length_ticks(ax, lengths) -> None:
@@ -163,7 +202,7 @@ def png(spec) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, ax = DRAW[spec.kind](spec.section)
-    if spec.kind not in ("parity", "optimisation"):
+    if spec.kind not in ("parity", "optimisation", "realtime"):
         _length_ticks(ax, spec.section.lines.audio_seconds)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=6, loc="best")

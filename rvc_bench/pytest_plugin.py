@@ -127,27 +127,8 @@ def pytest_configure(config):
 
 
 def pytest_report_collectionfinish(config, start_path, items):
-    """Which BLAS each CPU backend resolved in this process (known once collection has built the backends the
-    benchmarks need): `pytest suites/` run directly does not get the BLAS that `rvc-bench run` preloads for MLX, so
-    say so where it shows."""
-    lines = []
-    for label, d in config.stash[_SESSION].descriptions.items():
-        if d.get("mlx_cpu_blas"):
-            lines.append(
-                f"rvc-bench: {label} BLAS: {d['mlx_cpu_blas']} ({d['mlx_cpu_sgemm_gflops']} GFLOP/s sgemm "
-                f"{blas.PROBE_N})"
-            )
-            if not blas.preloaded() and blas.select("auto") is not None:
-                lines.append(
-                    "rvc-bench: `rvc-bench run` preloads a faster BLAS for MLX; `rvc-bench doctor` prints "
-                    "the command that gives it to pytest"
-                )
-        elif d.get("torch_blas"):
-            lines.append(
-                f"rvc-bench: {label} BLAS: {d['torch_blas']} ({d['torch_cpu_sgemm_gflops']} GFLOP/s sgemm "
-                f"{blas.PROBE_N})"
-            )
-    return lines
+    """Which BLAS each CPU backend resolved in this process (known once collection has built the backends)."""
+    return blas.collection_lines(config.stash[_SESSION].descriptions)
 
 
 def pytest_generate_tests(metafunc):
@@ -272,6 +253,19 @@ class Bench:
     def _add(self, **kw) -> None:
         self.session.run.add(**self._current, test=self.request.node.nodeid, **kw)
 
+    def _begin(self, benchmark, backend, stage: str, variant: str, seconds: float, dtype: str, **settings) -> None:
+        self._current = dict(
+            stage=stage,
+            variant=variant,
+            backend=backend.name,
+            device=backend.device,
+            device_name=self.session.descriptions[backend.label].get("device_name", ""),
+            dtype=dtype,
+            audio_seconds=seconds,
+            **settings,  # store.STREAM_COLUMNS
+        )
+        self._benchmark = benchmark
+
     def measure(
         self,
         benchmark,
@@ -289,20 +283,10 @@ class Bench:
         optimisation: the variants.VARIANTS entry applied (`optimised`): the row's variant is `<variant>+<name>`,
         its dtype the variant's, and its parity is held to the table's `variant-<name>` check."""
         session = self.session
-        desc = session.descriptions[backend.label]
         self._optimisation = optimisation
         if optimisation != variants.FP32:
             variant, dtype = f"{variant}+{optimisation}", variants.get(optimisation).dtype
-        self._current = dict(
-            stage=stage,
-            variant=variant,
-            backend=backend.name,
-            device=backend.device,
-            device_name=desc.get("device_name", ""),
-            dtype=dtype,
-            audio_seconds=seconds,
-        )
-        self._benchmark = benchmark
+        self._begin(benchmark, backend, stage, variant, seconds, dtype)
         m = measure.cold_call(backend, fn, args)
         if session.probe_mode:
             measure.write_probe_result(m.cold_s)
@@ -312,25 +296,42 @@ class Bench:
         self._add(metric="time_cold", value=m.cold_s, unit="s")
         for i, t in enumerate(warm):
             self._add(metric="time_warm", value=t, unit="s", round=i)
+        self._record_memory(backend, m)
+        warm_text = f"warm median {float(np.median(warm)):.3g} s over {len(warm)} rounds" if warm else "first call only"
+        session.write_line(f"  {stage}/{variant} {backend.label} {seconds:g}s: cold {m.cold_s:.3g} s, {warm_text}")
+        return m.output
+
+    def measure_once(self, benchmark, backend, fn: Callable, args: tuple, rows: Callable, *, stage: str, **kw):
+        """One call of a benchmark whose output carries its own timings (the live mode's blocks), through
+        pytest-benchmark once, with its memory recorded as measure() records it; rows(output) -> [(metric, value,
+        unit, round)] are stored. kw: variant, seconds, dtype and the store's STREAM_COLUMNS settings."""
+        self._begin(benchmark, backend, stage, kw.pop("variant"), kw.pop("seconds"), kw.pop("dtype", "float32"), **kw)
+        m = benchmark.pedantic(measure.cold_call, args=(backend, fn, args), rounds=1, iterations=1)
+        if self.session.probe_mode:
+            measure.write_probe_result(m.cold_s)
+            return m.output
+        for metric, value, unit, i in rows(m.output):
+            self._add(metric=metric, value=value, unit=unit, round=i)
+        self._record_memory(backend, m)
+        return m.output
+
+    def _record_memory(self, backend, m: measure.Measurement) -> None:
         self._add(metric="mem_framework_peak", value=m.mem_framework_peak, unit="bytes")
         for name, value in m.mem_extra.items():
             self._add(metric=name, value=value, unit="bytes")
         self._add(metric="rss_peak_delta", value=m.rss_peak_delta, unit="bytes")
-        benchmark.extra_info.update(
+        self._benchmark.extra_info.update(
             device=backend.label,
             device_name=self._current["device_name"],
             time_cold_s=m.cold_s,
             mem_framework_peak=m.mem_framework_peak,
             rss_peak_delta=m.rss_peak_delta,
         )
-        if session.plan.fresh_process:
+        if self.session.plan.fresh_process:
             probe = measure.run_probe(self.request.node.nodeid, self._probe_args(backend.name))
             self._add(metric="rss_fresh_process", value=probe["rss_peak"], unit="bytes")
             self._add(metric="time_cold_fresh_process", value=probe["cold_s"], unit="s")
-            benchmark.extra_info.update(rss_fresh_process=probe["rss_peak"])
-        warm_text = f"warm median {float(np.median(warm)):.3g} s over {len(warm)} rounds" if warm else "first call only"
-        session.write_line(f"  {stage}/{variant} {backend.label} {seconds:g}s: cold {m.cold_s:.3g} s, {warm_text}")
-        return m.output
+            self._benchmark.extra_info.update(rss_fresh_process=probe["rss_peak"])
 
     def record_parity(
         self,

@@ -247,3 +247,16 @@ def pipeline_checkpoints(cache: str | os.PathLike, size: str) -> tuple[Path, Pat
     HuBERT preset is PIPELINE_HUBERT[size]), generated into `cache` on first use. Random weights: timing and
     parity, not meaningful audio."""
     return HUBERT.checkpoint(cache, PIPELINE_HUBERT[size]), RMVPE.checkpoint(cache, size)
+
+
+def check_weights_dir(folder: Path) -> None:
+    """Read the real checkpoints the suites take from --weights-dir (safe and strict), before anything runs; a
+    CheckpointError names what is wrong."""
+    if not folder.is_dir():
+        raise CheckpointError(f"--weights-dir {folder} is not a folder")
+    readers = {"rmvpe.pt": RMVPE.convert.read, "hubert_base.pt": lambda path: HUBERT.convert.read(path, "full")}
+    present = [name for name in readers if (folder / name).is_file()]
+    if not present:
+        raise CheckpointError(f"--weights-dir {folder} holds neither {' nor '.join(readers)}")
+    for name in present:
+        readers[name](folder / name)

@@ -14,12 +14,13 @@ Row schema (one measured value per row):
   machine_id, run_id, started_at (UTC ISO 8601), git_commit, git_dirty, model_size, test (pytest node id), stage,
   variant, backend, device, device_name, dtype, audio_seconds, metric, round (0.. for per-round timings, -1
   otherwise), value, unit, reference (what a parity value was computed against; "" otherwise), bound, bound_op
-  ("<=" or ">="), within_bound (parity rows with a bound in the tolerance table; null otherwise).
+  ("<=" or ">="), within_bound (parity rows with a bound in the tolerance table; null otherwise), and the live
+  mode's block_time, crossfade_time, extra_time (s; stage "stream" rows, NaN otherwise; older files read as NaN).
 Metrics: time_cold (s; first call after loading, compilation included), time_warm (s; one row per round),
 mem_framework_peak (bytes; the framework's own counter, see the backend description for its source),
 rss_peak_delta (bytes; process high-water mark minus RSS before the call), rss_fresh_process (bytes; peak RSS of a
 fresh process that imports, loads and calls once), time_cold_fresh_process (s), parity.<name> (see
-rvc_bench.parity and references/parity_tolerances.csv).
+rvc_bench.parity and references/parity_tolerances.csv); stream rows: stream.<figure> (stream.StreamResult.figures).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import pyarrow.parquet as pq
 
 from rvc_bench.fileio import atomic_write_bytes
 
+STREAM_COLUMNS = ("block_time", "crossfade_time", "extra_time")  # added later: a file without them reads as NaN
 COLUMNS = {
     "machine_id": "string",
     "run_id": "string",
@@ -63,6 +65,7 @@ COLUMNS = {
     "bound": "float64",
     "bound_op": "string",
     "within_bound": "boolean",
+    **dict.fromkeys(STREAM_COLUMNS, "float64"),
 }
 SCHEMA = pa.schema(
     [
@@ -164,7 +167,10 @@ class Run:
         bound: float = float("nan"),
         bound_op: str = "",
         within_bound: bool | None = None,
+        **settings: float,  # STREAM_COLUMNS
     ) -> None:
+        if set(settings) - set(STREAM_COLUMNS):
+            raise TypeError(f"unknown row settings: {sorted(set(settings) - set(STREAM_COLUMNS))}")
         self.rows.append(
             dict(
                 machine_id=self.machine_id,
@@ -189,6 +195,7 @@ class Run:
                 bound=float(bound),
                 bound_op=bound_op,
                 within_bound=within_bound,
+                **{k: float(settings.get(k, "nan")) for k in STREAM_COLUMNS},
             )
         )
 
@@ -359,6 +366,7 @@ def read(store_dir: str | Path) -> Store:
             table = pq.read_table(path)
             meta = json.loads((table.schema.metadata or {})[META_KEY])
             frame = table.to_pandas()
+            frame = frame.reindex(columns=[*frame.columns, *(c for c in STREAM_COLUMNS if c not in frame.columns)])
             missing = set(COLUMNS) - set(frame.columns)
             if missing:
                 raise StoreError(f"missing columns {sorted(missing)}")

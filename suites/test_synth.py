@@ -37,7 +37,7 @@ from synth_twins import (
 from rvc_bench import parity, tolerances
 from rvc_bench.fixtures import cache_dir
 from rvc_bench.synth import convert, synthetic, tiling
-from rvc_bench.synth.config import NAMES, SIZES, VARIANTS, SynthConfig, parse_name, preset
+from rvc_bench.synth.config import FLOW_CONTEXT, NAMES, SIZES, VARIANTS, SynthConfig, parse_name, preset
 
 # ---- configs ---------------------------------------------------------------------------------------------------
 
@@ -222,6 +222,29 @@ def test_twin_parity_tiny_zero_noise_and_partial_length():
     # the mask matters: the same call with all frames valid (no lengths) differs
     full = tm.infer(**model_torch.prepare(inputs))[0, 0].numpy()
     assert parity.tensor_metrics(full, ref)["snr_db"] < 20
+
+
+def test_skip_head_returns_the_full_runs_frames():
+    """Streaming inference (skip_head, return_length; real-time spec §4.5): the text encoder attends over every
+    frame, the flow runs from skip_head - FLOW_CONTEXT and its returned frames equal the full run's (a shorter
+    context would change them), the decoder makes only the returned frames; MLX agrees with torch."""
+    from rvc_bench.synth import model_mlx, model_torch
+
+    tm, mm = tiny_twins("v2-40k")
+    frames, head, length, upp = 60, 40, 12, tm.cfg.upp
+    inputs = synthetic.make_inputs(tm.cfg, f0_track(frames), seed=4)
+    _, full = tm.infer(**model_torch.prepare(inputs), return_intermediates=True)
+    fh = head - FLOW_CONTEXT
+    part = dataclasses.replace(
+        inputs, eps=inputs.eps[fh:], sine_noise=inputs.sine_noise[head * upp : (head + length) * upp]
+    )
+    heads = dict(skip_head=head, return_length=length)
+    audio, got = tm.infer(**model_torch.prepare(part), return_intermediates=True, **heads)
+    assert audio.shape == (1, 1, length * upp) and got["m_p"].shape[-1] == frames - fh
+    np.testing.assert_allclose(got["m_p"].numpy(), full["m_p"][..., fh:].numpy(), atol=1e-6)
+    np.testing.assert_allclose(got["z"].numpy(), full["z"][..., head : head + length].numpy(), atol=1e-5)
+    out = np.array(mm.infer(**model_mlx.prepare(part), **heads)).reshape(-1)
+    assert parity.tensor_metrics(out, audio.numpy().reshape(-1))["snr_db"] >= SNR_TINY_DB
 
 
 def test_random_noise_is_drawn_when_not_injected():

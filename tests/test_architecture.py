@@ -108,7 +108,7 @@ def _fresh(code: str) -> list[str]:
 def test_importing_the_package_and_the_benchmarks_loads_no_framework():
     names = [n for n in modules() if n.rsplit(".", 1)[-1] not in FRAMEWORK_MODULES]
     benches = [p.stem for p in sorted(SUITES.glob("test_bench_*.py"))]
-    assert len(benches) == 5 and "rvc_bench.stages" in names and "rvc_bench.pipeline" in names
+    assert len(benches) == 6 and "rvc_bench.stages" in names and "rvc_bench.pipeline" in names
     code = "\n".join(f"import {n}" for n in names) + f"\nimport sys; sys.path.insert(0, {str(SUITES)!r})\n"
     assert _fresh(code + "\n".join(f"import {b}" for b in benches)) == []
 

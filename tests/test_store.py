@@ -136,3 +136,50 @@ def test_a_run_that_stored_nothing_is_discarded_and_one_that_did_is_kept(tmp_pat
     assert store.discard_if_empty(tmp_path / "s", empty.machine_id, empty.run_id)
     assert not store.discard_if_empty(tmp_path / "s", kept.machine_id, kept.run_id)
     assert list(store.read(tmp_path / "s").runs) == [kept.run_id]
+
+
+def test_stream_settings_are_columns_and_files_written_before_them_read_as_nan(tmp_path):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    run = make_run()
+    settings = dict(block_time=0.25, crossfade_time=0.05, extra_time=2.5)
+    run.add(
+        stage="stream",
+        variant="v",
+        backend="torch",
+        device="cpu",
+        device_name="",
+        dtype="float32",
+        audio_seconds=5.0,
+        metric="stream.p50_ms",
+        value=12.0,
+        unit="ms",
+        **settings,
+    )
+    path = run.flush(tmp_path, "stream")
+    old = make_run(run_id="old-run")
+    add_times(old, "torch", [2.0])
+    old_path = old.flush(tmp_path, "old")
+    table = pq.read_table(old_path)  # a file from before the stream columns: drop them
+    pq.write_table(
+        table.drop_columns(list(store.STREAM_COLUMNS)).replace_schema_metadata(table.schema.metadata), old_path
+    )
+    rows = store.read(tmp_path).rows.set_index("run_id")
+    assert rows.loc[run.run_id, ["block_time", "crossfade_time", "extra_time"]].tolist() == [0.25, 0.05, 2.5]
+    assert np.isnan(rows.loc["old-run", ["block_time", "crossfade_time", "extra_time"]].astype(float)).all()
+    assert pq.read_schema(path).names == list(store.COLUMNS)
+    with pytest.raises(TypeError, match="unknown row settings"):
+        run.add(
+            stage="s",
+            variant="v",
+            backend="b",
+            device="d",
+            device_name="",
+            dtype="",
+            audio_seconds=1,
+            metric="m",
+            value=1.0,
+            unit="s",
+            block=0.25,
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 from rvc_bench.diff import compare
@@ -71,3 +72,10 @@ def render(report, everything: bool = False) -> str:
         f"{report.seconds:g} s; bounds: rel L2 {report.bound:g} per module, {report.frame_bound:g} per frame"
     )
     return "\n".join([head, *module_table(report, everything), *time_table(report), report.where()]) + "\n"
+
+
+def output(report, as_json: bool = False, everything: bool = False) -> str:
+    """What `rvc-bench diff` prints: the text report, or the JSON one."""
+    from rvc_bench.diff.run import rows_json
+
+    return json.dumps(rows_json(report), indent=1) + "\n" if as_json else render(report, everything)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from rvc_bench import results
-from rvc_bench.report import notes, tables
+from rvc_bench.report import notes, realtime, tables
 from rvc_bench.report.formatting import (
     RUN,
     TITLES,
@@ -34,12 +34,13 @@ class FigureSpec:
     """What one figure shows; rvc_bench.plots draws it (only `write` does, `render` never imports matplotlib)."""
 
     name: str
-    kind: str  # time | speedup | memory | parity
+    kind: str  # time | speedup | memory | parity | realtime
     section: Section
 
 
 def figures_of(sec: Section) -> dict[str, FigureSpec]:
     kinds = FIGURE_KINDS + (("optimisation",) if optimised_lines(sec).size else ())
+    kinds += ("realtime",) if realtime.has_rows(sec) else ()
     return {f"{sec.slug}-{kind}.png": FigureSpec(f"{sec.slug}-{kind}.png", kind, sec) for kind in kinds}
 
 
@@ -113,7 +114,7 @@ def accuracy_table(sec: Section, stage: str, pubs: pd.DataFrame) -> str:
 
 def accuracy_section(sec: Section, pubs: pd.DataFrame) -> str:
     head = f"### Numerical accuracy\n\n{notes.ACCURACY}\n"
-    par = sec.parity
+    par = sec.parity[sec.parity.stage != "stream"]  # the Real-time section judges the live mode
     if par.empty:
         return head + "\n" + empty("no parity value", RUN)
     stages = sorted(par.stage.unique(), key=lambda s: results.STAGE_ORDER.get(s, 99))
@@ -138,5 +139,6 @@ def machine_section(sec: Section, pubs: pd.DataFrame) -> str:
     for stage in ("hubert", "synth"):
         if sec.main_variant(stage):
             parts.append(tables.speed_table(sec, stage, pubs, TITLES[stage], grid=()))
+    parts += [s for s in (realtime.realtime_section(sec),) if s]  # only where stream rows exist
     parts.append("### Figures\n\n" + "\n".join(f"![{n}](figures/{n})" for n in figures_of(sec)) + "\n")
     return "\n".join(parts)

@@ -24,8 +24,25 @@ LRELU_SLOPE_POST = 0.01
 SINE_AMP = 0.1  # SineGen amplitude; unvoiced noise std is SINE_AMP / 3
 NOISE_STD = 0.003  # SineGen noise std on voiced samples
 PRIOR_NOISE_SCALE = 0.66666  # z_p = m_p + exp(logs_p) * eps * 0.66666
+# Left receptive field of the reverse flow in frames (4 couplings x 3 WN layers x 2 frames for kernel 5): streaming
+# inference (skip_head) runs the flow from this many frames before the first frame it returns.
+FLOW_CONTEXT = N_FLOWS * FLOW_LAYERS * (FLOW_KERNEL // 2)
 PHONE_CHANNELS = {"v1": 256, "v2": 768}  # content-feature width: HuBERT layer 9 + final_proj (v1) / layer 12 (v2)
 SR_NAMES = {"32k": 32000, "40k": 40000, "48k": 48000}
+
+
+def stream_heads(skip_head: int | None, return_length: int | None) -> tuple[int, int]:
+    """(fh, dh) of streaming inference (rt spec §4.5): the text encoder's output is cropped to frames [fh, T), the
+    flow's to [fh + dh, fh + dh + return_length) = [skip_head, skip_head + return_length). (0, 0): the whole length."""
+    if (skip_head is None) != (return_length is None):
+        raise ValueError("skip_head and return_length go together")
+    if skip_head is None:
+        return 0, 0
+    if skip_head < 0 or return_length < 1:
+        raise ValueError(f"skip_head must be >= 0 and return_length >= 1, got {skip_head}, {return_length}")
+    fh = max(skip_head - FLOW_CONTEXT, 0)
+    return fh, skip_head - fh
+
 
 # Upstream's positional constructor arguments, in checkpoint `config` order.
 CONFIG_FIELDS = (

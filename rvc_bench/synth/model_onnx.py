@@ -26,7 +26,7 @@ import numpy as np
 
 from rvc_bench import onnx_graph
 from rvc_bench.onnx_graph import OnnxModelError, Port
-from rvc_bench.synth.config import PRIOR_NOISE_SCALE, WINDOW_SIZE, SynthConfig
+from rvc_bench.synth.config import PRIOR_NOISE_SCALE, WINDOW_SIZE, SynthConfig, stream_heads
 
 STAGE = "synth"
 MIN_FRAMES = WINDOW_SIZE + 2
@@ -155,8 +155,35 @@ class Synthesizer:
         return self.layout == "rvc-bench"
 
     def infer(
-        self, phone, phone_lengths=None, pitch=None, nsff0=None, sid=None, eps=None, sine_noise=None
+        self,
+        phone,
+        phone_lengths=None,
+        pitch=None,
+        nsff0=None,
+        sid=None,
+        eps=None,
+        sine_noise=None,
+        skip_head=None,
+        return_length=None,
     ) -> np.ndarray:
+        """The twins' streaming arguments (skip_head, return_length) are emulated: the graph has a dynamic frame
+        axis but no head, so it runs all T frames (eps zero before fh, the source noise zero outside the returned
+        frames) and the returned frames are cut out. The flow's values equal the twins' (its receptive field ends
+        at fh); the decoder and the NSF sine phase see the frames around the chunk, which the twins' decoder does
+        not (they zero-pad at the chunk's ends and start the phase there), and it costs T frames, not
+        return_length."""
+        fh, _ = stream_heads(skip_head, return_length)
+        if skip_head is not None:
+            upp, n = self.cfg.upp, np.asarray(phone).shape[1]
+            if eps is not None:
+                eps = np.pad(np.asarray(eps, np.float32), ((0, 0), (fh, 0), (0, 0)))
+            if sine_noise is not None:
+                sine_noise = np.pad(
+                    np.asarray(sine_noise, np.float32),
+                    ((0, 0), (skip_head * upp, (n - skip_head - return_length) * upp)),
+                )
+            audio = self.infer(phone, phone_lengths, pitch, nsff0, sid, eps, sine_noise)
+            return audio[..., skip_head * upp : (skip_head + return_length) * upp]
         cfg = self.cfg
         phone = np.asarray(phone, dtype=np.float32)
         b, t = phone.shape[:2]

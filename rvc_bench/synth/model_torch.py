@@ -36,6 +36,7 @@ from rvc_bench.synth.config import (
     SINE_AMP,
     WINDOW_SIZE,
     SynthConfig,
+    stream_heads,
 )
 
 
@@ -172,12 +173,15 @@ class TextEncoder(nn.Module):
         self.encoder = Encoder(cfg.hidden_channels, cfg.filter_channels, cfg.n_heads, cfg.n_layers, cfg.kernel_size)
         self.proj = nn.Conv1d(cfg.hidden_channels, 2 * cfg.inter_channels, 1)
 
-    def forward(self, phone, pitch, x_mask):  # [B, T, C], [B, T] long or None, [B, 1, T] or None
+    def forward(self, phone, pitch, x_mask, head: int = 0):  # [B, T, C], [B, T] long or None, [B, 1, T] or None
+        """head: frames dropped before proj (streaming: attention still sees all T frames)."""
         x = self.emb_phone(phone)
         if pitch is not None:
             x = x + self.emb_pitch(pitch)
         x = F.leaky_relu(x * math.sqrt(self.hidden), LRELU_SLOPE).transpose(1, -1)  # [B, H, T]
         x = self.encoder(_masked(x, x_mask), x_mask)
+        if head:
+            x, x_mask = x[..., head:], None if x_mask is None else x_mask[..., head:]
         m, logs = torch.chunk(_masked(self.proj(x), x_mask), 2, dim=1)
         return m, logs
 
@@ -400,13 +404,18 @@ class Synthesizer(nn.Module):
         eps=None,
         sine_noise=None,
         return_intermediates: bool = False,
+        skip_head: int | None = None,
+        return_length: int | None = None,
     ):
         """phone [B, T, C] float, phone_lengths [B] long or None (all valid), pitch [B, T] long and nsff0 [B, T] Hz
         (pitch models only), sid [B] long (default speaker 0); eps [B, T, inter] and sine_noise [B, T * upp] replace
         the random draws (zeros make the output deterministic). Returns audio [B, 1, T * upp], or
-        (audio, intermediates)."""
+        (audio, intermediates). Streaming (rt spec §4.5): skip_head and return_length return only frames
+        [skip_head, skip_head + return_length) (audio [B, 1, return_length * upp]); the flow runs from
+        fh = skip_head - FLOW_CONTEXT, so eps is [B, T - fh, inter] and sine_noise [B, return_length * upp]."""
         if self.cfg.f0 and (pitch is None or nsff0 is None):
             raise ValueError("this is a pitch model: pass pitch and nsff0")
+        fh, dh = stream_heads(skip_head, return_length)
         b, t = phone.shape[:2]
         if sid is None:
             sid = torch.zeros(b, dtype=torch.long, device=phone.device)
@@ -415,10 +424,18 @@ class Synthesizer(nn.Module):
             x_mask = sequence_mask(phone_lengths, t).unsqueeze(1).to(phone.dtype)  # [B, 1, T]
         inter = {} if return_intermediates else None
         g = self.emb_g(sid).unsqueeze(-1)  # [B, gin, 1]
-        m_p, logs_p = self.enc_p(phone, pitch if self.cfg.f0 else None, x_mask)
+        m_p, logs_p = self.enc_p(phone, pitch if self.cfg.f0 else None, x_mask, fh)
+        if fh and x_mask is not None:
+            x_mask = x_mask[..., fh:]
         eps = torch.randn_like(m_p) if eps is None else eps.transpose(1, 2)
         z_p = _masked(m_p + torch.exp(logs_p) * eps * PRIOR_NOISE_SCALE, x_mask)
         z = self.flow(z_p, x_mask, g)
+        if skip_head is not None:
+            z, x_mask = (
+                z[..., dh : dh + return_length],
+                None if x_mask is None else x_mask[..., dh : dh + return_length],
+            )
+            nsff0 = None if nsff0 is None else nsff0[:, skip_head : skip_head + return_length]
         audio = self.dec(_masked(z, x_mask), g, nsff0 if self.cfg.f0 else None, sine_noise, inter, self.tile_frames)
         if inter is None:
             return audio
