@@ -34,9 +34,7 @@ def _check_report(path: Path, named: bool, force: bool, store: Path) -> None:
 def _check_run(args, plan: Plan) -> dict[str, dict[str, str]]:
     """Every option of `run`, checked before the first benchmark starts (so a bad one costs nothing). Returns each
     backend's process environment: only MLX's gets the preloaded BLAS (see rvc_bench/blas.py)."""
-    from rvc_bench import fixtures
-
-    from rvc_bench import stages
+    from rvc_bench import fixtures, stages
     from rvc_bench.layout import CheckpointError
 
     envs = _check_backends(plan)
