@@ -204,6 +204,10 @@ def _add_infer(sub) -> None:
     _add_voice_and_models(i)
     i.add_argument("--index", default=None, help="the voice's added_IVF*_Flat_nprobe_1_*.index (needs faiss-cpu)")
     _add_conversion_options(i)
+    o = i.add_argument_group("optimisation variants (rvc_bench.variants; measured in the document)")
+    o.add_argument("--dtype", choices=("float16", "bfloat16"), help="half precision, fp32 kept where it is needed")
+    o.add_argument("--quantize", type=int, choices=(8, 4), help="quantised Linear/Embedding weights (torch: 8 only)")
+    o.add_argument("--compile", action="store_true", help="mx.compile / torch.compile the networks")
     i.set_defaults(command="infer")
 
 
@@ -244,11 +248,6 @@ def _add_voice_and_models(i) -> None:
         help="use seeded random HuBERT/RMVPE checkpoints (generated into the fixture cache) for those "
         "not given: for timing and tests; the output is not a conversion",
     )
-    _add_conversion_options(i)
-    o = i.add_argument_group("optimisation variants (rvc_bench.variants; measured in the document)")
-    o.add_argument("--dtype", choices=("float16", "bfloat16"), help="half precision, fp32 kept where it is needed")
-    o.add_argument("--quantize", type=int, choices=(8, 4), help="quantised Linear/Embedding weights (torch: 8 only)")
-    o.add_argument("--compile", action="store_true", help="mx.compile / torch.compile the networks")
     i.add_argument("--model-size", choices=plan.MODEL_SIZES, default="full", help=argparse.SUPPRESS)  # tests
     i.add_argument("--sid", type=_int_at_least(0), default=0, help="speaker id (default 0)")
     i.add_argument(
