@@ -242,6 +242,8 @@ def test_the_plan_survives_the_pytest_command_line_it_becomes():
         "box",
         "--store",
         "/s",
+        "--variants",
+        "fp32,q8",
     ]
     run, ab = (cli.build_parser().parse_args([*head, *options]) for head in (["run"], ["ab", "main"]))
     built = [plan.Plan.from_options(lambda name, a=a: getattr(a, name, None)) for a in (run, ab)]
@@ -266,6 +268,7 @@ def test_the_plan_survives_the_pytest_command_line_it_becomes():
         "rounds": [7, 3],
         "warmup": [1, 0],
         "fresh_process": True,
+        "variants": ["fp32", "q8"],
     }
 
 

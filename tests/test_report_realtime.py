@@ -55,9 +55,10 @@ def test_the_processing_figure_exists_only_beside_stream_rows():
     from rvc_bench.report.sections import figures_of
 
     rows = pd.DataFrame(stream_rows("torch", 0.25, 200.0, 0.0), columns=list(store.COLUMNS)).astype(store.COLUMNS)
-    with_rows = SimpleNamespace(rows=rows, slug="m-tiny")
+    no_lines = pd.DataFrame(columns=["variant"])  # no optimisation variant either
+    with_rows = SimpleNamespace(rows=rows, lines=no_lines, slug="m-tiny")
     assert "m-tiny-realtime.png" in figures_of(with_rows)
-    assert "m-tiny-realtime.png" not in figures_of(SimpleNamespace(rows=rows.iloc[0:0], slug="m-tiny"))
+    assert "m-tiny-realtime.png" not in figures_of(SimpleNamespace(rows=rows.iloc[0:0], lines=no_lines, slug="m-tiny"))
     from rvc_bench import plots
 
     assert plots.png(figures_of(with_rows)["m-tiny-realtime.png"])[:4] == b"\x89PNG"
