@@ -350,7 +350,8 @@ class Bench:
             raise RuntimeError("record_parity() must follow measure()")
         if check == tolerances.BENCHMARK and self._optimisation != variants.FP32:
             check = f"variant-{self._optimisation}"
-        if self.session.probe_mode or (self._current["backend"], self._current["device"]) == (reference, "cpu"):
+        cur = self._current
+        if self.session.probe_mode or (cur["backend"], cur["device"], self._optimisation) == (reference, "cpu", "fp32"):
             return
         stage, backend = self._current["stage"], self._current["backend"]
         bounds = tolerances.bounds(stage, check, backend) if check else {}
@@ -388,8 +389,7 @@ class Bench:
 
 
 @pytest.fixture
-def optimisation():
-    """The optimisation variant a benchmark measures: fp32 unless the run asks for --variants."""
+def optimisation():  # the optimisation variant a benchmark measures: fp32 unless the run asks for --variants
     return variants.FP32
 
 

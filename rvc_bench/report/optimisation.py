@@ -20,7 +20,8 @@ ACCURACY = {
 }
 NOTE = (
     "Each variant's speedup is its backend's fp32 time over the variant's, ratio of medians with its 95 % bootstrap "
-    "interval, both measured in the same run; memory is the framework's peak against fp32's; accuracy is against "
+    "interval, both measured in the same run; memory is the framework's peak (torch on the CPU: RSS growth) against "
+    "fp32's; accuracy is against "
     "the fp32 torch reference, judged by the variant's own bounds in the tolerance table (check `variant-<name>`). "
     "The original document's expectation was written for Apple Silicon: its verdict here says on which device it "
     "was tested (held: the interval's low end reaches the expectation's low end; not held: its high end stays below; "
@@ -57,6 +58,15 @@ def accuracy_text(sec: Section, r) -> str:
     return "; ".join(cells) or "–"
 
 
+def peak_text(r, base) -> str:
+    """The variant's framework peak against fp32's; RSS growth where the framework has no counter (torch CPU)."""
+    field, what = ("mem", "") if results.finite(r.mem) else ("rss", " RSS Δ")
+    value = getattr(r, field)
+    ratio = getattr(base, field) if base is not None else float("nan")
+    against = f" ({sig(value / ratio)}× fp32)" if results.finite(ratio) and ratio else ""
+    return f"{fmt_bytes(value)}{what}{against}" if results.finite(value) else "–"
+
+
 def row(sec: Section, r) -> dict:
     base_variant = r.variant.rpartition(variants.SEPARATOR)[0]
     name = variants.of_row(r.variant)
@@ -73,9 +83,9 @@ def row(sec: Section, r) -> dict:
     if len(base):
         b = base.iloc[0]
         speed = stats.ratio_ci(b.times, r.times)
-        memory = f"{fmt_bytes(r.mem)} ({sig(r.mem / b.mem)}× fp32)" if results.finite(b.mem) and b.mem else "–"
+        memory = peak_text(r, b)
     else:
-        speed, memory = (float("nan"),) * 3, fmt_bytes(r.mem)
+        speed, memory = (float("nan"),) * 3, peak_text(r, None)
     v = variants.VARIANTS.get(name)
     return {
         "stage": r.stage,
@@ -83,7 +93,7 @@ def row(sec: Section, r) -> dict:
         "backend": where,
         "variant": f"`{name}` ({r.dtype})",
         "speedup over fp32": fmt_ratio(*speed) if len(base) else "no fp32 row in this run",
-        "framework peak": memory,
+        "peak memory": memory,
         "accuracy vs fp32 torch": accuracy_text(sec, r),
         "original's expectation": verdict(v.expected if v else "", speed[1], speed[2], where),
     }
