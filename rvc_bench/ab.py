@@ -65,6 +65,7 @@ class Options:
     speed: str = "all"  # "relative": only the backend/PyTorch ratios gate speed (a shared, noisy runner)
     summary: Path | None = None
     envs_dir: Path = environments.ENVS_DIR
+    locate: bool = True  # name each parity failure's first divergent module (rvc-bench diff at head)
 
 
 @dataclass
@@ -381,6 +382,10 @@ def run(opts: Options) -> int:
         if opts.plan.store is None:
             shutil.rmtree(store, ignore_errors=True)
     text = summary(sides, opts, comparison, machine, checks, notes, kept)
+    if opts.locate:
+        from rvc_bench.diff import locate
+
+        text += locate.appendix(checks, "head's parity failures", commit=sides[1].commit)
     print("\n" + text, end="")
     if opts.summary is not None:
         atomic_write_bytes(opts.summary, text.encode())

@@ -166,6 +166,7 @@ def _add_ab(sub) -> None:
         "printed, and appended to $GITHUB_STEP_SUMMARY when that is set)",
     )
     a.add_argument("--force", action="store_true", help="replace an existing --summary file")
+    _locate(a)
     a.set_defaults(command="ab")
 
 

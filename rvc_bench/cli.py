@@ -155,11 +155,10 @@ def cmd_gate(args) -> int:
         raise UserError(str(err)) from None
     checks = gate.evaluate(candidate, baseline, args.max_slowdown, problems)
     print(gate.render(checks, args.max_slowdown), end="")
-    if args.locate and any(c.kind == "parity" and not c.ok for c in checks):
+    if args.locate:
         from rvc_bench.diff import locate
 
-        print("where the parity failures part from torch (rvc-bench diff):")
-        print("".join(f"- {line}\n" for line in locate.located(checks)), end="")
+        print(locate.appendix(checks, "the parity failures"), end="")
     counts = {status: sum(c.status == status for c in checks) for status in (gate.OK, gate.FAIL, gate.UNDECIDED)}
     print(
         f"gate: {counts[gate.OK]} passed, {counts[gate.FAIL]} failed, {counts[gate.UNDECIDED]} cannot decide "
@@ -192,6 +191,7 @@ def cmd_ab(args) -> int:
         max_slowdown=args.max_slowdown,
         speed=args.speed,
         summary=Path(args.summary) if args.summary else None,
+        locate=args.locate,
     )
 
     def interrupt(signum, frame):  # a cancelled CI job: end like Ctrl-C, so the worktrees are removed

@@ -208,7 +208,7 @@ def paired_parity_checks(rows: pd.DataFrame, side_of: pd.Series, table: toleranc
     key = ["model_size", "stage", "variant", "backend", "device", "audio_seconds", "metric"]
     for k, g in results.parity(rows).groupby(key, sort=True):
         size, stage, variant, backend, device, seconds, metric = k
-        b = table.bounds(stage, tolerances.BENCHMARK, backend).get(metric)
+        b = table.bounds(stage, variants.check_of(variant), backend).get(metric)
         by_side = {s: g[side_of[g.index] == s].value for s in SIDES}
         if b is None or by_side["head"].empty:
             continue
@@ -220,6 +220,7 @@ def paired_parity_checks(rows: pd.DataFrame, side_of: pd.Series, table: toleranc
                 f"{stage}/{variant} {backend}({device}) {seconds:g}s [{size}] {metric}",
                 f"head {shown['head']}, base {shown['base']} (bound {b}; worst of each side's runs)",
                 OK if b.holds(worst["head"]) else FAIL,
+                (stage, backend, device, size, float(seconds)),
             )
         )
     return checks

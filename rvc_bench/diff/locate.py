@@ -30,3 +30,12 @@ def located(checks, commit: str | None = None) -> list[str]:
         at = f" (diffed at {length:g} s)" if length < seconds else ""
         lines.append(f"{label}{at}: {report.where()}")
     return lines
+
+
+def appendix(checks, what: str, commit: str | None = None) -> str:
+    """The gate's or ab's summary lines naming where each failing parity measurement parts ("" when none fails)."""
+    if not any(c.kind == "parity" and not c.ok for c in checks):
+        return ""
+    return f"\nwhere {what} part from torch (rvc-bench diff):\n\n" + "".join(
+        f"- {line}\n" for line in located(checks, commit)
+    )
