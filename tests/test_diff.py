@@ -156,7 +156,7 @@ def test_cli_exit_statuses_and_one_line_errors(tmp_path, capsys):
         (["rmvpe", "torch", "mlx", "--checkpoint", str(tmp_path / "none.pt")], "checkpoint not found"),
         (["rmvpe", "torch", "mlx", "--audio", str(tmp_path / "none.wav")], "audio file not found"),
         (["rmvpe", "mlx"], "needs --base REF or --port"),
-        (["rmvpe", "torch", "--base", "no-such-ref"], "--base no-such-ref"),
+        (["rmvpe", "torch", "--base", "no-such-ref"], "invalid reference: no-such-ref"),
     ]:
         capsys.readouterr()
         assert _cli(bad) == 2, bad

@@ -191,9 +191,7 @@ np.savez(sys.argv[4], meta=json.dumps(meta), **arrays)
 def _run_at_commit(stage: str, side: Side, inputs: Inputs, recorder: capture.Recorder) -> Result:
     """Run the side in a detached worktree of its commit (this interpreter, the commit's rvc_bench) and replay its
     entries into `recorder`."""
-    from rvc_bench import ab
-
-    repo = ab.toplevel(Path.cwd())
+    repo = Path(_git(Path.cwd(), "rev-parse", "--show-toplevel"))
     here = str(Path(__file__).resolve().parents[1])
     spec = {
         "stage": stage,
@@ -209,10 +207,7 @@ def _run_at_commit(stage: str, side: Side, inputs: Inputs, recorder: capture.Rec
     with tempfile.TemporaryDirectory(prefix="rvc-bench-diff-") as tmp:
         tree, feed, out = Path(tmp) / "tree", Path(tmp) / "inputs.npz", Path(tmp) / "side.npz"
         np.savez(feed, audio=inputs.audio, **({} if inputs.f0 is None else {"f0": inputs.f0}))
-        try:
-            ab.git(repo, "worktree", "add", "--detach", "--quiet", str(tree), side.commit)
-        except ab.AbError as err:
-            raise DiffError(f"--base {side.commit}: {err}") from None
+        _git(repo, "worktree", "add", "--detach", "--quiet", str(tree), side.commit)
         try:
             env = {**os.environ, "PYTHONPATH": str(tree), "RVC_BENCH_CACHE": str(fixtures.cache_dir())}
             args = [sys.executable, "-c", _CHILD, here + "/rvc_bench", json.dumps(spec), str(feed), str(out)]
@@ -223,6 +218,14 @@ def _run_at_commit(stage: str, side: Side, inputs: Inputs, recorder: capture.Rec
             return _replay(out, recorder)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=repo, capture_output=True)
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["git failed"])[-1]
+        raise DiffError(f"--base: git {args[0]} failed: {last}")
+    return done.stdout.strip()
 
 
 def _replay(path: Path, recorder: capture.Recorder) -> Result:
