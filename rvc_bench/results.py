@@ -70,19 +70,26 @@ def lines(rows: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def newest(table: pd.DataFrame, key: list[str] | None = None) -> pd.DataFrame:
-    """For every (machine, model size, measurement), keep only the newest run that measured it (any backend)."""
+def newest(table: pd.DataFrame, key: list[str] | None = None, prefer: tuple[str, ...] = ()) -> pd.DataFrame:
+    """For every (machine, model size, measurement), keep only the newest run that measured it (any backend);
+    prefer: boolean columns of the table that rank a run above a newer one (True first)."""
     key = SECTION + MEASUREMENT if key is None else key
     if table.empty:
         return table
-    runs = table[key + ["started_at", "run_id"]].drop_duplicates()
-    chosen = runs.sort_values(["started_at", "run_id"]).groupby(key, dropna=False, sort=False).tail(1)
-    return table.merge(chosen, on=key + ["started_at", "run_id"]).reset_index(drop=True)
+    order = [*prefer, "started_at", "run_id"]
+    runs = table[key + order].drop_duplicates()
+    chosen = runs.sort_values(order).groupby(key, dropna=False, sort=False).tail(1)
+    return table.merge(chosen, on=key + order).reset_index(drop=True)
 
 
 def newest_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """The stored rows of `newest(lines(rows))`: every row of the run chosen for each measurement."""
-    chosen = newest(lines(rows))[LINE].drop_duplicates()
+    """The stored rows of `newest(lines(rows))`: every row of the run chosen for each measurement. A run that also
+    measured optimisation variants gives its fp32 rows only where no plain run measured them: they are its
+    variants' baselines (that table reads them from every run), and a plain run forms the stage tables' ratios."""
+    with_variants = {r for r, v in zip(rows.run_id, rows.variant) if variants.of_row(v) != variants.FP32}
+    table = lines(rows)
+    table = table.assign(_plain=~table.run_id.isin(with_variants))
+    chosen = newest(table, prefer=("_plain",))[LINE].drop_duplicates()
     return rows.merge(chosen, on=LINE) if len(chosen) else rows.iloc[0:0]
 
 
