@@ -14,8 +14,11 @@ run goes to one store under the run id `<comparison>-base<i>` or `<comparison>-h
   over runs, then rounds) and each run's backend/PyTorch ratio (rvc_bench.gate); with `--speed relative` (a shared
   runner, whose absolute times mostly measure its neighbours) only the ratios decide, the times are shown.
 
-Exit status: 0 pass, 1 regression, 3 cannot decide (n too small, or a side that could not be measured); bad input
-(a ref that is no commit, an environment that cannot be installed) is an error, exit status 2.
+With --budget-minutes speed decides three ways, adding ABBA pairs while it cannot decide yet (rvc_bench.budget).
+
+Exit status: 0 pass, 1 regression, 3 cannot decide (n too small, an interval across the threshold when the budget
+is spent, a side that could not be measured); bad input (a ref that is no commit, an environment that cannot be
+installed) is an error, exit status 2.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ import sys
 import tempfile
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
-from rvc_bench import environments, gate, runner, tolerances
+from rvc_bench import budget, environments, gate, runner, tolerances
 from rvc_bench import store as run_store
+from rvc_bench.diff import locate
 from rvc_bench.fileio import atomic_write_bytes
 from rvc_bench.plan import Plan, counts_text
 
@@ -64,6 +69,7 @@ class Options:
     max_slowdown: float
     speed: str = "all"  # "relative": only the backend/PyTorch ratios gate speed (a shared, noisy runner)
     summary: Path | None = None
+    budget_minutes: float | None = None  # the three-way rule, and more pairs while undecided (rvc_bench.budget)
     envs_dir: Path = environments.ENVS_DIR
     locate: bool = True  # name each parity failure's first divergent module (rvc-bench diff at head)
 
@@ -183,22 +189,11 @@ def process_envs(side: Side, opts: Options, cache: Path) -> dict[str, dict]:
 # Measuring
 
 
-def schedule(repeats: int) -> list[tuple[str, int]]:
-    """(side, run number) in ABBA order: pair i runs base first when i is even and head first when it is odd, so
-    neither side is always the one measured first (or second) in a pair."""
-    order = []
-    for i in range(repeats):
-        order += [(name, i + 1) for name in (SIDES if i % 2 == 0 else SIDES[::-1])]
-    return order
-
-
-def measure(sides: list[Side], opts: Options, store: Path, comparison: str) -> None:
-    """Every run of both sides, alternating; stops at the first process that does not end normally (pytest status
-    0 or 1: status 1 means some benchmark failed, which the checks read from the store)."""
+def measure(sides: list[Side], opts: Options, store: Path, comparison: str, pair: int) -> bool:
+    """ABBA pair `pair` (budget.schedule's order); stops at the first process that does not end normally (pytest
+    status 0 or 1: status 1 means some benchmark failed, which the checks read from the store): False then."""
     by_name = {side.name: side for side in sides}
-    order = schedule(opts.repeats)
-    step, total = 0, len(order) * len(opts.plan.backends)
-    for name, i in order:
+    for name, i in budget.schedule(pair)[-2:]:
         side = by_name[name]
         run_id = f"{comparison}-{name}{i}"
         started_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -207,9 +202,8 @@ def measure(sides: list[Side], opts: Options, store: Path, comparison: str) -> N
         for out in runner.run_backends(
             plan, suites, side.envs, run_id, started_at, python=side.python, cwd=side.tree, capture=True
         ):
-            step += 1
             print(
-                f"rvc-bench ab [{step}/{total}] {name} {side.short} run {i}, {out.backend}: "
+                f"rvc-bench ab: {name} {side.short} run {i} of {max(i, opts.repeats)}, {out.backend}: "
                 f"{_last_line(out.stdout)} ({out.seconds:.0f} s)",
                 flush=True,
             )
@@ -219,7 +213,7 @@ def measure(sides: list[Side], opts: Options, store: Path, comparison: str) -> N
                     f"its {out.backend} benchmark process (run {run_id}) exited with status "
                     f"{out.returncode}: {_last_line(out.stderr or out.stdout)}"
                 )
-                return
+                return False
         for folder in store.glob(f"machine=*/run={run_id}"):  # the plan, where the commit's plugin put the run
             run_store.write_run_plan(
                 store,
@@ -231,6 +225,7 @@ def measure(sides: list[Side], opts: Options, store: Path, comparison: str) -> N
                     "ab": {"comparison": comparison, "side": name, "commit": side.commit, "ref": side.ref},
                 },
             )
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -262,9 +257,11 @@ def judge(
     table: tolerances.Table,
     max_slowdown: float,
     speed_checks: str = "all",
+    interval: bool = False,
 ) -> tuple[list[gate.Check], list[str], str]:
     """(checks, notes, machine id) of one comparison: this job's runs read back from the store, judged by the gate
-    against head's tolerance table."""
+    against head's tolerance table; the store's other runs on this machine are the history of each benchmark's
+    own threshold."""
     st = run_store.read(store)
     runs = {r: info for r, info in st.runs.items() if r.startswith(f"{comparison}-") and RUN_ID.search(r)}
     rows = st.rows[st.rows.run_id.isin(runs)]
@@ -283,7 +280,8 @@ def judge(
         failures={side.name: (side.short, side.failure) for side in sides},
         outcomes={s: _outcomes(runs, s) for s in SIDES},
     )
-    checks, notes = gate.compare_sides(job, table, max_slowdown, speed_checks, st.problems)
+    history = st.rows[~st.rows.run_id.isin(runs) & (st.rows.machine_id == machine)]
+    checks, notes = gate.compare_sides(job, table, max_slowdown, speed_checks, st.problems, interval, history)
     return checks, notes, machine
 
 
@@ -311,14 +309,14 @@ def summary(
         "",
         f"{plan.model_size} models; stages {', '.join(plan.stages)}; {plan.lengths_text} s of audio; backends "
         f"{', '.join(f'{b} (device {plan.device(b)})' for b in plan.backends)}; "
-        f"{opts.repeats} runs a side in ABBA order, each {counts_text(plan.rounds)} rounds + "
-        f"{counts_text(plan.warmup)} warm-up; speed gated "
+        f"{opts.repeats} runs a side in ABBA order{budget.text(opts.budget_minutes)}, each "
+        f"{counts_text(plan.rounds)} rounds + {counts_text(plan.warmup)} warm-up; speed gated "
         f"on {'absolute times and ' if opts.speed == 'all' else ''}backend/PyTorch ratios; "
         f"environments: base {base.environment}, head {head.environment}; comparison `{comparison}` ({kept}).",
         "",
         f"gate: {counts[gate.OK]} passed, {counts[gate.FAIL]} failed, {counts[gate.UNDECIDED]} cannot decide",
         "",
-        gate.render(checks, opts.max_slowdown).rstrip(),
+        gate.render(checks, opts.max_slowdown, opts.budget_minutes is not None).rstrip(),
     ]
     if notes:
         lines += ["", "not counted (base's own failures only leave comparisons undecided):", ""]
@@ -375,16 +373,18 @@ def run(opts: Options) -> int:
             table = head_table(sides[1])
             choose_environments(sides, opts.envs_dir)
             prepare(sides, opts, cache)
-            if not any(side.failure for side in sides):
-                measure(sides, opts, store, comparison)
-            checks, notes, machine = judge(store, comparison, sides, table, opts.max_slowdown, opts.speed)
+            interval = opts.budget_minutes is not None
+            (checks, notes, machine), pairs = budget.measure_pairs(
+                lambda n: not any(s.failure for s in sides) and measure(sides, opts, store, comparison, n),
+                partial(judge, store, comparison, sides, table, opts.max_slowdown, opts.speed, interval),
+                opts.repeats,
+                opts.budget_minutes * 60 if interval else None,
+            )
     finally:
         if opts.plan.store is None:
             shutil.rmtree(store, ignore_errors=True)
-    text = summary(sides, opts, comparison, machine, checks, notes, kept)
+    text = summary(sides, replace(opts, repeats=max(pairs, opts.repeats)), comparison, machine, checks, notes, kept)
     if opts.locate:
-        from rvc_bench.diff import locate
-
         text += locate.appendix(checks, "head's parity failures", commit=sides[1].commit)
     print("\n" + text, end="")
     if opts.summary is not None:

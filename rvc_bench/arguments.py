@@ -135,7 +135,7 @@ def _add_ab(sub) -> None:
         "--repeats runs a side in ABBA order, into one store (--store; default: a temporary store, "
         "removed), then gates: parity on both sides against head's tolerance table, speed of head "
         "against base from this job only. Exit status: 0 pass, 1 regression, 2 bad input, 3 cannot "
-        "decide (n too small, or base could not be measured).",
+        "decide (n too small, base could not be measured, or still undecided when --budget-minutes is spent).",
     )
     a.add_argument("base", help="the commit to compare against (any git revision: origin/main, a sha, HEAD~1)")
     a.add_argument(
@@ -152,6 +152,14 @@ def _add_ab(sub) -> None:
         "backend/PyTorch ratio check)",
     )
     _max_slowdown(a, "head / base")
+    a.add_argument(
+        "--budget-minutes",
+        type=_float_in(0, math.inf, closed_low=False),
+        default=None,
+        help="decide speed three ways from each interval (all above the threshold: regression; all below: pass; "
+        "across it: cannot decide yet) and, while one cannot decide yet, measure one more ABBA pair if it fits "
+        "in this many minutes from the first run (default: --repeats pairs, the point-and-interval rule)",
+    )
     a.add_argument(
         "--speed",
         choices=("all", "relative"),

@@ -190,6 +190,7 @@ def cmd_ab(args) -> int:
         repeats=args.repeats,
         max_slowdown=args.max_slowdown,
         speed=args.speed,
+        budget_minutes=args.budget_minutes,
         summary=Path(args.summary) if args.summary else None,
         locate=args.locate,
     )

@@ -7,6 +7,10 @@ Speed is judged two ways, each only where the comparison is fair:
   compared between runs; this survives a change of machine speed between the two runs.
 A slowdown counts when it is big (the ratio of medians beyond --max-slowdown) and real (its 95 % bootstrap interval
 lies above 1): see rvc_bench.stats. Fewer than 3 rounds on a side cannot be decided and says so (exit status 3).
+`interval=True` (rvc-bench ab --budget-minutes) decides three ways from the interval alone: all of it above the
+threshold is a slowdown, all of it below passes, and one that straddles it cannot be decided yet (status 3), which
+the A/B job answers by measuring more pairs. `history` (past runs on the machine) gives each absolute time its own
+threshold, from its run-to-run changes (stats.history_threshold), where enough of them are stored.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class Check:
     status: str  # OK | FAIL | UNDECIDED
     # parity checks: (stage, backend, device, model size, seconds) of the measurement, for `rvc-bench diff`
     measured: tuple | None = None
+    repeatable: bool = False  # undecided for want of samples: more runs may decide it
 
     @property
     def ok(self) -> bool:
@@ -83,7 +88,7 @@ def parity_checks(rows: pd.DataFrame, table: tolerances.Table | None = None) -> 
 
 def _decision_check(kind: str, subject: str, d: stats.Decision) -> Check:
     status = UNDECIDED if d.verdict == "cannot decide" else (FAIL if d.slower else OK)
-    return Check(kind, subject, str(d), status)
+    return Check(kind, subject, str(d), status, repeatable=status == UNDECIDED)
 
 
 def _subject(key: dict) -> str:
@@ -93,26 +98,59 @@ def _subject(key: dict) -> str:
     )
 
 
-def compare_runs(base: pd.DataFrame, head: pd.DataFrame, max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> list[Check]:
+TIME_KEY = ["machine_id", "model_size"] + results.MEASUREMENT + ["backend", "device"]
+
+
+def _warm(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[(rows.metric == "time_warm") & ~rows.backend.isin(REFERENCES)]
+
+
+def history_thresholds(history: pd.DataFrame, max_slowdown: float) -> dict:
+    """Key -> an absolute time's own threshold from its past runs' medians in time order (stats.history_threshold),
+    for the keys with history enough to have one."""
+    medians = _warm(history).groupby(TIME_KEY + ["started_at", "run_id"], sort=True).value.median()
+    out = {}
+    for k, m in medians.groupby(level=list(range(len(TIME_KEY))), sort=True):
+        if len(m) > stats.MIN_HISTORY:
+            out[k] = stats.history_threshold(m.to_numpy(), max_slowdown)
+    return out
+
+
+def compare_runs(
+    base: pd.DataFrame,
+    head: pd.DataFrame,
+    max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
+    interval: bool = False,
+    thresholds: dict | None = None,
+) -> list[Check]:
     """Absolute warm times of every benchmark both sets measured on the same machine: did head get slower?
     Reference implementations (the float64 numpy log-mel) are timed for the document, not gated: they are no
     backend a port ships, and their millisecond times on a shared CPU only add false alarms.
     A side of several runs (base and head each measured k times, interleaved, in one job) counts each run as
-    one sample of the run-to-run spread (stats: cluster bootstrap), which one run per side cannot show."""
-    key = ["machine_id", "model_size"] + results.MEASUREMENT + ["backend", "device"]
+    one sample of the run-to-run spread (stats: cluster bootstrap), which one run per side cannot show.
+    thresholds: key -> a benchmark's own threshold (history_thresholds), used instead of max_slowdown."""
 
     def samples(rows: pd.DataFrame) -> dict:
-        warm = rows[(rows.metric == "time_warm") & ~rows.backend.isin(REFERENCES)].sort_values(["run_id", "round"])
-        return {k: [r.value.to_numpy() for _, r in g.groupby("run_id")] for k, g in warm.groupby(key, sort=True)}
+        warm = _warm(rows).sort_values(["run_id", "round"])
+        return {k: [r.value.to_numpy() for _, r in g.groupby("run_id")] for k, g in warm.groupby(TIME_KEY, sort=True)}
 
     old, new = samples(base), samples(head)
-    return [
-        _decision_check("time", _subject(dict(zip(key, k))), stats.compare(old[k], new[k], max_slowdown))
-        for k in sorted(set(old) & set(new))
-    ]
+    thresholds = thresholds or {}
+    checks = []
+    for k in sorted(set(old) & set(new)):
+        threshold = thresholds.get(k, max_slowdown)
+        check = _decision_check(
+            "time", _subject(dict(zip(TIME_KEY, k))), stats.compare(old[k], new[k], threshold, interval)
+        )
+        if k in thresholds:
+            check.detail += f" [threshold x{threshold:.3g} from this machine's history]"
+        checks.append(check)
+    return checks
 
 
-def relative_checks(base: pd.DataFrame, head: pd.DataFrame, max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> list[Check]:
+def relative_checks(
+    base: pd.DataFrame, head: pd.DataFrame, max_slowdown: float = DEFAULT_MAX_SLOWDOWN, interval: bool = False
+) -> list[Check]:
     """Each run's backend/PyTorch time ratio (formed inside one run) compared between base and head: with one run
     a side, bootstrapped over both runs' rounds; with several, each run's ratio is one sample."""
 
@@ -131,10 +169,10 @@ def relative_checks(base: pd.DataFrame, head: pd.DataFrame, max_slowdown: float 
     checks = []
     for k in sorted(set(old) & set(new)):
         if len(old[k]) == len(new[k]) == 1:
-            d = stats.compare_relative(*old[k][0], *new[k][0], max_slowdown)
+            d = stats.compare_relative(*old[k][0], *new[k][0], max_slowdown, interval)
         else:
             per_run = [[np.median(t) / np.median(ref) for t, ref in side] for side in (old[k], new[k])]
-            d = stats.compare(*per_run, max_slowdown)
+            d = stats.compare(*per_run, max_slowdown, interval)
         subject = dict(zip(["model_size"] + results.MEASUREMENT + ["backend", "device"], k))
         checks.append(_decision_check("relative", _subject(subject) + f" / {results.REFERENCE_BACKEND}", d))
     return checks
@@ -176,16 +214,19 @@ def evaluate(
     return checks
 
 
-def render(checks: list[Check], max_slowdown: float = DEFAULT_MAX_SLOWDOWN) -> str:
+def render(checks: list[Check], max_slowdown: float = DEFAULT_MAX_SLOWDOWN, interval: bool = False) -> str:
     if not checks:
         return "no checks applied (no bounded parity rows and no comparable timings)\n"
     df = pd.DataFrame([{"": c.status, "check": c.kind, "subject": c.subject, "detail": c.detail} for c in checks])
     rule = ""
     if any(c.kind in ("time", "relative") for c in checks):
-        rule = (
-            f"\nspeed: x = new / old ratio of medians; slower = above x{max_slowdown:g} with its "
-            f"{stats.LEVEL:.0%} bootstrap interval above 1\n"
-        )
+        rule = f"slower = above x{max_slowdown:g} with its {stats.LEVEL:.0%} bootstrap interval above 1"
+        if interval:
+            rule = (
+                f"slower = its whole {stats.LEVEL:.0%} bootstrap interval above x{max_slowdown:g} (or the threshold "
+                "shown), no change = all of it below, cannot decide yet = across it"
+            )
+        rule = f"\nspeed: x = new / old ratio of medians; {rule}\n"
     return df.to_markdown(index=False) + "\n" + rule
 
 
@@ -288,15 +329,19 @@ def compare_sides(
     max_slowdown: float = DEFAULT_MAX_SLOWDOWN,
     speed: str = "all",
     problems: list[str] = (),
+    interval: bool = False,
+    history: pd.DataFrame | None = None,
 ) -> tuple[list[Check], list[str]]:
     """(checks, notes) of head against base: the store, the runs, parity against `table` (head's), speed (speed
     "relative": only the backend/PyTorch ratios decide, the absolute times become notes), and the benchmarks timed
-    on one side only."""
+    on one side only. interval: the three-way rule; history: past rows of this machine, for per-benchmark
+    thresholds of the absolute times."""
     checks, notes = side_checks(job.failures, job.outcomes)
     checks = store_checks(problems) + checks + paired_parity_checks(job.rows, job.side_of, table)
     base, head = job.rows[job.side_of == "base"], job.rows[job.side_of == "head"]
-    absolute = compare_runs(base, head, max_slowdown)
-    timing = relative_checks(base, head, max_slowdown)
+    thresholds = history_thresholds(history, max_slowdown) if history is not None else None
+    absolute = compare_runs(base, head, max_slowdown, interval, thresholds)
+    timing = relative_checks(base, head, max_slowdown, interval)
     if speed == "all":
         timing += absolute
     else:  # a shared runner: absolute times are shown, only the within-run ratios decide

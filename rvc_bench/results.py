@@ -94,8 +94,10 @@ def newest_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def speedups(table: pd.DataFrame, reference: str = REFERENCE_BACKEND) -> pd.DataFrame:
-    """Reference time / backend time with its bootstrap interval, for every other backend, inside each run."""
+    """Reference time / backend time with its bootstrap interval, for every other backend, inside each run, and the
+    calls behind it on each side (ref_calls, calls: an interval from one call a side is no interval)."""
     cols = SECTION + ["run_id"] + MEASUREMENT + ["backend", "device", "ref_device", "speedup", "lo", "hi"]
+    cols += ["ref_calls", "calls"]
     out = []
     for key, g in table.groupby(SECTION + ["run_id"] + MEASUREMENT, sort=False, dropna=False):
         ref = g[g.backend == reference]
@@ -113,6 +115,8 @@ def speedups(table: pd.DataFrame, reference: str = REFERENCE_BACKEND) -> pd.Data
                     speedup=point,
                     lo=lo,
                     hi=hi,
+                    ref_calls=len(ref.times),
+                    calls=len(r.times),
                 )
             )
     return pd.DataFrame(out, columns=cols)

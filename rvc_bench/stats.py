@@ -99,16 +99,26 @@ class Decision:
         return self.verdict == "slower"
 
     def __str__(self) -> str:
-        if self.verdict == "cannot decide":
+        if self.verdict == "cannot decide" and (self.n < MIN_ROUNDS or not np.isfinite(self.lo)):
             return f"cannot decide (n too small: {self.n} round(s), need {MIN_ROUNDS})"
+        if self.verdict == "cannot decide":
+            return (
+                f"cannot decide yet: x{self.ratio:.3g} ({LEVEL:.0%} CI {self.lo:.3g}-{self.hi:.3g}, n={self.n}) "
+                f"straddles x{self.threshold:.3g}"
+            )
         return f"{self.verdict}: x{self.ratio:.3g} ({LEVEL:.0%} CI {self.lo:.3g}-{self.hi:.3g}, n={self.n})"
 
 
-def decide(point: float, lo: float, hi: float, n: int, threshold: float) -> Decision:
+def decide(point: float, lo: float, hi: float, n: int, threshold: float, interval: bool = False) -> Decision:
     """A change counts when it is big (point estimate beyond the threshold) and real (the interval excludes 1),
-    as asv decides; fewer than MIN_ROUNDS rounds on any side cannot be decided."""
+    as asv decides; fewer than MIN_ROUNDS rounds on any side cannot be decided. interval: the three-way rule
+    instead (three_way below: the whole interval against the threshold), which may also answer "cannot decide"
+    while the interval straddles the threshold, so that `rvc-bench ab --budget-minutes` measures more."""
     if n < MIN_ROUNDS or not np.isfinite(point):
         verdict = "cannot decide"
+    elif interval:
+        way = three_way(lo, hi, threshold)
+        verdict = {REGRESSION: "slower", UNDECIDED: "cannot decide"}.get(way, "faster" if hi < 1 else "no change")
     elif point > threshold and lo > 1:
         verdict = "slower"
     elif point < 1 / threshold and hi < 1:
@@ -118,14 +128,46 @@ def decide(point: float, lo: float, hi: float, n: int, threshold: float) -> Deci
     return Decision(verdict, point, lo, hi, n, threshold)
 
 
-def compare(old, new, threshold: float) -> Decision:
+def compare(old, new, threshold: float, interval: bool = False) -> Decision:
     """Absolute times of one benchmark, new/old: each side one run's rounds or a list of runs' rounds."""
     point, lo, hi = ratio_ci(new, old)
-    return decide(point, lo, hi, min(sum(g.size for g in _groups(x)) for x in (old, new)), threshold)
+    return decide(point, lo, hi, min(sum(g.size for g in _groups(x)) for x in (old, new)), threshold, interval)
 
 
-def compare_relative(old_num, old_den, new_num, new_den, threshold: float) -> Decision:
+def compare_relative(old_num, old_den, new_num, new_den, threshold: float, interval: bool = False) -> Decision:
     """A within-run ratio (e.g. MLX time / torch time) in two runs: how much it grew."""
     point, lo, hi = double_ratio_ci(old_num, old_den, new_num, new_den)
     n = min(len(old_num), len(old_den), len(new_num), len(new_den))
-    return decide(point, lo, hi, n, threshold)
+    return decide(point, lo, hi, n, threshold, interval)
+
+
+# Three-way decision (issue 23): the interval of the new/old ratio against the slowdown threshold, as Pinpoint
+# answers "different / same / unknown". The ratio of medians is the estimator (ratio_ci): the median ignores the odd
+# slow round a shared CPU adds, where a minimum would hide a real slowdown that shows only in typical rounds and a
+# mean would be moved by one outlier.
+REGRESSION, NO_REGRESSION, UNDECIDED = "regression", "no regression", "undecided"
+MIN_HISTORY = 10  # fewer past changes than this give quartiles too coarse to set a threshold from
+
+
+def three_way(lo: float, hi: float, threshold: float) -> str:
+    """Regression when the whole interval lies above the threshold, no regression when it lies wholly below it,
+    undecided while it straddles it (more repeats narrow it) or is not finite (too few samples)."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return UNDECIDED
+    if lo > threshold:
+        return REGRESSION
+    if hi < threshold:
+        return NO_REGRESSION
+    return UNDECIDED
+
+
+def history_threshold(medians, fallback: float) -> float:
+    """A benchmark's own threshold from its past runs' medians on one machine, in time order, as rustc-perf sets
+    it: 1 + Q3 + 3 x IQR of the run-to-run relative changes |m[i] / m[i-1] - 1|. With fewer than MIN_HISTORY
+    changes the table's threshold (`fallback`) is used."""
+    m = np.asarray(medians, np.float64)
+    changes = np.abs(m[1:] / m[:-1] - 1) if m.size > 1 else np.empty(0)
+    if changes.size < MIN_HISTORY:
+        return fallback
+    q1, q3 = np.percentile(changes, [25, 75])
+    return float(1 + q3 + 3 * (q3 - q1))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rvc_bench import ab, environments
+from rvc_bench import ab, budget, environments
 
 PROJECT = Path(__file__).resolve().parents[1]
 MEL_MLX = "rvc_bench/mel/model_mlx.py"
@@ -159,7 +159,7 @@ def test_a_ref_that_is_no_commit_is_bad_input(repo):
 
 
 def test_schedule_alternates_abba():
-    assert ab.schedule(3) == [("base", 1), ("head", 1), ("head", 2), ("base", 2), ("base", 3), ("head", 3)]
+    assert budget.schedule(3) == [("base", 1), ("head", 1), ("head", 2), ("base", 2), ("base", 3), ("head", 3)]
 
 
 def test_environment_fast_path_and_cache(tmp_path):

@@ -83,6 +83,8 @@ def test_numbers_have_three_significant_figures_and_units():
     ]
     assert fmt.fmt_bytes(634.2 * 2**20) == "634 MiB" and fmt.fmt_bytes(13.47 * 2**30) == "13.5 GiB"
     assert fmt.fmt_ratio(0.4244, 0.401, 0.4449) == "0.424× (0.401–0.445)"
+    assert fmt.fmt_ratio(0.4244, 0.4244, 0.4244, (1, 1)) == "0.424× (one call each)"
+    assert fmt.fmt_ratio(0.4244, 0.401, 0.4449, (1, 7)) == "0.424× (one call on one side)"
     assert fmt.fmt_len(5) == "5 s" and fmt.fmt_len(300) == "5 min" and fmt.fmt_len(90) == "90 s"
 
 
@@ -192,7 +194,9 @@ def test_lengths_timed_once_show_their_first_call_and_scale_first_call_over_firs
     assert "1.10×" in torch_row and "1.30×" in torch_row
     assert "149× (+148 %), first call / warm" in mlx_row and "5.00× (+0 %), first calls" in mlx_row
     summary = sections(doc)["Summary"]
-    assert "| 5 min   | 60.0 s (first call only) | 150 s (first call only)  | 0.400× (0.400–0.400)" in summary
+    # one call a side is no interval: the speedup says so instead of a zero-width (0.400–0.400)
+    assert "| 5 min   | 60.0 s (first call only) | 150 s (first call only)  | 0.400× (one call each)" in summary
+    assert re.search(r"\| 5 s +\| 1\.01 s +\| 1\.01 s +\| 1\.00× \(0\.980–1\.02\) ", summary)  # 3 a side
     # The gate has no warm rounds to compare at a length timed once: it forms no relative check there.
     from rvc_bench import gate
 

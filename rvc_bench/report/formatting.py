@@ -72,9 +72,15 @@ def fmt_bytes(b: float) -> str:
     return _scaled(b, ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"), (1, "B")))
 
 
-def fmt_ratio(r: float, lo: float, hi: float) -> str:
+def fmt_ratio(r: float, lo: float, hi: float, calls: tuple[int, int] = (2, 2)) -> str:
+    """A ratio and its interval; calls: the calls timed on each side, of which one a side gives no interval (the
+    bootstrap of one call is that call) and one on a side an interval of the other side's spread only."""
     if not np.isfinite(r):
         return "–"
+    if max(calls) == 1:
+        return f"{sig(r)}× (one call each)"
+    if min(calls) == 1:
+        return f"{sig(r)}× (one call on one side)"
     return f"{sig(r)}× ({sig(lo)}–{sig(hi)})"
 
 

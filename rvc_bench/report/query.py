@@ -138,7 +138,10 @@ class Section:
 
     def speed_cell(self, stage, variant, seconds, backend, device) -> str:
         hit = select(self.speed, stage=stage, variant=variant, audio_seconds=seconds, backend=backend, device=device)
-        return fmt_ratio(*hit.iloc[0][["speedup", "lo", "hi"]]) if len(hit) else "–"
+        if hit.empty:
+            return "–"
+        r = hit.iloc[0]
+        return fmt_ratio(r.speedup, r.lo, r.hi, (r.ref_calls, r.calls))
 
     def run_cell(self, stage, variant, seconds) -> str:
         runs = select(self.lines, stage=stage, variant=variant, audio_seconds=seconds).run_id.unique()

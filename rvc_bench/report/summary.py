@@ -98,7 +98,8 @@ def claims(sec: Section, pubs: pd.DataFrame) -> str:
             verdict = f"not measured here (`{RUN} --stages {stage} --lengths {seconds:g}` tests it)"
         else:
             r = hit.iloc[0]
-            verdict = f"{'held' if r.hi >= claim else 'not held'}: measured {fmt_ratio(r.speedup, r.lo, r.hi)}"
+            measured = fmt_ratio(r.speedup, r.lo, r.hi, (r.ref_calls, r.calls))
+            verdict = f"{'held' if r.hi >= claim else 'not held'}: measured {measured}"
         out.append(
             f"- {TITLES[stage]} at {fmt_len(seconds)}: MLX {sig(claim)}× as fast as PyTorch MPS (published, "
             f"{tname}): {verdict}"
