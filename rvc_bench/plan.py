@@ -18,6 +18,7 @@ from rvc_bench.audio import MIN_SECONDS
 from rvc_bench.names import BACKENDS
 
 SUITES = ("mel", "rmvpe", "hubert", "synth", "pipeline")  # benchmark suites: each stage, then the whole conversion
+EXTRA_SUITES = ("stream",)  # run only when asked for: the live mode's block grid (hours at full size on a CPU)
 MODEL_SIZES = ("full", "tiny")
 MAX_SECONDS = 3600.0  # longest benchmark length: an hour of audio is ~230 MB per float32 copy, many copies per stage
 DEFAULT_LENGTHS = "5"  # seconds; with 7 timed rounds the full-size default run takes ~8-10 min on a 2-core CPU
@@ -77,7 +78,7 @@ def _parse_choices(text: str, kind: str, known) -> str:
 
 
 def parse_stages(text: str) -> str:
-    return _parse_choices(text, "stage", SUITES)
+    return _parse_choices(text, "stage", SUITES + EXTRA_SUITES)
 
 
 def parse_variants(text: str) -> str:
@@ -172,7 +173,12 @@ def parent(*declare: Callable[[AddOption], None]) -> argparse.ArgumentParser:
 
 
 def add_stage_option(add: AddOption) -> None:
-    add("--stages", type=parse_stages, default=",".join(SUITES), help="comma-separated subset of " + ",".join(SUITES))
+    add(
+        "--stages",
+        type=parse_stages,
+        default=",".join(SUITES),
+        help="comma-separated subset of " + ",".join(SUITES + EXTRA_SUITES) + " (default: all but stream)",
+    )
 
 
 def add_blas_option(add: AddOption) -> None:
