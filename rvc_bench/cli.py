@@ -322,16 +322,23 @@ def _ready_to_convert(args) -> None:
         _restart_with_mlx_blas(args)
 
 
-def cmd_infer(args) -> int:
-    """The whole conversion on one backend (rvc_bench.infer); restarts itself once in MLX's BLAS environment."""
+def _convert(args, convert) -> int:
+    """infer and stream: `convert(args)` returns the summary line; bad input is an InferError."""
     from rvc_bench import infer
 
     _ready_to_convert(args)
     try:
-        print(infer.convert_file(args))
+        print(convert(args))
     except infer.InferError as err:
         raise UserError(str(err)) from None
     return 0
+
+
+def cmd_infer(args) -> int:
+    """The whole conversion on one backend (rvc_bench.infer); restarts itself once in MLX's BLAS environment."""
+    from rvc_bench import infer
+
+    return _convert(args, infer.convert_file)
 
 
 def cmd_diff(args) -> int:
@@ -350,14 +357,9 @@ def cmd_diff(args) -> int:
 
 def cmd_stream(args) -> int:
     """The live mode on one backend, fed from a file (rvc_bench.stream): the output and the latency figures."""
-    from rvc_bench import infer, stream
+    from rvc_bench import stream
 
-    _ready_to_convert(args)
-    try:
-        print(stream.stream_file(args))
-    except infer.InferError as err:
-        raise UserError(str(err)) from None
-    return 0
+    return _convert(args, stream.stream_file)
 
 
 # ---------------------------------------------------------------------------------------------------------------
