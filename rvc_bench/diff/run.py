@@ -7,7 +7,6 @@ commit (`--base REF`) runs in that commit's worktree in a child process, which w
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -18,8 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from rvc_bench import fixtures, parity, tolerances
+from rvc_bench.audio import AudioError
+from rvc_bench.backends import BackendError
 from rvc_bench.diff import capture, compare
 from rvc_bench.diff.sides import DiffError, Inputs, Result, Side, run_pipeline, run_stage
+from rvc_bench.layout import CheckpointError
+from rvc_bench.pipeline import OptionError
+from rvc_bench.rmvpe.config import THRESHOLD
 
 F0_SECONDS = 0.01
 DIFF_CHECK = "diff"
@@ -95,7 +99,8 @@ def inputs_for(stage: str, size: str, seconds: float, seed: int, checkpoint=None
     path = None if stage == "mel" else checkpoint or stages.get(stage).checkpoint(cache, size)
     if stage == "synth" and f0 is None:
         f0 = _torch_f0(x, size)
-    return Inputs(np.asarray(x, np.float32), size, str(path), f0, seed)
+    extra = {"hubert_config": size}  # HuBERT's preset cannot be read from its shapes: --model-size names it
+    return Inputs(np.asarray(x, np.float32), size, str(path), f0, seed, extra)
 
 
 def _torch_f0(x: np.ndarray, size: str) -> np.ndarray:
@@ -147,7 +152,7 @@ def _along(signal: str, x: np.ndarray, ref: np.ndarray, res_a: Result, bound: fl
         note = ""
     if signal == "f0":
         sal = res_a.signals.get("salience")
-        margin = None if sal is None else parity.decision_margin(sal, _threshold())
+        margin = None if sal is None else parity.decision_margin(sal, THRESHOLD)
         out = compare.pitch_along(x, ref, F0_SECONDS, None if margin is None else margin[: x.shape[0]])
     else:
         per_frame = F0_SECONDS if signal != "features" else 2 * F0_SECONDS
@@ -155,12 +160,6 @@ def _along(signal: str, x: np.ndarray, ref: np.ndarray, res_a: Result, bound: fl
     if note:
         out.notes.append(note)
     return out
-
-
-def _threshold() -> float:
-    from rvc_bench.rmvpe.config import THRESHOLD
-
-    return THRESHOLD
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -239,56 +238,7 @@ def _replay(path: Path, recorder: capture.Recorder) -> Result:
     return Result(signals, seams)
 
 
-def rows_json(report: Report) -> dict:
-    nan = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
-    return {
-        "stage": report.stage,
-        "a": report.a.label,
-        "b": report.b.label,
-        "seconds": report.seconds,
-        "bound": report.bound,
-        "frame_bound": report.frame_bound,
-        "diverged": report.diverged,
-        "where": report.where(),
-        "first_module": None if report.first is None else report.first.label,
-        "modules": [
-            {
-                "module": r.label,
-                "shape": list(r.shape),
-                "max_abs": nan(r.max_abs),
-                "rel_l2": nan(r.rel_l2),
-                "status": r.status,
-            }
-            for r in report.rows
-        ],
-        "along": [
-            {
-                "signal": a.signal,
-                "frames": a.frames,
-                "first": a.first,
-                "count": a.count,
-                "share": a.share,
-                "worst": nan(a.worst),
-                "bound": a.bound,
-                "unit": a.unit,
-                "seam": a.seam,
-                "notes": a.notes,
-            }
-            for a in report.along
-        ],
-    }
-
-
-def _input_errors() -> tuple[type[Exception], ...]:
-    from rvc_bench.audio import AudioError
-    from rvc_bench.backends import BackendError
-    from rvc_bench.layout import CheckpointError
-    from rvc_bench.pipeline import OptionError
-
-    return (DiffError, AudioError, BackendError, CheckpointError, OptionError)
-
-
-INPUT_ERRORS = _input_errors()
+INPUT_ERRORS = (DiffError, AudioError, BackendError, CheckpointError, OptionError)  # bad input: exit 2
 
 
 def from_args(args) -> Report:

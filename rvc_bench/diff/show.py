@@ -76,6 +76,45 @@ def render(report, everything: bool = False) -> str:
 
 def output(report, as_json: bool = False, everything: bool = False) -> str:
     """What `rvc-bench diff` prints: the text report, or the JSON one."""
-    from rvc_bench.diff.run import rows_json
-
     return json.dumps(rows_json(report), indent=1) + "\n" if as_json else render(report, everything)
+
+
+def rows_json(report) -> dict:
+    """The report as JSON-ready data (`--json`; non-finite numbers as null)."""
+    nan = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
+    return {
+        "stage": report.stage,
+        "a": report.a.label,
+        "b": report.b.label,
+        "seconds": report.seconds,
+        "bound": report.bound,
+        "frame_bound": report.frame_bound,
+        "diverged": report.diverged,
+        "where": report.where(),
+        "first_module": None if report.first is None else report.first.label,
+        "modules": [
+            {
+                "module": r.label,
+                "shape": list(r.shape),
+                "max_abs": nan(r.max_abs),
+                "rel_l2": nan(r.rel_l2),
+                "status": r.status,
+            }
+            for r in report.rows
+        ],
+        "along": [
+            {
+                "signal": a.signal,
+                "frames": a.frames,
+                "first": a.first,
+                "count": a.count,
+                "share": a.share,
+                "worst": nan(a.worst),
+                "bound": a.bound,
+                "unit": a.unit,
+                "seam": a.seam,
+                "notes": a.notes,
+            }
+            for a in report.along
+        ],
+    }

@@ -143,7 +143,7 @@ class Inputs:
     checkpoint: str  # the stage's checkpoint (for the pipeline: the voice)
     f0: np.ndarray | None = None  # Hz per 10 ms frame, for the synthesizer
     seed: int = 0
-    extra: dict = field(default_factory=dict)  # the pipeline's HuBERT and RMVPE checkpoints
+    extra: dict = field(default_factory=dict)  # HuBERT's config preset; the pipeline's HuBERT and RMVPE checkpoints
 
 
 def stage_args(stage: str, model: Any, inputs: Inputs) -> tuple:
@@ -178,7 +178,7 @@ def run_stage(stage_name: str, side: Side, inputs: Inputs, recorder: capture.Rec
     backend = get_backend(side.backend, side.device)
     options = dict(side.options)
     if stage_name == "hubert":
-        options.update(config=_hubert_config(inputs), version="v2")
+        options.update(config=inputs.extra["hubert_config"], version="v2")
     if side.port:
         model = load_port(side.port)(inputs.checkpoint)
         runner = stages.Runner(backend, model, stage.call(model, **options) if stage.call else model)
@@ -190,10 +190,6 @@ def run_stage(stage_name: str, side: Side, inputs: Inputs, recorder: capture.Rec
     with capture.tap(runner.model, recorder, rename=renamer(side.name_map)):
         out = runner(*args)
     return _result(stage_name, runner.model, out, inputs)
-
-
-def _hubert_config(inputs: Inputs) -> str:
-    return inputs.size if Path(inputs.checkpoint).name.startswith("hubert-") else "full"
 
 
 def _result(stage_name: str, model: Any, out: Any, inputs: Inputs) -> Result:
