@@ -4,16 +4,17 @@ p99/max processing, real-time factor, share of missed deadlines, latency = delay
 (time_cold) and the whole stream's peak memory, with the settings in the block_time, crossfade_time and extra_time
 columns. Grid: block 0.1, 0.25, 0.5, 1.0 s at the default crossfade (0.05 s) and extra context (2.5 s), and extra
 0.5 and 5 s at 0.25 s (the content encoder's cost grows with it). Parity: the stream against torch's on the same
-input and noise (stage stream, check twins; ONNX Runtime emulates the synthesizer's head, so only its f0 is judged).
+input and noise, as suites/stream_twins.py compares them, in untimed runs (stage stream, check twins; ONNX Runtime
+emulates the synthesizer's head, so only its f0 is judged).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+import stream_twins
 from test_bench_pipeline import VARIANT, models
 
-from rvc_bench import parity, stream
+from rvc_bench import stream
 
 GRID = [(0.1, 2.5), (0.25, 2.5), (0.5, 2.5), (1.0, 2.5), (0.25, 0.5), (0.25, 5.0)]  # (block_time, extra_time)
 
@@ -24,17 +25,6 @@ def rows(result: stream.StreamResult) -> list[tuple]:
     out += [("time_block", t, "s", i) for i, t in enumerate(result.seconds)]
     units = {"rtf": "", "missed_share": ""}
     return out + [(f"stream.{k}", v, units.get(k, "ms"), -1) for k, v in result.figures().items() if k != "cold_ms"]
-
-
-def twin_metrics(out: stream.StreamResult, ref: stream.StreamResult) -> dict:
-    """The worst block's waveform SNR, and the synthesizer's f0 (as suites/test_stream.py judges them)."""
-    b = ref.frames.block * ref.sr // 100
-    snr = [
-        parity.tensor_metrics(out.audio[i : i + b], ref.audio[i : i + b])["snr_db"]
-        for i in range(0, b * len(out.offsets), b)
-    ]
-    pitch = parity.pitch_metrics(out.f0, ref.f0) if ref.f0 is not None else {}
-    return {"snr_db": float(np.min(snr)), "offsets_apart": float(np.sum(np.array(out.offsets) != ref.offsets)), **pitch}
 
 
 @pytest.mark.parametrize("block_time, extra_time", GRID, ids=[f"block{b:g}-extra{e:g}" for b, e in GRID])
@@ -54,10 +44,12 @@ def test_bench_stream(benchmark, bench, backend_name, seconds, block_time, extra
         f"  stream {block_time:g}/{extra_time:g} s {be.label} {seconds:g}s: p50 {f['p50_ms']:.1f} ms, p99 "
         f"{f['p99_ms']:.1f} ms, RTF {f['rtf']:.2f}, missed {100 * f['missed_share']:.0f} %"
     )
-    is_reference = backend_name == "torch" and be.device == "cpu"
+    if (backend_name, be.device) == ("torch", "cpu"):
+        return  # the reference
     ref = bench.reference(
         ("stream", VARIANT, size, seconds, block_time, extra_time),
-        lambda: result if is_reference else stream.run(models("torch", VARIANT, size), audio, opts),
+        lambda: stream_twins.logged_run(models("torch", VARIANT, size), audio, opts),
     )
-    only = ("frames_apart", "cents_p95") if backend_name == "onnx" else None
-    bench.record_parity(twin_metrics(result, ref), check="twins", only=only)
+    judged = backend_name != "onnx"
+    metrics = stream_twins.twin_metrics(m, audio, opts, ref, audio_judged=judged)
+    bench.record_parity(metrics, check="twins", only=None if judged else ("untied_frames_apart", "cents_p95"))

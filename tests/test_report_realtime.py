@@ -1,6 +1,7 @@
 """The report's "Real-time" section from stream rows (rvc_bench.report.realtime); the committed store has none, so
 `rvc-bench report --check` (tests/test_report.py) shows the section is left out where there are no rows."""
 
+import re
 from types import SimpleNamespace
 
 import pandas as pd
@@ -8,8 +9,10 @@ import pandas as pd
 from rvc_bench import store
 from rvc_bench.report import realtime
 
+PARITY = {"snr_db": (40.0, 50.0, ">=", False)}  # metric: value, bound, op, within; MLX's 40 dB breaks the bound
 
-def stream_rows(backend: str, block: float, p99_ms: float, missed: float, extra: float = 2.5) -> list[dict]:
+
+def stream_rows(backend, block, p99_ms, missed, extra=2.5, parity=PARITY) -> list[dict]:
     run = store.Run(machine_id="m", model_size="tiny", run_id="r", started_at="2026-01-01T00:00:00Z")
     figures = {"delay_ms": (2 * block + 0.06) * 1000, "p50_ms": p99_ms / 2, "p95_ms": p99_ms * 0.9, "p99_ms": p99_ms}
     figures |= {"max_ms": p99_ms, "rtf": 0.5, "missed_share": missed, "latency_ms": (2 * block + 0.06) * 1000 + 1}
@@ -18,10 +21,10 @@ def stream_rows(backend: str, block: float, p99_ms: float, missed: float, extra:
         run.add(stage="stream", variant="v2-40k", backend=backend, device="cpu", device_name="", dtype="float32",
                 audio_seconds=5.0, metric=metric, value=value, unit="", block_time=block, crossfade_time=0.05,
                 extra_time=extra)  # fmt: skip
-    if backend != "torch":  # parity against torch's stream: MLX's 40 dB breaks the 50 dB bound
+    for name, (value, bound, op, within) in parity.items() if backend != "torch" else ():  # against torch's stream
         run.add(stage="stream", variant="v2-40k", backend=backend, device="cpu", device_name="", dtype="float32",
-                audio_seconds=5.0, metric="parity.snr_db", value=40.0, unit="", reference="torch", bound=50.0,
-                bound_op=">=", within_bound=False, block_time=block, crossfade_time=0.05, extra_time=extra)  # fmt: skip
+                audio_seconds=5.0, metric=f"parity.{name}", value=value, unit="", reference="torch", bound=bound,
+                bound_op=op, within_bound=within, block_time=block, crossfade_time=0.05, extra_time=extra)  # fmt: skip
     return run.rows
 
 
@@ -45,6 +48,21 @@ def test_the_smallest_block_without_misses_and_with_p99_below_it_is_named_with_i
     assert text.count("FAIL: snr_db 40.0 (>= 50)") == 1
     torch_rows = [line for line in text.splitlines() if line.startswith("| PyTorch")]
     assert sum(line.rstrip(" |").endswith("–") for line in torch_rows) == 4  # the reference has no parity
+
+
+def test_ties_are_shown_beside_a_pass_and_a_divergence_fails():
+    nan = float("nan")
+    free = {"frames_apart": (2.0, nan, "", None), "frames_apart_tied": (2.0, nan, "", None)}
+    free |= {"snr_db": (-1.97, nan, "", None), "same_f0_snr_db": (114.0, 90.0, ">=", True)}
+    untied = {"untied_frames_apart": (0.0, 0.0, "<=", True)}
+    tied = section(stream_rows("mlx", 0.25, 200.0, 0.0, parity=free | untied))
+    assert "| pass (2 of 2); free-running: 2 f0 frames apart, 2 of them ties, worst block -1.97 dB |" in tied
+    diverged = section(
+        stream_rows("mlx", 0.25, 200.0, 0.0, parity=free | {"untied_frames_apart": (1.0, 0.0, "<=", False)})
+    )
+    assert "| FAIL: untied_frames_apart 1.00 (<= 0); free-running: 2 f0 frames apart, 2 of them ties, worst" in diverged
+    clean = section(stream_rows("mlx", 0.25, 200.0, 0.0, parity={"frames_apart": (0.0, nan, "", None)} | untied))
+    assert re.search(r"\| pass \(1 of 1\) +\|\n", clean)
 
 
 def test_no_stream_rows_no_section():

@@ -22,9 +22,11 @@ NOTE = (
     "Missed: blocks that finished after their deadline (one block after their input was complete; a late block "
     "delays the next). Latency: delay + p95 processing. Sustainable: no missed deadline and p99 below the block, "
     f"at the default crossfade ({DEFAULTS.crossfade_time:g} s) and extra context ({DEFAULTS.extra_time:g} s). "
-    "Parity: against PyTorch's stream of the same input and noise, block by block (`references/"
-    "parity_tolerances.csv`, stage stream, check twins; ONNX Runtime emulates the synthesizer's head, so only its "
-    "f0 is judged); stream rows are left out of the other tables and figures."
+    "Parity: against PyTorch's stream of the same input and noise (`suites/stream_twins.py`; `references/"
+    "parity_tolerances.csv`, stage stream, check twins): the pitch of every RMVPE call, frame by frame, where a "
+    "frame apart that torch decided by less than float32's resolution is a tie, not a divergence; and the rest of "
+    "the stream, block by block, given torch's RMVPE output. ONNX Runtime emulates the synthesizer's head, so only "
+    "its pitch is judged. Stream rows are left out of the other tables and figures."
 )
 
 
@@ -63,17 +65,33 @@ def verdicts(fig: pd.DataFrame) -> list[dict]:
 
 
 def parity_text(rows: pd.DataFrame, r) -> str:
-    """The stream's bounded parity against torch's stream (suites/test_bench_stream.py), for one configuration."""
+    """The stream's bounded parity against torch's stream (suites/stream_twins.py), for one configuration, and
+    what float32 ties did to the free-running stream."""
     par = select(rows, **{k: r[k] for k in KEY})
-    par = par[par.metric.str.startswith("parity.") & par.within_bound.notna()]
-    if par.empty:
+    par = par[par.metric.str.startswith("parity.")]
+    judged = par[par.within_bound.notna()]
+    if judged.empty:
         return "–"
-    bad = par[~par.within_bound.astype(bool)]
-    if bad.empty:
-        return f"pass ({len(par)} of {len(par)})"
-    return "FAIL: " + "; ".join(
-        f"{b.metric.removeprefix('parity.')} {sig(b.value)} ({b.bound_op} {b.bound:g})" for b in bad.itertuples()
+    bad = judged[~judged.within_bound.astype(bool)]
+    verdict = (
+        f"pass ({len(judged)} of {len(judged)})"
+        if bad.empty
+        else "FAIL: "
+        + "; ".join(
+            f"{b.metric.removeprefix('parity.')} {sig(b.value)} ({b.bound_op} {b.bound:g})" for b in bad.itertuples()
+        )
     )
+    return verdict + ties_text(par.set_index("metric").value)
+
+
+def ties_text(v: pd.Series) -> str:
+    """ "; free-running: N f0 frames apart, M of them ties, worst block X dB" where RMVPE calls parted."""
+    apart, tied = v.get("parity.frames_apart", 0), v.get("parity.frames_apart_tied", 0)
+    if not apart > 0:
+        return ""
+    snr = v.get("parity.snr_db", math.nan)
+    worst = f", worst block {sig(snr)} dB" if math.isfinite(snr) else ""
+    return f"; free-running: {apart:.0f} f0 frames apart, {tied:.0f} of them ties{worst}"
 
 
 def memory(r) -> str:
