@@ -56,11 +56,11 @@ def test_ties_are_shown_beside_a_pass_and_a_divergence_fails():
     free |= {"snr_db": (-1.97, nan, "", None), "same_f0_snr_db": (114.0, 90.0, ">=", True)}
     untied = {"untied_frames_apart": (0.0, 0.0, "<=", True)}
     tied = section(stream_rows("mlx", 0.25, 200.0, 0.0, parity=free | untied))
-    assert "| pass (2 of 2); free-running: 2 f0 frames apart, 2 of them ties, worst block -1.97 dB |" in tied
+    assert "| pass (2 of 2); free-running: 2 f0 frames apart (2 ties), worst block -1.97 dB |" in tied
     diverged = section(
         stream_rows("mlx", 0.25, 200.0, 0.0, parity=free | {"untied_frames_apart": (1.0, 0.0, "<=", False)})
     )
-    assert "| FAIL: untied_frames_apart 1.00 (<= 0); free-running: 2 f0 frames apart, 2 of them ties, worst" in diverged
+    assert "| FAIL: untied_frames_apart 1.00 (<= 0); free-running: 2 f0 frames apart (2 ties), worst" in diverged
     clean = section(stream_rows("mlx", 0.25, 200.0, 0.0, parity={"frames_apart": (0.0, nan, "", None)} | untied))
     assert re.search(r"\| pass \(1 of 1\) +\|\n", clean)
 

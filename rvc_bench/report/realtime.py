@@ -91,7 +91,8 @@ def ties_text(v: pd.Series) -> str:
         return ""
     snr = v.get("parity.snr_db", math.nan)
     worst = f", worst block {sig(snr)} dB" if math.isfinite(snr) else ""
-    return f"; free-running: {apart:.0f} f0 frames apart, {tied:.0f} of them ties{worst}"
+    frames, ties = f"{apart:.0f} f0 frame{'s' if apart > 1 else ''}", f"{tied:.0f} tie{'' if tied == 1 else 's'}"
+    return f"; free-running: {frames} apart ({ties}){worst}"
 
 
 def memory(r) -> str:
