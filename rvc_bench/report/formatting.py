@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from rvc_bench.measure import KEEP_FREED
+
 TITLES = {
     "mel": "Log-mel (RMVPE front end)",
     "rmvpe": "RMVPE pitch",
@@ -16,6 +18,7 @@ TITLES = {
 }
 BACKEND_TITLES = {"torch": "PyTorch", "mlx": "MLX", "onnx": "ONNX Runtime", "numpy": "numpy"}
 RUN = "rvc-bench run"
+ALLOCATORS = {KEEP_FREED: "glibc malloc, freed memory kept"}
 
 
 def sig(x: float, digits: int = 3) -> str:
@@ -134,13 +137,23 @@ def describe_machine(m: dict) -> str:
     return ", ".join(parts)
 
 
-def backend_text(desc: dict) -> str:
-    version = desc.get(f"{desc.get('backend')}_version") or desc.get("version") or ""
-    text = f"{desc.get('label', desc.get('backend', '?'))} {version}".strip()
-    extra = [str(desc[k]) for k in ("torch_blas", "mlx_cpu_blas") if desc.get(k)]
+def backend_parts(desc: dict) -> dict[str, str]:
+    """A backend's description in parts ("" where unknown): backend, version, BLAS (with its sgemm rate) and
+    allocator (shortened: the Runs note gives the thresholds)."""
     gflops = desc.get("mlx_cpu_sgemm_gflops") or desc.get("torch_cpu_sgemm_gflops")
-    if gflops:
-        extra.append(f"sgemm {sig(float(gflops))} GFLOP/s")
-    if desc.get("allocator"):
-        extra.append(str(desc["allocator"]))
-    return text + (f" ({', '.join(extra)})" if extra else "")
+    blas = [str(desc[k]) for k in ("torch_blas", "mlx_cpu_blas") if desc.get(k)]
+    blas += [f"sgemm {sig(float(gflops))} GFLOP/s"] if gflops else []
+    allocator = str(desc.get("allocator") or "")
+    return {
+        "backend": str(desc.get("label", desc.get("backend", "?"))),
+        "version": str(desc.get(f"{desc.get('backend')}_version") or desc.get("version") or ""),
+        "BLAS": ", ".join(blas),
+        "allocator": ALLOCATORS.get(allocator, allocator),
+    }
+
+
+def backend_text(desc: dict) -> str:
+    """One line: backend version (BLAS, sgemm, the allocator in full)."""
+    p = backend_parts(desc)
+    extra = ", ".join(x for x in (p["BLAS"], str(desc.get("allocator") or "")) if x)
+    return f"{p['backend']} {p['version']}".strip() + (f" ({extra})" if extra else "")

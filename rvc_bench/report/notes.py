@@ -27,7 +27,10 @@ PUBLISHED = (
 RUNS = (
     "Every run in the store; wall time: from its start to the end of its last process (loading, synthetic "
     "checkpoints and exports made on the way included). Tables below take, for each measurement, the newest run "
-    "on that machine that measured it, and never combine two runs in one ratio."
+    "on that machine that measured it, and never combine two runs in one ratio. One line per backend a run "
+    "measured, each in its own process: its version, its BLAS with the sgemm rate it reached at the run's start, "
+    'and its C heap ("freed memory kept": glibc\'s mmap threshold 1 GiB and trim threshold 2 GiB, so that a '
+    "stage's calls reuse their memory instead of page-faulting it in again; `rvc_bench/measure.py`)."
 )
 PIPELINE = (
     "front end, RMVPE, HuBERT, retrieval, synthesis and the chunk loop, from decoded 16 kHz audio. "

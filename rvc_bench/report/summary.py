@@ -11,7 +11,7 @@ from rvc_bench.report import notes
 from rvc_bench.report.formatting import (
     RUN,
     TITLES,
-    backend_text,
+    backend_parts,
     col,
     empty,
     exact,
@@ -134,6 +134,7 @@ def summary(secs: list[Section], pubs: pd.DataFrame) -> str:
 
 
 def runs_section(st: run_store.Store) -> str:
+    """Every run, one line per backend it ran (the run's own cells on its first line)."""
     recs = []
     for info in sorted(st.runs.values(), key=lambda r: (r.machine_id, r.started_at, r.run_id)):
         rows = st.rows[st.rows.run_id == info.run_id]
@@ -141,17 +142,19 @@ def runs_section(st: run_store.Store) -> str:
         missing = info.missing()
         sizes = sorted(set(rows.model_size)) or [str(opts.get("model_size", "?"))]
         commit = (rows.git_commit.iloc[0][:10] + (" (dirty)" if rows.git_dirty.iloc[0] else "")) if len(rows) else "–"
-        recs.append(
-            {
-                "machine": f"`{info.machine_id}`",
-                "run": f"`{info.run_id}`",
-                "started (UTC)": info.started_at,
-                "commit": commit,
-                "models": ", ".join(sizes),
-                "rounds": f"{fmt_counts(opts.get('rounds', '?'))} + {fmt_counts(opts.get('warmup', '?'))} warm-up",
-                "wall time": "–" if info.wall_seconds() is None else f"{sig(info.wall_seconds() / 60)} min",
-                "backends": "; ".join(backend_text(d) for _, d in sorted(info.backends.items())) or "–",
-                "status": "complete" if not missing else "**incomplete**: " + "; ".join(missing),
-            }
-        )
+        run = {
+            "machine": f"`{info.machine_id}`",
+            "run": f"`{info.run_id}`",
+            "started (UTC)": info.started_at,
+            "commit": commit,
+            "models": ", ".join(sizes),
+            "rounds": f"{fmt_counts(opts.get('rounds', '?'))} + {fmt_counts(opts.get('warmup', '?'))} warm-up",
+            "wall time": "–" if info.wall_seconds() is None else f"{sig(info.wall_seconds() / 60)} min",
+        }
+        status = "complete" if not missing else "**incomplete**: " + "; ".join(missing)
+        backends = [backend_parts(d) for _, d in sorted(info.backends.items())] or [{"backend": ""}]
+        for i, parts in enumerate(backends):
+            first = i == 0
+            cells = {k: v or "–" for k, v in parts.items()}
+            recs.append({**(run if first else dict.fromkeys(run, "")), **cells, "status": status if first else ""})
     return f"## Runs\n\n{notes.RUNS}\n\n" + (table(recs) if recs else "")
