@@ -222,9 +222,13 @@ def cached_export(
     the source's name and hash into the file."""
     path = export_path(cache_dir, stage, variant, source)
     if not path.is_file():
-        meta = {"source": Path(source).name, "source_sha256": source_sha256(source)} if source is not None else {}
-        export_to(path, meta)
+        export_to(path, source_metadata(source))
     return path
+
+
+def source_metadata(source: str | os.PathLike | None) -> dict:
+    """What an export records of its source checkpoint: its name and hash ({} for graphs without weights)."""
+    return {"source": Path(source).name, "source_sha256": source_sha256(source)} if source is not None else {}
 
 
 _CHILD = """import importlib, json, sys

@@ -70,15 +70,15 @@ def logged_run(models, audio, opts) -> tuple[stream.StreamResult, PitchLog]:
     return stream.run(pipeline.WithPitch(models, log), audio, opts), log
 
 
-def twin_metrics(test_models, audio, opts, ref: tuple[stream.StreamResult, PitchLog], audio_judged=True) -> dict:
+def twin_metrics(test_models, audio, opts, ref: tuple[stream.StreamResult, PitchLog]) -> dict:
     """The stream of `test_models` against torch's logged_run `ref` on the same audio, options and noise: the
-    judged metrics and the free-running ones. audio_judged=False: the pitch only (ONNX Runtime emulates the
-    synthesizer's head)."""
+    judged metrics and the free-running ones."""
     (ref_out, ref_log), (out, log) = ref, logged_run(test_models, audio, opts)
-    metrics = pitch_metrics(log, ref_log)
-    if audio_judged:
-        metrics |= {"snr_db": worst_block_snr(out, ref_out), "offsets_apart": offsets_apart(out, ref_out)}
-        same = stream.run(pipeline.WithPitch(test_models, Replay(ref_log)), audio, opts)
-        metrics["same_f0_snr_db"] = worst_block_snr(same, ref_out)
-        metrics["same_f0_offsets_apart"] = offsets_apart(same, ref_out)
-    return metrics
+    same = stream.run(pipeline.WithPitch(test_models, Replay(ref_log)), audio, opts)
+    return {
+        **pitch_metrics(log, ref_log),
+        "snr_db": worst_block_snr(out, ref_out),
+        "offsets_apart": offsets_apart(out, ref_out),
+        "same_f0_snr_db": worst_block_snr(same, ref_out),
+        "same_f0_offsets_apart": offsets_apart(same, ref_out),
+    }

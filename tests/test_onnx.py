@@ -108,6 +108,36 @@ def test_synth_export_matches_the_torch_twin(name, seconds):
     within_table("synth", parity.tensor_metrics(audio, model_torch.run(twin, inputs)["audio"]))
 
 
+@pytest.mark.parametrize("name", SYNTH_VARIANTS)
+def test_streaming_graphs_return_the_twins_frames(name):
+    """skip_head / return_length (rt spec §4.5) through the export's prior and decoder graphs: the torch twin's
+    streamed frames within the synthesizer's bounds; the whole graph's emulation of the head (what a file without
+    the streaming graphs gets) decodes the frames around the returned ones too and differs."""
+    import dataclasses
+
+    import torch
+
+    from rvc_bench.synth import model_onnx, model_torch
+    from rvc_bench.synth.config import stream_heads
+
+    path, twin = synth_models(name)
+    head, length, upp = 40, 12, twin.cfg.upp
+    inputs = synth_inputs(twin.cfg, 0.6, seed=4)
+    fh, _ = stream_heads(head, length)
+    sine = None if inputs.sine_noise is None else inputs.sine_noise[head * upp : (head + length) * upp]
+    part = dataclasses.replace(inputs, eps=inputs.eps[fh:], sine_noise=sine)
+    heads = dict(skip_head=head, return_length=length)
+    with torch.inference_mode():
+        ref = twin.infer(**model_torch.prepare(part), **heads).numpy().reshape(-1)
+    runner = model_onnx.load(path, backend())
+    assert set(runner.parts) == set(model_onnx.PARTS)
+    audio = runner.infer(**model_onnx.prepare(part), **heads).reshape(-1)
+    within_table("synth", parity.tensor_metrics(audio, ref))
+    runner.parts = {}
+    emulated = runner.infer(**model_onnx.prepare(part), **heads).reshape(-1)
+    assert emulated.shape == ref.shape and parity.tensor_metrics(emulated, ref)["snr_db"] < 40
+
+
 def test_runners_refuse_what_their_graph_cannot_compute():
     from rvc_bench.hubert import model_onnx as hubert_onnx
     from rvc_bench.synth import model_onnx as synth_onnx

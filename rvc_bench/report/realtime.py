@@ -25,8 +25,8 @@ NOTE = (
     "Parity: against PyTorch's stream of the same input and noise (`suites/stream_twins.py`; `references/"
     "parity_tolerances.csv`, stage stream, check twins): the pitch of every RMVPE call, frame by frame, where a "
     "frame apart that torch decided by less than float32's resolution is a tie, not a divergence; and the rest of "
-    "the stream, block by block, given torch's RMVPE output. ONNX Runtime emulates the synthesizer's head, so only "
-    "its pitch is judged. Stream rows are left out of the other tables and figures."
+    "the stream, block by block, given torch's RMVPE output. Stream rows are left out of the other tables and "
+    "figures."
 )
 
 

@@ -14,10 +14,17 @@ voice's SynthConfig.
 
 The export traces relative attention on more frames than its window (T > 11), so T >= MIN_FRAMES is required; the
 pipeline's chunks are at least 2 x_pad = 200 frames.
+
+Streaming (skip_head / return_length, rt spec §4.5) needs the decoder on the returned frames only, which one graph
+with a dynamic frame axis cannot crop to: so each export has two more graphs beside it (PARTS), the prior (text
+encoder, prior sample, reversed flow -> z, g) and the decoder (z, g, f0, source noise -> audio), and the runner
+crops z between them. A file without them (upstream's) emulates the head on the whole graph (slower, and its
+decoder sees the frames around the returned ones).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -103,27 +110,108 @@ def export(model, path: str | os.PathLike, metadata: dict | None = None) -> Path
     )
 
 
+PARTS = ("prior", "decoder")
+
+
+def part_path(path: str | os.PathLike, part: str) -> Path:
+    """The streaming graph `part` beside the export at `path`."""
+    return Path(path).with_suffix(f".{part}.onnx")
+
+
+def part_ports(cfg: SynthConfig, part: str) -> tuple[tuple[Port, ...], tuple[Port, ...]]:
+    z, g = Port("z", "float32", (1, cfg.inter_channels, "frames")), Port("g", "float32", (1, cfg.gin_channels, 1))
+    if part == "prior":
+        inputs, _ = ports(cfg)
+        return tuple(p for p in inputs if p.name not in ("pitchf", "sine_noise")), (z, g)
+    f0 = (Port("pitchf", "float32", (1, "frames")), Port("sine_noise", "float32", (1, "samples"))) if cfg.f0 else ()
+    return (z, g, *f0), ports(cfg)[1]
+
+
+def export_part(model, part: str, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """One streaming graph (PARTS) of a torch Synthesizer -> ONNX at `path`: the prior gives z for every frame
+    (masked by phone_lengths), the decoder takes z masked."""
+    import torch
+
+    cfg = model.cfg
+
+    class Prior(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, phone, phone_lengths, pitch, sid, eps):
+            z, _, g, _ = self.model.prior(phone, phone_lengths, pitch, sid, eps)
+            return z, g
+
+    class PriorNoPitch(Prior):
+        def forward(self, phone, phone_lengths, sid, eps):
+            return super().forward(phone, phone_lengths, None, sid, eps)
+
+    class Decoder(Prior):
+        def forward(self, z, g, pitchf, sine_noise):
+            return self.model.dec(z, g, pitchf, sine_noise, None, self.model.tile_frames)
+
+    class DecoderNoPitch(Prior):
+        def forward(self, z, g):
+            return self.model.dec(z, g, None, None, None, self.model.tile_frames)
+
+    g = torch.Generator().manual_seed(0)
+    t = EXAMPLE_FRAMES
+    example = {
+        "phone": torch.randn(1, t, cfg.phone_channels, generator=g),
+        "phone_lengths": torch.tensor([t]),
+        "pitch": torch.randint(1, 256, (1, t), generator=g),
+        "sid": torch.tensor([0]),
+        "eps": torch.randn(1, t, cfg.inter_channels, generator=g),
+        "z": torch.randn(1, cfg.inter_channels, t, generator=g),
+        "g": torch.randn(1, cfg.gin_channels, 1, generator=g),
+        "pitchf": 100 + 200 * torch.rand(1, t, generator=g),
+        "sine_noise": torch.randn(1, t * cfg.upp, generator=g),
+    }
+    frames = torch.export.Dim("frames", min=MIN_FRAMES if part == "prior" else 2)
+    dims = {"phone_lengths": None, "sid": None, "g": None, "sine_noise": {1: cfg.upp * frames}}
+    inputs, outputs = part_ports(cfg, part)
+    names = [p.name for p in inputs]
+    return onnx_graph.export(
+        {("prior", True): Prior, ("prior", False): PriorNoPitch, ("decoder", True): Decoder}.get(
+            (part, cfg.f0), DecoderNoPitch
+        )(),
+        tuple(example[n] for n in names),
+        path,
+        inputs,
+        outputs,
+        {n: dims.get(n, {1: frames} if n != "z" else {2: frames}) for n in names},
+        {"stage": STAGE, "part": part, "variant": cfg.name, "config": cfg.to_dict(), **(metadata or {})},
+    )
+
+
 def export_path(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
     """Where the export of a voice `.pth` is cached."""
     return onnx_graph.export_path(cache_dir, STAGE, Path(checkpoint).stem, checkpoint)
 
 
 def ensure(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
-    """The cached export, made in this process from the torch twin on first use (imports torch)."""
+    """The cached export and its streaming graphs, made in this process from the torch twin on first use (imports
+    torch)."""
     from rvc_bench.synth.convert import load_torch
 
-    return onnx_graph.cached_export(
-        cache_dir,
-        STAGE,
-        Path(checkpoint).stem,
-        checkpoint,
-        lambda path, meta: export(load_torch(checkpoint), path, meta),
+    model = functools.cache(lambda: load_torch(checkpoint))
+    path = onnx_graph.cached_export(
+        cache_dir, STAGE, Path(checkpoint).stem, checkpoint, lambda path, meta: export(model(), path, meta)
     )
+    meta = onnx_graph.source_metadata(checkpoint)
+    for part in PARTS:
+        if not part_path(path, part).is_file():
+            export_part(model(), part, part_path(path, part), meta)
+    return path
 
 
 def exported(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
-    """The cached export, made in a child process on first use (this process imports no torch)."""
-    return onnx_graph.ensure_exported(export_path(checkpoint, cache_dir), __name__, checkpoint, cache_dir)
+    """The cached export, made in a child process on first use (this process imports no torch); its streaming
+    graphs are written after it, so the last of them stands for all."""
+    path = export_path(checkpoint, cache_dir)
+    onnx_graph.ensure_exported(part_path(path, PARTS[-1]), __name__, checkpoint, cache_dir)
+    return path
 
 
 class Synthesizer:
@@ -148,6 +236,13 @@ class Synthesizer:
         inputs, outputs = ports(cfg, self.layout)
         onnx_graph.check_ports(self.session.get_inputs(), inputs, "input", str(path))
         onnx_graph.check_ports(self.session.get_outputs(), outputs, "output", str(path))
+        self.parts = {}  # the streaming graphs, where the export has them
+        if self.layout == "rvc-bench" and all(part_path(path, p).is_file() for p in PARTS):
+            for part in PARTS:
+                self.parts[part], _ = onnx_graph.open_session(part_path(path, part), backend, STAGE)
+                inputs, outputs = part_ports(cfg, part)
+                onnx_graph.check_ports(self.parts[part].get_inputs(), inputs, "input", str(part_path(path, part)))
+                onnx_graph.check_ports(self.parts[part].get_outputs(), outputs, "output", str(part_path(path, part)))
 
     @property
     def injects_sine_noise(self) -> bool:
@@ -166,17 +261,18 @@ class Synthesizer:
         skip_head=None,
         return_length=None,
     ) -> np.ndarray:
-        """The twins' streaming arguments (skip_head, return_length) are emulated: the graph has a dynamic frame
-        axis but no head, so it runs all T frames (eps zero before fh, the source noise zero outside the returned
-        frames) and the returned frames are cut out. The flow's values equal the twins' (its receptive field ends
-        at fh); the decoder and the NSF sine phase see the frames around the chunk, which the twins' decoder does
-        not (they zero-pad at the chunk's ends and start the phase there), and it costs T frames, not
-        return_length."""
+        """The twins' `infer`. Streaming (skip_head, return_length) runs the prior on all T frames and the decoder
+        on the returned ones (the twins' decoder input: the flow's receptive field ends at fh); without the
+        streaming graphs it is emulated on the whole graph (eps zero before fh, the source noise zero outside the
+        returned frames; the returned frames cut out), whose decoder and NSF sine phase see the frames around the
+        returned ones, which the twins' do not, at the cost of T frames."""
         fh, _ = stream_heads(skip_head, return_length)
         if skip_head is not None:
             upp, n = self.cfg.upp, np.asarray(phone).shape[1]
             if eps is not None:
                 eps = np.pad(np.asarray(eps, np.float32), ((0, 0), (fh, 0), (0, 0)))
+            if self.parts:
+                return self._head(phone, pitch, nsff0, sid, eps, sine_noise, skip_head, return_length)
             if sine_noise is not None:
                 sine_noise = np.pad(
                     np.asarray(sine_noise, np.float32),
@@ -218,6 +314,28 @@ class Synthesizer:
                 if cfg.f0:
                     feed["sine_noise"] = np.asarray(sine_noise, np.float32)[i : i + 1]
             out.append(self.session.run(None, feed)[0])
+        return np.concatenate(out)
+
+    def _head(self, phone, pitch, nsff0, sid, eps, sine_noise, skip_head: int, return_length: int) -> np.ndarray:
+        """Frames [skip_head, skip_head + return_length) through the streaming graphs (eps already [B, T, inter])."""
+        cfg, (b, t) = self.cfg, np.asarray(phone).shape[:2]
+        cut = slice(skip_head, skip_head + return_length)
+        if eps is None:
+            eps = np.random.standard_normal((b, t, cfg.inter_channels)).astype(np.float32)
+        if sine_noise is None and cfg.f0:
+            sine_noise = np.random.standard_normal((b, return_length * cfg.upp)).astype(np.float32)
+        sid = np.zeros(b, np.int64) if sid is None else np.asarray(sid, np.int64)
+        out = []
+        for i in range(b):
+            feed = {"phone": np.asarray(phone, np.float32)[i : i + 1], "phone_lengths": np.array([t], np.int64)}
+            feed |= {"pitch": np.asarray(pitch, np.int64)[i : i + 1]} if cfg.f0 else {}
+            feed |= {"sid": sid[i : i + 1], "eps": np.asarray(eps, np.float32)[i : i + 1]}
+            z, g = self.parts["prior"].run(None, feed)
+            feed = {"z": np.ascontiguousarray(z[..., cut]), "g": g}
+            if cfg.f0:
+                feed |= {"pitchf": np.asarray(nsff0, np.float32)[i : i + 1, cut]}
+                feed |= {"sine_noise": np.asarray(sine_noise, np.float32)[i : i + 1]}
+            out.append(self.parts["decoder"].run(None, feed)[0])
         return np.concatenate(out)
 
 

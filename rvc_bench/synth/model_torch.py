@@ -416,31 +416,36 @@ class Synthesizer(nn.Module):
         if self.cfg.f0 and (pitch is None or nsff0 is None):
             raise ValueError("this is a pitch model: pass pitch and nsff0")
         fh, dh = stream_heads(skip_head, return_length)
-        b, t = phone.shape[:2]
-        if sid is None:
-            sid = torch.zeros(b, dtype=torch.long, device=phone.device)
-        x_mask = None
-        if phone_lengths is not None:
-            x_mask = sequence_mask(phone_lengths, t).unsqueeze(1).to(phone.dtype)  # [B, 1, T]
-        inter = {} if return_intermediates else None
-        g = self.emb_g(sid).unsqueeze(-1)  # [B, gin, 1]
-        m_p, logs_p = self.enc_p(phone, pitch if self.cfg.f0 else None, x_mask, fh)
-        if fh and x_mask is not None:
-            x_mask = x_mask[..., fh:]
-        eps = torch.randn_like(m_p) if eps is None else eps.transpose(1, 2)
-        z_p = _masked(m_p + torch.exp(logs_p) * eps * PRIOR_NOISE_SCALE, x_mask)
-        z = self.flow(z_p, x_mask, g)
+        z, x_mask, g, (m_p, logs_p) = self.prior(phone, phone_lengths, pitch, sid, eps, fh)
         if skip_head is not None:
             z, x_mask = (
                 z[..., dh : dh + return_length],
                 None if x_mask is None else x_mask[..., dh : dh + return_length],
             )
             nsff0 = None if nsff0 is None else nsff0[:, skip_head : skip_head + return_length]
+        inter = {} if return_intermediates else None
         audio = self.dec(_masked(z, x_mask), g, nsff0 if self.cfg.f0 else None, sine_noise, inter, self.tile_frames)
         if inter is None:
             return audio
         inter.update(m_p=m_p, logs_p=logs_p, z=z, audio=audio)
         return audio, inter
+
+    def prior(self, phone, phone_lengths=None, pitch=None, sid=None, eps=None, fh: int = 0):
+        """The decoder's input from frame fh on: (z [B, inter, T - fh], its mask [B, 1, T - fh] or None, g
+        [B, gin, 1], (m_p, logs_p)); arguments as infer's."""
+        b, t = phone.shape[:2]
+        if sid is None:
+            sid = torch.zeros(b, dtype=torch.long, device=phone.device)
+        x_mask = None
+        if phone_lengths is not None:
+            x_mask = sequence_mask(phone_lengths, t).unsqueeze(1).to(phone.dtype)  # [B, 1, T]
+        g = self.emb_g(sid).unsqueeze(-1)  # [B, gin, 1]
+        m_p, logs_p = self.enc_p(phone, pitch if self.cfg.f0 else None, x_mask, fh)
+        if fh and x_mask is not None:
+            x_mask = x_mask[..., fh:]
+        eps = torch.randn_like(m_p) if eps is None else eps.transpose(1, 2)
+        z_p = _masked(m_p + torch.exp(logs_p) * eps * PRIOR_NOISE_SCALE, x_mask)
+        return self.flow(z_p, x_mask, g), x_mask, g, (m_p, logs_p)
 
 
 def build(cfg: SynthConfig) -> Synthesizer:
