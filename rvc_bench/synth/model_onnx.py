@@ -58,6 +58,29 @@ def ports(cfg: SynthConfig, layout: str = "rvc-bench") -> tuple[tuple[Port, ...]
     return (*phone, *pitch, *eps, Port("sine_noise", "float32", (1, "samples"))), audio
 
 
+def examples(cfg: SynthConfig, min_frames: int) -> tuple[dict, dict]:
+    """Example tensors of every graph input (the graphs' and the streaming graphs'), and their dynamic axes: the
+    frames (at least min_frames) and the source noise's upp x frames."""
+    import torch
+
+    g, t = torch.Generator().manual_seed(0), EXAMPLE_FRAMES
+    example = {
+        "phone": torch.randn(1, t, cfg.phone_channels, generator=g),
+        "phone_lengths": torch.tensor([t]),
+        "pitch": torch.randint(1, 256, (1, t), generator=g),
+        "pitchf": 100 + 200 * torch.rand(1, t, generator=g),
+        "sid": torch.tensor([0]),
+        "eps": torch.randn(1, t, cfg.inter_channels, generator=g),
+        "sine_noise": torch.randn(1, t * cfg.upp, generator=g),
+        "z": torch.randn(1, cfg.inter_channels, t, generator=g),
+        "g": torch.randn(1, cfg.gin_channels, 1, generator=g),
+    }
+    frames = torch.export.Dim("frames", min=min_frames)
+    dims = {n: {1: frames} for n in ("phone", "pitch", "pitchf", "eps")}
+    dims |= {"phone_lengths": None, "sid": None, "g": None, "z": {2: frames}, "sine_noise": {1: cfg.upp * frames}}
+    return example, dims
+
+
 def export(model, path: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Torch Synthesizer (rvc_bench.synth.model_torch) -> ONNX at `path`, rvc-bench layout."""
     import torch
@@ -76,27 +99,7 @@ def export(model, path: str | os.PathLike, metadata: dict | None = None) -> Path
         def forward(self, phone, phone_lengths, sid, eps):
             return self.model.infer(phone, phone_lengths, sid=sid, eps=eps)
 
-    g = torch.Generator().manual_seed(0)
-    t = EXAMPLE_FRAMES
-    example = {
-        "phone": torch.randn(1, t, cfg.phone_channels, generator=g),
-        "phone_lengths": torch.tensor([t]),
-        "pitch": torch.randint(1, 256, (1, t), generator=g),
-        "pitchf": 100 + 200 * torch.rand(1, t, generator=g),
-        "sid": torch.tensor([0]),
-        "eps": torch.randn(1, t, cfg.inter_channels, generator=g),
-        "sine_noise": torch.randn(1, t * cfg.upp, generator=g),
-    }
-    frames = torch.export.Dim("frames", min=MIN_FRAMES)
-    dims = {
-        "phone": {1: frames},
-        "phone_lengths": None,
-        "pitch": {1: frames},
-        "pitchf": {1: frames},
-        "sid": None,
-        "eps": {1: frames},
-        "sine_noise": {1: cfg.upp * frames},
-    }
+    example, dims = examples(cfg, MIN_FRAMES)
     inputs, outputs = ports(cfg)
     names = [p.name for p in inputs]
     return onnx_graph.export(
@@ -155,21 +158,7 @@ def export_part(model, part: str, path: str | os.PathLike, metadata: dict | None
         def forward(self, z, g):
             return self.model.dec(z, g, None, None, None, self.model.tile_frames)
 
-    g = torch.Generator().manual_seed(0)
-    t = EXAMPLE_FRAMES
-    example = {
-        "phone": torch.randn(1, t, cfg.phone_channels, generator=g),
-        "phone_lengths": torch.tensor([t]),
-        "pitch": torch.randint(1, 256, (1, t), generator=g),
-        "sid": torch.tensor([0]),
-        "eps": torch.randn(1, t, cfg.inter_channels, generator=g),
-        "z": torch.randn(1, cfg.inter_channels, t, generator=g),
-        "g": torch.randn(1, cfg.gin_channels, 1, generator=g),
-        "pitchf": 100 + 200 * torch.rand(1, t, generator=g),
-        "sine_noise": torch.randn(1, t * cfg.upp, generator=g),
-    }
-    frames = torch.export.Dim("frames", min=MIN_FRAMES if part == "prior" else 2)
-    dims = {"phone_lengths": None, "sid": None, "g": None, "sine_noise": {1: cfg.upp * frames}}
+    example, dims = examples(cfg, MIN_FRAMES if part == "prior" else 2)
     inputs, outputs = part_ports(cfg, part)
     names = [p.name for p in inputs]
     return onnx_graph.export(
@@ -180,7 +169,7 @@ def export_part(model, part: str, path: str | os.PathLike, metadata: dict | None
         path,
         inputs,
         outputs,
-        {n: dims.get(n, {1: frames} if n != "z" else {2: frames}) for n in names},
+        {n: dims[n] for n in names},
         {"stage": STAGE, "part": part, "variant": cfg.name, "config": cfg.to_dict(), **(metadata or {})},
     )
 
