@@ -144,19 +144,9 @@ def test_stream_settings_are_columns_and_files_written_before_them_read_as_nan(t
 
     run = make_run()
     settings = dict(block_time=0.25, crossfade_time=0.05, extra_time=2.5)
-    run.add(
-        stage="stream",
-        variant="v",
-        backend="torch",
-        device="cpu",
-        device_name="",
-        dtype="float32",
-        audio_seconds=5.0,
-        metric="stream.p50_ms",
-        value=12.0,
-        unit="ms",
-        **settings,
-    )
+    row = dict(stage="stream", variant="v", backend="torch", device="cpu", device_name="", dtype="float32")
+    row |= dict(audio_seconds=5.0, metric="stream.p50_ms", value=12.0, unit="ms")
+    run.add(**row, **settings)
     path = run.flush(tmp_path, "stream")
     old = make_run(run_id="old-run")
     add_times(old, "torch", [2.0])
@@ -170,16 +160,4 @@ def test_stream_settings_are_columns_and_files_written_before_them_read_as_nan(t
     assert np.isnan(rows.loc["old-run", ["block_time", "crossfade_time", "extra_time"]].astype(float)).all()
     assert pq.read_schema(path).names == list(store.COLUMNS)
     with pytest.raises(TypeError, match="unknown row settings"):
-        run.add(
-            stage="s",
-            variant="v",
-            backend="b",
-            device="d",
-            device_name="",
-            dtype="",
-            audio_seconds=1,
-            metric="m",
-            value=1.0,
-            unit="s",
-            block=0.25,
-        )
+        run.add(**row, block=0.25)
