@@ -201,16 +201,28 @@ def _add_convert_and_doctor(sub) -> None:
     d.set_defaults(command="doctor")
 
 
-def _add_infer(sub) -> None:
-    i = sub.add_parser(
-        "infer",
+def _conversion_parser(sub, name: str, summary: str, description: str):
+    """A command that converts a file with a voice on one backend (infer, stream): its device and BLAS options,
+    the voice and its models."""
+    p = sub.add_parser(
+        name,
         parents=[plan.parent(plan.add_device_options, plan.add_blas_option)],
-        help="convert an audio file with an RVC voice model (whole pipeline, one backend)",
-        description="RVC conversion as the WebUI's vc_single does it (RMVPE pitch, fp32 windows). The "
-        "input is read as upstream's ffmpeg loader reads it: downmixed to mono with ffmpeg's weights "
-        "((L+R)/sqrt 2 for stereo) and resampled to 16 kHz with ffmpeg's default resampler.",
+        help=summary,
+        description=description,
     )
-    _add_voice_and_models(i)
+    _add_voice_and_models(p)
+    return p
+
+
+def _add_infer(sub) -> None:
+    i = _conversion_parser(
+        sub,
+        "infer",
+        "convert an audio file with an RVC voice model (whole pipeline, one backend)",
+        "RVC conversion as the WebUI's vc_single does it (RMVPE pitch, fp32 windows). The input is read as "
+        "upstream's ffmpeg loader reads it: downmixed to mono with ffmpeg's weights ((L+R)/sqrt 2 for stereo) and "
+        "resampled to 16 kHz with ffmpeg's default resampler.",
+    )
     i.add_argument("--index", default=None, help="the voice's added_IVF*_Flat_nprobe_1_*.index (needs faiss-cpu)")
     _add_conversion_options(i)
     o = i.add_argument_group("optimisation variants (rvc_bench.variants; measured in the document)")
@@ -281,17 +293,16 @@ def _add_voice_and_models(i) -> None:
 
 
 def _add_stream(sub) -> None:
-    i = sub.add_parser(
+    i = _conversion_parser(
+        sub,
         "stream",
-        parents=[plan.parent(plan.add_device_options, plan.add_blas_option)],
-        help="convert an audio file the way RVC's real-time mode does (blocks, SOLA) and print its latency",
-        description="RVC's live mode (realtime_gui.py + rtrvc) fed from a file: blocks of --block seconds, each "
-        "converting --extra + --crossfade + 10 ms + --block of context, joined by SOLA. Prints the algorithmic "
-        "delay (2 x block + crossfade + 10 ms), each block's processing time (p50/p95/p99/max), the real-time "
-        "factor and the blocks that missed their deadline on a simulated clock (--realtime: the audio's own "
-        "pace). Writes the output advanced by crossfade + 10 ms, so that it lines up with the input.",
+        "convert an audio file the way RVC's real-time mode does (blocks, SOLA) and print its latency",
+        "RVC's live mode (realtime_gui.py + rtrvc) fed from a file: blocks of --block seconds, each converting "
+        "--extra + --crossfade + 10 ms + --block of context, joined by SOLA. Prints the algorithmic delay (2 x "
+        "block + crossfade + 10 ms), each block's processing time (p50/p95/p99/max), the real-time factor and the "
+        "blocks that missed their deadline on a simulated clock (--realtime: the audio's own pace). Writes the "
+        "output advanced by crossfade + 10 ms, so that it lines up with the input.",
     )
-    _add_voice_and_models(i)
     i.add_argument("--block", type=float, default=0.25, help="block_time in seconds (default 0.25; >= 0.01)")
     i.add_argument(
         "--crossfade", type=float, default=0.05, help="crossfade_time in seconds (default 0.05; at most the block)"
