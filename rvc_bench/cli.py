@@ -183,17 +183,9 @@ def cmd_ab(args) -> int:
         check_folder(plan.store, "--store")
     if args.summary:
         check_output(args.summary, [], args.force)
-    opts = ab.Options(
-        base=args.base,
-        head=args.head,
-        plan=plan,
-        repeats=args.repeats,
-        max_slowdown=args.max_slowdown,
-        speed=args.speed,
-        budget_minutes=args.budget_minutes,
-        summary=Path(args.summary) if args.summary else None,
-        locate=args.locate,
-    )
+    same = ("base", "head", "repeats", "max_slowdown", "speed", "budget_minutes", "locate")  # as parsed
+    summary = Path(args.summary) if args.summary else None
+    opts = ab.Options(plan=plan, summary=summary, **{k: getattr(args, k) for k in same})
 
     def interrupt(signum, frame):  # a cancelled CI job: end like Ctrl-C, so the worktrees are removed
         raise KeyboardInterrupt

@@ -70,15 +70,8 @@ def peak_text(r, base) -> str:
 def row(sec: Section, r) -> dict:
     base_variant = r.variant.rpartition(variants.SEPARATOR)[0]
     name = variants.of_row(r.variant)
-    base = select(
-        sec.every,
-        run_id=r.run_id,
-        stage=r.stage,
-        variant=base_variant,
-        audio_seconds=r.audio_seconds,
-        backend=r.backend,
-        device=r.device,
-    )
+    same = ("run_id", "stage", "audio_seconds", "backend", "device")  # the fp32 row of the variant's measurement
+    base = select(sec.every, variant=base_variant, **{k: getattr(r, k) for k in same})
     where = col(r.backend, r.device)
     if len(base):
         b = base.iloc[0]
