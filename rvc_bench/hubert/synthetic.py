@@ -176,23 +176,17 @@ def hf_config(cfg: HubertConfig, dtype: str = DEFAULT_DTYPE) -> dict:
     return dict(sorted(out.items()))  # transformers writes its keys sorted
 
 
-def write_hf_folder(
-    folder: str | os.PathLike,
-    cfg: str | HubertConfig = "full",
-    seed: int = 0,
-    dtype: str = DEFAULT_DTYPE,
-    weights: str = "model.safetensors",
-    wn_style: str = "parametrizations",
-) -> Path:
+def write_hf_folder(folder: str | os.PathLike, cfg: str | HubertConfig = "full", weights="model.safetensors", **kw):
     """A folder as save_pretrained writes it: config.json plus `weights` ("model.safetensors", the default since
-    transformers 4.35, or "pytorch_model.bin"), with the weights of write_fairseq(cfg, seed)."""
+    transformers 4.35, or "pytorch_model.bin"), written by write_hf(cfg, **kw) (seed, dtype, wn_style)."""
     from rvc_bench.fileio import atomic_write_bytes
 
     folder, cfg = Path(folder), get_config(cfg)
     if weights not in ("model.safetensors", "pytorch_model.bin"):
         raise ValueError(f"weights must be model.safetensors or pytorch_model.bin, got {weights!r}")
-    write_hf(folder / weights, cfg, seed, dtype, wn_style)
-    atomic_write_bytes(folder / "config.json", (json.dumps(hf_config(cfg, dtype), indent=2) + "\n").encode())
+    write_hf(folder / weights, cfg, **kw)
+    config = hf_config(cfg, kw.get("dtype", DEFAULT_DTYPE))
+    atomic_write_bytes(folder / "config.json", (json.dumps(config, indent=2) + "\n").encode())
     return folder
 
 
