@@ -171,33 +171,12 @@ class Run:
     ) -> None:
         if set(settings) - set(STREAM_COLUMNS):
             raise TypeError(f"unknown row settings: {sorted(set(settings) - set(STREAM_COLUMNS))}")
-        self.rows.append(
-            dict(
-                machine_id=self.machine_id,
-                run_id=self.run_id,
-                started_at=self.started_at,
-                git_commit=self.git_commit,
-                git_dirty=self.git_dirty,
-                model_size=self.model_size,
-                test=test,
-                stage=stage,
-                variant=variant,
-                backend=backend,
-                device=device,
-                device_name=device_name,
-                dtype=dtype,
-                audio_seconds=float(audio_seconds),
-                metric=metric,
-                round=int(round),
-                value=float(value),
-                unit=unit,
-                reference=reference,
-                bound=float(bound),
-                bound_op=bound_op,
-                within_bound=within_bound,
-                **{k: float(settings.get(k, "nan")) for k in STREAM_COLUMNS},
-            )
-        )
+        row = {k: getattr(self, k) for k in ("machine_id", "run_id", "started_at", "git_commit", "git_dirty")}
+        row |= dict(model_size=self.model_size, test=test, stage=stage, variant=variant, backend=backend)
+        row |= dict(device=device, device_name=device_name, dtype=dtype, metric=metric, unit=unit)
+        row |= dict(audio_seconds=float(audio_seconds), round=int(round), value=float(value), bound=float(bound))
+        row |= dict(reference=reference, bound_op=bound_op, within_bound=within_bound)
+        self.rows.append(row | {k: float(settings.get(k, "nan")) for k in STREAM_COLUMNS})
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=list(COLUMNS)).astype(COLUMNS)
