@@ -24,16 +24,8 @@ class InferError(Exception):
 
 
 def options(args) -> pipeline.Options:
-    opts = pipeline.Options(
-        f0_up_key=args.f0_up_key,
-        index_rate=args.index_rate,
-        protect=args.protect,
-        rms_mix_rate=args.rms_mix_rate,
-        sid=args.sid,
-        seed=args.seed,
-        deterministic=args.deterministic,
-        resample_sr=args.resample_sr,
-    )
+    same = ("f0_up_key", "index_rate", "protect", "rms_mix_rate", "sid", "seed", "deterministic", "resample_sr")
+    opts = pipeline.Options(**{k: getattr(args, k) for k in same})  # the options are named as upstream's
     opts.check()
     return opts
 

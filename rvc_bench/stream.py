@@ -342,16 +342,9 @@ def stream_file(args) -> str:
     from rvc_bench.pipeline import to_int16
 
     try:
-        opts = StreamOptions(
-            block_time=args.block,
-            crossfade_time=args.crossfade,
-            extra_time=args.extra,
-            pitch=args.f0_up_key,
-            rms_mix_rate=args.rms_mix_rate,
-            sid=args.sid,
-            seed=args.seed,
-            deterministic=args.deterministic,
-        )
+        times = dict(block_time=args.block, crossfade_time=args.crossfade, extra_time=args.extra)
+        same = {k: getattr(args, k) for k in ("rms_mix_rate", "sid", "seed", "deterministic")}
+        opts = StreamOptions(pitch=args.f0_up_key, **times, **same)
         opts.check()
         out = check_output(args.output, [args.voice, args.input, args.hubert, args.rmvpe], args.force)
         audio.output_format(out)
