@@ -256,12 +256,11 @@ class Synthesizer:
         returned frames; the returned frames cut out), whose decoder and NSF sine phase see the frames around the
         returned ones, which the twins' do not, at the cost of T frames."""
         fh, _ = stream_heads(skip_head, return_length)
-        if skip_head is not None:
+        cut = None if skip_head is None else slice(skip_head, skip_head + return_length)
+        if cut is not None and eps is not None:
+            eps = np.pad(np.asarray(eps, np.float32), ((0, 0), (fh, 0), (0, 0)))
+        if cut is not None and not self.parts:
             upp, n = self.cfg.upp, np.asarray(phone).shape[1]
-            if eps is not None:
-                eps = np.pad(np.asarray(eps, np.float32), ((0, 0), (fh, 0), (0, 0)))
-            if self.parts:
-                return self._head(phone, pitch, nsff0, sid, eps, sine_noise, skip_head, return_length)
             if sine_noise is not None:
                 sine_noise = np.pad(
                     np.asarray(sine_noise, np.float32),
@@ -287,7 +286,8 @@ class Synthesizer:
         if eps is None:  # the twins draw these when not given; so does upstream's ONNX inference
             eps = np.random.standard_normal((b, t, cfg.inter_channels)).astype(np.float32)
         if sine_noise is None and cfg.f0 and self.injects_sine_noise:
-            sine_noise = np.random.standard_normal((b, t * cfg.upp)).astype(np.float32)
+            frames = t if cut is None else return_length  # streaming: the returned frames' noise only
+            sine_noise = np.random.standard_normal((b, frames * cfg.upp)).astype(np.float32)
         out = []
         for i in range(b):
             feed = {"phone": phone[i : i + 1], "phone_lengths": np.asarray(phone_lengths, np.int64)[i : i + 1]}
@@ -302,30 +302,17 @@ class Synthesizer:
                 feed.update(sid=sid[i : i + 1], eps=np.asarray(eps, np.float32)[i : i + 1])
                 if cfg.f0:
                     feed["sine_noise"] = np.asarray(sine_noise, np.float32)[i : i + 1]
-            out.append(self.session.run(None, feed)[0])
+            out.append(self.session.run(None, feed)[0] if cut is None else self._head(feed, cut))
         return np.concatenate(out)
 
-    def _head(self, phone, pitch, nsff0, sid, eps, sine_noise, skip_head: int, return_length: int) -> np.ndarray:
-        """Frames [skip_head, skip_head + return_length) through the streaming graphs (eps already [B, T, inter])."""
-        cfg, (b, t) = self.cfg, np.asarray(phone).shape[:2]
-        cut = slice(skip_head, skip_head + return_length)
-        if eps is None:
-            eps = np.random.standard_normal((b, t, cfg.inter_channels)).astype(np.float32)
-        if sine_noise is None and cfg.f0:
-            sine_noise = np.random.standard_normal((b, return_length * cfg.upp)).astype(np.float32)
-        sid = np.zeros(b, np.int64) if sid is None else np.asarray(sid, np.int64)
-        out = []
-        for i in range(b):
-            feed = {"phone": np.asarray(phone, np.float32)[i : i + 1], "phone_lengths": np.array([t], np.int64)}
-            feed |= {"pitch": np.asarray(pitch, np.int64)[i : i + 1]} if cfg.f0 else {}
-            feed |= {"sid": sid[i : i + 1], "eps": np.asarray(eps, np.float32)[i : i + 1]}
-            z, g = self.parts["prior"].run(None, feed)
-            feed = {"z": np.ascontiguousarray(z[..., cut]), "g": g}
-            if cfg.f0:
-                feed |= {"pitchf": np.asarray(nsff0, np.float32)[i : i + 1, cut]}
-                feed |= {"sine_noise": np.asarray(sine_noise, np.float32)[i : i + 1]}
-            out.append(self.parts["decoder"].run(None, feed)[0])
-        return np.concatenate(out)
+    def _head(self, feed: dict, cut: slice) -> np.ndarray:
+        """One item's frames `cut` through the streaming graphs, from the whole graph's feed (eps [1, T, inter],
+        the source noise of the returned frames only): the prior on every frame, the decoder on z's cut."""
+        z, g = self.parts["prior"].run(None, {k: v for k, v in feed.items() if k not in ("pitchf", "sine_noise")})
+        decoder = {"z": np.ascontiguousarray(z[..., cut]), "g": g}
+        if self.cfg.f0:
+            decoder |= {"pitchf": feed["pitchf"][:, cut], "sine_noise": feed["sine_noise"]}
+        return self.parts["decoder"].run(None, decoder)[0]
 
 
 def load(path: str | os.PathLike, backend, cfg: SynthConfig | None = None) -> Synthesizer:
