@@ -25,6 +25,7 @@ the machine, the commit and the spread between consecutive runs, so that no rate
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import subprocess
 import sys
@@ -105,17 +106,15 @@ def pairs(order: list[str], k: int) -> list[tuple[list[str], list[str]]]:
     return [(order[i : i + 2 * k : 2], order[i + 1 : i + 2 * k : 2]) for i in range(len(order) - 2 * k + 1)]
 
 
-def aa_rows(store: Path) -> tuple[pd.DataFrame, list[str]]:
+def aa_rows(st: run_store.Store) -> tuple[pd.DataFrame, list[str]]:
     """The A/A runs' rows, and their run ids in the order they were made."""
-    rows = run_store.read(store).rows
-    rows = rows[rows.machine_id.str.startswith("gate-aa")]
+    rows = st.rows[st.rows.machine_id.str.startswith("gate-aa")]
     return rows, rows[["started_at", "run_id"]].drop_duplicates().sort_values(["started_at", "run_id"]).run_id.tolist()
 
 
-def drift(store: Path) -> pd.DataFrame:
+def drift(rows: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     """How much one benchmark's median moves from one same-commit run to the next (5th / 50th / 95th percentile
     of the ratio later / earlier), per backend: the noise a speed gate has to see through."""
-    rows, order = aa_rows(store)
     med = (
         rows[rows.metric == "time_warm"]
         .groupby(["run_id", "test"])
@@ -212,15 +211,15 @@ def power_figure(curves: dict, path: Path) -> None:
     axes[0].set_ylabel("share called slower (x1.0: false alarms)")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    buf = __import__("io").BytesIO()
+    buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def run_minutes(store: Path, order: list[str]) -> float:
-    """The mean wall time of the runs, from their start to their last process's end, in minutes."""
-    runs = run_store.read(store).runs
+def run_minutes(runs: dict, order: list[str]) -> float:
+    """The mean wall time of the runs (the store's run infos), from their start to their last process's end, in
+    minutes."""
     walls = [runs[r].wall_seconds() for r in order if runs[r].wall_seconds() is not None]
     return float(np.mean(walls)) / 60 if walls else float("nan")
 
@@ -268,7 +267,7 @@ def header(args, rows: pd.DataFrame, order: list[str], loads, minutes: float) ->
         f"(issue 23): at most {GOAL['false_alarms']:.0%} false alarms and at least {GOAL['detected']:.0%} of a "
         f"x{GOAL['factor']:g} slowdown caught within {GOAL['minutes']:g} minutes.\n",
         "Run-to-run drift of each benchmark's median (ratio of consecutive same-commit runs):\n",
-        drift(args.store).to_markdown(index=False) + "\n",
+        drift(rows, order).to_markdown(index=False) + "\n",
     ]
 
 
@@ -278,8 +277,9 @@ def main(argv=None) -> int:
     loads = None
     if not args.no_measure:
         loads = measure(store, args.runs, args.stages, args.lengths, args.model_size, args.rounds, args.backends)
-    rows, order = aa_rows(store)
-    minutes = run_minutes(store, order)
+    st = run_store.read(store)
+    rows, order = aa_rows(st)
+    minutes = run_minutes(st.runs, order)
     recs, curves, stages = [], {}, []
     for k in [k for k in args.runs_per_side if len(order) >= 2 * k]:
         for rule, interval in RULES.items():
