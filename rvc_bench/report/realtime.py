@@ -85,7 +85,7 @@ def parity_text(rows: pd.DataFrame, r) -> str:
 
 
 def ties_text(v: pd.Series) -> str:
-    """ "; free-running: N f0 frames apart, M of them ties, worst block X dB" where RMVPE calls parted."""
+    """ "; free-running: N f0 frames apart (M ties), worst block X dB" where RMVPE calls parted."""
     apart, tied = v.get("parity.frames_apart", 0), v.get("parity.frames_apart_tied", 0)
     if not apart > 0:
         return ""
