@@ -384,8 +384,10 @@ class Bench:
         self.session.stored += 1
 
     def _probe_args(self, backend: str) -> list[str]:
-        # Only the measured backend is set up in the probe, so the other framework's runtime stays out of its RSS.
-        return self.session.plan.replace(store=None, fresh_process=False).pytest_args(backend)
+        # Only the measured backend is set up in the probe, so the other framework's runtime stays out of its RSS. A
+        # reference (numpy) benchmark runs in the torch process, so its probe is a torch process too.
+        own = "torch" if backend in REFERENCES else backend
+        return self.session.plan.replace(store=None, fresh_process=False).pytest_args(own)
 
 
 @pytest.fixture
