@@ -149,6 +149,22 @@ def test_a_fresh_process_benchmark_holds_only_its_framework(backend, framework):
     assert probe["frameworks"] == [framework], json.dumps(probe)
 
 
+def test_a_reference_benchmark_is_probed_in_a_fresh_process_too(tmp_path):
+    """The numpy log-mel runs in the torch process; its probe once asked for `--backends numpy`, failed, and left
+    the run incomplete."""
+    from helpers import pytest_child
+
+    from rvc_bench import store
+
+    nodeid = "suites/test_bench_mel.py::test_bench_mel_reference"
+    options = ("--lengths", "0.5", "--model-size", "tiny", "--backends", "torch", "--fresh-process")
+    proc = pytest_child(nodeid, "--benchmark-only", *options, "--store", tmp_path, cwd=PACKAGE.parent)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    rows = store.read(tmp_path).rows
+    probe = rows[(rows.backend == "numpy") & (rows.metric == "time_cold_fresh_process")]
+    assert len(probe) == 1 and 0 < probe.value.iloc[0] < 60
+
+
 def test_functions_and_modules_stay_short():
     """Readable units (issue 24): no function of the package or of the tests over 79 lines, no module over 400 lines
     but the model twins (one file per stage per framework, which read alike side by side)."""
