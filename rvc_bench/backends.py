@@ -10,8 +10,6 @@ error, never a silent fallback.
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +29,7 @@ from rvc_bench.machine import (
     torch_devices,
 )
 from rvc_bench.names import BACKENDS, REFERENCES  # noqa: F401 (REFERENCES: re-exported for the measuring code)
+from rvc_bench.sampling import PeakSampler
 
 TORCH_DEVICES = ("mps", "cuda", "cpu")
 MLX_DEVICES = ("gpu", "cpu")
@@ -87,11 +86,18 @@ class Backend:
     # subclasses: from_numpy, to_numpy, sync, reset_peak_memory, peak_memory, describe
 
 
-def choose_device(
-    backend: str, shown: str, device: str | None, known: tuple[str, ...], available: tuple[str, ...]
-) -> str:
-    """`device`, or for None/"auto" the first of `known` (preference order) that is available; an unknown or
+_DEVICE_CHOICE = {  # backend: (name in messages, devices in preference order, those available here)
+    "torch": ("torch", TORCH_DEVICES, torch_devices),
+    "mlx": ("MLX", MLX_DEVICES, mlx_devices),
+    "onnx": ("onnx", ONNX_DEVICES, onnx_devices),
+}
+
+
+def choose_device(backend: str, device: str | None) -> str:
+    """`device`, or for None/"auto" the backend's first available device in preference order; an unknown or
     unavailable device is an error, never a silent fallback."""
+    shown, known, devices = _DEVICE_CHOICE[backend]
+    available = devices()
     if device in (None, "auto"):
         return next(d for d in known if d in available)
     if device not in known:
@@ -106,14 +112,13 @@ class TorchBackend(Backend):
         import torch
 
         self.torch = torch
-        device = choose_device("torch", "torch", device, TORCH_DEVICES, torch_devices())
-        super().__init__("torch", device)
-        self.dev = torch.device(device)
+        super().__init__("torch", choose_device("torch", device))
+        self.dev = torch.device(self.device)
         self.memory_source = {
             "cuda": "torch.cuda.max_memory_allocated",
             "mps": "torch.mps.current_allocated_memory (sampled every 2 ms)",
-        }.get(device, "")
-        self._samplers: dict[str, _Sampler] = {}
+        }.get(self.device, "")
+        self._samplers: dict[str, PeakSampler] = {}
         self._extra: dict[str, float] = {}
 
     def from_numpy(self, x: np.ndarray, dtype=None):
@@ -143,8 +148,8 @@ class TorchBackend(Backend):
             # MPS has no peak API: sample live tensors and the driver's total (allocator pools, MPSGraph) instead.
             mps = self.torch.mps
             self._samplers = {
-                "current": _Sampler(mps.current_allocated_memory),
-                "driver": _Sampler(mps.driver_allocated_memory),
+                "current": PeakSampler(mps.current_allocated_memory, 0.002),
+                "driver": PeakSampler(mps.driver_allocated_memory, 0.002),
             }
             for sampler in self._samplers.values():
                 sampler.start()
@@ -190,10 +195,9 @@ class MLXBackend(Backend):
         import mlx.core as mx
 
         self.mx = mx
-        device = choose_device("mlx", "MLX", device, MLX_DEVICES, mlx_devices())
-        super().__init__("mlx", device)
-        mx.set_default_device(mx.gpu if device == "gpu" else mx.cpu)
-        if device == "cpu":
+        super().__init__("mlx", choose_device("mlx", device))
+        mx.set_default_device(mx.gpu if self.device == "gpu" else mx.cpu)
+        if self.device == "cpu":
             # On unified-memory Macs MLX caps itself near the GPU working set; on a CPU box its default (~80 % of
             # RAM) leaves no room for the torch reference computed in the same process at 300 s. Half of RAM does.
             mx.set_memory_limit(ram_bytes() // 2)
@@ -255,9 +259,8 @@ class OnnxBackend(Backend):
         import psutil
 
         self.ort = ort
-        device = choose_device("onnx", "onnx", device, ONNX_DEVICES, onnx_devices())
-        super().__init__("onnx", device)
-        self.provider = ONNX_PROVIDERS[device]
+        super().__init__("onnx", choose_device("onnx", device))
+        self.provider = ONNX_PROVIDERS[self.device]
         self.threads = threads or psutil.cpu_count(logical=False) or os.cpu_count() or 1
         # ORT's Python API exposes no allocator statistics on any provider: CPU memory is the process RSS the
         # measuring path records (as for torch on the CPU); on CUDA only the driver could tell.
@@ -333,29 +336,6 @@ class OnnxBackend(Backend):
         else:
             info["device_name"] = cpu_model()
         return info
-
-
-class _Sampler:
-    """Samples a byte counter in a thread; returns the maximum seen (MPS has no peak API)."""
-
-    def __init__(self, read: Callable[[], int], period_s: float = 0.002):
-        self.read, self.period, self.peak = read, period_s, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def start(self):
-        self.peak = self.read()
-        self._thread.start()
-
-    def _loop(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.read())
-            time.sleep(self.period)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return max(self.peak, self.read())
 
 
 class NumpyBackend(Backend):

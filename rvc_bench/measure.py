@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rvc_bench.backends import Backend
+from rvc_bench.sampling import PeakSampler
 
 DEFAULT_ROUNDS = 7  # timed rounds per benchmark (README: "Rounds, intervals and the gate")
 DEFAULT_WARMUP = 1  # untimed rounds between the cold call and the timed ones
@@ -87,35 +87,26 @@ class RssPeak:
         self.peak = 0
         self.before = 0
         self.source = ""
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._sampler: PeakSampler | None = None
 
     def __enter__(self):
         import psutil
 
-        self._proc = psutil.Process()
-        self.before = self._proc.memory_info().rss
+        proc = psutil.Process()
+        self.before = proc.memory_info().rss
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
             self.source = "linux VmHWM"
         except OSError:
             self.source = "sampled rss (1 ms)"
-            self.peak = self.before
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
+            self._sampler = PeakSampler(lambda: proc.memory_info().rss, 0.001)
+            self._sampler.start()
         return self
 
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            time.sleep(0.001)
-
     def __exit__(self, *exc):
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak, self._proc.memory_info().rss)
+        if self._sampler is not None:
+            self.peak = self._sampler.stop()
         else:
             self.peak = (_read_status_kib("VmHWM") or 0) * 1024
         return False

@@ -176,3 +176,17 @@ print(setting, default, kept, held - rss())
     # transparent huge pages are always on); kept, three allocations reuse the same pages
     assert kept < 1000 and (default > 3 * 16384 * 0.9 or "always" in _thp_mode())
     assert released > 48 * 2**20  # the kept block went back to the kernel
+
+
+def test_a_sampled_peak_is_the_largest_value_seen():
+    """Where no counter keeps its own peak (torch on MPS; RSS off Linux), a thread samples it: a short spike
+    between start and stop is caught."""
+    import time
+
+    from rvc_bench.sampling import PeakSampler
+
+    values = iter([3, 3, 9] + [4] * 1000)
+    sampler = PeakSampler(lambda: next(values), 0.001)
+    sampler.start()
+    time.sleep(0.05)
+    assert sampler.stop() == 9
