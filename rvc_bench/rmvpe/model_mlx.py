@@ -174,7 +174,6 @@ class E2E(nn.Module):
 
     def __init__(self, cfg: RMVPEConfig):
         super().__init__()
-        self.cfg = cfg
         self.unet = DeepUnet(cfg)
         self.cnn = nn.Conv2d(cfg.en_out_channels, 3, 3, padding=1)
         # List, not nn.Sequential, so the names are fc.0 / fc.1 as in torch (nn.Sequential would add ".layers").
@@ -184,6 +183,7 @@ class E2E(nn.Module):
             nn.Dropout(0.25),
             nn.Sigmoid(),
         ]
+        self.cfg = cfg  # read by mel2hidden and the runner (default overlap)
 
     def __call__(self, mel: mx.array) -> mx.array:
         return _chain(self.fc, self.cnn_features(mel))  # [B, T, 360]

@@ -171,7 +171,6 @@ class E2E(nn.Module):
 
     def __init__(self, cfg: RMVPEConfig):
         super().__init__()
-        self.cfg = cfg
         self.unet = DeepUnet(cfg)
         self.cnn = nn.Conv2d(cfg.en_out_channels, 3, 3, padding=1)
         self.fc = nn.Sequential(
@@ -180,6 +179,7 @@ class E2E(nn.Module):
             nn.Dropout(0.25),
             nn.Sigmoid(),
         )
+        self.cfg = cfg  # read by mel2hidden and the runner (default overlap)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         return self.fc(self.cnn_features(mel))  # [B, T, 360]

@@ -202,16 +202,10 @@ _TINY_RATES = {
     ("v2", "40k"): ((5, 2), (9, 4)),
     ("v2", "48k"): ((6, 2), (12, 4)),
 }
-_TINY = dict(
-    inter_channels=16,
-    hidden_channels=16,
-    filter_channels=32,
-    n_heads=2,
-    n_layers=2,
-    upsample_initial_channel=32,
-    spk_embed_dim=3,
-    gin_channels=8,
+_TINY_WIDTHS = dict(
+    inter_channels=16, hidden_channels=16, filter_channels=32, upsample_initial_channel=32, gin_channels=8
 )
+_TINY_COUNTS = dict(n_heads=2, n_layers=2, spk_embed_dim=3)
 
 VARIANTS = tuple(f"{v}-{r}" for v in ("v1", "v2") for r in ("32k", "40k", "48k"))
 DEFAULT_VARIANT = "v2-40k"  # the voice the benchmarks and the pipeline's synthetic checkpoints use
@@ -243,5 +237,12 @@ def preset(name: str, size: str = "full") -> SynthConfig:
         return cfg
     if size == "tiny":
         rates, kernels = _TINY_RATES[(version, rate)]
-        return replace(cfg, **_TINY, upsample_rates=rates, upsample_kernel_sizes=kernels, sr=100 * math.prod(rates))
+        return replace(
+            cfg,
+            **_TINY_WIDTHS,
+            **_TINY_COUNTS,
+            upsample_rates=rates,
+            upsample_kernel_sizes=kernels,
+            sr=100 * math.prod(rates),
+        )
     raise ValueError(f"unknown size {size!r}: choose one of {', '.join(SIZES)}")
