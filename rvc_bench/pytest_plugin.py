@@ -6,9 +6,8 @@ The session is lazy: a session that runs no benchmark builds no backend (no fram
 limits, no BLAS probe) and spawns no git. Backends are built once collection shows which ones the selected
 benchmarks need, so an unavailable device still stops the session before any test runs.
 
-Defaults depend on the mode: with --benchmark-only (a benchmark run) the model size is "full", the lengths are
-5 s and rows go to reports/store; otherwise (the test suite) tiny models, 1 s, and nothing is written unless
---store is given.
+Defaults depend on the mode: with --benchmark-only (a benchmark run) full-size models, 5 s, rows to reports/store;
+otherwise (the test suite) tiny models, 1 s, and nothing written unless --store is given.
 """
 
 from __future__ import annotations
@@ -384,8 +383,7 @@ class Bench:
         self.session.stored += 1
 
     def _probe_args(self, backend: str) -> list[str]:
-        # Only the measured backend is set up in the probe, so the other framework's runtime stays out of its RSS. A
-        # reference (numpy) benchmark runs in the torch process, so its probe is a torch process too.
+        # Only the measured backend is set up (no other runtime in its RSS); a numpy reference is in torch's process.
         own = "torch" if backend in REFERENCES else backend
         return self.session.plan.replace(store=None, fresh_process=False).pytest_args(own)
 
