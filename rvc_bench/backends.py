@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -265,6 +266,11 @@ class OnnxBackend(Backend):
         # ORT's Python API exposes no allocator statistics on any provider: CPU memory is the process RSS the
         # measuring path records (as for torch on the CPU); on CUDA only the driver could tell.
         self.memory_source = ""
+        # An optimisation variant (rvc_bench.variant_onnx) opens its sessions at another level or on a rewritten
+        # graph (path -> path of the rewritten file); the default opens the file as it is.
+        self.graph_optimization = ONNX_GRAPH_OPTIMIZATION
+        self.graph_transform: Callable[[Path], Path] | None = None
+        self.disabled_optimizers: tuple[str, ...] = ()
 
     @property
     def providers(self) -> list[str]:
@@ -273,7 +279,7 @@ class OnnxBackend(Backend):
 
     def session_options(self):
         so = self.ort.SessionOptions()
-        so.graph_optimization_level = getattr(self.ort.GraphOptimizationLevel, ONNX_GRAPH_OPTIMIZATION)
+        so.graph_optimization_level = getattr(self.ort.GraphOptimizationLevel, self.graph_optimization)
         so.intra_op_num_threads = self.threads
         so.execution_mode = self.ort.ExecutionMode.ORT_SEQUENTIAL
         so.add_session_config_entry("session.record_ep_graph_assignment_info", "1")  # for placement()
@@ -282,7 +288,14 @@ class OnnxBackend(Backend):
     def session(self, path: str | os.PathLike):
         """An InferenceSession on this device. A provider that fails to start is an error: ONNX Runtime itself
         would run the whole session on the CPU provider instead."""
-        session = self.ort.InferenceSession(os.fspath(path), self.session_options(), providers=self.providers)
+        if self.graph_transform is not None:
+            path = self.graph_transform(Path(path))
+        session = self.ort.InferenceSession(
+            os.fspath(path),
+            self.session_options(),
+            providers=self.providers,
+            disabled_optimizers=list(self.disabled_optimizers) or None,
+        )
         if session.get_providers()[0] != self.provider:
             raise BackendError(
                 f"onnxruntime could not start {self.provider} for {path} "
@@ -325,7 +338,7 @@ class OnnxBackend(Backend):
             "onnx_version": self.ort.__version__,
             "onnx_providers": ",".join(self.providers),
             "onnx_intra_op_threads": self.threads,
-            "onnx_graph_optimization": ONNX_GRAPH_OPTIMIZATION,
+            "onnx_graph_optimization": self.graph_optimization,
             "onnx_execution_mode": "sequential",
         }
         if self.device == "cuda":

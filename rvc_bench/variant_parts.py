@@ -23,7 +23,7 @@ class StageParts:
     (RMVPE's fp32 log-mel), `fp32_out` those cast back to fp32 (RMVPE's salience, which the stage decodes in numpy);
     `mlx_compile` the methods given to mx.compile, `torch_compile` the modules given to torch.compile (dotted paths
     from the model; torch.compile cannot trace through the twins' inference_mode-decorated methods, so it takes the
-    modules they call)."""
+    modules they call); `onnx_fp32_inputs` the ONNX graph inputs the twins do not cast (the synthesizer's f0)."""
 
     core: str = ""
     keep_fp32: tuple[str, ...] = ()
@@ -33,6 +33,7 @@ class StageParts:
     fp32_out: tuple[str, ...] = ()
     mlx_compile: tuple[str, ...] = ()
     torch_compile: tuple[str, ...] = ()
+    onnx_fp32_inputs: tuple[str, ...] = ()
 
 
 class VariantError(ValueError):

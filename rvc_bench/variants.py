@@ -22,17 +22,32 @@ FP32 = "fp32"
 VARIANTS = {
     v.name: v
     for v in (
-        Variant("fp16", "float16", ("mlx", "torch"), "float16 weights and activations, fp32 where needed", "1.3-1.5x"),
+        Variant(
+            "fp16",
+            "float16",
+            ("mlx", "torch", "onnx"),
+            "float16 weights and activations, fp32 where needed (ONNX Runtime: its float16 converter, CumSum in fp32)",
+            "1.3-1.5x",
+        ),
         Variant(
             "bf16", "bfloat16", ("mlx", "torch"), "bfloat16 weights and activations, fp32 where needed", "1.3-1.5x"
         ),
         Variant("fp16-all", "float16", ("mlx",), "float16 past the log-mel, no fp32 exceptions", "1.3-1.5x"),
         Variant("q8", "int8 weights", ("mlx",), "MLX nn.quantize, 8 bits, group 64, Linear/Embedding", "1.5-2x"),
         Variant("q4", "int4 weights", ("mlx",), "MLX nn.quantize, 4 bits, group 64, Linear/Embedding", "1.5-2x"),
-        Variant("int8", "int8 weights", ("torch",), "torch dynamic int8 quantisation of the Linear layers (CPU)", ""),
+        Variant(
+            "int8",
+            "int8 weights",
+            ("torch", "onnx"),
+            "dynamic int8 quantisation of the Linear layers (torch.ao on the CPU; ONNX Runtime's quantize_dynamic "
+            "on MatMul/Gemm)",
+        ),
         Variant(
             "compiled", "float32", ("mlx", "torch"), "mx.compile / torch.compile (inductor) of the forward", "1.2-1.3x"
         ),
+        Variant("ort-extended", "float32", ("onnx",), "ONNX Runtime graph optimisation EXTENDED (default ALL)"),
+        Variant("ort-basic", "float32", ("onnx",), "ONNX Runtime graph optimisation BASIC (default ALL)"),
+        Variant("ort-none", "float32", ("onnx",), "ONNX Runtime graph optimisation disabled (default ALL)"),
     )
 }
 
@@ -58,6 +73,7 @@ PARTS = {
         cast_args=(0, 5, 6),
         mlx_compile=("dec.filter",),
         torch_compile=("enc_p", "flow", "dec.conv_pre", "dec.ups", "dec.resblocks", "dec.conv_post"),
+        onnx_fp32_inputs=("pitchf",),
     ),
 }
 
@@ -127,6 +143,8 @@ def apply_model(model, stage: str, name: str, backend: str) -> None:
         return
     if backend == "mlx":
         from rvc_bench import variant_mlx as impl
+    elif backend == "onnx":
+        from rvc_bench import variant_onnx as impl
     else:
         from rvc_bench import variant_torch as impl
     impl.apply(model, PARTS[stage], v)

@@ -81,6 +81,58 @@ def test_torch_int8_quantises_the_linear_layers():
     within_bound("hubert", "int8", runner(AUDIO), reference())
 
 
+def _graph(model):
+    """The graph file an ONNX variant's sessions opened (the rewritten export)."""
+    import onnx
+
+    return onnx.load(model.backend.graph_transform(model.path))
+
+
+def test_onnx_int8_quantises_the_matmuls_without_saturating():
+    """ONNX Runtime's dynamic int8 on the MatMuls; RMVPE's salience stays within the int8 bounds (with signed
+    weights, x86's u8s8 kernels saturate and put its pitch 5000 cents off)."""
+    runner = hubert("onnx", "int8")
+    ops = [n.op_type for n in _graph(runner.model).graph.node]
+    assert ops.count("MatMulInteger") > 10  # each Linear (attention's activation products stay float)
+    within_bound("hubert", "int8", runner(AUDIO), reference())
+    path = stages.RMVPE.checkpoint(fixtures.cache_dir(), "tiny")
+    audio = AUDIO[0]
+    f0 = {}
+    for backend, name in (("torch", "fp32"), ("onnx", "int8")):
+        rmvpe = stages.RMVPE.load(
+            get_backend(backend), stages.RMVPE.checkpoint_for(backend, path, fixtures.cache_dir())
+        )
+        f0[name] = variants.apply(rmvpe, "rmvpe", name)(audio)[-1]  # (salience, f0)
+    metrics = parity.pitch_metrics(f0["int8"], f0["fp32"])
+    for metric, bound in tolerances.bounds("rmvpe", "variant-int8").items():
+        assert bound.holds(metrics[metric]), f"{metric} {metrics[metric]:.3g} breaks {bound}"
+
+
+def test_onnx_fp16_keeps_the_twins_fp32_parts():
+    """The float16 graph keeps HuBERT's first GroupNorm in fp32 and feeds the synthesizer's f0 to its source
+    unrounded, as the twins do; ONNX Runtime's graph levels open the same graph at another level."""
+    import onnx
+
+    runner = hubert("onnx", "fp16")
+    graph = _graph(runner.model).graph
+    norm = [n for n in graph.node if "feature_extractor.conv_layers.0.2" in str(n.metadata_props)]
+    weights = {i.name: i.data_type for i in graph.initializer}
+    assert norm and not any(weights.get(i) == onnx.TensorProto.FLOAT16 for n in norm for i in n.input)
+    assert sum(t == onnx.TensorProto.FLOAT16 for t in weights.values()) > 10
+    within_bound("hubert", "fp16", runner(AUDIO), reference())
+    path = stages.SYNTH.checkpoint(fixtures.cache_dir(), "tiny")
+    synth = variants.apply(stages.SYNTH.load(get_backend("onnx"), path), "synth", "fp16")
+    graph = _graph(synth.model).graph
+    readers = [n for n in graph.node if "pitchf" in n.input]
+    to_half = [n for n in readers if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16]
+    assert readers and not to_half  # not rounded to float16 on the way in
+    for name, level in (("ort-basic", "ORT_ENABLE_BASIC"), ("ort-none", "ORT_DISABLE_ALL")):
+        runner = hubert("onnx", name)
+        options = runner.model.session.get_session_options()
+        assert str(options.graph_optimization_level).endswith(level)
+        assert parity.tensor_metrics(runner(AUDIO), reference())["rel_l2"] < 1e-5
+
+
 def test_mlx_compiled_computes_what_eager_computes():
     out = hubert("mlx", "compiled")(AUDIO)
     assert parity.tensor_metrics(out, hubert("mlx")(AUDIO))["rel_l2"] < 1e-6
@@ -89,6 +141,8 @@ def test_mlx_compiled_computes_what_eager_computes():
 def test_what_a_backend_cannot_run_is_refused_in_one_line():
     for name, stage, backend, says in [
         ("int8", "hubert", "mlx", "does not run on mlx"),
+        ("compiled", "hubert", "onnx", "does not run on onnx"),
+        ("ort-basic", "hubert", "torch", "does not run on torch"),
         ("q4", "synth", "torch", "does not run on torch"),
         ("fp16", "mel", "mlx", "does not apply to the mel stage"),
         ("fp8", "hubert", "mlx", "unknown variant 'fp8'"),

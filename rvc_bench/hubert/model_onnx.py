@@ -108,7 +108,7 @@ class HubertModel:
     """RVC content features of one version: features / features_windowed as the twins' (source [B, N])."""
 
     def __init__(self, path: str | os.PathLike, backend, cfg: HubertConfig | str = "full"):
-        self.backend = backend
+        self.backend, self.path = backend, Path(path)
         self.session, self.meta = onnx_graph.open_session(path, backend, STAGE)
         if self.meta:
             self.cfg = get_config(HubertConfig.from_dict(json.loads(self.meta["config"])))

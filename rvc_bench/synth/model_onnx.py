@@ -208,7 +208,7 @@ class Synthesizer:
     [B, T] (pitch voices), sid [B], eps [B, T, inter], sine_noise [B, T * upp] -> audio [B, 1, T * upp]."""
 
     def __init__(self, path: str | os.PathLike, backend, cfg: SynthConfig | None = None):
-        self.backend = backend
+        self.backend, self.path = backend, Path(path)
         self.session, self.meta = onnx_graph.open_session(path, backend, STAGE)
         names = {i.name for i in self.session.get_inputs()}
         self.layout = "upstream" if not self.meta and "rnd" in names else "rvc-bench"
