@@ -40,6 +40,10 @@ class VariantError(ValueError):
     """A variant a backend or stage cannot run: one line naming the combination."""
 
 
+class NothingToQuantise(VariantError):
+    """A quantisation variant on a network with no layer it takes (a pipeline quantises the others)."""
+
+
 def lookup(obj, path: str):
     """The object at a dotted path from obj ("": obj itself; digits index lists)."""
     for name in filter(None, path.split(".")):

@@ -14,7 +14,7 @@ what the exceptions buy.
 
 from __future__ import annotations
 
-from rvc_bench.variant_parts import StageParts, Variant, VariantError
+from rvc_bench.variant_parts import NothingToQuantise, StageParts, Variant, VariantError
 
 FP32 = "fp32"
 
@@ -130,10 +130,17 @@ def apply(runner, stage: str, name: str):
 
 
 def apply_models(models, name: str) -> None:
-    """Variant `name` applied to each network of a pipeline (rvc_bench.pipeline.Models)."""
-    for stage in ("hubert", "rmvpe", "synth"):
-        if getattr(models, stage) is not None:
+    """Variant `name` applied to each network of a pipeline (rvc_bench.pipeline.Models); a quantisation skips a
+    network with no layer it takes, and is refused only where no network has one."""
+    skipped = []
+    networks = [s for s in ("hubert", "rmvpe", "synth") if getattr(models, s) is not None]
+    for stage in networks:
+        try:
             apply_model(getattr(models, stage), stage, name, models.backend.name)
+        except NothingToQuantise as err:
+            skipped.append(err)
+    if networks and len(skipped) == len(networks):
+        raise skipped[0]
 
 
 def apply_model(model, stage: str, name: str, backend: str) -> None:
@@ -157,9 +164,9 @@ def from_flags(backend: str, dtype: str | None, quantize: int | None, compile_: 
     if dtype is not None:
         names.append({"float16": "fp16", "bfloat16": "bf16"}[dtype])
     if quantize is not None:
-        if backend == "torch" and quantize != 8:
-            raise VariantError(f"--quantize {quantize}: torch's dynamic quantisation is 8-bit only")
-        names.append("int8" if backend == "torch" else f"q{quantize}")
+        if backend in ("torch", "onnx") and quantize != 8:
+            raise VariantError(f"--quantize {quantize}: {backend}'s dynamic quantisation is 8-bit only")
+        names.append("int8" if backend in ("torch", "onnx") else f"q{quantize}")
     if compile_:
         names.append("compiled")
     for name in names:

@@ -190,3 +190,38 @@ def test_a_variant_run_stores_its_rows_with_variant_and_dtype(tmp_path):
     assert set(zip(times.variant, times.dtype)) == {("v2-layer12", "float32"), ("v2-layer12+q8", "int8 weights")}
     parity_rows = rows[(rows.metric == "parity.rel_l2") & (rows.variant == "v2-layer12+q8")]
     assert parity_rows.bound.notna().all() and parity_rows.within_bound.all()
+
+
+def test_infer_converts_with_each_backends_variants_and_refuses_the_rest(tmp_path, capsys):
+    """`rvc-bench infer --dtype/--quantize/--compile` on every backend that has them (the output differs from the
+    fp32 conversion, so the variant really ran); a combination a backend cannot run: one line, exit 2, no file."""
+    import soundfile as sf
+    from helpers import infer_synthetic
+
+    voice = stages.SYNTH.checkpoint(fixtures.cache_dir(), "tiny")
+    src = tmp_path / "in.wav"
+    sf.write(src, fixtures.generate(0.5, seed=5).audio, 16000, subtype="FLOAT")
+    runs = {  # (the tiny RMVPE has no Linear 64 wide: the pipeline's q8 quantises HuBERT and the synthesizer)
+        "mlx": [(), ("--dtype", "float16"), ("--quantize", "8"), ("--compile",)],
+        "torch": [(), ("--quantize", "8")],
+        "onnx": [(), ("--dtype", "float16"), ("--quantize", "8")],
+    }
+    for backend, flag_sets in runs.items():
+        outputs = []
+        for i, flags in enumerate(flag_sets):
+            out = tmp_path / f"{backend}-{i}.wav"
+            assert infer_synthetic(voice, src, out, backend, *flags) == 0, (backend, flags, capsys.readouterr())
+            outputs.append(sf.read(out, dtype="float32")[0])
+        for flags, audio in zip(flag_sets[1:], outputs[1:]):
+            if flags != ("--compile",):  # compiled: the same numbers, faster
+                assert not np.array_equal(audio, outputs[0]), (backend, flags)
+    capsys.readouterr()
+    for backend, flags, says in [
+        ("onnx", ("--compile",), "onnx cannot run compiled"),
+        ("onnx", ("--dtype", "bfloat16"), "onnx cannot run bf16"),
+        ("torch", ("--quantize", "4"), "8-bit only"),
+    ]:
+        out = tmp_path / "refused.wav"
+        assert infer_synthetic(voice, src, out, backend, *flags) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and "\n" not in err and not out.exists()
