@@ -47,3 +47,21 @@ def test_without_variants_the_section_says_how_to_measure_them(tmp_path):
     doc = files.generate(tmp_path).text
     assert "Not in the store: no optimisation variant" in doc and "--variants fp32,fp16" in doc
     assert "-optimisation.png" not in doc
+
+
+def test_each_backend_is_read_against_the_best_pytorch_that_keeps_its_bounds(tmp_path):
+    """The best PyTorch is its fastest row within bounds: int8 is faster but past its bound, so `compiled` is the
+    one MLX is read against; the twin ratio and the best ratio differ accordingly."""
+    run = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
+    _line(run, "v2-layer12", "torch", 2.0)
+    _line(run, "v2-layer12+compiled", "torch", 1.0, rel_l2=1e-6, bound=1e-4)
+    _line(run, "v2-layer12+int8", "torch", 0.25, "int8 weights", rel_l2=0.5, bound=6e-2)
+    _line(run, "v2-layer12", "mlx", 1.6, rel_l2=1e-6, bound=1e-4)
+    _line(run, "v2-layer12+compiled", "mlx", 0.8, rel_l2=1e-6, bound=1e-4)
+    run.flush(tmp_path, "hubert")
+    doc = files.generate(tmp_path).text
+    best = doc[doc.index("#### Against the best PyTorch") :]
+    line = next(row for row in best.splitlines() if "MLX (cpu)" in row)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2] == "`v2-layer12+compiled` (cpu) 1.03 s" and cells[4] == "`v2-layer12+compiled` 824 ms"
+    assert cells[5].startswith("2.50× (") and cells[6].startswith("1.25× (") and cells[7].startswith("0.625× (")

@@ -8,7 +8,8 @@ import re
 import pandas as pd
 
 from rvc_bench import results, stats, variants
-from rvc_bench.report.formatting import RUN, col, empty, fmt_bytes, fmt_len, fmt_ratio, sig, table
+from rvc_bench.names import REFERENCES
+from rvc_bench.report.formatting import RUN, col, empty, fmt_bytes, fmt_len, fmt_ratio, fmt_time, sig, table
 from rvc_bench.report.query import Section, select
 
 # The metrics each stage's accuracy cost is read from (all against the fp32 torch reference).
@@ -27,7 +28,16 @@ NOTE = (
     "was tested (held: the interval's low end reaches the expectation's low end; not held: its high end stays below; "
     "else undecided)."
 )
-COMMAND = f"{RUN} --stages hubert,rmvpe,synth --lengths 5 --variants fp32,fp16,bf16,fp16-all,q8,q4,int8,compiled"
+COMMAND = (
+    f"{RUN} --stages hubert,rmvpe,synth,pipeline --lengths 5 "
+    "--variants fp32,fp16,bf16,fp16-all,q8,q4,int8,compiled,ort-extended,ort-basic,ort-none"
+)
+BEST_NOTE = (
+    "Each backend's fastest row of a stage at a length (any variant, chunked or tiled form included) among those "
+    "within their accuracy bounds, and its fp32 row, against PyTorch's upstream-equivalent fp32 twin and the fastest "
+    "PyTorch row found the same way: ratio of medians with its 95 % bootstrap interval (the rows may come from "
+    "different runs of this machine)."
+)
 
 
 def expected_low(text: str) -> float | None:
@@ -103,4 +113,56 @@ def optimisation_section(sec: Section) -> str:
         return head + empty("no optimisation variant", COMMAND)
     order = opt.stage.map(results.STAGE_ORDER).fillna(99)
     opt = opt.assign(_o=order).sort_values(["_o", "audio_seconds", "backend", "device", "variant"])
-    return head + table([row(sec, r) for r in opt.itertuples()])
+    best = best_table(sec)
+    return head + table([row(sec, r) for r in opt.itertuples()]) + (f"\n{best}" if best else "")
+
+
+def passing(sec: Section, r) -> bool:
+    """Whether a line's parity rows (if any) are all within their bounds."""
+    par = sec.parity_of(r.stage, r.variant, r.audio_seconds, r.backend, r.device)
+    return not (par.within_bound == False).any()  # noqa: E712 (NaN: no bound, not a failure)
+
+
+def fastest(sec: Section, lines: pd.DataFrame):
+    ok = [r for r in lines.itertuples() if passing(sec, r) and results.finite(r.median)]
+    return min(ok, key=lambda r: r.median) if ok else None
+
+
+def speedup(ref, line) -> str:
+    return fmt_ratio(*stats.ratio_ci(ref.times, line.times), (len(ref.times), len(line.times)))
+
+
+def best_rows(sec: Section) -> list[dict]:
+    out = []
+    measured = sec.lines[~sec.lines.backend.isin(REFERENCES)]
+    order = measured.stage.map(results.STAGE_ORDER).fillna(99)
+    for (_, stage, seconds), g in measured.groupby([order, "stage", "audio_seconds"]):
+        torch = g[g.backend == results.REFERENCE_BACKEND]
+        twin = next(select(torch, variant=sec.main_variant(stage)).itertuples(), None)
+        best_torch = fastest(sec, torch)
+        if best_torch is None or len(torch) < 2 or twin is None:  # one PyTorch row: no "best" to read against
+            continue
+        for (backend, device), own in g[g.backend != results.REFERENCE_BACKEND].groupby(["backend", "device"]):
+            best, fp32 = fastest(sec, own), next(select(own, variant=sec.main_variant(stage)).itertuples(), None)
+            if best is None:
+                continue
+            out.append(
+                {
+                    "stage": stage,
+                    "audio": fmt_len(seconds),
+                    "best PyTorch": f"`{best_torch.variant}` ({best_torch.device}) {fmt_time(best_torch.median)}",
+                    "backend": col(backend, device),
+                    "its fastest": f"`{best.variant}` {fmt_time(best.median)}",
+                    "fastest vs PyTorch fp32 twin": speedup(twin, best),
+                    "fastest vs best PyTorch": speedup(best_torch, best),
+                    "its fp32 vs best PyTorch": speedup(best_torch, fp32) if fp32 is not None else "–",
+                }
+            )
+    return out
+
+
+def best_table(sec: Section) -> str:
+    rows = best_rows(sec)
+    if not rows:
+        return ""
+    return f"#### Against the best PyTorch\n\n{BEST_NOTE}\n\n" + table(rows)
