@@ -13,6 +13,7 @@ class Variant:
     backends: tuple[str, ...]
     what: str
     expected: str = ""  # the original document's claim, for the report's verdict
+    check: str = ""  # the tolerance table's check it is held to (default "variant-<name>")
 
 
 @dataclass(frozen=True)

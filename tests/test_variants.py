@@ -225,3 +225,23 @@ def test_infer_converts_with_each_backends_variants_and_refuses_the_rest(tmp_pat
         assert infer_synthetic(voice, src, out, backend, *flags) == 2
         err = capsys.readouterr().err.strip()
         assert says in err and "\n" not in err and not out.exists()
+
+
+def test_pipeline_variants_each_start_from_the_fp32_models(tmp_path):
+    """The pipeline suite caches its fp32 models; a variant once changed them in place, so every later row ran
+    with it too (a graph level after int8 measured int8's pitch). A graph level is held to the fp32 bounds."""
+    import subprocess
+    import sys
+
+    from rvc_bench import store
+
+    assert variants.check_of("v2-40k+ort-basic") == "benchmark" and variants.check_of("v2-40k+int8") == "variant-int8"
+    options = ["--model-size", "tiny", "--lengths", "1", "--rounds", "1", "--warmup", "0", "--backends", "onnx"]
+    argv = [sys.executable, "-m", "pytest", "-q", "suites/test_bench_pipeline.py", "--benchmark-only", *options]
+    proc = subprocess.run(
+        [*argv, "--variants", "int8,ort-basic", "--store", str(tmp_path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = store.read(tmp_path).rows
+    level = rows[(rows.variant == "v2-40k+ort-basic") & (rows.metric == "parity.snr_db")]
+    assert len(level) == 1 and level.within_bound.iloc[0] and level.value.iloc[0] > 60
