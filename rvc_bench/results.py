@@ -85,11 +85,20 @@ def newest(table: pd.DataFrame, key: list[str] | None = None, prefer: tuple[str,
 def newest_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """The stored rows of `newest(lines(rows))`: every row of the run chosen for each measurement. A run that also
     measured optimisation variants gives its fp32 rows only where no plain run measured them: they are its
-    variants' baselines (that table reads them from every run), and a plain run forms the stage tables' ratios."""
+    variants' baselines (that table reads them from every run), and a plain run forms the stage tables' ratios.
+    A variant row is the newest of its own backend."""
     with_variants = {r for r, v in zip(rows.run_id, rows.variant) if variants.of_row(v) != variants.FP32}
     table = lines(rows)
     table = table.assign(_plain=~table.run_id.isin(with_variants))
-    chosen = newest(table, prefer=("_plain",))[LINE].drop_duplicates()
+    # A variant's newest run is chosen per backend: variants are measured a backend at a time (each has its own),
+    # so one backend's newer run of `+fp16` must not hide another backend's.
+    optimised = np.array([variants.of_row(v) != variants.FP32 for v in table.variant], dtype=bool)
+    chosen = pd.concat(
+        [
+            newest(table[~optimised], prefer=("_plain",)),
+            newest(table[optimised], key=SECTION + MEASUREMENT + ["backend", "device"]),
+        ]
+    )[LINE].drop_duplicates()
     return rows.merge(chosen, on=LINE) if len(chosen) else rows.iloc[0:0]
 
 

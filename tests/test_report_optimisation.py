@@ -65,3 +65,21 @@ def test_each_backend_is_read_against_the_best_pytorch_that_keeps_its_bounds(tmp
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[2] == "`v2-layer12+compiled` (cpu) 1.03 s" and cells[4] == "`v2-layer12+compiled` 824 ms"
     assert cells[5].startswith("2.50× (") and cells[6].startswith("1.25× (") and cells[7].startswith("0.625× (")
+
+
+def test_a_newer_variant_run_on_one_backend_keeps_the_others_rows(tmp_path):
+    """Variants are measured a backend at a time: ONNX Runtime's newer `+fp16` run leaves MLX's `+fp16` row (of an
+    older run) in the table, each against its own run's fp32 row."""
+    older = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
+    _line(older, "v2-layer12", "torch", 1.0)
+    _line(older, "v2-layer12", "mlx", 1.0, rel_l2=1e-6, bound=1e-4)
+    _line(older, "v2-layer12+fp16", "mlx", 4.0, "float16", rel_l2=1e-3, bound=5e-3)
+    older.flush(tmp_path, "hubert")
+    newer = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
+    _line(newer, "v2-layer12", "onnx", 1.0, rel_l2=1e-6, bound=1e-4)
+    _line(newer, "v2-layer12+fp16", "onnx", 2.0, "float16", rel_l2=1e-3, bound=5e-3)
+    newer.flush(tmp_path, "hubert")
+    doc = files.generate(tmp_path).text
+    section = doc[doc.index("### Optimisation impact") :]
+    fp16 = [line for line in section[: section.index("\n### ", 5)].splitlines() if "`fp16`" in line]
+    assert len(fp16) == 2 and "| 0.250× (" in fp16[0] + fp16[1] and "| 0.500× (" in fp16[0] + fp16[1]
