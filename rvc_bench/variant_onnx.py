@@ -109,7 +109,7 @@ REWRITES = {"int8": _int8, "fp16": _fp16}
 
 
 def rewritten(source: Path, name: str, parts: StageParts) -> Path:
-    """The export at `source` rewritten by variant `name`, its rvc-bench metadata kept (the runners read it)."""
+    """The export at `source` rewritten by variant `name` (cached; see the module's docstring)."""
     import onnxruntime
 
     # Keyed by what makes the rewrite: this module's code, the stage's parts and the tools' versions.
@@ -119,11 +119,7 @@ def rewritten(source: Path, name: str, parts: StageParts) -> Path:
         return target
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
     try:
-        REWRITES[name](source, partial, parts)
-        model = onnx.load(partial)
-        del model.metadata_props[:]
-        model.metadata_props.extend(onnx.load(source, load_external_data=False).metadata_props)
-        onnx.save(model, partial)
+        REWRITES[name](source, partial, parts)  # both tools keep the export's metadata, which the runners read
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
