@@ -280,7 +280,7 @@ class Bench:
     ):
         """Cold call, then warm rounds through pytest-benchmark; records times and memory; returns the output.
         optimisation: the variants.VARIANTS entry applied (`optimised`): the row's variant is `<variant>+<name>`,
-        its dtype the variant's, and its parity is held to the variant's check (variants.check_of)."""
+        its dtype the variant's, and its parity is held to the variant's check (variants.tolerance_check)."""
         session = self.session
         self._optimisation = optimisation
         if optimisation != variants.FP32:
@@ -348,7 +348,7 @@ class Bench:
         if self._current is None:
             raise RuntimeError("record_parity() must follow measure()")
         if check == tolerances.BENCHMARK:
-            check = variants.check_of(f"{variants.SEPARATOR}{self._optimisation}")
+            check = variants.tolerance_check(self._optimisation)
         cur = self._current
         if self.session.probe_mode or (cur["backend"], cur["device"], self._optimisation) == (reference, "cpu", "fp32"):
             return

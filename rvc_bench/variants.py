@@ -91,8 +91,13 @@ def of_row(variant: str) -> str:
 
 
 def check_of(variant: str) -> str:
-    """The tolerance table's check a stored row is held to: "benchmark", or the variant's own ("variant-<name>")."""
-    name = of_row(variant)
+    """The tolerance table's check a stored row (its `variant`) is held to."""
+    return tolerance_check(of_row(variant))
+
+
+def tolerance_check(name: str) -> str:
+    """The tolerance table's check of variant `name`: "benchmark" for fp32, else the variant's own (default
+    "variant-<name>")."""
     if name == FP32:
         return BENCH
     return (VARIANTS[name].check if name in VARIANTS else "") or f"variant-{name}"
@@ -170,9 +175,10 @@ def from_flags(backend: str, dtype: str | None, quantize: int | None, compile_: 
     if dtype is not None:
         names.append({"float16": "fp16", "bfloat16": "bf16"}[dtype])
     if quantize is not None:
-        if backend in ("torch", "onnx") and quantize != 8:
+        dynamic = backend in VARIANTS["int8"].backends  # torch's and ONNX Runtime's dynamic quantisation
+        if dynamic and quantize != 8:
             raise VariantError(f"--quantize {quantize}: {backend}'s dynamic quantisation is 8-bit only")
-        names.append("int8" if backend in ("torch", "onnx") else f"q{quantize}")
+        names.append("int8" if dynamic else f"q{quantize}")
     if compile_:
         names.append("compiled")
     for name in names:

@@ -29,8 +29,7 @@ NOTE = (
     "else undecided)."
 )
 COMMAND = (
-    f"{RUN} --stages hubert,rmvpe,synth,pipeline --lengths 5 "
-    "--variants fp32,fp16,bf16,fp16-all,q8,q4,int8,compiled,ort-extended,ort-basic,ort-none"
+    f"{RUN} --stages hubert,rmvpe,synth,pipeline --lengths 5 --variants {','.join([variants.FP32, *variants.VARIANTS])}"
 )
 BEST_NOTE = (
     "Each backend's fastest row of a stage at a length (any variant, chunked or tiled form included) among those "
