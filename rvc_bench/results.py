@@ -132,22 +132,25 @@ def speedups(table: pd.DataFrame, reference: str = REFERENCE_BACKEND) -> pd.Data
 
 
 def parity(rows: pd.DataFrame) -> pd.DataFrame:
-    """Parity rows with the metric name alone (the "parity." prefix dropped), pipeline rows judged in full."""
+    """Parity rows with the metric name alone (the "parity." prefix dropped), unjudged rows judged by today's table."""
     par = rows[rows.metric.str.startswith("parity.")]
-    return judge_unjudged_pipeline(par.assign(metric=par.metric.str.removeprefix("parity.")))
+    return judge_unjudged(par.assign(metric=par.metric.str.removeprefix("parity.")))
 
 
-def judge_unjudged_pipeline(par: pd.DataFrame) -> pd.DataFrame:
-    """Pipeline rows stored before issue 19 left the waveform unjudged where the f0 tracks differed, so a conversion
-    whose audio disagreed showed "pass": a pipeline metric stored without a verdict that today's table bounds is
-    judged by today's bound (against another backend; a same-backend variant's values stay measured only)."""
-    todo = (par.stage == "pipeline") & par.within_bound.isna() & ~par.reference.map(same_backend_reference).astype(bool)
+def judge_unjudged(par: pd.DataFrame) -> pd.DataFrame:
+    """Two kinds of stored metric had no verdict where the table now has a bound, and showed as if they passed:
+    pipeline rows stored before issue 19 (the waveform was left unjudged where the f0 tracks differed) and
+    optimisation variants measured before their bound was written (RMVPE's 4-bit weights, 1330 cents off). Such a
+    metric is judged by today's bound (against another backend; a same-backend variant's values stay measured only)."""
+    optimised = np.array([variants.of_row(v) != variants.FP32 for v in par.variant], dtype=bool)
+    todo = (par.stage.eq("pipeline").to_numpy() | optimised) & par.within_bound.isna().to_numpy()
+    todo &= ~par.reference.map(same_backend_reference).astype(bool).to_numpy()
     if not todo.any():
         return par
     par = par.reset_index(drop=True)  # rows of several store files repeat index labels
-    for i in np.flatnonzero(todo.to_numpy()):
+    for i in np.flatnonzero(todo):
         check = variants.check_of(par.variant.iat[i])
-        b = tolerances.bounds("pipeline", check, par.backend.iat[i]).get(par.metric.iat[i])
+        b = tolerances.bounds(par.stage.iat[i], check, par.backend.iat[i]).get(par.metric.iat[i])
         if b is not None:
             par.loc[i, ["bound_op", "bound", "within_bound"]] = [b.op, b.bound, b.holds(float(par.value.iat[i]))]
     return par

@@ -8,13 +8,14 @@ from rvc_bench import store
 from rvc_bench.report import files
 
 
-def _line(run, variant, backend, seconds_per_call, dtype="float32", rel_l2=None, bound=None):
+def _line(run, variant, backend, seconds_per_call, dtype="float32", rel_l2=None, bound=None, metric="rel_l2"):
+    """A HuBERT line; its parity value (named `metric`) stored with the verdict against `bound`, or none."""
     common = dict(stage="hubert", variant=variant, backend=backend, audio_seconds=5.0, dtype=dtype)
     add_times(run, [seconds_per_call * (1 + 0.01 * i) for i in range(7)], **common)
     add_row(run, metric="mem_framework_peak", value=2**30 * seconds_per_call, unit="bytes", **common)
     if rel_l2 is not None:
         verdict = {} if bound is None else dict(bound=bound, bound_op="<=", within_bound=rel_l2 <= bound)
-        add_row(run, metric="parity.rel_l2", value=rel_l2, unit="", reference="torch", **common, **verdict)
+        add_row(run, metric=f"parity.{metric}", value=rel_l2, unit="", reference="torch", **common, **verdict)
 
 
 def test_variants_are_judged_against_their_own_fp32_row_and_the_original_claim(tmp_path):
@@ -51,13 +52,15 @@ def test_without_variants_the_section_says_how_to_measure_them(tmp_path):
 
 def test_each_backend_is_read_against_the_best_pytorch_that_keeps_its_bounds(tmp_path):
     """The best PyTorch is its fastest row within bounds: int8 is faster but past its bound, so `compiled` is the
-    one MLX is read against; the twin ratio and the best ratio differ accordingly."""
+    one MLX is read against; the twin ratio and the best ratio differ accordingly. MLX's q4 is faster still, but
+    no bound judged it: it is not MLX's fastest within bounds."""
     run = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
     _line(run, "v2-layer12", "torch", 2.0)
     _line(run, "v2-layer12+compiled", "torch", 1.0, rel_l2=1e-6, bound=1e-4)
     _line(run, "v2-layer12+int8", "torch", 0.25, "int8 weights", rel_l2=0.5, bound=6e-2)
     _line(run, "v2-layer12", "mlx", 1.6, rel_l2=1e-6, bound=1e-4)
     _line(run, "v2-layer12+compiled", "mlx", 0.8, rel_l2=1e-6, bound=1e-4)
+    _line(run, "v2-layer12+q4", "mlx", 0.4, "int4 weights", rel_l2=0.9, metric="cosine")  # no bound judges it
     run.flush(tmp_path, "hubert")
     doc = files.generate(tmp_path).text
     best = doc[doc.index("#### Against the best PyTorch") :]
@@ -83,3 +86,17 @@ def test_a_newer_variant_run_on_one_backend_keeps_the_others_rows(tmp_path):
     section = doc[doc.index("### Optimisation impact") :]
     fp16 = [line for line in section[: section.index("\n### ", 5)].splitlines() if "`fp16`" in line]
     assert len(fp16) == 2 and "| 0.250× (" in fp16[0] + fp16[1] and "| 0.500× (" in fp16[0] + fp16[1]
+
+
+def test_a_variant_stored_before_its_bound_existed_is_judged_by_todays_table(tmp_path):
+    """hubert variant-q4 rel_l2 <= 0.3 in references/parity_tolerances.csv: a row stored without a verdict shows
+    failing it, instead of showing no verdict at all."""
+    run = store.Run(machine_id="box", model_size="full", meta={"machine": {"cpu": "x"}})
+    _line(run, "v2-layer12", "torch", 1.0)
+    _line(run, "v2-layer12", "mlx", 1.0, rel_l2=1e-6, bound=1e-4)
+    _line(run, "v2-layer12+q4", "mlx", 0.5, "int4 weights", rel_l2=0.9)
+    run.flush(tmp_path, "hubert")
+    doc = files.generate(tmp_path).text
+    section = doc[doc.index("### Optimisation impact") :]
+    q4 = next(line for line in section.splitlines() if "`q4`" in line)
+    assert "rel_l2 0.900 **FAIL**" in q4
