@@ -87,12 +87,12 @@ def newest_rows(rows: pd.DataFrame) -> pd.DataFrame:
     measured optimisation variants gives its fp32 rows only where no plain run measured them: they are its
     variants' baselines (that table reads them from every run), and a plain run forms the stage tables' ratios.
     A variant row is the newest of its own backend."""
-    with_variants = {r for r, v in zip(rows.run_id, rows.variant) if variants.of_row(v) != variants.FP32}
+    with_variants = set(rows.run_id[variants.optimised(rows.variant)])
     table = lines(rows)
     table = table.assign(_plain=~table.run_id.isin(with_variants))
     # A variant's newest run is chosen per backend: variants are measured a backend at a time (each has its own),
     # so one backend's newer run of `+fp16` must not hide another backend's.
-    optimised = np.array([variants.of_row(v) != variants.FP32 for v in table.variant], dtype=bool)
+    optimised = variants.optimised(table.variant)
     chosen = pd.concat(
         [
             newest(table[~optimised], prefer=("_plain",)),
@@ -142,8 +142,7 @@ def judge_unjudged(par: pd.DataFrame) -> pd.DataFrame:
     pipeline rows stored before issue 19 (the waveform was left unjudged where the f0 tracks differed) and
     optimisation variants measured before their bound was written (RMVPE's 4-bit weights, 1330 cents off). Such a
     metric is judged by today's bound (against another backend; a same-backend variant's values stay measured only)."""
-    optimised = np.array([variants.of_row(v) != variants.FP32 for v in par.variant], dtype=bool)
-    todo = (par.stage.eq("pipeline").to_numpy() | optimised) & par.within_bound.isna().to_numpy()
+    todo = (par.stage.eq("pipeline").to_numpy() | variants.optimised(par.variant)) & par.within_bound.isna().to_numpy()
     todo &= ~par.reference.map(same_backend_reference).astype(bool).to_numpy()
     if not todo.any():
         return par

@@ -14,6 +14,8 @@ what the exceptions buy.
 
 from __future__ import annotations
 
+import numpy as np
+
 from rvc_bench.variant_parts import NothingToQuantise, StageParts, Variant, VariantError
 
 FP32 = "fp32"
@@ -88,6 +90,11 @@ SEPARATOR = "+"  # a stored variant "<stage variant>+<name>" is that row with op
 def of_row(variant: str) -> str:
     """The optimisation variant of a stored row's `variant` (fp32 when it names none)."""
     return variant.rpartition(SEPARATOR)[2] if SEPARATOR in variant else FP32
+
+
+def optimised(row_variants) -> np.ndarray:
+    """Which stored rows (their `variant` values) are optimisation variants, as a boolean mask."""
+    return np.array([of_row(v) != FP32 for v in row_variants], dtype=bool)
 
 
 def check_of(variant: str) -> str:

@@ -102,7 +102,7 @@ def row(sec: Section, r) -> dict:
 
 
 def optimised_lines(sec: Section) -> pd.DataFrame:
-    return sec.lines[[variants.of_row(v) != variants.FP32 for v in sec.lines.variant]]
+    return sec.lines[variants.optimised(sec.lines.variant)]
 
 
 def optimisation_section(sec: Section) -> str:
