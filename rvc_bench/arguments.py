@@ -228,6 +228,9 @@ def _add_infer(sub) -> None:
     o = i.add_argument_group("optimisation variants (rvc_bench.variants; measured in the document)")
     o.add_argument("--dtype", choices=("float16", "bfloat16"), help="half precision, fp32 kept where it is needed")
     o.add_argument("--quantize", type=int, choices=(8, 4), help="quantised Linear/Embedding weights (torch: 8 only)")
+    o.add_argument(
+        "--channels-last", action="store_true", help="torch: channels-last memory format for RMVPE's convolutions"
+    )
     o.add_argument("--compile", action="store_true", help="mx.compile / torch.compile the networks")
     i.set_defaults(command="infer")
 

@@ -88,7 +88,7 @@ def convert_file(args) -> str:
         if not Path(args.voice).is_file():
             raise InferError(f"voice model not found: {args.voice}")
         x, source = audio.read_audio(args.input)
-        optimise = variants.from_flags(args.backend, args.dtype, args.quantize, args.compile)
+        optimise = variants.from_flags(args.backend, args.dtype, args.quantize, args.compile, args.channels_last)
         backend = get_backend(args.backend, getattr(args, f"{args.backend}_device"))
         index = retrieval.load_index(args.index) if args.index else None  # read even when --index-rate 0 skips it
         models = load_models(args, backend)

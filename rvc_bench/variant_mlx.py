@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from rvc_bench.variant_parts import NothingToQuantise, StageParts, Variant, cast_inputs, cast_outputs, lookup, resolve
+from rvc_bench.variant_parts import NotApplicable, StageParts, Variant, cast_inputs, cast_outputs, lookup, resolve
 
 DTYPES = {"fp16": mx.float16, "fp16-all": mx.float16, "bf16": mx.bfloat16}
 QUANT_BITS = {"q8": 8, "q4": 4}
@@ -44,9 +44,7 @@ def apply(model, parts: StageParts, v: Variant) -> None:
     if v.name in QUANT_BITS:
         fits = lambda _, m: isinstance(m, (nn.Linear, nn.Embedding)) and m.weight.shape[-1] % GROUP_SIZE == 0  # noqa: E731
         if not any(fits(n, m) for n, m in core.named_modules()):
-            raise NothingToQuantise(
-                f"variant {v.name} quantises nothing here: no Linear or Embedding {GROUP_SIZE} wide"
-            )
+            raise NotApplicable(f"variant {v.name} quantises nothing here: no Linear or Embedding {GROUP_SIZE} wide")
         nn.quantize(core, group_size=GROUP_SIZE, bits=QUANT_BITS[v.name], class_predicate=fits)
         return
     for path in parts.mlx_compile:  # "compiled"

@@ -41,8 +41,9 @@ class VariantError(ValueError):
     """A variant a backend or stage cannot run: one line naming the combination."""
 
 
-class NothingToQuantise(VariantError):
-    """A quantisation variant on a network with no layer it takes (a pipeline quantises the others)."""
+class NotApplicable(VariantError):
+    """A variant on a network with no layer it acts on (quantisation, a memory layout): a pipeline applies it to the
+    others."""
 
 
 def lookup(obj, path: str):

@@ -1,10 +1,11 @@
-"""The variants on torch: dtype conversion with fp32 islands, dynamic int8 quantisation, torch.compile."""
+"""The variants on torch: dtype conversion with fp32 islands, dynamic int8 quantisation, the channels-last memory
+format, torch.compile."""
 
 from __future__ import annotations
 
 import torch
 
-from rvc_bench.variant_parts import StageParts, Variant, VariantError, cast_inputs, cast_outputs, lookup
+from rvc_bench.variant_parts import NotApplicable, StageParts, Variant, VariantError, cast_inputs, cast_outputs, lookup
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -31,6 +32,11 @@ def apply(model, parts: StageParts, v: Variant) -> None:
                 _fp32_island(present[name], dtype)
         cast_outputs(model, parts, _cast, dtype, torch.float32)
         cast_inputs(model, parts, _cast, dtype)
+        return
+    if v.name == "channels-last":  # the convolutions' outputs follow their weights' layout
+        if not any(isinstance(m, torch.nn.Conv2d) for m in core.modules()):
+            raise NotApplicable("variant channels-last changes nothing here: no 2-D convolution")
+        core.to(memory_format=torch.channels_last)
         return
     device = next(core.parameters()).device.type
     if v.name == "int8":

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rvc_bench.variant_parts import NothingToQuantise, StageParts, Variant, VariantError
+from rvc_bench.variant_parts import NotApplicable, StageParts, Variant, VariantError
 
 FP32 = "fp32"
 BENCH = "benchmark"  # the tolerance table's check of the fp32 rows (tolerances.BENCHMARK)
@@ -48,7 +48,15 @@ VARIANTS = {
         Variant(
             "compiled", "float32", ("mlx", "torch"), "mx.compile / torch.compile (inductor) of the forward", "1.2-1.3x"
         ),
-        # A graph level changes which kernels run, not the arithmetic asked for: held to the fp32 bounds.
+        # A memory layout or a graph level changes which kernels run, not the arithmetic asked for: fp32 bounds.
+        Variant(
+            "channels-last",
+            "float32",
+            ("torch",),
+            "torch.channels_last memory format for the 2-D convolutions (RMVPE's U-Net): oneDNN's NHWC kernels",
+            "",
+            BENCH,
+        ),
         Variant(
             "ort-extended", "float32", ("onnx",), "ONNX Runtime graph optimisation EXTENDED (default ALL)", "", BENCH
         ),
@@ -149,13 +157,14 @@ def apply(runner, stage: str, name: str):
 
 def apply_models(models, name: str) -> None:
     """Variant `name` applied to each network of a pipeline (rvc_bench.pipeline.Models); a quantisation skips a
-    network with no layer it takes, and is refused only where no network has one."""
+    network with no layer it takes (a memory layout, one with no 2-D convolution), and is refused only where no
+    network has one."""
     skipped = []
     networks = [s for s in ("hubert", "rmvpe", "synth") if getattr(models, s) is not None]
     for stage in networks:
         try:
             apply_model(getattr(models, stage), stage, name, models.backend.name)
-        except NothingToQuantise as err:
+        except NotApplicable as err:
             skipped.append(err)
     if networks and len(skipped) == len(networks):
         raise skipped[0]
@@ -175,9 +184,11 @@ def apply_model(model, stage: str, name: str, backend: str) -> None:
     impl.apply(model, PARTS[stage], v)
 
 
-def from_flags(backend: str, dtype: str | None, quantize: int | None, compile_: bool) -> tuple[str, ...]:
-    """`infer`'s --dtype / --quantize / --compile -> the variants to apply, in that order (each one checked on
-    `backend`, so a combination it cannot run is refused with one line)."""
+def from_flags(
+    backend: str, dtype: str | None, quantize: int | None, compile_: bool, channels_last: bool = False
+) -> tuple[str, ...]:
+    """`infer`'s --dtype / --quantize / --channels-last / --compile -> the variants to apply, in that order (each one
+    checked on `backend`, so a combination it cannot run is refused with one line)."""
     names = []
     if dtype is not None:
         names.append({"float16": "fp16", "bfloat16": "bf16"}[dtype])
@@ -186,6 +197,8 @@ def from_flags(backend: str, dtype: str | None, quantize: int | None, compile_: 
         if dynamic and quantize != 8:
             raise VariantError(f"--quantize {quantize}: {backend}'s dynamic quantisation is 8-bit only")
         names.append("int8" if dynamic else f"q{quantize}")
+    if channels_last:
+        names.append("channels-last")
     if compile_:
         names.append("compiled")
     for name in names:

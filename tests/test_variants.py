@@ -81,6 +81,23 @@ def test_torch_int8_quantises_the_linear_layers():
     within_bound("hubert", "int8", runner(AUDIO), reference())
 
 
+def test_torch_channels_last_changes_the_layout_not_the_numbers():
+    """channels-last puts RMVPE's 2-D convolutions in NHWC (the salience within fp32's bounds of the eager twin);
+    a network with no 2-D convolution is refused by name, and a pipeline applies it to RMVPE alone."""
+    import torch
+
+    path = stages.RMVPE.checkpoint(fixtures.cache_dir(), "tiny")
+    load = lambda: stages.RMVPE.load(get_backend("torch"), path)  # noqa: E731
+    runner = variants.apply(load(), "rmvpe", "channels-last")
+    convs = [m for m in runner.model.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    assert not convs[1].weight.is_contiguous()  # a 1x1 or single-channel weight is both: the second is 3x3
+    salience, ref = runner(AUDIO[0])[0], load()(AUDIO[0])[0]
+    assert parity.tensor_metrics(salience, ref)["rel_l2"] < 1e-5
+    with pytest.raises(variants.NotApplicable, match="no 2-D convolution"):
+        hubert("torch", "channels-last")
+
+
 def _graph(model):
     """The graph file an ONNX variant's sessions opened (the rewritten export)."""
     import onnx
@@ -203,7 +220,7 @@ def test_infer_converts_with_each_backends_variants_and_refuses_the_rest(tmp_pat
     sf.write(src, fixtures.generate(0.5, seed=5).audio, 16000, subtype="FLOAT")
     runs = {  # (the tiny RMVPE has no Linear 64 wide: the pipeline's q8 quantises HuBERT and the synthesizer)
         "mlx": [(), ("--dtype", "float16"), ("--quantize", "8"), ("--compile",)],
-        "torch": [(), ("--quantize", "8")],
+        "torch": [(), ("--quantize", "8"), ("--channels-last",)],
         "onnx": [(), ("--dtype", "float16"), ("--quantize", "8")],
     }
     for backend, flag_sets in runs.items():
@@ -213,13 +230,14 @@ def test_infer_converts_with_each_backends_variants_and_refuses_the_rest(tmp_pat
             assert infer_synthetic(voice, src, out, backend, *flags) == 0, (backend, flags, capsys.readouterr())
             outputs.append(sf.read(out, dtype="float32")[0])
         for flags, audio in zip(flag_sets[1:], outputs[1:]):
-            if flags != ("--compile",):  # compiled: the same numbers, faster
+            if flags not in {("--compile",), ("--channels-last",)}:  # the same numbers, faster
                 assert not np.array_equal(audio, outputs[0]), (backend, flags)
     capsys.readouterr()
     for backend, flags, says in [
         ("onnx", ("--compile",), "onnx cannot run compiled"),
         ("onnx", ("--dtype", "bfloat16"), "onnx cannot run bf16"),
         ("torch", ("--quantize", "4"), "8-bit only"),
+        ("mlx", ("--channels-last",), "mlx cannot run channels-last"),
     ]:
         out = tmp_path / "refused.wav"
         assert infer_synthetic(voice, src, out, backend, *flags) == 2
