@@ -185,7 +185,7 @@ def apply_model(model, stage: str, name: str, backend: str) -> None:
 
 
 def from_flags(
-    backend: str, dtype: str | None, quantize: int | None, compile_: bool, channels_last: bool = False
+    backend: str, dtype: str | None, quantize: int | None, compile_: bool, channels_last: bool
 ) -> tuple[str, ...]:
     """`infer`'s --dtype / --quantize / --channels-last / --compile -> the variants to apply, in that order (each one
     checked on `backend`, so a combination it cannot run is refused with one line)."""
