@@ -164,6 +164,14 @@ def test_cli_exit_statuses_and_one_line_errors(tmp_path, capsys):
         assert says in err and len(err.splitlines()) == 1, err
 
 
+def test_outputs_past_the_memory_limit_stop_side_a_with_one_line():
+    """A long full-size input would hold more module outputs than the machine has memory (a minute of pipeline was
+    killed for memory at 21 GiB): side A stops at the limit, with an error naming what to shorten."""
+    with pytest.raises(sides.DiffError, match=r"passed the .* GiB this diff may hold .* shorter --seconds than 1$"):
+        _diff("hubert", limit=100_000)
+    assert not _diff("hubert", limit=10**9).diverged  # the same pair under a limit it stays within
+
+
 def test_a_side_at_a_commit_runs_in_its_worktree():
     inputs = run.inputs_for("rmvpe", "tiny", 1.0, 0)
     report = run.diff("rmvpe", sides.Side("mlx", commit="HEAD"), sides.parse_side("mlx", "rmvpe"), inputs)

@@ -26,19 +26,28 @@ class Entry:
     channels_first: bool  # the framework keeps channels on axis 1 (torch, ONNX) rather than last (MLX)
 
 
+class CaptureTooLarge(MemoryError):
+    """The held outputs passed the recorder's byte limit (a long input at full size holds tens of GiB)."""
+
+
 class Recorder:
     """Collects entries; `sink(entry)`, when given, receives each one instead (so one side is compared while it runs
-    and only the other side's outputs are held)."""
+    and only the other side's outputs are held). limit: the bytes of held entries past which `add` raises
+    CaptureTooLarge, before the machine runs out of memory (None: no limit)."""
 
-    def __init__(self, sink: Callable[[Entry], None] | None = None):
+    def __init__(self, sink: Callable[[Entry], None] | None = None, limit: int | None = None):
         self.entries: list[Entry] = []
         self.calls: dict[str, int] = {}
         self.sink = sink or self.entries.append
+        self.limit, self.held, self.holds = limit, 0, sink is None
 
     def add(self, name: str, outputs: Any, channels_first: bool) -> None:
         arrays = tuple(_arrays(outputs))
         if not arrays:
             return
+        self.held += sum(a.nbytes for a in arrays) if self.holds else 0
+        if self.limit is not None and self.held > self.limit:
+            raise CaptureTooLarge(f"{self.held / 2**30:.1f} GiB of module outputs held at {name}")
         call = self.calls.get(name, 0)
         self.calls[name] = call + 1
         self.sink(Entry(name, call, arrays, channels_first))

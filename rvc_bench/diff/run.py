@@ -122,13 +122,22 @@ def run_side(stage: str, side: Side, inputs: Inputs, recorder: capture.Recorder,
     return run_stage(stage, side, inputs, recorder, plant)
 
 
-def diff(stage: str, a: Side, b: Side, inputs: Inputs, bound=None, plant_a=None, plant_b=None, options=None) -> Report:
+def diff(
+    stage: str, a: Side, b: Side, inputs: Inputs, bound=None, plant_a=None, plant_b=None, options=None, limit=None
+) -> Report:
     """Run A, then B compared entry by entry, then both outputs along time. bound: both bounds at once (default:
     the tolerance table's); plant_a / plant_b: change a side's model before it runs (the tests plant faults);
-    options: the pipeline's conversion options."""
+    options: the pipeline's conversion options; limit: the bytes of A's outputs it may hold (default: half the
+    memory available now)."""
     bound, frame_bound = bounds_for(stage) if bound is None else (bound, bound)
-    rec_a = capture.Recorder()
-    res_a = run_side(stage, a, inputs, rec_a, plant_a, options)
+    rec_a = capture.Recorder(limit=held_limit() if limit is None else limit)
+    try:
+        res_a = run_side(stage, a, inputs, rec_a, plant_a, options)
+    except capture.CaptureTooLarge as err:  # a full-size minute of pipeline passed 21 GiB here: killed for memory
+        raise DiffError(
+            f"side A's module outputs passed the {rec_a.limit / 2**30:.3g} GiB this diff may hold ({err}): "
+            f"compare a shorter --seconds than {inputs.audio.size / 16000:g}"
+        ) from None
     matcher = compare.Matcher(rec_a.entries, bound)
     res_b = run_side(stage, b, inputs, capture.Recorder(sink=matcher), plant_b, options)
     del rec_a
@@ -141,6 +150,12 @@ def diff(stage: str, a: Side, b: Side, inputs: Inputs, bound=None, plant_a=None,
             for kind, (starts, reach) in res.seams.get(signal, {}).items():
                 compare.name_seam(report.along[-1], {f"{kind} seam ({side_name})": starts}, reach)
     return report
+
+
+def held_limit() -> int:
+    import psutil
+
+    return psutil.virtual_memory().available // 2
 
 
 def _along(signal: str, x: np.ndarray, ref: np.ndarray, res_a: Result, bound: float) -> compare.Along:
