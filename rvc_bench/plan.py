@@ -151,8 +151,8 @@ def add_run_options(
         "--variants",
         type=parse_variants,
         default="fp32",
-        help="optimisation variants of the HuBERT, RMVPE and synthesizer benchmarks, comma-separated, each its own "
-        f"row (default fp32, the eager float32 twin): {', '.join(variants.VARIANTS)}",
+        help="optimisation variants of the HuBERT, RMVPE, synthesizer and pipeline benchmarks, comma-separated, each "
+        f"its own row (default fp32, the eager float32 twin): {', '.join(variants.VARIANTS)}",
     )
     add("--fresh-process", action="store_true", help="also measure each benchmark in a fresh process (RSS)")
     add("--weights-dir", default=None, help="folder with real upstream checkpoints (rmvpe.pt, hubert_base.pt)")

@@ -87,9 +87,8 @@ class BenchSession:
         if self._run is None:
             info = machine.machine_info()
             commit, dirty = git_state(self.config.rootpath)
-            run_id, started_at = (
-                self.config.getoption("run_id").split("@", 1) if self.config.getoption("run_id") else ("", "")
-            )
+            given = self.config.getoption("run_id")
+            run_id, started_at = given.split("@", 1) if given else ("", "")
             p = self.plan
             options = {k: v for k, v in p.stored().items() if k != "stages"}  # a process runs the files it is given
             options["weights_dir"] = str(self.weights_dir) if self.weights_dir else None
@@ -206,7 +205,8 @@ def pytest_sessionfinish(session, exitstatus):
         return
     outcomes = {t: bench.outcomes.get(t, "not run") for t in bench.planned}
     path = bench.run.write_part(bench.store_dir, bench.part, bench.planned, outcomes)
-    bench.write_line(f"rvc-bench: {bench.stored} of {len(bench.planned)} benchmark(s) stored in {path.parent}")
+    skipped = list(outcomes.values()).count("skipped")  # not applicable here (a form, a variant): no gap
+    bench.write_line(f"rvc-bench: {bench.stored} of {len(bench.planned)} stored, {skipped} skipped, in {path.parent}")
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
